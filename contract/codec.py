@@ -1,0 +1,179 @@
+"""Encoding and decoding of every message on the wire.
+
+Errors: decoding raises only :class:`DecodeError`, whatever the input; its
+``reason`` is a :class:`DecodeReason` a program can count and quarantine by.
+Encoding a valid model cannot fail.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from contract.messages import (
+    EVENT,
+    TELEMETRY,
+    Batch,
+    BatchRecord,
+    Command,
+    CommandAck,
+    Event,
+    State,
+    Telemetry,
+    Twin,
+)
+from contract.topics import Channel
+
+MAX_MESSAGE_BYTES: Final = 16 * 1024
+MAX_BATCH_BYTES: Final = 1024 * 1024
+MAX_BATCH_INFLATED_BYTES: Final = 32 * 1024 * 1024
+BATCH_COMPRESSION_LEVEL: Final = 6
+
+
+class DecodeReason(StrEnum):
+    BAD_JSON = "bad_json"
+    BAD_COMPRESSION = "bad_compression"
+    TOO_LARGE = "too_large"
+    WRONG_VERSION = "wrong_version"
+    UNKNOWN_KIND = "unknown_kind"
+    OUT_OF_RANGE = "out_of_range"
+    INVALID = "invalid_schema"
+    BAD_TOPIC = "bad_topic"
+
+
+class DecodeError(ValueError):
+    """A payload that does not follow the contract (permanent: retrying cannot help)."""
+
+    def __init__(self, reason: DecodeReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+_BATCH: Final = TypeAdapter(Batch)
+_ADAPTERS: Final[dict[Channel, TypeAdapter[Any]]] = {
+    Channel.TELEMETRY: TELEMETRY,
+    Channel.EVENT: EVENT,
+    Channel.STATE: TypeAdapter(State),
+    Channel.CMD: TypeAdapter(Command),
+    Channel.CMD_ACK: TypeAdapter(CommandAck),
+    Channel.TWIN_DESIRED: TypeAdapter(Twin),
+    Channel.TWIN_REPORTED: TypeAdapter(Twin),
+}
+_RANGE_ERRORS: Final = frozenset(
+    {"less_than", "less_than_equal", "greater_than", "greater_than_equal", "too_long", "too_short"}
+)
+
+
+class _VersionProbe(BaseModel):
+    v: Any = None
+
+
+_VERSION_PROBE: Final = TypeAdapter(_VersionProbe)
+
+
+def _has_wrong_version(payload: bytes | dict[str, Any]) -> bool:
+    """Looked at only once a payload failed: a ``v`` other than 1 explains everything else."""
+    try:
+        if isinstance(payload, bytes):
+            probe = _VERSION_PROBE.validate_json(payload)
+        else:
+            probe = _VERSION_PROBE.validate_python(payload)
+    except ValidationError:
+        return False
+    return probe.v is not None and probe.v != 1
+
+
+def _reason(exc: ValidationError, payload: bytes | dict[str, Any]) -> DecodeError:
+    errors = exc.errors(include_url=False, include_input=False)
+    types = {e["type"] for e in errors}
+    if "json_invalid" in types or "json_type" in types:
+        reason = DecodeReason.BAD_JSON
+    elif _has_wrong_version(payload):
+        reason = DecodeReason.WRONG_VERSION
+    elif "union_tag_invalid" in types or "union_tag_not_found" in types:
+        reason = DecodeReason.UNKNOWN_KIND
+    elif types & _RANGE_ERRORS:
+        reason = DecodeReason.OUT_OF_RANGE
+    else:
+        reason = DecodeReason.INVALID
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "payload"
+    return DecodeError(reason, f"{where}: {first['msg']}"[:300])
+
+
+def _validate_json(adapter: TypeAdapter[Any], payload: bytes) -> Any:
+    try:
+        return adapter.validate_json(payload)
+    except ValidationError as exc:
+        raise _reason(exc, payload) from None
+    except (ValueError, TypeError, RecursionError) as exc:  # pydantic-core edge cases
+        raise DecodeError(DecodeReason.BAD_JSON, str(exc)[:300]) from None
+
+
+def encode(message: BaseModel) -> bytes:
+    """A device message as compact JSON (absent optional fields left out)."""
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+def decode(channel: Channel, payload: bytes) -> Any:
+    """Decode a device-side message received on ``channel``.
+
+    Returns the model for the channel (a Telemetry, Event, State, Command,
+    CommandAck or Twin; a Batch for ``_gateway/batch``).
+    """
+    if channel is Channel.GATEWAY_BATCH:
+        return decode_batch(payload)
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_MESSAGE_BYTES}")
+    return _validate_json(_ADAPTERS[channel], payload)
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """The gateway envelope: compact JSON, zlib-compressed."""
+    return zlib.compress(batch.model_dump_json(exclude_none=True).encode(), BATCH_COMPRESSION_LEVEL)
+
+
+def encode_batch_parts(gw: str, seq: int, records: Iterable[tuple[str, str, bytes, int]]) -> bytes:
+    """Build an envelope from already-encoded payloads without re-parsing them.
+
+    Each record is ``(channel, device, payload_json, rx_ms)``; payloads must be
+    output of :func:`encode` (the gateway stores exactly that) and ids valid.
+    """
+    body = b",".join(
+        b'{"ch":"%s","dev":"%s","p":%s,"rx":%d}' % (ch.encode(), dev.encode(), payload, rx)
+        for ch, dev, payload, rx in records
+    )
+    head = b'{"v":1,"gw":"%s","seq":%d,"records":[' % (gw.encode(), seq)
+    return zlib.compress(head + body + b"]}", BATCH_COMPRESSION_LEVEL)
+
+
+def decode_batch(payload: bytes) -> Batch:
+    """Inflate and validate a gateway envelope (records' payloads not yet validated)."""
+    if len(payload) > MAX_BATCH_BYTES:
+        raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_BATCH_BYTES}")
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(payload, MAX_BATCH_INFLATED_BYTES)
+    except zlib.error as exc:
+        raise DecodeError(DecodeReason.BAD_COMPRESSION, str(exc)) from None
+    if inflater.unconsumed_tail:
+        raise DecodeError(DecodeReason.TOO_LARGE, f"inflates past {MAX_BATCH_INFLATED_BYTES} bytes")
+    if not inflater.eof:
+        raise DecodeError(DecodeReason.BAD_COMPRESSION, "truncated zlib stream")
+    batch: Batch = _validate_json(_BATCH, raw)
+    return batch
+
+
+def decode_record(record: BatchRecord) -> Telemetry[Any, Any] | Event[Any, Any]:
+    """Validate one record's payload from a decoded batch."""
+    adapter = TELEMETRY if record.ch == "telemetry" else EVENT
+    try:
+        reading: Telemetry[Any, Any] | Event[Any, Any] = adapter.validate_python(record.p)
+    except ValidationError as exc:
+        raise _reason(exc, record.p) from None
+    return reading

@@ -1,0 +1,5 @@
+import sys
+
+from gramlink.cli import main
+
+sys.exit(main())

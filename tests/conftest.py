@@ -1,0 +1,64 @@
+"""Session fixtures: a real Mosquitto and a real InfluxDB on free loopback ports.
+
+Both are started through the same code as ``gramlink stack up`` and stopped at
+the end of the session. Tests that stop or kill a service (outages) make their
+own with ``broker_factory`` / ``influx_factory`` instead of touching these.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gramlink.services import InfluxService, MosquittoService
+from gramlink.services.process import free_port
+
+BrokerFactory = Callable[[], MosquittoService]
+InfluxFactory = Callable[[], InfluxService]
+
+
+@pytest.fixture(scope="session")
+def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+    started: list[MosquittoService] = []
+
+    def make() -> MosquittoService:
+        home = tmp_path_factory.mktemp("mosquitto")
+        broker = MosquittoService(home, free_port(), secrets.token_urlsafe(16))
+        broker.start()
+        started.append(broker)
+        return broker
+
+    yield make
+    for broker in reversed(started):
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def influx_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxFactory]:
+    started: list[InfluxService] = []
+
+    def make() -> InfluxService:
+        home: Path = tmp_path_factory.mktemp("influxdb")
+        influx = InfluxService(home, free_port(), secrets.token_urlsafe(16))
+        influx.start()
+        started.append(influx)
+        return influx
+
+    yield make
+    for influx in reversed(started):
+        influx.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(broker_factory: BrokerFactory) -> MosquittoService:
+    """The shared central broker; use a unique centre id per test."""
+    return broker_factory()
+
+
+@pytest.fixture(scope="session")
+def influx(influx_factory: InfluxFactory) -> InfluxService:
+    """The shared InfluxDB; use a unique measurement/centre per test."""
+    return influx_factory()
