@@ -124,10 +124,14 @@ class PidProcess:
         if self.running():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: (self._reap(), not self.running())[1], 10, f"{self.name} exit")
+            wait_until(self._gone, 10, f"{self.name} exit")
         self._reap()
         self.pid_file.unlink(missing_ok=True)
         return True
+
+    def _gone(self) -> bool:
+        self._reap()
+        return not self.running()
 
     def _reap(self) -> None:
         if self._child is not None:
