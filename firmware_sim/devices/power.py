@@ -91,10 +91,7 @@ class PowerUnit(Device):
         else:
             pv = min(available_pv, load + headroom_w)  # curtailed when the battery is full
             batt = pv - load
-        if batt > 0:
-            delta_wh = batt * dt_h * CHARGE_EFFICIENCY
-        else:
-            delta_wh = batt * dt_h
+        delta_wh = batt * dt_h * (CHARGE_EFFICIENCY if batt > 0 else 1.0)
         self.soc = min(100.0, max(0.0, self.soc + delta_wh / self.capacity_wh * 100.0))
         self.pv_w, self.load_w, self.batt_w = pv, load, batt
         self.energy_today_wh += pv * dt_h
