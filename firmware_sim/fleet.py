@@ -97,6 +97,8 @@ class Fleet:
         self.links: list[Link] = []
         self._link_of: dict[str, Link] = {}
         self._stop = threading.Event()
+        self._started = False
+        self._stopped = False
         self.done = threading.Event()
         self._max_readings: int | None = None
         self._deadline: float | None = None
@@ -162,6 +164,7 @@ class Fleet:
     # --- lifetime --------------------------------------------------------------------------------
     def start(self, *, readings: int | None = None, duration_s: float | None = None) -> None:
         """Connect every link and start publishing (bounded by ``readings`` / ``duration_s``)."""
+        self._started = True
         self._max_readings = readings
         self._deadline = time.monotonic() + duration_s if duration_s else None
         self.counters.started = time.monotonic()
@@ -208,6 +211,10 @@ class Fleet:
         return None
 
     def stop(self, drain_s: float = 10.0) -> None:
+        """Stop publishing, let in-flight messages finish (up to ``drain_s``), go offline."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         if self._scheduler.is_alive():
             self._scheduler.join(10.0)
