@@ -20,8 +20,8 @@ class Clock(Protocol):
 
     def now_ms(self) -> int: ...
 
-    def wait_until(self, sim_ms: int, stop: threading.Event) -> bool:
-        """Block until simulated time reaches ``sim_ms``; False if ``stop`` was set meanwhile."""
+    def wait_until(self, sim_ms: int, wake: threading.Event) -> bool:
+        """Block until simulated time reaches ``sim_ms``; False if ``wake`` was set meanwhile."""
         ...
 
 
@@ -33,11 +33,11 @@ class RealClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
-    def wait_until(self, sim_ms: int, stop: threading.Event) -> bool:
+    def wait_until(self, sim_ms: int, wake: threading.Event) -> bool:
         delay = (sim_ms - self.now_ms()) / 1000
         if delay > 0:
-            return not stop.wait(delay)
-        return not stop.is_set()
+            return not wake.wait(delay)
+        return not wake.is_set()
 
 
 class AcceleratedClock:
@@ -54,11 +54,11 @@ class AcceleratedClock:
     def now_ms(self) -> int:
         return self._start_ms + int((time.monotonic() - self._mono0) * 1000 * self.factor)
 
-    def wait_until(self, sim_ms: int, stop: threading.Event) -> bool:
+    def wait_until(self, sim_ms: int, wake: threading.Event) -> bool:
         delay = (sim_ms - self.now_ms()) / 1000 / self.factor
         if delay > 0:
-            return not stop.wait(delay)
-        return not stop.is_set()
+            return not wake.wait(delay)
+        return not wake.is_set()
 
 
 class BackfillClock:
@@ -74,8 +74,8 @@ class BackfillClock:
     def now_ms(self) -> int:
         return self._now
 
-    def wait_until(self, sim_ms: int, stop: threading.Event) -> bool:
+    def wait_until(self, sim_ms: int, wake: threading.Event) -> bool:
         with self._lock:
             if sim_ms > self._now:
                 self._now = sim_ms
-        return not stop.is_set()
+        return not wake.is_set()

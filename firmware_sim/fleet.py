@@ -17,6 +17,7 @@ import heapq
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -97,6 +98,8 @@ class Fleet:
         self.links: list[Link] = []
         self._link_of: dict[str, Link] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set on stop or when a device's schedule changed
+        self._resched: deque[str] = deque()
         self._started = False
         self._stopped = False
         self.done = threading.Event()
@@ -123,6 +126,7 @@ class Fleet:
                     interval_s=cfg.interval_s,
                 )
                 device.skew_ms = self.faults.skew_ms(device_id)
+                device.on_reschedule = self._reschedule
                 devices.append(device)
                 self.devices[device_id] = device
             groups = [devices] if cfg.mode == "centre" else [[d] for d in devices]
@@ -157,6 +161,10 @@ class Fleet:
         self.links.append(link)
         for device in group:
             self._link_of[device.device_id] = link
+
+    def _reschedule(self, device_id: str) -> None:
+        self._resched.append(device_id)
+        self._wake.set()
 
     def _on_command(self, device: Device, message: Command | Twin, deadline: float | None) -> None:
         self.worker.submit(device, message, deadline)
@@ -197,7 +205,7 @@ class Fleet:
             while not self.done.wait(1.0):
                 if progress is not None:
                     progress(self.stats())
-                if self.fatal():
+                if self.fatal() or (self._deadline and time.monotonic() >= self._deadline):
                     break
         finally:
             self.stop()
@@ -216,6 +224,7 @@ class Fleet:
             return
         self._stopped = True
         self._stop.set()
+        self._wake.set()
         if self._scheduler.is_alive():
             self._scheduler.join(10.0)
         deadline = time.monotonic() + drain_s
@@ -272,7 +281,6 @@ class Fleet:
         cfg = self.config
         devices = list(self.devices.values())
         heap = [(d.next_due_ms(), i) for i, d in enumerate(devices)]
-        heapq.heapify(heap)
         links = [self._link_of[d.device_id] for d in devices]
         clock, stop, counters = self.clock, self._stop, self.counters
         end_ms = clock.end_ms
@@ -281,17 +289,31 @@ class Fleet:
         burst_every = cfg.faults.qos0_burst_every_s
         next_burst = time.monotonic() + burst_every if burst_every else None
         max_readings, deadline = self._max_readings, self._deadline
+        version = [0] * len(devices)
+        index = {d.device_id: i for i, d in enumerate(devices)}
+        heap = [(due, i, 0) for due, i in heap]
+        heapq.heapify(heap)
         for link in links:  # births first: readings wait for the first connect
-            link.first_connect.wait(30.0)
+            while not stop.is_set() and not link.first_connect.wait(0.2):
+                pass
+        wake = self._wake
         while heap and not stop.is_set():
-            due, i = heap[0]
+            while self._resched:  # a device's interval changed: its old entry goes stale
+                i = index[self._resched.popleft()]
+                version[i] += 1
+                heapq.heappush(heap, (devices[i].next_due_ms(), i, version[i]))
+            due, i, ver = heap[0]
+            if ver != version[i]:
+                heapq.heappop(heap)
+                continue
             if end_ms is not None and due >= end_ms:
                 break
-            if not clock.wait_until(due, stop):
-                break
+            if not clock.wait_until(due, wake):
+                wake.clear()
+                continue
             device = devices[i]
             readings = device.step(due)
-            heapq.heapreplace(heap, (device.next_due_ms(), i))
+            heapq.heapreplace(heap, (device.next_due_ms(), i, ver))
             if faults is not None:
                 readings, bad, dup, reord = faults.apply(device.device_id, readings)
                 counters.malformed += bad

@@ -15,6 +15,7 @@ while disconnected are dropped and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
@@ -276,10 +277,8 @@ class Link:
             self._retry_at = self.offline_until
             sock = self.client.socket()
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         self.loop.call_soon(do)
 

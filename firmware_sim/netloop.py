@@ -10,6 +10,8 @@ connects and reconnects run on this thread through :meth:`NetLoop.call_soon`.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import select
@@ -55,10 +57,8 @@ class NetLoop:
 
     def call_soon(self, task: Callable[[], None]) -> None:
         self._tasks.append(task)
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         fd = sock.fileno()
@@ -68,22 +68,16 @@ class NetLoop:
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         fd = sock.fileno()
         if self._clients.pop(fd, None) is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self._ep.unregister(fd)
-            except (OSError, ValueError):
-                pass
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # closed meanwhile
             self._ep.modify(sock.fileno(), _READ | select.EPOLLOUT)
-        except (OSError, ValueError):
-            pass  # closed meanwhile
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self._ep.modify(sock.fileno(), _READ)
-        except (OSError, ValueError):
-            pass
 
     # --- lifetime -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -107,10 +101,8 @@ class NetLoop:
                 break
             for fd, mask in events:
                 if fd == self._wake_r:
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
-                    except BlockingIOError:
-                        pass
                     continue
                 client = self._clients.get(fd)
                 if client is None:
@@ -129,7 +121,7 @@ class NetLoop:
                     if client.want_write():  # a publish raced with unregister-write
                         client.loop_write()
                 for ticker in self._tickers:
-                    self._guarded(lambda t=ticker: t(now))  # type: ignore[misc]
+                    self._guarded(functools.partial(ticker, now))
 
     @staticmethod
     def _guarded(task: Callable[[], None]) -> None:

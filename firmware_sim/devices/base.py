@@ -90,6 +90,7 @@ class Device:
         self.identify_until_ms = 0
         self.lock = threading.RLock()
         self.send: Send = _drop_send
+        self.on_reschedule: Callable[[str], None] = lambda device_id: None
         self.topics = {ch: topic(centre, device_id, ch) for ch in _UPSTREAM}
         self.cmd_topic = topic(centre, device_id, Channel.CMD)
         self.twin_topic = topic(centre, device_id, Channel.TWIN_DESIRED)
@@ -231,6 +232,7 @@ class Device:
         with self.lock:
             self.interval_ms = int(seconds * 1000)
             self.next_telemetry_ms = now_ms + self.interval_ms
+        self.on_reschedule(self.device_id)
 
     def apply_twin(self, desired: Twin, now_ms: int) -> None:
         """Apply the settings this device knows, then report what it holds."""

@@ -114,7 +114,9 @@ def test_soc_stays_within_bounds_for_a_month_off_grid() -> None:
 def test_health_devices_measure_patients_in_clinic_hours_with_some_abnormal() -> None:
     env = CentreEnv(11, "c011")
     ox = STANDARD_SET[3]("c011", "c011-ox1", env, 11, MONDAY_10_IST)
-    events = [m for m in run(ox, MONDAY_10_IST + 30 * DAY) if getattr(m, "name", None) == "measurement"]
+    events = [
+        m for m in run(ox, MONDAY_10_IST + 30 * DAY) if getattr(m, "name", None) == "measurement"
+    ]
     assert 100 < len(events) < 30 * 40
     assert all(env.is_open(e.ts) for e in events)
     assert all(e.metrics.patient_id and 0 <= e.metrics.battery_pct <= 100 for e in events)
