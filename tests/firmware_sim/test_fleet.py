@@ -223,8 +223,8 @@ def test_last_will_fires_when_a_cut_device_stays_away(
 
 
 def test_last_will_fires_when_the_sim_process_is_killed(mosquitto: MosquittoService) -> None:
-    centre = unique_id("kc")
-    client, got = watch(mosquitto, centre)
+    prefix = unique_id("kc")
+    client, got = watch(mosquitto, f"{prefix}001")
     env = dict(
         os.environ,
         GRAMLINK_SIM_MQTT_USERNAME=mosquitto.admin_user,
@@ -239,7 +239,7 @@ def test_last_will_fires_when_the_sim_process_is_killed(mosquitto: MosquittoServ
             "--mqtt-url",
             mosquitto.url,
             "--centre-prefix",
-            centre,
+            prefix,
             "--centres",
             "1",
             "--devices-per-centre",
@@ -254,7 +254,7 @@ def test_last_will_fires_when_the_sim_process_is_killed(mosquitto: MosquittoServ
         stderr=subprocess.DEVNULL,
     )
     try:
-        rtr = f"{centre}001-rtr1"
+        rtr = f"{prefix}001-rtr1"
         wait_for(lambda: bool(decoded(got, Channel.STATE, rtr)), 20, "birth from the process")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
