@@ -1,0 +1,298 @@
+"""One MQTT connection: per device (realistic) or per centre (load tests).
+
+Owns a paho client driven by the fleet's :class:`NetLoop`. On every connect it
+subscribes to its devices' ``cmd`` and ``twin/desired`` and publishes their
+retained birth ``state``. The Last Will (retained ``online: false``) carries an
+MQTT v5 Will Delay Interval and the session an expiry, so a short drop does not
+flap. Reconnects use jittered, capped backoff owned here; a refused login stops
+the link (counted, logged once) instead of retrying forever.
+
+Buffers: paho's queue per connection is bounded by ``max_queued`` QoS 1
+messages; when it is full (a long offline period) new readings are dropped and
+counted (policy: keep the oldest, drop the newest). QoS 0 readings published
+while disconnected are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from contract.codec import DecodeError, decode
+from contract.messages import Command, Twin
+from contract.topics import Channel, Topic, TopicError, subscription
+from firmware_sim.devices.base import Device
+from firmware_sim.netloop import NetLoop
+from firmware_sim.stats import Counters
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S: Final = 0.5
+BACKOFF_MAX_S: Final = 30.0
+AUTH_FAILURES: Final = frozenset({0x86, 0x87, 0x04, 0x05})  # bad credentials / not authorised
+_RC_QUEUE: Final = mqtt.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+_RC_NO_CONN: Final = mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+
+CommandSink = Callable[[Device, Command | Twin, float | None], None]
+"""(device, command or desired twin, MQTT expiry deadline as wall time or None)."""
+
+
+class Link:
+    """One paho client publishing for ``devices`` (one device, or a whole centre)."""
+
+    def __init__(
+        self,
+        loop: NetLoop,
+        client_id: str,
+        host: str,
+        port: int,
+        username: str | None,
+        password: str | None,
+        devices: Sequence[Device],
+        *,
+        counters: Counters,
+        on_command: CommandSink,
+        now_ms: Callable[[], int],
+        centre_wide: bool = False,
+        will_delay_s: int = 5,
+        session_expiry_s: int = 300,
+        keepalive_s: int = 30,
+        max_inflight: int = 1000,
+        max_queued: int = 10_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.loop = loop
+        self.client_id = client_id
+        self.host, self.port = host, port
+        self.devices = {d.device_id: d for d in devices}
+        self.centre = devices[0].centre
+        self.counters = counters
+        self.on_command = on_command
+        self.now_ms = now_ms
+        self.centre_wide = centre_wide
+        self.keepalive_s = keepalive_s
+        self.session_expiry_s = session_expiry_s
+        self.max_outstanding = max(1, max_inflight + max_queued // 2)
+        self.rng = rng or random.Random(client_id)
+        self.connected = False
+        self.fatal: str | None = None
+        self.offline_until = 0.0  # monotonic: a fault-injected offline period
+        self._stopping = False
+        self._attempt = 0
+        self._retry_at: float | None = None
+        self._sent = 0  # publishes this link queued (any thread)
+        self._done = 0  # publishes finished (net thread)
+        self._room = threading.Event()
+        self._room.set()
+        self.first_connect = threading.Event()
+
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        if username is not None:
+            client.username_pw_set(username, password)
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(max_queued)
+        will_device = devices[0]
+        will_props = Properties(PacketTypes.WILLMESSAGE)
+        will_props.WillDelayInterval = will_delay_s
+        client.will_set(will_device.topics[Channel.STATE], will_device.will(), 1, True, will_props)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        loop.attach(client)
+        loop.every_tick(self._tick)
+        self.client = client
+        for device in devices:
+            device.send = self.send
+
+    # --- connect and reconnect (network thread) ----------------------------------------------
+    def start(self) -> None:
+        self.loop.call_soon(self._connect)
+
+    def _connect(self) -> None:
+        if self._stopping or self.fatal:
+            return
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        try:
+            if self._attempt == 0 and not self.first_connect.is_set():
+                self.client.connect(
+                    self.host, self.port, self.keepalive_s, clean_start=False, properties=props
+                )
+            else:
+                self.client.reconnect()
+        except OSError as exc:
+            self.counters.errors += 1
+            self._schedule_retry(f"connect failed: {exc}")
+
+    def _schedule_retry(self, why: str) -> None:
+        self._attempt += 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(self._attempt, 8))
+        delay *= 0.5 + self.rng.random()  # full jitter around the capped exponential
+        if self._attempt in (1, 5) or self._attempt % 50 == 0:
+            log.warning(
+                "event=link_down centre=%s client=%s attempt=%d retry_s=%.1f reason=%r",
+                self.centre,
+                self.client_id,
+                self._attempt,
+                delay,
+                why,
+            )
+        self._retry_at = time.monotonic() + delay
+
+    def _tick(self, now: float) -> None:
+        if self._stopping or self.fatal or self.connected:
+            return
+        if now < self.offline_until:
+            return
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self._connect()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: mqtt.ReasonCode, props: Any
+    ) -> None:
+        if rc.is_failure:
+            self.counters.errors += 1
+            if rc.value in AUTH_FAILURES:
+                self.fatal = f"broker refused login: {rc}"
+                log.error(
+                    "event=auth_refused centre=%s client=%s rc=%s", self.centre, self.client_id, rc
+                )
+                self.first_connect.set()
+                return
+            self._schedule_retry(str(rc))
+            return
+        if self._attempt or self.first_connect.is_set():
+            self.counters.reconnects += 1
+        self._attempt = 0
+        self.connected = True
+        if self.centre_wide:
+            topics = [
+                (subscription(Channel.CMD, self.centre), 1),
+                (subscription(Channel.TWIN_DESIRED, self.centre), 1),
+            ]
+        else:
+            topics = [
+                t for d in self.devices.values() for t in ((d.cmd_topic, 1), (d.twin_topic, 1))
+            ]
+        client.subscribe(topics)
+        now = self.now_ms()
+        for device in self.devices.values():
+            self._publish(device.topics[Channel.STATE], device.birth(now), 1, True)
+        self.first_connect.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: mqtt.ReasonCode, props: Any
+    ) -> None:
+        self.connected = False
+        if not self._stopping and not self.fatal:
+            self._schedule_retry(f"disconnected: {rc}")
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, rc: mqtt.ReasonCode, props: Any
+    ) -> None:
+        self._done += 1
+        self.counters.completed += 1
+        if not self._room.is_set() and self._sent - self._done < self.max_outstanding // 2:
+            self._room.set()
+
+    # --- commands (network thread: decode, then hand over) -------------------------------------
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            where = Topic.parse(msg.topic)
+            device = self.devices.get(where.device)
+            if device is None:
+                return  # another device of the centre that is not simulated here
+            message = decode(where.channel, msg.payload)
+        except (TopicError, DecodeError) as exc:
+            self.counters.bad_commands += 1
+            log.warning(
+                "event=bad_command centre=%s topic=%s reason=%r payload=%r",
+                self.centre,
+                msg.topic[:120],
+                str(exc)[:200],
+                msg.payload[:120],
+            )
+            return
+        deadline: float | None = None
+        expiry = getattr(msg.properties, "MessageExpiryInterval", None) if msg.properties else None
+        if expiry is not None:
+            deadline = time.time() + float(expiry)
+        if isinstance(message, Command):
+            self.counters.commands += 1
+        self.on_command(device, message, deadline)
+
+    # --- publishing (any thread) ---------------------------------------------------------------
+    def _publish(self, topic_: str, payload: bytes, qos: int, retain: bool) -> mqtt.MQTTErrorCode:
+        info = self.client.publish(topic_, payload, qos, retain)
+        rc = info.rc
+        if rc == _RC_QUEUE or (rc == _RC_NO_CONN and qos == 0):
+            return rc
+        self._sent += 1
+        self.counters.messages += 1
+        if self._sent - self._done >= self.max_outstanding:
+            self._room.clear()
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def send(self, topic_: str, payload: bytes, qos: int, retain: bool) -> None:
+        """For commands' acks, events and births: best effort, counted when refused."""
+        if self._publish(topic_, payload, qos, retain) != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.counters.dropped += 1
+
+    def send_reading(self, topic_: str, payload: bytes, qos: int) -> bool:
+        """Publish a reading; False (and nothing sent) when this link's buffer is full."""
+        return self._publish(topic_, payload, qos, False) == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def wait_room(self, stop: threading.Event, timeout: float = 1.0) -> bool:
+        """Backpressure: wait until the broker has acknowledged enough of what is in flight."""
+        if self._room.is_set():
+            return True
+        self._room.wait(timeout)
+        return self._room.is_set() and not stop.is_set()
+
+    @property
+    def outstanding(self) -> int:
+        return self._sent - self._done
+
+    # --- faults and shutdown --------------------------------------------------------------------
+    def cut(self, offline_s: float) -> None:
+        """Drop the TCP connection abruptly (no DISCONNECT: the broker fires the Last Will)."""
+
+        def do() -> None:
+            self.counters.cuts += 1
+            self.offline_until = time.monotonic() + offline_s
+            self._retry_at = self.offline_until
+            sock = self.client.socket()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        self.loop.call_soon(do)
+
+    def stop(self) -> None:
+        """Mark every device offline (retained), then disconnect cleanly (no Will)."""
+        done = threading.Event()
+
+        def do() -> None:
+            self._stopping = True
+            if self.connected:
+                for device in self.devices.values():
+                    self.client.publish(device.topics[Channel.STATE], device.will(), 1, True)
+                self.client.disconnect()
+            done.set()
+
+        self.loop.call_soon(do)
+        done.wait(5.0)
