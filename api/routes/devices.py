@@ -116,7 +116,9 @@ def provision_bulk(
     )
     session.commit()
     if format == "csv":
-        return Response(bulk.credentials_csv(result.credentials), media_type="text/csv")  # type: ignore[return-value]
+        return Response(  # type: ignore[return-value]
+            bulk.credentials_csv(result.credentials), status_code=201, media_type="text/csv"
+        )  # type: ignore[return-value]
     return result
 
 
