@@ -59,7 +59,18 @@ Parsed = tuple[
 
 
 def parse(text: str, max_rows: int) -> Parsed:
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _parse(reader, max_rows)
+    except csv.Error as exc:
+        raise Unprocessable(
+            f"not a readable CSV at line {reader.line_num}: {exc}",
+            field="body",
+            rows=[{"row": reader.line_num, "field": "row", "message": str(exc)}],
+        ) from exc
+
+
+def _parse(reader: csv.DictReader[str], max_rows: int) -> Parsed:
     header = reader.fieldnames or []
     missing = [c for c in REQUIRED if c not in header]
     unknown = [c for c in header if c not in REQUIRED + OPTIONAL]

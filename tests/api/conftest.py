@@ -45,9 +45,26 @@ class Postgres:
 
     def _psql(self, sql: str) -> None:
         subprocess.run(
-            _as_owner([str(PG_BIN / "psql"), "-h", self.host, "-p", str(self.port), "-U",
-                       self.user, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql]),
-            check=True, capture_output=True, timeout=30,
+            _as_owner(
+                [
+                    str(PG_BIN / "psql"),
+                    "-h",
+                    self.host,
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    self.user,
+                    "-d",
+                    "postgres",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    sql,
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
 
 
@@ -79,24 +96,57 @@ def postgres() -> Iterator[Postgres]:
         shutil.chown(sockets, owner)
     user = owner or pwd.getpwuid(os.geteuid()).pw_name
     subprocess.run(
-        _as_owner([str(PG_BIN / "initdb"), "-D", str(data), "-U", user, "-A", "trust",
-                   "--no-sync", "-E", "UTF8"]),
-        check=True, capture_output=True, timeout=120,
+        _as_owner(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                user,
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     port = free_port()
-    options = (f"-k {sockets} -p {port} -c listen_addresses='' -c fsync=off "
-               "-c full_page_writes=off -c synchronous_commit=off")
+    options = (
+        f"-k {sockets} -p {port} -c listen_addresses='' -c fsync=off "
+        "-c full_page_writes=off -c synchronous_commit=off"
+    )
     subprocess.run(
-        _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(home / "pg.log"),
-                   "-o", options, "-w", "-t", "60", "start"]),
-        check=True, capture_output=True, timeout=90,
+        _as_owner(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(home / "pg.log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=90,
     )
     pg = Postgres(str(sockets), port, user)
     wait_until(lambda: (sockets / f".s.PGSQL.{port}").exists(), 30, "postgres socket")
     yield pg
     subprocess.run(
         _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-        check=False, capture_output=True, timeout=60,
+        check=False,
+        capture_output=True,
+        timeout=60,
     )
     shutil.rmtree(home, ignore_errors=True)
 

@@ -31,7 +31,11 @@ class Watcher:
 
 
 def publishes(
-    broker: MosquittoService, username: str, password: str, attempts: list[str], marker: str,
+    broker: MosquittoService,
+    username: str,
+    password: str,
+    attempts: list[str],
+    marker: str,
     watcher: Watcher,
 ) -> set[str]:
     """Publish QoS 1 on each topic of ``attempts`` then on ``marker``; return the topics

@@ -23,8 +23,16 @@ def _rollout(hub: str, spoke: str) -> list[dict[str, str]]:
     rows = []
     for centre, hub_id in ((hub, ""), (spoke, hub)):
         for kind in ("gateway", "router", "power", "bp_monitor"):
-            rows.append({"centre_id": centre, "device_id": unique_id(kind[:2]), "kind": kind,
-                         "model": "m1", "centre_name": f"Centre {centre}", "hub_id": hub_id})
+            rows.append(
+                {
+                    "centre_id": centre,
+                    "device_id": unique_id(kind[:2]),
+                    "kind": kind,
+                    "model": "m1",
+                    "centre_name": f"Centre {centre}",
+                    "hub_id": hub_id,
+                }
+            )
     return rows
 
 
@@ -35,8 +43,11 @@ def test_one_bad_row_changes_nothing_and_is_reported(
     hub, spoke = unique_id("hub"), unique_id("spoke")
     rows = _rollout(hub, spoke)
     rows[5]["kind"] = "toaster"
-    answer = api.client.post("/v1/devices/bulk", content=_csv(rows),
-                             headers={**api.headers(), "content-type": "text/csv"})
+    answer = api.client.post(
+        "/v1/devices/bulk",
+        content=_csv(rows),
+        headers={**api.headers(), "content-type": "text/csv"},
+    )
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"
     assert [(r["row"], r["field"]) for r in answer.json()["rows"]] == [(7, "kind")]
@@ -52,8 +63,12 @@ def test_a_rollout_creates_centres_devices_and_working_credentials(
     api = registry_api
     hub, spoke = unique_id("hub"), unique_id("spoke")
     rows = _rollout(hub, spoke)
-    answer = api.client.post("/v1/devices/bulk", params={"format": "csv"}, content=_csv(rows),
-                             headers={**api.headers(), "content-type": "text/csv"})
+    answer = api.client.post(
+        "/v1/devices/bulk",
+        params={"format": "csv"},
+        content=_csv(rows),
+        headers={**api.headers(), "content-type": "text/csv"},
+    )
     assert answer.status_code == 201, answer.text
     assert answer.headers["content-type"].startswith("text/csv")
     creds = list(csv.DictReader(io.StringIO(answer.text)))
@@ -77,11 +92,15 @@ def test_a_duplicate_of_an_existing_device_is_reported(registry_api: Api) -> Non
         {"centre_id": centre, "device_id": existing, "kind": "router", "model": "m"},
         {"centre_id": centre, "device_id": "Bad Id'", "kind": "router", "model": "m"},
     ]
-    answer = api.client.post("/v1/devices/bulk", content=_csv(rows),
-                             headers={**api.headers(), "content-type": "text/csv"})
+    answer = api.client.post(
+        "/v1/devices/bulk",
+        content=_csv(rows),
+        headers={**api.headers(), "content-type": "text/csv"},
+    )
     assert answer.status_code == 422
     assert sorted((r["row"], r["field"]) for r in answer.json()["rows"]) == [
-        (3, "device_id"), (4, "id")
+        (3, "device_id"),
+        (4, "id"),
     ]
     listed = api.client.get("/v1/devices", params={"centre_id": centre}, headers=api.headers())
     assert listed.json()["total"] == 1

@@ -102,8 +102,13 @@ class GatewayHarness:
     broker following its dynsec topic, and LocalAuth applying updates locally."""
 
     def __init__(
-        self, central: MosquittoService, local: MosquittoService, centre: str, gateway: str,
-        password: str, centre_key: bytes,
+        self,
+        central: MosquittoService,
+        local: MosquittoService,
+        centre: str,
+        gateway: str,
+        password: str,
+        centre_key: bytes,
     ) -> None:
         self.central, self.centre, self.gateway, self.password = central, centre, gateway, password
         self.updates: queue.Queue[bytes] = queue.Queue(maxsize=1000)
@@ -126,7 +131,9 @@ class GatewayHarness:
         props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
 
-        def on_connect(c: mqtt.Client, u: object, f: object, rc: mqtt.ReasonCode, p: object) -> None:
+        def on_connect(
+            c: mqtt.Client, u: object, f: object, rc: mqtt.ReasonCode, p: object
+        ) -> None:
             assert not rc.is_failure, rc
             c.subscribe(dynsec_topic(self.centre, self.gateway), qos=1)
 
@@ -166,7 +173,8 @@ def local_site(api: Api, broker_factory: BrokerFactory, mosquitto: MosquittoServ
     centre = api.centre()
     gateway = unique_id("gw")
     response = api.client.post(
-        "/v1/gateways", json={"id": gateway, "centre_id": centre, "model": "pi4"},
+        "/v1/gateways",
+        json={"id": gateway, "centre_id": centre, "model": "pi4"},
         headers=api.headers(),
     )
     assert response.status_code == 201, response.text
@@ -207,7 +215,8 @@ def test_local_broker_enforces_the_same_credentials(api: Api, local_site) -> Non
 
 
 def test_an_offline_gateway_applies_the_changes_when_it_comes_back(
-    api: Api, local_site  # type: ignore[no-untyped-def]
+    api: Api,
+    local_site,  # type: ignore[no-untyped-def]
 ) -> None:
     local, centre, harness = local_site
     harness.disconnect()

@@ -15,17 +15,28 @@ from tests.factories import unique_id
 T0 = 1_717_200_000_000  # 2024-06-01T00:00:00Z in ms
 
 
-def write(influx: InfluxService, kind: str, centre: str, device: str,
-          readings: list[tuple[int, int, dict[str, float]]]) -> None:
+def write(
+    influx: InfluxService,
+    kind: str,
+    centre: str,
+    device: str,
+    readings: list[tuple[int, int, dict[str, float]]],
+) -> None:
     lines = []
     for ts_ms, seq, metrics in readings:
         fields = ",".join([f"{k}={v}" for k, v in metrics.items()] + [f"seq={seq}i"])
-        lines.append(f"{measurement_for(kind).value},centre={centre},device={device},model=m1 "
-                     f"{fields} {storage_time_ns(ts_ms, seq)}")
+        lines.append(
+            f"{measurement_for(kind).value},centre={centre},device={device},model=m1 "
+            f"{fields} {storage_time_ns(ts_ms, seq)}"
+        )
     response = httpx.post(
         f"{influx.url}/write",
-        params={"db": influx.database, "u": influx.admin_user, "p": influx.admin_password,
-                "precision": "ns"},
+        params={
+            "db": influx.database,
+            "u": influx.admin_user,
+            "p": influx.admin_password,
+            "precision": "ns",
+        },
         content="\n".join(lines).encode(),
     )
     assert response.status_code == 204, response.text
@@ -38,11 +49,17 @@ def oximeter(api: Api, influx: InfluxService) -> tuple[str, str]:
     for name in (device, neighbour):
         body = {"id": name, "centre_id": centre, "kind": "pulse_oximeter", "model": "m1"}
         assert api.client.post("/v1/devices", json=body, headers=api.headers()).status_code == 201
-    write(influx, "pulse_oximeter", centre, device, [
-        (T0, 1, {"spo2_pct": 97.0, "pulse_bpm": 70.0}),
-        (T0, 2, {"spo2_pct": 95.0, "pulse_bpm": 72.0}),  # same millisecond, next seq
-        (T0 + 3_600_000, 3, {"spo2_pct": 91.0, "pulse_bpm": 90.0}),
-    ])
+    write(
+        influx,
+        "pulse_oximeter",
+        centre,
+        device,
+        [
+            (T0, 1, {"spo2_pct": 97.0, "pulse_bpm": 70.0}),
+            (T0, 2, {"spo2_pct": 95.0, "pulse_bpm": 72.0}),  # same millisecond, next seq
+            (T0 + 3_600_000, 3, {"spo2_pct": 91.0, "pulse_bpm": 90.0}),
+        ],
+    )
     write(influx, "pulse_oximeter", centre, neighbour, [(T0 + 7_200_000, 1, {"spo2_pct": 80.0})])
     return centre, device
 
@@ -89,7 +106,10 @@ def test_a_range_returns_every_reading_and_windows_aggregate(
     ],
 )
 def test_injection_attempts_are_refused_with_422(
-    api: Api, oximeter: tuple[str, str], influx: InfluxService, path: str,
+    api: Api,
+    oximeter: tuple[str, str],
+    influx: InfluxService,
+    path: str,
     params: dict[str, str],
 ) -> None:
     _, device = oximeter

@@ -37,12 +37,18 @@ def auth(local: MosquittoService):  # type: ignore[no-untyped-def]
 
 
 def _update(op: DynsecOp, device: str, version: int, seq: int) -> bytes:
-    return DynsecUpdate(op=op, device_id=device, kind=DeviceKind.ROUTER, credential_version=version,
-                        seq=seq).model_dump_json().encode()
+    return (
+        DynsecUpdate(
+            op=op, device_id=device, kind=DeviceKind.ROUTER, credential_version=version, seq=seq
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 def test_upsert_is_idempotent_and_rotation_replaces_the_password(
-    local: MosquittoService, auth  # type: ignore[no-untyped-def]
+    local: MosquittoService,
+    auth,  # type: ignore[no-untyped-def]
 ) -> None:
     local_auth, key = auth
     device = unique_id("d")
@@ -56,7 +62,8 @@ def test_upsert_is_idempotent_and_rotation_replaces_the_password(
 
 
 def test_disable_drops_the_connection_and_enable_restores_it(
-    local: MosquittoService, auth  # type: ignore[no-untyped-def]
+    local: MosquittoService,
+    auth,  # type: ignore[no-untyped-def]
 ) -> None:
     local_auth, key = auth
     device = unique_id("d")
@@ -79,9 +86,13 @@ def test_disable_drops_the_connection_and_enable_restores_it(
 
 @pytest.mark.parametrize(
     "payload",
-    [b"{not json", b'{"v":1,"op":"upsert","device_id":"x/#","kind":"router",'
-     b'"credential_version":1,"seq":1}', b'{"v":1,"op":"upsert","device_id":"d","kind":"router",'
-     b'"credential_version":1,"seq":1,"password":"leak"}', b"x" * 10_000],
+    [
+        b"{not json",
+        b'{"v":1,"op":"upsert","device_id":"x/#","kind":"router","credential_version":1,"seq":1}',
+        b'{"v":1,"op":"upsert","device_id":"d","kind":"router",'
+        b'"credential_version":1,"seq":1,"password":"leak"}',
+        b"x" * 10_000,
+    ],
 )
 def test_bad_updates_are_refused(auth, payload: bytes) -> None:  # type: ignore[no-untyped-def]
     local_auth, _ = auth
@@ -92,7 +103,8 @@ def test_bad_updates_are_refused(auth, payload: bytes) -> None:  # type: ignore[
 
 
 def test_the_local_role_allows_only_the_devices_own_topics(
-    local: MosquittoService, auth  # type: ignore[no-untyped-def]
+    local: MosquittoService,
+    auth,  # type: ignore[no-untyped-def]
 ) -> None:
     local_auth, key = auth
     device = unique_id("d")
@@ -102,8 +114,9 @@ def test_the_local_role_allows_only_the_devices_own_topics(
     granted: list[list[mqtt.ReasonCode]] = []
     done = threading.Event()
 
-    def on_subscribe(c: mqtt.Client, u: object, mid: int, codes: list[mqtt.ReasonCode],
-                     p: object) -> None:
+    def on_subscribe(
+        c: mqtt.Client, u: object, mid: int, codes: list[mqtt.ReasonCode], p: object
+    ) -> None:
         granted.append(codes)
         done.set()
 
