@@ -145,10 +145,13 @@ def client_acls(centre: str, device: str, kind: DeviceKind | str) -> list[dict[s
 def upsert_commands(
     centre: str, device: str, kind: DeviceKind | str, password: str
 ) -> list[dict[str, Any]]:
-    """Dynsec commands that create a client with its role, or set its password.
+    """Dynsec commands that create a client with its role.
 
     ``createRole``/``createClient`` answer "already exists" when they ran before;
-    callers treat that as success, which makes the whole list idempotent.
+    callers treat that as success and then send :func:`password_command` for the
+    clients that existed (a rotation), which keeps the whole sequence idempotent.
+    Each dynsec command makes Mosquitto 2.0 rewrite its whole config file, so a
+    new client costs two commands, not three.
     """
     role = role_name(device)
     return [
@@ -159,8 +162,18 @@ def upsert_commands(
             "password": password,
             "roles": [{"rolename": role, "priority": 1}],
         },
-        {"command": "setClientPassword", "username": device, "password": password},
     ]
+
+
+def password_command(device: str, password: str) -> dict[str, Any]:
+    return {"command": "setClientPassword", "username": check_id(device), "password": password}
+
+
+def existed(command: dict[str, Any], answer: dict[str, Any]) -> bool:
+    """True if a createClient was answered "already exists" (the password must be set)."""
+    return command.get("command") == "createClient" and answer.get("error") == (
+        "Client already exists"
+    )
 
 
 def op_commands(op: DynsecOp, device: str) -> list[dict[str, Any]]:
