@@ -127,14 +127,19 @@ class DynsecClient:
         self,
         commands: list[dict[str, Any]],
         tolerate: frozenset[tuple[str, str]] = TOLERATED_ERRORS,
-    ) -> None:
-        """Run commands in order, ``batch`` per message; raise on the first refusal."""
+    ) -> list[dict[str, Any]]:
+        """Run commands in order, ``batch`` per message; raise on the first refusal.
+
+        Returns the plugin's answer to each command, in order.
+        """
+        answers: list[dict[str, Any]] = []
         for start in range(0, len(commands), self.batch):
-            self._execute_chunk(commands[start : start + self.batch], tolerate)
+            answers += self._execute_chunk(commands[start : start + self.batch], tolerate)
+        return answers
 
     def _execute_chunk(
         self, commands: list[dict[str, Any]], tolerate: frozenset[tuple[str, str]]
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         tagged = []
         for command in commands:
             tagged.append({**command, "correlationData": uuid.uuid4().hex})
@@ -162,6 +167,7 @@ class DynsecClient:
             if error and (c["command"], error) not in tolerate:
                 subject = c.get("username") or c.get("rolename") or ""
                 raise DynsecRefused(c["command"], str(error), str(subject))
+        return [pending.answers[c["correlationData"]] for c in tagged]
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         """Publish (not retained) and wait for the broker's PUBACK."""

@@ -39,7 +39,9 @@ from contract.provisioning import (
     DynsecOp,
     DynsecUpdate,
     device_password,
+    existed,
     op_commands,
+    password_command,
     upsert_commands,
 )
 from contract.topics import check_id
@@ -108,23 +110,36 @@ class LocalAuth:
             self.rejected += 1
             raise BadUpdate(f"invalid dynsec update: {exc.error_count()} error(s)") from exc
         if update.seq < self.last_seq:
-            log.info("event=dynsec_update_stale centre=%s device=%s seq=%d last=%d",
-                     self._centre, update.device_id, update.seq, self.last_seq)
-            return DynsecAck(seq=update.seq, device_id=update.device_id, ok=True,
-                             error="stale, skipped")
+            log.info(
+                "event=dynsec_update_stale centre=%s device=%s seq=%d last=%d",
+                self._centre,
+                update.device_id,
+                update.seq,
+                self.last_seq,
+            )
+            return DynsecAck(
+                seq=update.seq, device_id=update.device_id, ok=True, error="stale, skipped"
+            )
         if update.op is DynsecOp.UPSERT:
             password = device_password(self._key, update.device_id, update.credential_version)
             commands = upsert_commands(self._centre, update.device_id, update.kind, password)
+            answers = self._execute(commands)
+            if any(existed(c, a) for c, a in zip(commands, answers, strict=False)):
+                self._execute([password_command(update.device_id, password)])
         else:
-            commands = op_commands(update.op, update.device_id)
-        self._execute(commands)
+            self._execute(op_commands(update.op, update.device_id))
         self.last_seq = max(self.last_seq, update.seq)
         self.applied += 1
-        log.info("event=dynsec_applied centre=%s device=%s op=%s seq=%d",
-                 self._centre, update.device_id, update.op.value, update.seq)
+        log.info(
+            "event=dynsec_applied centre=%s device=%s op=%s seq=%d",
+            self._centre,
+            update.device_id,
+            update.op.value,
+            update.seq,
+        )
         return DynsecAck(seq=update.seq, device_id=update.device_id, ok=True)
 
-    def _execute(self, commands: list[dict[str, Any]]) -> None:
+    def _execute(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = uuid.uuid4().hex
         tagged = [{**c, "correlationData": f"{key}-{i}"} for i, c in enumerate(commands)]
         done = threading.Event()
@@ -141,10 +156,12 @@ class LocalAuth:
             with self._lock:
                 self._waiting.pop(key, None)
         tolerated = TOLERATED_ERRORS | _ALSO_TOLERATED
-        for command, answer in zip(tagged, sorted(answers, key=_index), strict=False):
+        ordered = sorted(answers, key=_index)
+        for command, answer in zip(tagged, ordered, strict=False):
             error = answer.get("error")
             if error and (command["command"], error) not in tolerated:
                 raise LocalBrokerRefused(f"{command['command']}: {error}")
+        return ordered
 
     def _on_response(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:

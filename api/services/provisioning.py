@@ -29,7 +29,9 @@ from contract.provisioning import (
     device_password,
     dynsec_topic,
     encode_key,
+    existed,
     op_commands,
+    password_command,
     upsert_commands,
 )
 
@@ -74,15 +76,24 @@ class Provisioner:
     def apply(self, session: Session, changes: list[Change], centres: dict[str, Centre]) -> None:
         """Apply changes on the central broker, then queue them to the centres' gateways."""
         commands = []
+        passwords: dict[str, str] = {}
         for change in changes:
             device = change.device
             if change.op is DynsecOp.UPSERT:
                 password = self.credentials(centres[device.centre_id], device).password
+                passwords[device.id] = password
                 commands += upsert_commands(device.centre_id, device.id, device.kind, password)
             else:
                 commands += op_commands(change.op, device.id)
         with broker_errors():
-            self.dynsec.execute(commands)
+            answers = self.dynsec.execute(commands)
+            again = [
+                password_command(c["username"], passwords[c["username"]])
+                for c, a in zip(commands, answers, strict=True)
+                if existed(c, a)
+            ]
+            if again:
+                self.dynsec.execute(again)
             self.dynsec.publish_many(self._downlink(session, changes))
 
     def _downlink(self, session: Session, changes: list[Change]) -> list[tuple[str, bytes]]:
