@@ -1,0 +1,91 @@
+"""Composition root of the API process: ``create_app(settings)`` and ``run(settings)``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+
+from api import errors
+from api.db.session import make_engine, migrate, session_factory
+from api.deps import Components
+from api.dynsec import DynsecClient
+from api.presence import Presence
+from api.routes import audit, centres, devices, health, telemetry
+from api.services.provisioning import Provisioner
+from api.settings import ApiSettings
+from api.telemetry import TelemetryReader
+
+log = logging.getLogger(__name__)
+DESCRIPTION = """Registry, provisioning and telemetry reads of GramLink.
+
+Authenticate with `Authorization: Bearer <token>` (`gramlink api create-token --role R`).
+Errors are RFC 9457 `application/problem+json`.
+"""
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.db_url)
+        migrate(engine)
+        sessions = session_factory(engine)
+        dynsec = DynsecClient(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            settings.mqtt_admin_user,
+            settings.mqtt_admin_password.get_secret_value(),
+            timeout=settings.mqtt_timeout_s,
+            batch=settings.dynsec_batch,
+        )
+        dynsec.start()
+        reader = TelemetryReader(
+            settings.influx_url,
+            settings.influx_db,
+            settings.influx_user,
+            settings.influx_password.get_secret_value(),
+            settings.influx_timeout_s,
+        )
+        presence = None
+        if settings.presence:
+            presence = Presence(
+                settings.mqtt_host,
+                settings.mqtt_port,
+                settings.mqtt_admin_user,
+                settings.mqtt_admin_password.get_secret_value(),
+                sessions,
+            )
+            presence.start()
+        provisioner = Provisioner(settings.master_secret.get_secret_value().encode(), dynsec)
+        app.state.components = Components(settings, sessions, provisioner, reader)
+        app.state.presence = presence
+        log.info(
+            "event=api_started db=%s mqtt=%s", engine.url.render_as_string(True), settings.mqtt_url
+        )
+        try:
+            yield
+        finally:
+            if presence is not None:
+                presence.close()
+            reader.close()
+            dynsec.close()
+            engine.dispose()
+
+    app = FastAPI(title="GramLink API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    errors.install(app)
+    for module in (centres, devices, telemetry, audit, health):
+        for router in _routers(module):
+            app.include_router(router)
+    return app
+
+
+def _routers(module: object) -> list[APIRouter]:
+    return [value for value in vars(module).values() if isinstance(value, APIRouter)]
+
+
+def run(settings: ApiSettings) -> int:
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0

@@ -1,0 +1,118 @@
+"""Presence: follows ``gl/v1/+/+/state`` on the central broker and keeps online/last-seen.
+
+``_on_message`` runs on paho's thread and only parses and records the newest state
+per device in a dict (bounded: ``MAX_PENDING`` devices; when full, states of
+devices not yet in it are dropped and counted, the retained state brings them
+back at the next reconnect). A worker thread writes the dict to the registry
+every ``interval`` seconds. A device that comes online for the first time
+becomes ``active``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db.models import Device
+from contract.codec import DecodeError, decode
+from contract.topics import Channel, Topic, TopicError, subscription
+
+log = logging.getLogger(__name__)
+MAX_PENDING = 100_000
+
+
+class Presence:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        sessions: sessionmaker[Session],
+        *,
+        interval: float = 0.5,
+    ) -> None:
+        self._sessions = sessions
+        self._interval = interval
+        self._pending: dict[tuple[str, str], tuple[bool, datetime]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.dropped = 0
+        self.invalid = 0
+        self.applied = 0
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"gl-api-presence-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.username_pw_set(username, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(0.5, 30)
+        self._host, self._port = host, port
+        self._worker = threading.Thread(target=self._run, name="presence-writer", daemon=True)
+
+    def start(self) -> None:
+        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+        self._worker.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._worker.join(timeout=5)
+        self.flush()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if not rc.is_failure:
+            client.subscribe(subscription(Channel.STATE), qos=1)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = Topic.parse(msg.topic)
+            state = decode(Channel.STATE, msg.payload)
+        except (TopicError, DecodeError) as exc:
+            self.invalid += 1
+            log.warning("event=bad_state topic=%s error=%s", msg.topic[:120], exc)
+            return
+        key = (topic.centre, topic.device)
+        with self._lock:
+            if key not in self._pending and len(self._pending) >= MAX_PENDING:
+                self.dropped += 1
+                return
+            self._pending[key] = (bool(state.online), datetime.now(UTC))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush()
+            except Exception:  # the writer's outermost loop: log and keep going
+                log.exception("event=presence_flush_failed")
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        with self._sessions.begin() as session:
+            for (centre, device), (online, seen) in pending.items():
+                session.execute(
+                    update(Device)
+                    .where(Device.id == device, Device.centre_id == centre)
+                    .values(online=online, last_seen=seen)
+                )
+                if online:
+                    session.execute(
+                        update(Device)
+                        .where(Device.id == device, Device.status == "provisioned")
+                        .values(status="active")
+                    )
+        self.applied += len(pending)

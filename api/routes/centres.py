@@ -1,0 +1,63 @@
+"""``/v1/centres``: hub-and-spoke centres."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from api.deps import DB, Admin, PageArgs, Parts, Reader
+from api.schemas import CentreCreate, CentrePublic, CentreUpdate, Id, Page
+from api.services import centres
+
+router = APIRouter(prefix="/v1/centres", tags=["centres"])
+CentreId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+
+
+@router.get("", summary="List centres (filter by hub, district, state, country)")
+def list_centres(
+    session: DB,
+    _who: Reader,
+    page: PageArgs,
+    hub_id: Id | None = None,
+    district: Annotated[str | None, Query(max_length=128)] = None,
+    state: Annotated[str | None, Query(max_length=128)] = None,
+    country: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[CentrePublic]:
+    rows, total = centres.listing(
+        session,
+        hub_id=hub_id,
+        district=district,
+        state=state,
+        country=country,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    items = [centres.public(session, c, with_spokes=False) for c in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post("", status_code=201, summary="Create a centre (a hub, or a spoke of a hub)")
+def create_centre(session: DB, parts: Parts, who: Admin, body: CentreCreate) -> CentrePublic:
+    centre = centres.create(session, who.label, body, parts.settings.key_version)
+    session.commit()
+    return centres.public(session, centre)
+
+
+@router.get("/{centre_id}", summary="One centre with its spokes and online state")
+def get_centre(session: DB, _who: Reader, centre_id: CentreId) -> CentrePublic:
+    return centres.public(session, centres.get(session, centre_id))
+
+
+@router.patch("/{centre_id}", summary="Change a centre")
+def update_centre(session: DB, who: Admin, centre_id: CentreId, body: CentreUpdate) -> CentrePublic:
+    centre = centres.update(session, who.label, centre_id, body)
+    session.commit()
+    return centres.public(session, centre)
+
+
+@router.delete("/{centre_id}", status_code=204, summary="Delete an empty centre")
+def delete_centre(session: DB, who: Admin, centre_id: CentreId) -> Response:
+    centres.delete(session, who.label, centre_id)
+    session.commit()
+    return Response(status_code=204)

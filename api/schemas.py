@@ -1,0 +1,187 @@
+"""Request and response bodies: Create / Update / Public families per resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from contract.metrics import DeviceKind
+from contract.topics import ID_RE
+
+Id = Annotated[str, StringConstraints(pattern=f"^{ID_RE.pattern}$"), Field(examples=["ctr-hub-1"])]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+Short = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+Latitude = Annotated[float, Field(ge=-90, le=90, examples=[26.85])]
+Longitude = Annotated[float, Field(ge=-180, le=180, examples=[80.95])]
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    TECHNICIAN = "technician"
+    VIEWER = "viewer"
+
+
+class Status(StrEnum):
+    PROVISIONED = "provisioned"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DECOMMISSIONED = "decommissioned"
+
+
+DeviceOnlyKind = Literal[tuple(k.value for k in DeviceKind if k is not DeviceKind.GATEWAY)]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CentreBase(Strict):
+    name: Text = Field(examples=["Smartpur Hub Sitapur"])
+    village: Text | None = None
+    district: Text | None = None
+    state: Text | None = None
+    country: Short | None = Field(default=None, examples=["IN"])
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    hub_id: Id | None = Field(default=None, description="the hub of a spoke centre")
+
+
+class CentreCreate(CentreBase):
+    id: Id
+
+
+class CentreUpdate(Strict):
+    name: Text | None = None
+    village: Text | None = None
+    district: Text | None = None
+    state: Text | None = None
+    country: Short | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    hub_id: Id | None = None
+
+
+class CentrePublic(CentreBase):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: Id
+    created_at: datetime
+    online: bool = Field(description="true while one of the centre's gateways is online")
+    spokes: list[Id] = Field(default_factory=list, description="spoke centres of a hub")
+
+
+class DeviceBase(Strict):
+    model: Short = Field(examples=["omron-hem-7120"])
+    serial: Short | None = None
+    firmware_version: Short | None = Field(default=None, examples=["1.4.2"])
+
+
+class DeviceCreate(DeviceBase):
+    id: Id = Field(examples=["bp-0001"])
+    centre_id: Id
+    kind: DeviceOnlyKind = Field(examples=["bp_monitor"])
+
+
+class GatewayCreate(DeviceBase):
+    id: Id = Field(examples=["gw-sitapur-1"])
+    centre_id: Id
+
+
+class DeviceUpdate(Strict):
+    model: Short | None = None
+    serial: Short | None = None
+    firmware_version: Short | None = None
+
+
+class DevicePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: Id
+    centre_id: Id
+    kind: DeviceKind
+    model: str
+    serial: str | None
+    firmware_version: str | None
+    status: Status
+    credential_version: int
+    created_at: datetime
+    last_seen: datetime | None
+    online: bool
+
+
+class Credentials(BaseModel):
+    """Shown once: at provisioning and at rotation. Never stored in clear."""
+
+    username: str
+    password: str
+    credential_version: int
+    centre_key: str | None = Field(
+        default=None, description="gateways only: GRAMLINK_GATEWAY_CENTRE_KEY (base64url)"
+    )
+
+
+class Provisioned(BaseModel):
+    device: DevicePublic
+    credentials: Credentials
+
+
+class CredentialRow(BaseModel):
+    centre_id: str
+    device_id: str
+    kind: str
+    model: str
+    username: str
+    password: str
+
+
+class CentreKey(BaseModel):
+    centre_id: str
+    gateway_id: str
+    centre_key: str
+
+
+class BulkResult(BaseModel):
+    created_centres: int
+    created_devices: int
+    credentials: list[CredentialRow]
+    centre_keys: list[CentreKey]
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class AuditPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class Reading(BaseModel):
+    time_ns: int
+    time: datetime
+    values: dict[str, float | int | bool | str | None]
+
+
+class TelemetryAnswer(BaseModel):
+    device_id: str
+    centre_id: str
+    measurement: str
+    window: str | None = None
+    readings: list[Reading]

@@ -1,0 +1,252 @@
+"""Bulk provisioning from CSV: all rows or none, with a report of every bad row.
+
+Columns: ``centre_id, device_id, kind, model`` (required), ``serial,
+firmware_version`` (optional) and, to roll out new centres in the same file,
+``centre_name, hub_id, village, district, state, country`` (a centre that does
+not exist yet is created from the first row naming it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db.models import Centre, Device
+from api.errors import Unprocessable
+from api.schemas import (
+    BulkResult,
+    CentreCreate,
+    CentreKey,
+    CredentialRow,
+    DeviceCreate,
+    GatewayCreate,
+    Status,
+)
+from api.services.audit import record
+from api.services.provisioning import Change, Provisioner
+from contract.metrics import DeviceKind
+from contract.provisioning import DynsecOp, encode_key
+
+REQUIRED = ("centre_id", "device_id", "kind", "model")
+OPTIONAL = (
+    "serial",
+    "firmware_version",
+    "centre_name",
+    "hub_id",
+    "village",
+    "district",
+    "state",
+    "country",
+)
+CSV_HEADER = ("centre_id", "device_id", "kind", "model", "username", "password")
+
+
+def _errors(row: int, exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"row": row, "field": ".".join(str(p) for p in e["loc"]) or "row", "message": e["msg"]}
+        for e in exc.errors()
+    ]
+
+
+Parsed = tuple[
+    list[tuple[int, DeviceCreate | GatewayCreate]], dict[str, CentreCreate], list[dict[str, Any]]
+]
+
+
+def parse(text: str, max_rows: int) -> Parsed:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _parse(reader, max_rows)
+    except csv.Error as exc:
+        raise Unprocessable(
+            f"not a readable CSV at line {reader.line_num}: {exc}",
+            field="body",
+            rows=[{"row": reader.line_num, "field": "row", "message": str(exc)}],
+        ) from exc
+
+
+def _parse(reader: csv.DictReader[str], max_rows: int) -> Parsed:
+    header = reader.fieldnames or []
+    missing = [c for c in REQUIRED if c not in header]
+    unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
+    if missing or unknown:
+        raise Unprocessable(
+            f"CSV header: missing {missing}, unknown {unknown}",
+            field="header",
+            rows=[{"row": 1, "field": "header", "message": "bad header"}],
+        )
+    devices: list[tuple[int, DeviceCreate | GatewayCreate]] = []
+    centres: dict[str, CentreCreate] = {}
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(reader, start=2):
+        if number - 1 > max_rows:
+            raise Unprocessable(f"more than {max_rows} rows", field="body")
+        if None in raw:
+            errors.append({"row": number, "field": "row", "message": "too many columns"})
+            continue
+        row = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
+        clean = {k: v for k, v in row.items() if v not in ("", None)}
+        common = {
+            "id": clean.get("device_id", ""),
+            "centre_id": clean.get("centre_id", ""),
+            "model": clean.get("model", ""),
+            "serial": clean.get("serial"),
+            "firmware_version": clean.get("firmware_version"),
+        }
+        try:
+            if clean.get("kind") == DeviceKind.GATEWAY.value:
+                device: DeviceCreate | GatewayCreate = GatewayCreate(**common)
+            else:
+                device = DeviceCreate(**common, kind=clean.get("kind", ""))
+        except ValidationError as exc:
+            errors += _errors(number, exc)
+            continue
+        if device.id in seen:
+            errors.append({"row": number, "field": "device_id", "message": "duplicate in file"})
+            continue
+        seen.add(device.id)
+        devices.append((number, device))
+        if "centre_name" in clean and device.centre_id not in centres:
+            try:
+                centres[device.centre_id] = CentreCreate(
+                    id=device.centre_id,
+                    name=clean["centre_name"],
+                    hub_id=clean.get("hub_id"),
+                    village=clean.get("village"),
+                    district=clean.get("district"),
+                    state=clean.get("state"),
+                    country=clean.get("country"),
+                )
+            except ValidationError as exc:
+                errors += _errors(number, exc)
+    return devices, centres, errors
+
+
+def provision_csv(
+    session: Session,
+    provisioner: Provisioner,
+    actor: str,
+    text: str,
+    *,
+    key_version: int,
+    max_rows: int,
+) -> BulkResult:
+    numbered, new_centres, errors = parse(text, max_rows)
+    devices = [device for _, device in numbered]
+    ids = [d.id for d in devices]
+    existing: set[str] = set()
+    for start in range(0, len(ids), 900):
+        existing |= set(
+            session.scalars(select(Device.id).where(Device.id.in_(ids[start : start + 900])))
+        )
+    centre_ids = {d.centre_id for d in devices}
+    known = {c.id: c for c in session.scalars(select(Centre).where(Centre.id.in_(centre_ids)))}
+    for centre_id in list(new_centres):
+        if centre_id in known:
+            del new_centres[centre_id]  # exists already: the row's centre columns are ignored
+    row_of = {device.id: number for number, device in numbered}
+    centre_row: dict[str, int] = {}
+    for number, device in numbered:
+        centre_row.setdefault(device.centre_id, number)
+    for device in devices:
+        number = row_of.get(device.id, 0)
+        if device.id in existing:
+            errors.append({"row": number, "field": "device_id", "message": "exists already"})
+        if device.centre_id not in known and device.centre_id not in new_centres:
+            errors.append({"row": number, "field": "centre_id", "message": "unknown centre"})
+    for centre in new_centres.values():
+        if centre.hub_id and centre.hub_id not in known and centre.hub_id not in new_centres:
+            errors.append(
+                {
+                    "row": centre_row.get(centre.id, 0),
+                    "field": "hub_id",
+                    "message": "unknown hub centre",
+                }
+            )
+    if errors:
+        errors.sort(key=lambda e: e["row"])
+        raise Unprocessable(
+            f"{len({e['row'] for e in errors})} bad row(s); nothing was provisioned",
+            field="body",
+            rows=errors[:1000],
+        )
+    centres = dict(known)
+    for body in sorted(new_centres.values(), key=lambda c: c.hub_id is not None):
+        centre = Centre(**body.model_dump(), key_version=key_version)
+        session.add(centre)
+        centres[centre.id] = centre
+        record(session, actor, "centre.create", "centre", centre.id, None, body.model_dump())
+    session.flush()
+    rows = []
+    for body in devices:
+        kind = body.kind if isinstance(body, DeviceCreate) else DeviceKind.GATEWAY.value
+        device = Device(
+            **body.model_dump(exclude={"kind"}),
+            kind=kind,
+            status=Status.PROVISIONED.value,
+            credential_version=1,
+            dynsec_seq=0,
+            online=False,
+        )
+        session.add(device)
+        rows.append(device)
+    session.flush()
+    # Gateways first: the updates for the devices then reach new gateways too.
+    rows.sort(key=lambda d: d.kind != DeviceKind.GATEWAY)
+    try:
+        provisioner.apply(session, [Change(DynsecOp.UPSERT, d) for d in rows], centres)
+    except Exception:
+        provisioner.undo(rows)
+        raise
+    for device in rows:
+        record(
+            session,
+            actor,
+            "device.provision",
+            "device",
+            device.id,
+            None,
+            {"centre_id": device.centre_id, "kind": device.kind, "model": device.model},
+        )
+    credentials, keys = [], []
+    for device in rows:
+        creds = provisioner.credentials(centres[device.centre_id], device)
+        credentials.append(
+            CredentialRow(
+                centre_id=device.centre_id,
+                device_id=device.id,
+                kind=device.kind,
+                model=device.model,
+                username=creds.username,
+                password=creds.password,
+            )
+        )
+        if device.kind == DeviceKind.GATEWAY:
+            keys.append(
+                CentreKey(
+                    centre_id=device.centre_id,
+                    gateway_id=device.id,
+                    centre_key=encode_key(provisioner.centre_key(centres[device.centre_id])),
+                )
+            )
+    return BulkResult(
+        created_centres=len(new_centres),
+        created_devices=len(rows),
+        credentials=credentials,
+        centre_keys=keys,
+    )
+
+
+def credentials_csv(rows: list[CredentialRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for row in rows:
+        writer.writerow([getattr(row, name) for name in CSV_HEADER])
+    return out.getvalue()

@@ -1,0 +1,167 @@
+"""Credentials of devices and gateways, enforced on the central broker and, through the
+downlink to each centre's gateway, on the centre's local broker.
+
+Passwords are derived (``contract.provisioning``) from a master secret that lives in
+the API's environment only; the registry stores credential versions, never a
+password. Errors: ``DynsecError`` from :mod:`api.dynsec` is mapped here to
+:class:`api.errors.BrokerUnavailable` (503) or :class:`api.errors.Conflict`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.db.models import Centre, Device
+from api.dynsec import DynsecClient, DynsecError, DynsecRefused
+from api.errors import BrokerUnavailable
+from api.schemas import Credentials, Status
+from contract.metrics import DeviceKind
+from contract.provisioning import (
+    DynsecOp,
+    DynsecUpdate,
+    centre_key,
+    device_password,
+    dynsec_topic,
+    encode_key,
+    existed,
+    op_commands,
+    password_command,
+    upsert_commands,
+)
+
+log = logging.getLogger(__name__)
+LIVE = (Status.PROVISIONED.value, Status.ACTIVE.value, Status.SUSPENDED.value)
+
+
+@dataclass(frozen=True)
+class Change:
+    op: DynsecOp
+    device: Device
+
+
+@contextmanager
+def broker_errors() -> Iterator[None]:
+    try:
+        yield
+    except DynsecRefused as exc:
+        log.error("event=dynsec_refused command=%s subject=%s", exc.command, exc.subject)
+        raise BrokerUnavailable(f"the broker refused {exc.command}: {exc.error}") from exc
+    except DynsecError as exc:
+        raise BrokerUnavailable(f"broker did not answer: {exc}") from exc
+
+
+class Provisioner:
+    def __init__(self, master: bytes, dynsec: DynsecClient) -> None:
+        self._master = master
+        self.dynsec = dynsec
+
+    def centre_key(self, centre: Centre) -> bytes:
+        return centre_key(self._master, centre.id, centre.key_version)
+
+    def credentials(self, centre: Centre, device: Device) -> Credentials:
+        key = self.centre_key(centre)
+        return Credentials(
+            username=device.id,
+            password=device_password(key, device.id, device.credential_version),
+            credential_version=device.credential_version,
+            centre_key=encode_key(key) if device.kind == DeviceKind.GATEWAY else None,
+        )
+
+    def apply(self, session: Session, changes: list[Change], centres: dict[str, Centre]) -> None:
+        """Apply changes on the central broker, then queue them to the centres' gateways."""
+        commands = []
+        passwords: dict[str, str] = {}
+        for change in changes:
+            device = change.device
+            if change.op is DynsecOp.UPSERT:
+                password = self.credentials(centres[device.centre_id], device).password
+                passwords[device.id] = password
+                commands += upsert_commands(device.centre_id, device.id, device.kind, password)
+            else:
+                commands += op_commands(change.op, device.id)
+        with broker_errors():
+            answers = self.dynsec.execute(commands)
+            again = [
+                password_command(c["username"], passwords[c["username"]])
+                for c, a in zip(commands, answers, strict=True)
+                if existed(c, a)
+            ]
+            if again:
+                self.dynsec.execute(again)
+            self.dynsec.publish_many(self._downlink(session, changes))
+
+    def _downlink(self, session: Session, changes: list[Change]) -> list[tuple[str, bytes]]:
+        by_centre: dict[str, list[Change]] = {}
+        for change in changes:
+            if change.device.kind != DeviceKind.GATEWAY:
+                by_centre.setdefault(change.device.centre_id, []).append(change)
+        messages: list[tuple[str, bytes]] = []
+        for centre_id, centre_changes in by_centre.items():
+            for gateway in gateways_of(session, centre_id):
+                messages += self.updates_for(gateway, centre_changes)
+        return messages
+
+    def updates_for(self, gateway: Device, changes: Iterable[Change]) -> list[tuple[str, bytes]]:
+        topic = dynsec_topic(gateway.centre_id, gateway.id)
+        out = []
+        for change in changes:
+            gateway.dynsec_seq += 1
+            update = DynsecUpdate(
+                op=change.op,
+                device_id=change.device.id,
+                kind=DeviceKind(change.device.kind),
+                credential_version=change.device.credential_version,
+                seq=gateway.dynsec_seq,
+            )
+            out.append((topic, update.model_dump_json().encode()))
+        return out
+
+    def seed_gateway(self, session: Session, gateway: Device) -> None:
+        """Queue every live device of the centre to a new gateway, so its broker knows them."""
+        changes: list[Change] = []
+        for device in session.scalars(
+            select(Device).where(
+                Device.centre_id == gateway.centre_id,
+                Device.kind != DeviceKind.GATEWAY.value,
+                Device.status.in_(LIVE),
+            )
+        ):
+            changes.append(Change(DynsecOp.UPSERT, device))
+            if device.status == Status.SUSPENDED:
+                changes.append(Change(DynsecOp.DISABLE, device))
+        if changes:
+            with broker_errors():
+                self.dynsec.publish_many(self.updates_for(gateway, changes))
+
+    def undo(self, devices: list[Device]) -> None:
+        """Best effort after a failed transaction: remove clients created on the central broker."""
+        commands = []
+        for device in devices:
+            commands += op_commands(DynsecOp.DELETE, device.id)
+        try:
+            self.dynsec.execute(
+                commands,
+                tolerate=frozenset(
+                    {("deleteClient", "Client not found"), ("deleteRole", "Role not found")}
+                ),
+            )
+        except DynsecError as exc:
+            log.error("event=dynsec_undo_failed devices=%d error=%s", len(devices), exc)
+
+
+def gateways_of(session: Session, centre_id: str) -> list[Device]:
+    return list(
+        session.scalars(
+            select(Device).where(
+                Device.centre_id == centre_id,
+                Device.kind == DeviceKind.GATEWAY.value,
+                Device.status.in_(LIVE),
+            )
+        )
+    )

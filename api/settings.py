@@ -1,0 +1,78 @@
+"""Settings of the API process (env prefix ``GRAMLINK_API_``), read only in ``main``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.provisioning import MIN_KEY_BYTES
+
+PLACEHOLDERS = frozenset({"changeme", "change-me", "secret", "password", "xxx"})
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRAMLINK_API_", extra="ignore")
+
+    db_url: str = "sqlite:///.gramlink/api.sqlite"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_admin_user: str = "admin"
+    mqtt_admin_password: SecretStr = SecretStr("")
+    mqtt_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    dynsec_batch: Annotated[int, Field(ge=1, le=5000)] = 500
+    presence: bool = True
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_db: str = "gramlink"
+    influx_user: str = "admin"
+    influx_password: SecretStr = SecretStr("")
+    influx_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    master_secret: SecretStr
+    key_version: Annotated[int, Field(ge=1)] = 1
+    page_max: Annotated[int, Field(ge=1, le=10_000)] = 500
+    bulk_max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
+
+    @field_validator("master_secret")
+    @classmethod
+    def _strong(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw.lower() in PLACEHOLDERS or len(raw.encode()) < MIN_KEY_BYTES:
+            raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes and not a placeholder")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError("must look like mqtt://host:port")
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must look like http://host:port")
+        return value.rstrip("/")
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        return urlsplit(self.mqtt_url).port or 1883
+
+
+def describe(exc: Exception) -> str:
+    """One line naming the first setting at fault (never its value)."""
+    errors = getattr(exc, "errors", lambda: [])()
+    if not errors:
+        return str(exc).splitlines()[0]
+    first = errors[0]
+    name = "GRAMLINK_API_" + str(first["loc"][0]).upper() if first.get("loc") else "settings"
+    message = "is required" if first.get("type") == "missing" else first.get("msg", "invalid")
+    return f"{name} {message}"

@@ -1,0 +1,188 @@
+"""Local enforcement: apply the API's credential changes to the centre's own broker.
+
+The API sends a :class:`contract.provisioning.DynsecUpdate` (no secret inside) on
+``gl/v1/{centre}/{gateway}/_gateway/dynsec``. :class:`LocalAuth` derives the device's
+password from the centre key (``GRAMLINK_GATEWAY_CENTRE_KEY``) and applies it to
+the local broker's dynamic security, so devices authenticate at the centre with
+the same credentials and ACLs as centrally, even while the uplink is down.
+
+Applying is idempotent ("already exists" answers count as success), so an
+at-least-once redelivery is harmless; an update older than the newest applied
+one (``seq``) is skipped.
+
+Threads: ``apply`` blocks until the local broker answered (or ``timeout``); call
+it from a worker, never from the local client's own network thread. Only
+``_on_response`` runs on paho's thread.
+
+Errors (``LocalAuthError``):
+- ``BadUpdate`` (permanent): not a valid DynsecUpdate; quarantine it, never retry;
+- ``LocalBrokerTimeout`` (retryable): the local broker did not answer in time;
+- ``LocalBrokerRefused`` (permanent for this message): the plugin refused a command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+
+from contract.provisioning import (
+    CONTROL_RESPONSE_TOPIC,
+    CONTROL_TOPIC,
+    TOLERATED_ERRORS,
+    DynsecAck,
+    DynsecOp,
+    DynsecUpdate,
+    device_password,
+    existed,
+    op_commands,
+    password_command,
+    upsert_commands,
+)
+from contract.topics import check_id
+
+log = logging.getLogger(__name__)
+# Repeats of disable/enable/delete for a client the local broker never had.
+_ALSO_TOLERATED = frozenset(
+    {
+        ("disableClient", "Client not found"),
+        ("enableClient", "Client not found"),
+        ("deleteClient", "Client not found"),
+        ("deleteRole", "Role not found"),
+    }
+)
+MAX_UPDATE_BYTES = 4096
+
+
+class LocalAuthError(RuntimeError):
+    pass
+
+
+class BadUpdate(LocalAuthError):
+    pass
+
+
+class LocalBrokerTimeout(LocalAuthError):
+    pass
+
+
+class LocalBrokerRefused(LocalAuthError):
+    pass
+
+
+class LocalAuth:
+    """Applies DynsecUpdates of one centre to its local broker."""
+
+    def __init__(
+        self, local: mqtt.Client, centre: str, centre_key: bytes, *, timeout: float = 10.0
+    ) -> None:
+        self._client = local
+        self._centre = check_id(centre, "centre")
+        self._key = centre_key
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self.last_seq = -1
+        self.applied = 0
+        self.rejected = 0
+        local.message_callback_add(CONTROL_RESPONSE_TOPIC, self._on_response)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        """Subscribe to the plugin's answers (call again after every reconnect)."""
+        self._client.subscribe(CONTROL_RESPONSE_TOPIC, qos=1)
+
+    resubscribe = _subscribe
+
+    def apply(self, payload: bytes) -> DynsecAck:
+        """Apply one update; returns the ack to send (optionally) to the API."""
+        if len(payload) > MAX_UPDATE_BYTES:
+            self.rejected += 1
+            raise BadUpdate(f"update of {len(payload)} bytes is too large")
+        try:
+            update = DynsecUpdate.model_validate_json(payload)
+        except ValidationError as exc:
+            self.rejected += 1
+            raise BadUpdate(f"invalid dynsec update: {exc.error_count()} error(s)") from exc
+        if update.seq < self.last_seq:
+            log.info(
+                "event=dynsec_update_stale centre=%s device=%s seq=%d last=%d",
+                self._centre,
+                update.device_id,
+                update.seq,
+                self.last_seq,
+            )
+            return DynsecAck(
+                seq=update.seq, device_id=update.device_id, ok=True, error="stale, skipped"
+            )
+        if update.op is DynsecOp.UPSERT:
+            password = device_password(self._key, update.device_id, update.credential_version)
+            commands = upsert_commands(self._centre, update.device_id, update.kind, password)
+            answers = self._execute(commands)
+            if any(existed(c, a) for c, a in zip(commands, answers, strict=False)):
+                self._execute([password_command(update.device_id, password)])
+        else:
+            self._execute(op_commands(update.op, update.device_id))
+        self.last_seq = max(self.last_seq, update.seq)
+        self.applied += 1
+        log.info(
+            "event=dynsec_applied centre=%s device=%s op=%s seq=%d",
+            self._centre,
+            update.device_id,
+            update.op.value,
+            update.seq,
+        )
+        return DynsecAck(seq=update.seq, device_id=update.device_id, ok=True)
+
+    def _execute(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        key = uuid.uuid4().hex
+        tagged = [{**c, "correlationData": f"{key}-{i}"} for i, c in enumerate(commands)]
+        done = threading.Event()
+        answers: list[dict[str, Any]] = []
+        with self._lock:
+            self._waiting[key] = (done, answers)
+        try:
+            info = self._client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise LocalBrokerTimeout(f"local broker not connected ({info.rc})")
+            if not done.wait(self._timeout):
+                raise LocalBrokerTimeout(f"local broker did not answer in {self._timeout} s")
+        finally:
+            with self._lock:
+                self._waiting.pop(key, None)
+        tolerated = TOLERATED_ERRORS | _ALSO_TOLERATED
+        ordered = sorted(answers, key=_index)
+        for command, answer in zip(tagged, ordered, strict=False):
+            error = answer.get("error")
+            if error and (command["command"], error) not in tolerated:
+                raise LocalBrokerRefused(f"{command['command']}: {error}")
+        return ordered
+
+    def _on_response(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            responses = json.loads(msg.payload)["responses"]
+        except (ValueError, KeyError, TypeError):
+            return
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for answer in responses if isinstance(responses, list) else []:
+            corr = answer.get("correlationData") if isinstance(answer, dict) else None
+            if isinstance(corr, str) and "-" in corr:
+                by_key.setdefault(corr.rsplit("-", 1)[0], []).append(answer)
+        with self._lock:
+            for key, answers in by_key.items():
+                waiting = self._waiting.get(key)
+                if waiting is not None:
+                    waiting[1].extend(answers)
+                    waiting[0].set()
+
+
+def _index(answer: dict[str, Any]) -> int:
+    try:
+        return int(str(answer.get("correlationData", "")).rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0

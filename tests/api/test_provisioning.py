@@ -1,0 +1,229 @@
+"""Provisioning end to end against real Mosquitto: the central broker and a centre's
+local broker (through gateway/local_auth applying the API's downlink updates)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from contract.provisioning import decode_key, dynsec_topic
+from contract.topics import Channel, topic
+from gateway.local_auth import LocalAuth
+from gramlink.services import MosquittoService
+from tests.api.conftest import Api
+from tests.api.mqtt_helpers import Connection, Watcher, publishes, refused
+from tests.conftest import BrokerFactory
+from tests.factories import admin_client, close, unique_id, wait_for
+
+
+def provision(api: Api, centre: str, kind: str = "pulse_oximeter") -> tuple[str, str]:
+    device = unique_id("d")
+    response = api.client.post(
+        "/v1/devices",
+        json={"id": device, "centre_id": centre, "kind": kind, "model": "m1"},
+        headers=api.headers(),
+    )
+    assert response.status_code == 201, response.text
+    creds = response.json()["credentials"]
+    assert creds["username"] == device
+    return device, creds["password"]
+
+
+def test_a_device_publishes_only_its_own_topics_on_the_central_broker(
+    api: Api, mosquitto: MosquittoService
+) -> None:
+    centre, other_centre = api.centre(), api.centre()
+    device, password = provision(api, centre)
+    neighbour, _ = provision(api, centre)
+    watcher = Watcher(mosquitto)
+    try:
+        own = [topic(centre, device, ch) for ch in (Channel.TELEMETRY, Channel.STATE)]
+        foreign = [
+            topic(centre, neighbour, Channel.TELEMETRY),
+            topic(other_centre, device, Channel.TELEMETRY),
+            topic(centre, device, Channel.CMD),
+        ]
+        marker = topic(centre, device, Channel.EVENT)
+        arrived = publishes(mosquitto, device, password, own + foreign, marker, watcher)
+    finally:
+        watcher.close()
+    assert arrived == set(own)
+
+
+def test_wrong_password_and_anonymous_are_refused(api: Api, mosquitto: MosquittoService) -> None:
+    device, password = provision(api, api.centre())
+    assert refused(mosquitto, device, password[:-2] + "xx")
+    assert refused(mosquitto, None, None)
+    assert not refused(mosquitto, device, password)
+
+
+def test_suspend_drops_the_connection_and_resume_lets_it_back(
+    api: Api, mosquitto: MosquittoService
+) -> None:
+    device, password = provision(api, api.centre())
+    connection = Connection(mosquitto, device, password)
+    try:
+        answer = api.client.post(f"/v1/devices/{device}/suspend", headers=api.headers())
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "suspended"
+        assert connection.dropped.wait(5), "the open connection was not closed"
+        assert refused(mosquitto, device, password)
+    finally:
+        connection.close()
+    assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).status_code == 200
+    assert not refused(mosquitto, device, password)
+    again = api.client.post(f"/v1/devices/{device}/resume", headers=api.headers())
+    assert again.status_code == 409
+
+
+def test_rotation_replaces_the_password(api: Api, mosquitto: MosquittoService) -> None:
+    device, old = provision(api, api.centre())
+    answer = api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers())
+    assert answer.status_code == 200
+    new = answer.json()["password"]
+    assert new != old
+    assert refused(mosquitto, device, old)
+    assert not refused(mosquitto, device, new)
+
+
+def test_decommissioned_device_is_refused_for_good(api: Api, mosquitto: MosquittoService) -> None:
+    device, password = provision(api, api.centre())
+    assert api.client.post(f"/v1/devices/{device}/decommission", headers=api.headers()).is_success
+    assert refused(mosquitto, device, password)
+    assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).status_code == 409
+    assert api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers()).status_code == 409
+
+
+class GatewayHarness:
+    """The parts of a gateway this issue owns: a persistent session on the central
+    broker following its dynsec topic, and LocalAuth applying updates locally."""
+
+    def __init__(
+        self,
+        central: MosquittoService,
+        local: MosquittoService,
+        centre: str,
+        gateway: str,
+        password: str,
+        centre_key: bytes,
+    ) -> None:
+        self.central, self.centre, self.gateway, self.password = central, centre, gateway, password
+        self.updates: queue.Queue[bytes] = queue.Queue(maxsize=1000)
+        self.local_admin = admin_client(local)
+        self.auth = LocalAuth(self.local_admin, centre, centre_key)
+        self.errors: list[Exception] = []
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._apply, daemon=True)
+        self._worker.start()
+        self.uplink: mqtt.Client | None = None
+
+    def connect(self) -> None:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"gw-{self.gateway}", protocol=mqtt.MQTTv5
+        )
+        client.username_pw_set(self.gateway, self.password)
+        client.on_message = lambda c, u, msg: self.updates.put(msg.payload)
+        subscribed = threading.Event()
+        client.on_subscribe = lambda *a: subscribed.set()
+        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+
+        def on_connect(
+            c: mqtt.Client, u: object, f: object, rc: mqtt.ReasonCode, p: object
+        ) -> None:
+            assert not rc.is_failure, rc
+            c.subscribe(dynsec_topic(self.centre, self.gateway), qos=1)
+
+        client.on_connect = on_connect
+        client.connect(self.central.bind, self.central.port, clean_start=False, properties=props)
+        client.loop_start()
+        assert subscribed.wait(5), "gateway could not subscribe to its dynsec topic"
+        self.uplink = client
+
+    def disconnect(self) -> None:
+        assert self.uplink is not None
+        close(self.uplink)
+        self.uplink = None
+
+    def _apply(self) -> None:
+        while not self._stop.is_set():
+            try:
+                payload = self.updates.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                self.auth.apply(payload)
+            except Exception as exc:  # recorded for the test to see
+                self.errors.append(exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.join(5)
+        if self.uplink is not None:
+            self.disconnect()
+        close(self.local_admin)
+
+
+@pytest.fixture
+def local_site(api: Api, broker_factory: BrokerFactory, mosquitto: MosquittoService):  # type: ignore[no-untyped-def]
+    local = broker_factory()
+    centre = api.centre()
+    gateway = unique_id("gw")
+    response = api.client.post(
+        "/v1/gateways",
+        json={"id": gateway, "centre_id": centre, "model": "pi4"},
+        headers=api.headers(),
+    )
+    assert response.status_code == 201, response.text
+    creds = response.json()["credentials"]
+    harness = GatewayHarness(
+        mosquitto, local, centre, gateway, creds["password"], decode_key(creds["centre_key"])
+    )
+    harness.connect()
+    yield local, centre, harness
+    harness.close()
+
+
+def test_local_broker_enforces_the_same_credentials(api: Api, local_site) -> None:  # type: ignore[no-untyped-def]
+    local, centre, harness = local_site
+    device, password = provision(api, centre)
+    wait_for(lambda: not refused(local, device, password), 10, "device accepted locally")
+    other, _ = provision(api, centre)
+    watcher = Watcher(local)
+    try:
+        own = topic(centre, device, Channel.TELEMETRY)
+        foreign = topic(centre, other, Channel.TELEMETRY)
+        marker = topic(centre, device, Channel.EVENT)
+        assert publishes(local, device, password, [own, foreign], marker, watcher) == {own}
+    finally:
+        watcher.close()
+    assert refused(local, device, password[:-2] + "xx")
+    assert refused(local, None, None)
+    connection = Connection(local, device, password)
+    try:
+        assert api.client.post(f"/v1/devices/{device}/suspend", headers=api.headers()).is_success
+        assert connection.dropped.wait(10), "the local connection was not closed"
+        assert refused(local, device, password)
+    finally:
+        connection.close()
+    assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).is_success
+    wait_for(lambda: not refused(local, device, password), 10, "device accepted again")
+    assert harness.errors == []
+
+
+def test_an_offline_gateway_applies_the_changes_when_it_comes_back(
+    api: Api,
+    local_site,  # type: ignore[no-untyped-def]
+) -> None:
+    local, centre, harness = local_site
+    harness.disconnect()
+    device, password = provision(api, centre)
+    rotated = api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers()).json()
+    assert refused(local, device, password)
+    harness.connect()
+    wait_for(lambda: not refused(local, device, rotated["password"]), 10, "queued updates applied")
+    assert refused(local, device, password)
+    assert harness.errors == []

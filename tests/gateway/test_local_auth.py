@@ -1,0 +1,127 @@
+"""gateway/local_auth.py against a real local Mosquitto: updates from the API become
+local credentials; repeats are harmless; bad updates are refused without effect."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from contract.metrics import DeviceKind
+from contract.provisioning import DynsecOp, DynsecUpdate, device_password
+from gateway.local_auth import BadUpdate, LocalAuth
+from gramlink.services import MosquittoService
+from tests.conftest import BrokerFactory
+from tests.factories import admin_client, close, connect_client, unique_id
+
+
+def _refused(broker: MosquittoService, user: str | None, password: str | None) -> bool:
+    client, rc = connect_client(broker, username=user, password=password)
+    client.loop_stop()
+    return rc is not None and rc.is_failure
+
+
+@pytest.fixture(scope="module")
+def local(broker_factory: BrokerFactory) -> MosquittoService:
+    return broker_factory()
+
+
+@pytest.fixture
+def auth(local: MosquittoService):  # type: ignore[no-untyped-def]
+    client = admin_client(local)
+    key = secrets.token_bytes(32)
+    yield LocalAuth(client, unique_id("c"), key), key
+    close(client)
+
+
+def _update(op: DynsecOp, device: str, version: int, seq: int) -> bytes:
+    return (
+        DynsecUpdate(
+            op=op, device_id=device, kind=DeviceKind.ROUTER, credential_version=version, seq=seq
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def test_upsert_is_idempotent_and_rotation_replaces_the_password(
+    local: MosquittoService,
+    auth,  # type: ignore[no-untyped-def]
+) -> None:
+    local_auth, key = auth
+    device = unique_id("d")
+    v1, v2 = device_password(key, device, 1), device_password(key, device, 2)
+    for seq in (1, 1):  # a redelivery of the same update
+        assert local_auth.apply(_update(DynsecOp.UPSERT, device, 1, seq)).ok
+    assert not _refused(local, device, v1)
+    local_auth.apply(_update(DynsecOp.UPSERT, device, 2, 2))
+    assert _refused(local, device, v1)
+    assert not _refused(local, device, v2)
+
+
+def test_disable_drops_the_connection_and_enable_restores_it(
+    local: MosquittoService,
+    auth,  # type: ignore[no-untyped-def]
+) -> None:
+    local_auth, key = auth
+    device = unique_id("d")
+    password = device_password(key, device, 1)
+    local_auth.apply(_update(DynsecOp.UPSERT, device, 1, 1))
+    dropped = threading.Event()
+    client, rc = connect_client(local, username=device, password=password)
+    assert rc is not None and not rc.is_failure
+    client.on_disconnect = lambda *a: dropped.set()
+    local_auth.apply(_update(DynsecOp.DISABLE, device, 1, 2))
+    assert dropped.wait(5)
+    client.loop_stop()
+    assert _refused(local, device, password)
+    local_auth.apply(_update(DynsecOp.ENABLE, device, 1, 3))
+    assert not _refused(local, device, password)
+    local_auth.apply(_update(DynsecOp.DELETE, device, 1, 4))
+    local_auth.apply(_update(DynsecOp.DELETE, device, 1, 4))  # repeat: harmless
+    assert _refused(local, device, password)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b'{"v":1,"op":"upsert","device_id":"x/#","kind":"router","credential_version":1,"seq":1}',
+        b'{"v":1,"op":"upsert","device_id":"d","kind":"router",'
+        b'"credential_version":1,"seq":1,"password":"leak"}',
+        b"x" * 10_000,
+    ],
+)
+def test_bad_updates_are_refused(auth, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+    local_auth, _ = auth
+    with pytest.raises(BadUpdate):
+        local_auth.apply(payload)
+    assert local_auth.rejected == 1
+    assert local_auth.applied == 0
+
+
+def test_the_local_role_allows_only_the_devices_own_topics(
+    local: MosquittoService,
+    auth,  # type: ignore[no-untyped-def]
+) -> None:
+    local_auth, key = auth
+    device = unique_id("d")
+    local_auth.apply(_update(DynsecOp.UPSERT, device, 1, 1))
+    client, rc = connect_client(local, username=device, password=device_password(key, device, 1))
+    assert rc is not None and not rc.is_failure
+    granted: list[list[mqtt.ReasonCode]] = []
+    done = threading.Event()
+
+    def on_subscribe(
+        c: mqtt.Client, u: object, mid: int, codes: list[mqtt.ReasonCode], p: object
+    ) -> None:
+        granted.append(codes)
+        done.set()
+
+    client.on_subscribe = on_subscribe
+    client.subscribe("gl/#", qos=1)
+    assert done.wait(5)
+    close(client)
+    assert granted[0][0].is_failure
