@@ -128,8 +128,8 @@ class Devices:
         self.client.loop_stop()
 
 
-def wait_until_flowing(devices: Devices, collector: Collector, timeout: float = 20.0) -> None:
-    """Publish probe readings until one crosses the gateway (its subscription is in place)."""
+def wait_until_flowing(devices: Devices, collector: Collector, timeout: float = 20.0) -> int:
+    """Publish probe readings until one crosses the gateway; returns how many were sent."""
     deadline = time.monotonic() + timeout
     seq = 0
     while not collector.of("probe"):
@@ -141,3 +141,4 @@ def wait_until_flowing(devices: Devices, collector: Collector, timeout: float = 
             wait_for(lambda: bool(collector.of("probe")), 0.5, "probe")
         except AssertionError:
             continue
+    return seq
