@@ -282,6 +282,7 @@ def main() -> int:
     parser.add_argument("--live-rate", type=float, default=100.0, help="live readings/s in drain")
     parser.add_argument("--kill-backlog", type=int, default=200_000, help="0: skip SIGKILL run")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the brokers on the way out
 
     home = Path(tempfile.mkdtemp(prefix="gl-bench-gw-"))
     local = MosquittoService(home / "local", free_port(), secrets.token_urlsafe(16))

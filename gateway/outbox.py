@@ -246,7 +246,8 @@ class Outbox:
             picked: dict[int, Row] = {}
             if live > 0:
                 for r in self._u.execute(
-                    f"SELECT {cols} FROM outbox WHERE state = 0 ORDER BY id DESC LIMIT ?",
+                    f"SELECT {cols} FROM outbox NOT INDEXED"  # rowid order, newest first
+                    " WHERE state = 0 ORDER BY id DESC LIMIT ?",
                     (live,),
                 ):
                     picked[r[0]] = Row(*r)
