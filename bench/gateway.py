@@ -258,7 +258,7 @@ def drain(
         wait(lambda: collector.distinct() >= n + live.sent, 60, "last live readings")
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
-    backlog_seen = sum(1 for dev, _ in collector.seen if dev != "live")
+    backlog_seen = sum(1 for dev, _ in collector.seen if dev.startswith("dev-"))
     delays = sorted(collector.live_delays)
     return {
         "prefill_s": t_fill,

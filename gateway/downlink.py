@@ -80,9 +80,10 @@ class Downlink:
 
     def _relay(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         origin = _Origin(msg.mid, generation)
+        payload = bytes(msg.payload)
         try:
             topic = Topic.parse(msg.topic)
-            decode(topic.channel, msg.payload)
+            decode(topic.channel, payload)
         except (DecodeError, TopicError) as exc:
             self.rejected_total += 1
             log.warning(
@@ -96,7 +97,7 @@ class Downlink:
         if expiry is not None:
             props = Properties(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = expiry
-        info = self.local.publish(msg.topic, msg.payload, retain=msg.retain, properties=props)
+        info = self.local.publish(msg.topic, payload, retain=msg.retain, properties=props)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning(kv("downlink_relay_failed", centre=self.centre, rc=info.rc))
             return  # not acknowledged: the central broker sends it again after a reconnect

@@ -103,7 +103,8 @@ class LocalIn:
         client.subscribe([(subscription(ch, self.centre), opts) for ch in UPSTREAM])
 
     def on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
-        self.queue.put(Incoming(msg.topic, msg.payload, msg.mid, msg.qos, generation, now_ms()))
+        payload = bytes(msg.payload)
+        self.queue.put(Incoming(msg.topic, payload, msg.mid, msg.qos, generation, now_ms()))
 
     # -- ingest thread ---------------------------------------------------------------------
     def _run(self) -> None:
