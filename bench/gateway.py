@@ -1,0 +1,341 @@
+"""Gateway benchmark: live throughput, backlog drain, uplink bytes, SIGKILL during a drain.
+
+Runs two real Mosquitto brokers (local, central) and the gateway as a subprocess
+(``python -m gramlink gateway``), like in the field. The collector (central
+side, admin account) runs in this process and counts (device, seq) pairs.
+
+    .venv/bin/python -m bench.gateway [--backlog 1000000] [--live 30000] [--kill-backlog 200000]
+
+The backlog is written straight into the gateway's outbox while the gateway is
+stopped (what an outage leaves behind), then the gateway is started and timed
+until the central broker got every reading, while a live device publishes
+``--live-rate`` readings/s through the local broker and their end-to-end delay
+is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from contract.codec import decode
+from contract.topics import Channel
+from gateway.outbox import BULK, NewRow, Outbox
+from gateway.uplink import publish_packet_bytes
+from gramlink.services import MosquittoService
+from gramlink.services.process import free_port
+
+PUBACK = 4
+CENTRE = "bench"
+GW = f"{CENTRE}-gw"
+KEY = secrets.token_hex(16)
+TS0 = 1_760_000_000_000
+TEMPLATE = (
+    b'{"v":1,"kind":"router","ts":%d,"seq":%d,"metrics":{"uptime_s":%d,"wan_up":true,'
+    b'"wan_latency_ms":%.1f,"wifi_clients":%d,"cpu_pct":%.1f,"mem_pct":%.1f}}'
+)
+
+
+def reading(rng: random.Random, seq: int) -> bytes:
+    return TEMPLATE % (
+        TS0 + seq * 1000,
+        seq,
+        seq * 10,
+        rng.uniform(40, 900),
+        rng.randint(0, 40),
+        rng.uniform(0, 100),
+        rng.uniform(10, 90),
+    )
+
+
+class Collector:
+    """Central side: counts distinct (device, seq), wire bytes, live delays."""
+
+    def __init__(self, broker: MosquittoService) -> None:
+        self.lock = threading.Lock()
+        self.seen: set[tuple[str, int]] = set()
+        self.records = 0
+        self.batches = 0
+        self.wire_bytes = 0
+        self.plain_bytes = 0
+        self.live_delays: list[float] = []
+        self.live_sent: dict[int, float] = {}
+        self.last_arrival = 0.0
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="bench-collector", protocol=mqtt.MQTTv5
+        )
+        client.username_pw_set(broker.admin_user, broker.admin_password)
+        client.on_message = self._on_message
+        client.on_connect = lambda c, *a: c.subscribe(f"gl/v1/{CENTRE}/+/_gateway/batch", qos=1)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        client.connect(broker.bind, broker.port, clean_start=False, properties=props)
+        client.loop_start()
+        self.client = client
+
+    def reset(self) -> None:
+        with self.lock:
+            self.seen.clear()
+            self.records = self.batches = self.wire_bytes = self.plain_bytes = 0
+            self.live_delays.clear()
+            self.live_sent.clear()
+
+    def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.monotonic()
+        batch = json.loads(zlib.decompress(msg.payload))
+        with self.lock:
+            self.batches += 1
+            self.wire_bytes += publish_packet_bytes(msg.topic, len(msg.payload)) + PUBACK
+            for r in batch["records"]:
+                dev, seq = r["dev"], r["p"]["seq"]
+                self.records += 1
+                self.seen.add((dev, seq))
+                plain = len(json.dumps(r["p"], separators=(",", ":")))
+                self.plain_bytes += publish_packet_bytes(f"gl/v1/{CENTRE}/{dev}/telemetry", plain)
+                self.plain_bytes += PUBACK
+                if dev == "live":
+                    sent = self.live_sent.get(seq)
+                    if sent is not None:
+                        self.live_delays.append(now - sent)
+            self.last_arrival = now
+
+    def distinct(self) -> int:
+        with self.lock:
+            return len(self.seen)
+
+
+class LivePublisher(threading.Thread):
+    """A device publishing ``rate`` readings/s through the local broker."""
+
+    def __init__(self, local: MosquittoService, collector: Collector, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.collector = collector
+        self.rate = rate
+        self.stop = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(local.admin_user, local.admin_password)
+        self.client.connect(local.bind, local.port)
+        self.client.loop_start()
+        self.sent = 0
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        seq = 0
+        while not self.stop.wait(1 / self.rate):
+            with self.collector.lock:
+                self.collector.live_sent[seq] = time.monotonic()
+            self.client.publish(f"gl/v1/{CENTRE}/live/telemetry", reading(rng, seq), qos=1)
+            seq += 1
+            self.sent = seq
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def start_gateway(
+    local: MosquittoService, central: MosquittoService, data: Path
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "GRAMLINK_GATEWAY_PSEUDONYM_KEY": KEY,
+            "GRAMLINK_GATEWAY_LOCAL_USERNAME": local.admin_user,
+            "GRAMLINK_GATEWAY_LOCAL_PASSWORD": local.admin_password,
+            "GRAMLINK_GATEWAY_UPLINK_USERNAME": central.admin_user,
+            "GRAMLINK_GATEWAY_UPLINK_PASSWORD": central.admin_password,
+        }
+    )
+    argv = [sys.executable, "-m", "gramlink", "gateway", "--centre", CENTRE]
+    argv += ["--local-url", local.url, "--uplink-url", central.url, "--data-dir", str(data)]
+    argv += ["--log-level", "warning", "--health-interval-s", "3600"]
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+
+
+def wait(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def prefill(db: Path, n: int, devices: int = 100) -> float:
+    """Write ``n`` readings into the (stopped) gateway's outbox, as an outage leaves them."""
+    rng = random.Random(1)
+    sample = reading(rng, 0)
+    decode(Channel.TELEMETRY, sample)  # the template is a valid contract message
+    box = Outbox(db, 8 * 1024**3, "normal")
+    t0 = time.monotonic()
+    now = int(time.time() * 1000)
+    chunk = 20_000
+    for start in range(0, n, chunk):
+        rows = []
+        for i in range(start, min(n, start + chunk)):
+            dev, seq = f"dev-{i % devices}", i // devices
+            rows.append(NewRow(BULK, dev, "telemetry", reading(rng, seq), now))
+        box.append(rows)
+        print(f"  prefill {min(n, start + chunk):>9,}/{n:,}", end="\r", flush=True)
+    box.close()
+    print()
+    return time.monotonic() - t0
+
+
+def live_throughput(local: MosquittoService, collector: Collector, n: int) -> tuple[float, float]:
+    collector.reset()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(local.admin_user, local.admin_password)
+    client.max_inflight_messages_set(1000)
+    client.connect(local.bind, local.port)
+    client.loop_start()
+    rng = random.Random(3)
+    t0 = time.monotonic()
+    for i in range(n):
+        client.publish(f"gl/v1/{CENTRE}/dev-{i % 20}/telemetry", reading(rng, i // 20), qos=1)
+    wait(lambda: collector.distinct() >= n, 600, "live readings")
+    elapsed = collector.last_arrival - t0
+    client.disconnect()
+    client.loop_stop()
+    return n / elapsed, elapsed
+
+
+def drain(
+    local: MosquittoService,
+    central: MosquittoService,
+    collector: Collector,
+    data: Path,
+    n: int,
+    live_rate: float,
+    kill_at: float | None,
+) -> dict[str, float]:
+    collector.reset()
+    t_fill = prefill(data / f"{CENTRE}.sqlite3", n)
+    gateway = start_gateway(local, central, data)
+    live = LivePublisher(local, collector, live_rate)
+    t0 = time.monotonic()
+    live.start()
+    kills = 0
+    try:
+        last = 0
+        while collector.distinct() < n + live.sent or live.sent == 0:
+            time.sleep(0.5)
+            got = collector.distinct()
+            rate = (got - last) * 2
+            last = got
+            print(f"  drained {got:>9,}/{n:,}  ~{rate:,.0f}/s", end="\r", flush=True)
+            if kill_at is not None and kills == 0 and got >= kill_at * n:
+                gateway.send_signal(signal.SIGKILL)  # a power cut during the drain
+                gateway.wait(10)
+                kills = 1
+                print(f"\n  SIGKILL at {got:,} readings; restarting", flush=True)
+                gateway = start_gateway(local, central, data)
+            if time.monotonic() - t0 > 1200:
+                raise SystemExit("drain took more than 20 minutes")
+            if got >= n and live.sent:
+                live.stop.set()
+        print()
+        elapsed = collector.last_arrival - t0
+    finally:
+        live.close()
+        wait(lambda: collector.distinct() >= n + live.sent, 60, "last live readings")
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+    backlog_seen = sum(1 for dev, _ in collector.seen if dev.startswith("dev-"))
+    delays = sorted(collector.live_delays)
+    return {
+        "prefill_s": t_fill,
+        "elapsed_s": elapsed,
+        "rate": n / elapsed,
+        "missing": n - backlog_seen,
+        "live_missing": live.sent - sum(1 for dev, _ in collector.seen if dev == "live"),
+        "duplicates": collector.records - collector.distinct(),
+        "live_p50": statistics.median(delays) if delays else float("nan"),
+        "live_p95": delays[int(0.95 * (len(delays) - 1))] if delays else float("nan"),
+        "live_max": delays[-1] if delays else float("nan"),
+        "wire_per_reading": collector.wire_bytes / max(1, collector.records),
+        "plain_per_reading": collector.plain_bytes / max(1, collector.records),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backlog", type=int, default=1_000_000, help="readings in the backlog")
+    parser.add_argument("--live", type=int, default=30_000, help="readings for live throughput")
+    parser.add_argument("--live-rate", type=float, default=100.0, help="live readings/s in drain")
+    parser.add_argument("--kill-backlog", type=int, default=200_000, help="0: skip SIGKILL run")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the brokers on the way out
+
+    home = Path(tempfile.mkdtemp(prefix="gl-bench-gw-"))
+    local = MosquittoService(home / "local", free_port(), secrets.token_urlsafe(16))
+    central = MosquittoService(home / "central", free_port(), secrets.token_urlsafe(16))
+    local.start()
+    central.start()
+    collector = Collector(central)
+    results: list[tuple[str, str]] = []
+    try:
+        print(f"[1/3] live throughput: {args.live:,} readings from 20 devices", flush=True)
+        gateway = start_gateway(local, central, home / "gw-live")
+        time.sleep(2)  # let the gateway subscribe (bench only; tests wait on probes)
+        rate, elapsed = live_throughput(local, collector, args.live)
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+        results.append(("live throughput (device -> central)", f"{rate:,.0f} readings/s"))
+        print(f"  {rate:,.0f} readings/s ({elapsed:.1f} s)")
+
+        print(f"[2/3] drain of a {args.backlog:,}-reading backlog, live at {args.live_rate}/s")
+        d = drain(local, central, collector, home / "gw-drain", args.backlog, args.live_rate, None)
+        results += [
+            ("backlog prefill (direct to SQLite)", f"{d['prefill_s']:.1f} s"),
+            ("drain rate", f"{d['rate']:,.0f} readings/s ({d['elapsed_s']:.1f} s)"),
+            ("drain: backlog readings missing", f"{d['missing']:.0f}"),
+            ("drain: duplicates on the wire", f"{d['duplicates']:.0f}"),
+            (
+                "live delay during drain p50/p95/max",
+                f"{d['live_p50']:.2f} / {d['live_p95']:.2f} / {d['live_max']:.2f} s",
+            ),
+            ("uplink bytes/reading (batched, MQTT framing)", f"{d['wire_per_reading']:.1f} B"),
+            ("one JSON message per reading (MQTT framing)", f"{d['plain_per_reading']:.1f} B"),
+            ("ratio", f"1/{d['plain_per_reading'] / d['wire_per_reading']:.1f}"),
+        ]
+        if args.kill_backlog:
+            print(f"[3/3] SIGKILL halfway through draining {args.kill_backlog:,} readings")
+            k = drain(
+                local, central, collector, home / "gw-kill", args.kill_backlog, args.live_rate, 0.5
+            )
+            results += [
+                ("SIGKILL run: backlog missing", f"{k['missing']:.0f} of {args.kill_backlog:,}"),
+                ("SIGKILL run: live missing", f"{k['live_missing']:.0f}"),
+                ("SIGKILL run: duplicates on the wire", f"{k['duplicates']:.0f}"),
+            ]
+    finally:
+        collector.client.disconnect()
+        collector.client.loop_stop()
+        local.stop()
+        central.stop()
+    print("\n| measure | result |\n|---|---|")
+    for name, value in results:
+        print(f"| {name} | {value} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

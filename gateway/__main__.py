@@ -1,0 +1,35 @@
+"""``python -m gateway``: parse options, load settings, ``app.run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gateway.errors import ConfigError, StoreError
+from gateway.settings import add_arguments, load
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="GramLink centre gateway")
+    add_arguments(parser)
+    return start(parser.parse_args(argv))
+
+
+def start(args: argparse.Namespace) -> int:
+    """Shared by ``gramlink gateway``: one line and exit code 1 for bad config."""
+    try:
+        settings = load(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    from gateway.app import run
+
+    try:
+        return run(settings)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

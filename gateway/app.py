@@ -1,0 +1,239 @@
+"""Composition root of the gateway: ``run(settings)`` builds, starts, watches, stops.
+
+Threads: ``mqtt-local`` and ``mqtt-uplink`` (paho network loops, reconnect
+owned by :class:`MqttLink`), ``ingest`` (local messages to the outbox),
+``uplink`` (outbox to the central broker), and the caller's thread, which runs
+the watchdog and the health reading.
+
+Exit codes of :meth:`Gateway.run_until`: 0 stopped on request; 2 a worker
+failed (e.g. the store); 3 the local broker stayed down past
+``local_down_exit_s`` (systemd restarts us); 4 a broker refused our credentials.
+An uplink that stays down is only logged (every ``uplink_down_warn_s``): the
+outbox keeps storing, so the gateway keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+
+from gateway.downlink import Downlink
+from gateway.health import HealthReporter
+from gateway.local_in import LocalIn
+from gateway.logs import configure, kv
+from gateway.mqtt_link import LinkOptions, MqttLink, Will
+from gateway.outbox import Outbox
+from gateway.pseudonymize import Transformer
+from gateway.quarantine import Quarantine
+from gateway.settings import GatewaySettings
+from gateway.uplink import Uplink, UplinkOptions, gateway_state, state_topic
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_WORKER, EXIT_LOCAL_DOWN, EXIT_REFUSED = 0, 2, 3, 4
+
+
+def _secret(value: object) -> str | None:
+    return None if value is None else value.get_secret_value()  # type: ignore[attr-defined]
+
+
+class Gateway:
+    """One centre's gateway, built from settings; usable in-process by tests."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        s = settings
+        self.settings = s
+        self.ctx = {"centre": s.centre, "gw": s.gateway_id}
+        self.outbox = Outbox(s.db_path, s.disk_budget_bytes, s.sqlite_synchronous)
+        self.quarantine = Quarantine(s.db_path, s.quarantine_max_rows)
+        transformer = Transformer(s.centre, s.pseudonym_key.get_secret_value().encode())
+        self.downlink = Downlink(s.centre)
+        self.local_in = LocalIn(
+            s.centre,
+            self.outbox,
+            self.quarantine,
+            transformer,
+            queue_size=s.ingest_queue,
+            commit_window_ms=s.commit_window_ms,
+            on_stored=lambda: self.uplink.wake(),
+        )
+        common = {
+            "keepalive_s": s.keepalive_s,
+            "session_expiry_s": s.session_expiry_s,
+            "backoff_min_s": s.backoff_min_s,
+            "backoff_max_s": s.backoff_max_s,
+            "context": self.ctx,
+        }
+        self.local = MqttLink(
+            LinkOptions(
+                name="local",
+                endpoint=s.local,
+                client_id=f"{s.gateway_id}-local",
+                username=s.local_username,
+                password=_secret(s.local_password),
+                manual_ack=True,
+                **common,  # type: ignore[arg-type]
+            ),
+            on_connect=self.local_in.on_connect,
+            on_message=self.local_in.on_message,
+            on_publish=self.downlink.on_local_puback,
+        )
+        self.central = MqttLink(
+            LinkOptions(
+                name="uplink",
+                endpoint=s.uplink,
+                client_id=s.gateway_id,
+                username=s.uplink_username,
+                password=_secret(s.uplink_password),
+                manual_ack=True,
+                will=Will(
+                    state_topic(s.centre, s.gateway_id), gateway_state(False, ""), s.will_delay_s
+                ),
+                **common,  # type: ignore[arg-type]
+            ),
+            on_connect=self._on_central_connect,
+            on_message=self.downlink.on_message,
+            on_publish=lambda mid, ok: self.uplink.on_puback(mid, ok),
+        )
+        self.uplink = Uplink(
+            UplinkOptions(
+                centre=s.centre,
+                gateway_id=s.gateway_id,
+                batch_max_records=s.batch_max_records,
+                batch_max_bytes=s.batch_max_bytes,
+                batch_max_age_ms=s.batch_max_age_ms,
+                max_inflight=s.uplink_max_inflight,
+                live_share=s.live_share,
+                backoff_min_s=s.backoff_min_s,
+                backoff_max_s=s.backoff_max_s,
+            ),
+            self.outbox,
+            self.central,
+        )
+        self.local_in.attach(self.local)
+        self.downlink.attach(self.local, self.central)
+        self.health = HealthReporter(s.gateway_id, self.outbox, s.data_dir)
+        self.stop_requested = threading.Event()
+        self._started = False
+
+    def _on_central_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        self.uplink.on_connect(client, props)
+        self.downlink.on_connect(client, props)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.local_in.start()
+        self.uplink.start()
+        self.central.start()
+        self.local.start()
+        self._started = True
+        log.info(
+            kv(
+                "gateway_started",
+                local=self.settings.local,
+                uplink=self.settings.uplink,
+                queued=self.outbox.stats().depth,
+                **self.ctx,
+            )
+        )
+
+    def stop(self) -> None:
+        """Stop in reverse order; unstored local messages stay unacknowledged (redelivered)."""
+        if not self._started:
+            self.outbox.close()
+            self.quarantine.close()
+            return
+        self._started = False
+        self.local.disconnect()
+        self.local_in.stop()
+        self.uplink.stop()
+        self.uplink.say_offline()
+        self.central.disconnect()
+        self.outbox.close()
+        self.quarantine.close()
+        log.info(kv("gateway_stopped", **self.ctx))
+
+    def report_health(self) -> None:
+        self.local_in.submit_own(self.health.reading(self.central.connected.is_set()))
+
+    # -- watchdog ----------------------------------------------------------------------------
+    def check(self) -> int | None:
+        """One watchdog pass: an exit code if the process must end, else None."""
+        s = self.settings
+        for worker in (self.local_in, self.uplink):
+            if worker.failure is not None or not worker.alive:
+                log.error(kv("worker_died", worker=type(worker).__name__, **self.ctx))
+                return EXIT_WORKER
+        for link in (self.local, self.central):
+            if link.refused is not None:
+                log.error(
+                    kv("broker_refused", link=link.options.name, reason=link.refused, **self.ctx)
+                )
+                return EXIT_REFUSED
+        if self.local.down_for() > s.local_down_exit_s:
+            log.error(
+                kv(
+                    "local_broker_down",
+                    down_s=f"{self.local.down_for():.0f}",
+                    action="exit",
+                    **self.ctx,
+                )
+            )
+            return EXIT_LOCAL_DOWN
+        return None
+
+    def run_until(self, stop: threading.Event) -> int:
+        """Watch and report health until ``stop`` is set or the watchdog says exit."""
+        s = self.settings
+        next_health = time.monotonic() + min(5.0, s.health_interval_s)
+        next_uplink_warn = s.uplink_down_warn_s
+        code: int | None = None
+        while not stop.wait(0.25):
+            code = self.check()
+            if code is not None:
+                break
+            down = self.central.down_for()
+            if down > next_uplink_warn:
+                stats = self.outbox.stats()
+                log.error(
+                    kv(
+                        "uplink_down",
+                        down_s=f"{down:.0f}",
+                        queued=stats.depth,
+                        queued_bytes=stats.bytes,
+                        dropped_total=stats.dropped_total,
+                        **self.ctx,
+                    )
+                )
+                next_uplink_warn += s.uplink_down_warn_s
+            elif down == 0:
+                next_uplink_warn = s.uplink_down_warn_s
+            if time.monotonic() >= next_health:
+                self.report_health()
+                next_health = time.monotonic() + s.health_interval_s
+        return EXIT_OK if code is None else code
+
+
+def run(settings: GatewaySettings) -> int:
+    """Run the gateway until SIGTERM/SIGINT or a watchdog exit; returns the exit code."""
+    configure(settings.log_level)
+    gateway = Gateway(settings)
+    stop = threading.Event()
+
+    def _signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    gateway.start()
+    try:
+        code = gateway.run_until(stop)
+    finally:
+        gateway.stop()
+    return code

@@ -1,0 +1,23 @@
+"""Jittered, capped exponential backoff (ours, not paho's): never a tight reconnect loop."""
+
+from __future__ import annotations
+
+import random
+
+
+class Backoff:
+    """Delays ``min * 2**n`` capped at ``max``, each drawn uniformly from [delay/2, delay]."""
+
+    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        ceiling = min(self.maximum, self.minimum * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -1,0 +1,46 @@
+"""Errors of the gateway, one tree.
+
+::
+
+    GatewayError                      base; never raised itself
+    ├── ConfigError                   permanent: a setting is missing or wrong (stop at start)
+    ├── StoreError                    permanent: the SQLite outbox cannot be opened or written
+    │                                 (disk gone, file corrupt); the process exits non-zero
+    └── LinkError                     a broker connection failed
+        ├── LinkRefused               permanent: bad credentials / not authorised (stop loudly)
+        └── LinkDown                  retryable: the broker is unreachable (reconnect with backoff)
+
+A device payload that breaks the contract is not an error of the gateway: it is
+a ``contract.DecodeError`` (or ``TopicError``), counted and quarantined with its
+reason, never raised past the ingest loop.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every gateway error."""
+
+    retryable = False
+
+
+class ConfigError(GatewayError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class StoreError(GatewayError):
+    """The local SQLite store failed (sqlite3 errors are mapped here in outbox/quarantine)."""
+
+
+class LinkError(GatewayError):
+    """A broker connection failed."""
+
+
+class LinkRefused(LinkError):
+    """The broker refused the connection for good (credentials, authorisation)."""
+
+
+class LinkDown(LinkError):
+    """The broker cannot be reached right now."""
+
+    retryable = True

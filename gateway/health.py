@@ -1,0 +1,63 @@
+"""The gateway's own health reading: ``telemetry`` of kind ``gateway``, via its outbox.
+
+``cpu_pct`` is the whole machine's (``/proc/stat``, since the last reading),
+``disk_free_mb`` the free space where the outbox lives, ``queue_depth`` and
+``queue_oldest_s`` the outbox rows and the age of the oldest, ``uplink_up``
+whether the central link is connected, ``dropped_total`` the evictions and
+refusals since the store was created.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from contract.codec import encode
+from contract.messages import telemetry
+from contract.metrics import GatewayMetrics
+from contract.topics import Channel
+from gateway.outbox import BULK, NewRow, Outbox, now_ms
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    values = [int(v) for v in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return idle, sum(values)
+
+
+class HealthReporter:
+    def __init__(self, gateway_id: str, outbox: Outbox, data_dir: Path) -> None:
+        self.gateway_id = gateway_id
+        self.outbox = outbox
+        self.data_dir = data_dir
+        self._cpu = _cpu_times()
+        self._seq = 0
+
+    def _cpu_pct(self) -> float | None:
+        now = _cpu_times()
+        before, self._cpu = self._cpu, now
+        if now is None or before is None or now[1] <= before[1]:
+            return None
+        busy = 1 - (now[0] - before[0]) / (now[1] - before[1])
+        return round(min(100.0, max(0.0, busy * 100)), 1)
+
+    def reading(self, uplink_up: bool) -> NewRow:
+        stats = self.outbox.stats()
+        ts = now_ms()
+        oldest = 0.0 if stats.oldest_rx_ms is None else max(0.0, (ts - stats.oldest_rx_ms) / 1000)
+        # seq: never below the clock, never repeating in this process (no RTC on a Pi).
+        self._seq = max(self._seq + 1, ts)
+        metrics = GatewayMetrics(
+            cpu_pct=self._cpu_pct(),
+            disk_free_mb=round(shutil.disk_usage(self.data_dir).free / 1e6, 1),
+            queue_depth=stats.depth,
+            queue_oldest_s=round(oldest, 1),
+            uplink_up=uplink_up,
+            dropped_total=stats.dropped_total,
+        )
+        message = telemetry("gateway", ts=ts, seq=self._seq, metrics=metrics)
+        return NewRow(BULK, self.gateway_id, Channel.TELEMETRY.value, encode(message), ts)

@@ -1,0 +1,190 @@
+"""Local intake: device messages from the centre broker into the outbox.
+
+Threads: ``_on_message`` runs on the local link's network thread and only puts
+the message on a bounded queue (``ingest_queue`` items). When the queue is full
+the put blocks, so the network thread stops reading and the local broker holds
+the rest (MQTT flow control): nothing is dropped. The ``ingest`` thread takes
+messages off the queue for up to ``commit_window_ms``, decodes and pseudonymises
+them, stores them (one SQLite transaction) and only then PUBACKs each one to the
+local broker (paho ``manual_ack``). A bad message is quarantined with its reason
+and acknowledged; it never holds an in-flight slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from contract.codec import DecodeError
+from contract.topics import Topic, TopicError, subscription
+from gateway.logs import kv
+from gateway.mqtt_link import MqttLink
+from gateway.outbox import NewRow, Outbox, now_ms
+from gateway.pseudonymize import UPSTREAM, Transformer
+from gateway.quarantine import Quarantine, Rejected
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    rx_ms: int
+
+
+Item = Incoming | NewRow  # a NewRow is the gateway's own reading (health)
+
+
+class LocalIn:
+    """Subscribes on the local broker and feeds the outbox."""
+
+    def __init__(
+        self,
+        centre: str,
+        outbox: Outbox,
+        quarantine: Quarantine,
+        transformer: Transformer,
+        *,
+        queue_size: int,
+        commit_window_ms: int,
+        on_stored: Callable[[], None],
+    ) -> None:
+        self.centre = centre
+        self.outbox = outbox
+        self.quarantine = quarantine
+        self.transformer = transformer
+        self.link: MqttLink | None = None
+        self.commit_window = commit_window_ms / 1000
+        self.on_stored = on_stored
+        self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
+        self.received_total = 0
+        self.stored_total = 0
+        self.last_message_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self.failure: BaseException | None = None
+
+    def attach(self, link: MqttLink) -> None:
+        self.link = link
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit_own(self, row: NewRow) -> None:
+        """Queue one of the gateway's own readings (never blocks the caller for long)."""
+        self.queue.put(row, timeout=5.0)
+
+    # -- local network thread ---------------------------------------------------------------
+    def on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        """Subscribe (again) to the centre's device channels after every connect."""
+        opts = SubscribeOptions(qos=1)
+        client.subscribe([(subscription(ch, self.centre), opts) for ch in UPSTREAM])
+
+    def on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
+        payload = bytes(msg.payload)
+        self.queue.put(Incoming(msg.topic, payload, msg.mid, msg.qos, generation, now_ms()))
+
+    # -- ingest thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    first = self.queue.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                items = [first]
+                deadline = time.monotonic() + self.commit_window
+                while len(items) < MAX_BATCH:
+                    try:
+                        items.append(self.queue.get_nowait())
+                    except queue.Empty:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        try:
+                            items.append(self.queue.get(timeout=left))
+                        except queue.Empty:
+                            break
+                self._store(items)
+        except BaseException as exc:  # the outermost loop: the app sees it and exits
+            self.failure = exc
+            log.exception(kv("ingest_failed", centre=self.centre, error=type(exc).__name__))
+
+    def _store(self, items: list[Item]) -> None:
+        rows: list[NewRow] = []
+        rejected: list[Rejected] = []
+        for item in items:
+            if isinstance(item, NewRow):
+                rows.append(item)
+                continue
+            try:
+                topic = Topic.parse(item.topic)
+                rows.append(self.transformer.row(topic, item.payload, item.rx_ms))
+            except (DecodeError, TopicError) as exc:
+                reason = getattr(exc, "reason", None)
+                rejected.append(
+                    Rejected(
+                        item.rx_ms,
+                        reason.value if reason is not None else "bad_topic",
+                        item.topic,
+                        getattr(exc, "detail", str(exc)),
+                        item.payload,
+                    )
+                )
+        self.quarantine.add(rejected)
+        result = self.outbox.append(rows)
+        for r in rejected:
+            log.warning(
+                kv(
+                    "quarantined",
+                    centre=self.centre,
+                    topic=r.topic[:120],
+                    reason=r.reason,
+                    detail=r.detail[:160],
+                    payload=r.payload[:80].decode(errors="replace"),
+                )
+            )
+        if result.evicted or result.refused:
+            log.warning(
+                kv(
+                    "outbox_full",
+                    centre=self.centre,
+                    evicted=result.evicted,
+                    refused=result.refused,
+                    dropped_total=self.outbox.dropped_total,
+                )
+            )
+        # Durable now: acknowledge the local broker.
+        link = self.link
+        for item in items:
+            if isinstance(item, Incoming) and item.qos > 0 and link is not None:
+                link.ack(item.mid, item.generation)
+        incoming = sum(1 for i in items if isinstance(i, Incoming))
+        self.received_total += incoming
+        self.stored_total += result.stored
+        if incoming:
+            self.last_message_at = time.monotonic()
+        if result.stored:
+            self.on_stored()

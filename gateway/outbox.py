@@ -1,0 +1,307 @@
+"""The durable outbox: a SQLite (WAL) queue of readings waiting for the uplink.
+
+Each row is one accepted device message, already pseudonymised and re-encoded:
+``id, prio, state, device, channel, payload, rx_ms, size``. Rows move through a
+state machine::
+
+    ready (0) --next_batch--> inflight (1) --ack (PUBACK)--> deleted
+                 ^                |
+                 +----release-----+   (publish refused; and every inflight row at start-up)
+
+Bounds: the sum of row ``size`` stays under ``budget_bytes``. When a new row
+does not fit, ready rows are evicted: bulk telemetry (prio 1) oldest first; only
+when no bulk row is left, a new bulk row is dropped, and a new high-priority row
+(health, events, state, acks) evicts the oldest high-priority row. Every
+eviction is counted in ``dropped_total`` (persisted) and logged by the caller.
+
+Two connections: the ingest thread writes through :meth:`append` (synchronous
+FULL by default: a reading is on disk before the local broker gets its PUBACK);
+the uplink thread uses the others (NORMAL: losing a delete only means a resend).
+sqlite3 errors are mapped to :class:`StoreError` here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from gateway.errors import StoreError
+
+HIGH: Final = 0
+BULK: Final = 1
+ROW_OVERHEAD: Final = 48  # bytes of row/index bookkeeping counted per row
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prio INTEGER NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    device TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    rx_ms INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (state, prio, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    prio: int
+    device: str
+    channel: str
+    payload: bytes
+    rx_ms: int
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.device) + len(self.channel) + ROW_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    device: str
+    channel: str
+    payload: bytes
+    rx_ms: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    stored: int
+    evicted: int  # older rows removed to make room
+    refused: int  # new rows not stored (no bulk row left to evict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int
+    ready: int
+    bytes: int
+    oldest_rx_ms: int | None
+    dropped_total: int
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"outbox: {exc}") from exc
+
+
+class Outbox:
+    """The queue; ``append`` from one thread, the rest from one other thread."""
+
+    def __init__(self, path: Path, budget_bytes: int, synchronous: str = "full") -> None:
+        self.path = path
+        self.budget_bytes = budget_bytes
+        with _mapped():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._w = _connect(path, synchronous)
+            self._w.executescript(_SCHEMA)
+            self._u = _connect(path, "normal")
+            # Start-up: whatever was in flight when we stopped goes back to ready.
+            self._w.execute("UPDATE outbox SET state = 0 WHERE state = 1")
+            rows, size = self._w.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM outbox"
+            ).fetchone()
+        self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._r: sqlite3.Connection | None = None
+        self._rows = int(rows)
+        self._bytes = int(size)
+        self._inflight = 0
+        self._dropped = self.meta("dropped_total")
+        self._batch_seq = self.meta("batch_seq")
+
+    def close(self) -> None:
+        self._w.close()
+        self._u.close()
+        if self._r is not None:
+            self._r.close()
+
+    # -- counters --------------------------------------------------------------------------
+    def meta(self, key: str) -> int:
+        with _mapped():
+            row = self._u.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def dropped_total(self) -> int:
+        return self._dropped
+
+    def stats(self) -> OutboxStats:
+        """Counters for the health reading (any thread: its own read connection)."""
+        with _mapped(), self._stats_lock:
+            if self._r is None:
+                self._r = _connect(self.path, "normal")
+            row = self._r.execute("SELECT rx_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
+        oldest = row[0] if row else None
+        with self._lock:
+            return OutboxStats(
+                self._rows, self._rows - self._inflight, self._bytes, oldest, self._dropped
+            )
+
+    def ready_count(self) -> int:
+        with self._lock:
+            return self._rows - self._inflight
+
+    # -- ingest side -----------------------------------------------------------------------
+    def append(self, rows: Sequence[NewRow]) -> AppendResult:
+        """Store ``rows`` in one transaction (committed, durable, when this returns)."""
+        if not rows:
+            return AppendResult(0, 0, 0)
+        incoming = sum(r.size for r in rows)
+        with _mapped():
+            cur = self._w.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                with self._lock:
+                    over = self._bytes + incoming - self.budget_bytes
+                evicted, freed, keep = 0, 0, list(rows)
+                if over > 0:
+                    evicted, freed, keep = self._make_room(cur, over, keep)
+                cur.executemany(
+                    "INSERT INTO outbox (prio, device, channel, payload, rx_ms, size)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.prio, r.device, r.channel, r.payload, r.rx_ms, r.size) for r in keep],
+                )
+                refused = len(rows) - len(keep)
+                if evicted or refused:
+                    cur.execute(
+                        "INSERT INTO meta VALUES ('dropped_total', ?) ON CONFLICT(key)"
+                        " DO UPDATE SET value = value + excluded.value",
+                        (evicted + refused,),
+                    )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        with self._lock:
+            self._rows += len(keep) - evicted
+            self._bytes += sum(r.size for r in keep) - freed
+            self._dropped += evicted + refused
+        return AppendResult(len(keep), evicted, refused)
+
+    def _make_room(
+        self, cur: sqlite3.Cursor, over: int, rows: list[NewRow]
+    ) -> tuple[int, int, list[NewRow]]:
+        """Free ``over`` bytes: returns (rows evicted, bytes freed, new rows still to store)."""
+        evicted, freed = self._evict(cur, BULK, over)
+        # No bulk row left to evict: new bulk rows are refused before any high row goes.
+        while freed < over and any(r.prio == BULK for r in rows):
+            over -= rows.pop(next(i for i, r in enumerate(rows) if r.prio == BULK)).size
+        if freed < over:
+            count, size = self._evict(cur, HIGH, over - freed)
+            evicted, freed = evicted + count, freed + size
+        while freed < over and rows:  # nothing ready is left: refuse the newest rows
+            over -= rows.pop().size
+        return evicted, freed, rows
+
+    @staticmethod
+    def _evict(cur: sqlite3.Cursor, prio: int, need: int) -> tuple[int, int]:
+        """Delete the oldest ready rows of ``prio`` until ``need`` bytes are free."""
+        victims = cur.execute(
+            "SELECT id, size FROM outbox WHERE state = 0 AND prio = ? ORDER BY id LIMIT ?",
+            (prio, 1 + need // ROW_OVERHEAD),
+        ).fetchall()
+        chosen, freed = [], 0
+        for row_id, size in victims:
+            if freed >= need:
+                break
+            chosen.append((row_id,))
+            freed += size
+        cur.executemany("DELETE FROM outbox WHERE id = ?", chosen)
+        return len(chosen), freed
+
+    # -- uplink side -----------------------------------------------------------------------
+    def next_batch(self, max_records: int, max_bytes: int, live: int) -> list[Row]:
+        """Mark up to ``max_records`` ready rows inflight and return them in id order.
+
+        ``live`` > 0 (a backlog is draining): that many of the newest ready rows
+        come first so live data is not stuck behind the backlog; the rest are the
+        oldest ready rows, high priority before bulk.
+        """
+        cols = "id, device, channel, payload, rx_ms, size"
+        with _mapped():
+            picked: dict[int, Row] = {}
+            if live > 0:
+                for r in self._u.execute(
+                    f"SELECT {cols} FROM outbox NOT INDEXED"  # rowid order, newest first
+                    " WHERE state = 0 ORDER BY id DESC LIMIT ?",
+                    (live,),
+                ):
+                    picked[r[0]] = Row(*r)
+            total = sum(r.size for r in picked.values())
+            for r in self._u.execute(
+                f"SELECT {cols} FROM outbox WHERE state = 0 ORDER BY prio, id LIMIT ?",
+                (max_records,),
+            ):
+                if len(picked) >= max_records or (total + r[5] > max_bytes and picked):
+                    break
+                if r[0] not in picked:
+                    picked[r[0]] = Row(*r)
+                    total += r[5]
+            if not picked:
+                return []
+            ids = sorted(picked)
+            self._u.execute("BEGIN")
+            self._u.executemany("UPDATE outbox SET state = 1 WHERE id = ?", [(i,) for i in ids])
+            self._u.execute("COMMIT")
+        with self._lock:
+            self._inflight += len(ids)
+        return [picked[i] for i in ids]
+
+    def next_seq(self) -> int:
+        """The next batch sequence number (persisted, grows across restarts)."""
+        self._batch_seq += 1
+        with _mapped():
+            self._u.execute(
+                "INSERT INTO meta VALUES ('batch_seq', ?) ON CONFLICT(key)"
+                " DO UPDATE SET value = excluded.value",
+                (self._batch_seq,),
+            )
+        return self._batch_seq
+
+    def ack(self, rows: Sequence[Row]) -> None:
+        """The next hop acknowledged these rows: delete them."""
+        with _mapped():
+            self._u.execute("BEGIN")
+            self._u.executemany("DELETE FROM outbox WHERE id = ?", [(r.id,) for r in rows])
+            self._u.execute("COMMIT")
+        with self._lock:
+            self._rows -= len(rows)
+            self._inflight -= len(rows)
+            self._bytes -= sum(r.size for r in rows)
+
+    def release(self, rows: Sequence[Row]) -> None:
+        """Put inflight rows back to ready (a publish was refused)."""
+        with _mapped():
+            self._u.execute("BEGIN")
+            self._u.executemany("UPDATE outbox SET state = 0 WHERE id = ?", [(r.id,) for r in rows])
+            self._u.execute("COMMIT")
+        with self._lock:
+            self._inflight -= len(rows)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

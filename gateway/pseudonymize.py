@@ -1,0 +1,56 @@
+"""Turn an accepted device message into what the outbox stores.
+
+Decodes with the contract (raising ``DecodeError``/``TopicError`` for bad input),
+replaces a health reading's ``patient_id`` with ``patient_ref`` (HMAC-SHA256
+under the centre key; also a ``patient_id`` key in an event's ``detail``) and
+re-encodes with ``contract.codec.encode``. The raw id never reaches disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from contract.codec import decode, encode
+from contract.metrics import HEALTH_KINDS, DeviceKind
+from contract.pseudonym import pseudonymize
+from contract.topics import Channel, Topic
+from gateway.outbox import BULK, HIGH, NewRow
+
+UPSTREAM: Final = (
+    Channel.TELEMETRY,
+    Channel.EVENT,
+    Channel.STATE,
+    Channel.CMD_ACK,
+    Channel.TWIN_REPORTED,
+)
+BATCHED: Final = frozenset({Channel.TELEMETRY.value, Channel.EVENT.value})
+
+
+class Transformer:
+    """Decode, pseudonymise, re-encode: one device message to one outbox row."""
+
+    def __init__(self, centre: str, key: bytes) -> None:
+        self.centre = centre
+        self._key = key
+
+    def row(self, topic: Topic, payload: bytes, rx_ms: int) -> NewRow:
+        message: Any = decode(topic.channel, payload)
+        prio = HIGH
+        if topic.channel in (Channel.TELEMETRY, Channel.EVENT):
+            message = self._scrub(message)
+            if topic.channel is Channel.TELEMETRY and DeviceKind(message.kind) not in HEALTH_KINDS:
+                prio = BULK
+        return NewRow(prio, topic.device, topic.channel.value, encode(message), rx_ms)
+
+    def _scrub(self, message: Any) -> Any:
+        metrics = message.metrics
+        update: dict[str, Any] = {}
+        if metrics is not None and getattr(metrics, "patient_id", None) is not None:
+            ref = pseudonymize(self._key, metrics.patient_id)
+            update["metrics"] = metrics.model_copy(update={"patient_id": None, "patient_ref": ref})
+        detail = getattr(message, "detail", None)
+        if detail and "patient_id" in detail:
+            scrubbed = {k: v for k, v in detail.items() if k != "patient_id"}
+            scrubbed["patient_ref"] = pseudonymize(self._key, str(detail["patient_id"]))
+            update["detail"] = scrubbed
+        return message.model_copy(update=update) if update else message

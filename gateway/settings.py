@@ -1,0 +1,150 @@
+"""Gateway settings: one pydantic-settings class, env prefix ``GRAMLINK_GATEWAY_``.
+
+Read only by the entry points (``gramlink gateway``, ``python -m gateway``), which
+turn command-line options into the same fields; options win over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.topics import ID_RE
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "GRAMLINK_GATEWAY_"
+MIN_KEY_BYTES = 16
+
+
+class Endpoint:
+    """A broker address parsed from ``mqtt://host:port`` (or ``mqtts://``)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"not an mqtt:// or mqtts:// URL: {url!r}")
+        self.tls = parts.scheme == "mqtts"
+        self.host = parts.hostname
+        self.port = parts.port or (8883 if self.tls else 1883)
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+class GatewaySettings(BaseSettings):
+    """Every setting of the gateway process (documented in docs/gateway.md)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    centre: str
+    gateway_id: str = ""
+    local_url: str = "mqtt://127.0.0.1:1883"
+    local_username: str | None = None
+    local_password: SecretStr | None = None
+    uplink_url: str
+    uplink_username: str | None = None
+    uplink_password: SecretStr | None = None
+    data_dir: Path = Path(".gramlink/gateway")
+    pseudonym_key: SecretStr
+    disk_budget_bytes: int = Field(1024**3, ge=64 * 1024)
+    batch_max_records: int = Field(1000, ge=1, le=20_000)
+    batch_max_bytes: int = Field(512 * 1024, ge=4096, le=8 * 1024 * 1024)
+    batch_max_age_ms: int = Field(500, ge=0, le=60_000)
+    uplink_max_inflight: int = Field(16, ge=1, le=1000)
+    live_share: float = Field(0.25, ge=0.0, le=0.9)
+    commit_window_ms: int = Field(5, ge=0, le=1000)
+    ingest_queue: int = Field(10_000, ge=100)
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    quarantine_max_rows: int = Field(10_000, ge=10)
+    health_interval_s: float = Field(30.0, gt=0)
+    keepalive_s: int = Field(30, ge=5, le=300)
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
+    will_delay_s: int = Field(30, ge=0)
+    backoff_min_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    uplink_down_warn_s: float = Field(300.0, gt=0)
+    local_down_exit_s: float = Field(120.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("centre")
+    @classmethod
+    def _centre(cls, value: str) -> str:
+        if not ID_RE.fullmatch(value):
+            raise ValueError(f"must match {ID_RE.pattern}")
+        return value
+
+    @field_validator("local_url", "uplink_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        Endpoint(value)
+        return value
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _key(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if len(secret.encode()) < MIN_KEY_BYTES or secret.lower() in {"changeme", "change-me"}:
+            raise ValueError(f"needs at least {MIN_KEY_BYTES} bytes (and not a placeholder)")
+        return value
+
+    @model_validator(mode="after")
+    def _derived(self) -> GatewaySettings:
+        if not self.gateway_id:
+            object.__setattr__(self, "gateway_id", f"{self.centre}-gw"[:32])
+        if not ID_RE.fullmatch(self.gateway_id):
+            raise ValueError(f"gateway_id must match {ID_RE.pattern}")
+        if self.backoff_max_s < self.backoff_min_s:
+            raise ValueError("backoff_max_s must be >= backoff_min_s")
+        return self
+
+    @property
+    def local(self) -> Endpoint:
+        return Endpoint(self.local_url)
+
+    @property
+    def uplink(self) -> Endpoint:
+        return Endpoint(self.uplink_url)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / f"{self.centre}.sqlite3"
+
+
+# Secrets are settings only (environment), never options: a command line is visible in ps.
+SECRET_FIELDS = frozenset({"local_password", "uplink_password", "pseudonym_key"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--kebab-case`` option per non-secret setting (default: env, then built-in)."""
+    for name, field in GatewaySettings.model_fields.items():
+        if name in SECRET_FIELDS:
+            continue
+        option = "--" + name.replace("_", "-")
+        meta = name.upper()
+        parser.add_argument(
+            option,
+            dest=name,
+            default=None,
+            metavar=meta,
+            help=f"{field.description or ''} (env {ENV_PREFIX}{meta})".strip(),
+        )
+
+
+def load(args: argparse.Namespace | None = None) -> GatewaySettings:
+    """Settings from options and the environment; ConfigError naming the setting if wrong."""
+    given = {k: v for k, v in vars(args or argparse.Namespace()).items() if v is not None}
+    given = {k: v for k, v in given.items() if k in GatewaySettings.model_fields}
+    try:
+        return GatewaySettings(**given)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        msg = first["msg"]
+        if name == "settings":
+            raise ConfigError(f"invalid gateway settings: {msg}") from None
+        raise ConfigError(f"setting {ENV_PREFIX}{name.upper()}: {msg}") from None

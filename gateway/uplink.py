@@ -1,0 +1,257 @@
+"""Uplink: the outbox to the central broker, batched, acknowledged, live first.
+
+The ``uplink`` thread owns the outbox's uplink side. While the central link is
+up it keeps up to ``window`` publishes in flight (our ``uplink_max_inflight``,
+never more than the broker's Receive Maximum). Telemetry and events leave in
+``_gateway/batch`` envelopes (``contract.codec.encode_batch_parts``: at most
+``batch_max_records`` records / ``batch_max_bytes`` of JSON, sent when full or
+when the oldest waiting row is ``batch_max_age_ms`` old); ``state``,
+``cmd/ack`` and ``twin/reported`` are relayed one to one on their own topics
+(``state`` and ``twin/reported`` retained). Rows are deleted only when the
+PUBACK of the message that carried them arrives; a publish refused by the
+broker puts its rows back to ready and pauses sending for a backoff delay.
+
+Live first: when more than two batches are waiting (a backlog after an outage),
+each batch carries ``live_share`` of its records from the newest rows and the
+rest from the oldest (health, events and state before bulk telemetry). Order
+guarantee: every batch lists its records in store order, and with no backlog
+batches leave in store order, so each device's readings arrive in order. While
+a backlog drains, a device's readings can arrive out of order across batches;
+ingest stores each at a timestamp derived from (device time, seq), so the
+stored series is in order and duplicates land on the same point.
+
+paho callbacks (``on_connect``, ``on_puback``) run on the link's network thread
+and only set flags or queue the message id.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+
+from contract.codec import encode, encode_batch_parts
+from contract.messages import State
+from contract.topics import PREFIX, Channel
+from gateway.backoff import Backoff
+from gateway.logs import kv
+from gateway.mqtt_link import MqttLink
+from gateway.outbox import Outbox, Row, now_ms
+from gateway.pseudonymize import BATCHED
+
+log = logging.getLogger(__name__)
+
+RETAINED = frozenset({Channel.STATE.value, Channel.TWIN_REPORTED.value})
+GATEWAY_MODEL = "gramlink-gateway"
+
+
+@dataclass(frozen=True)
+class UplinkOptions:
+    centre: str
+    gateway_id: str
+    batch_max_records: int = 1000
+    batch_max_bytes: int = 512 * 1024
+    batch_max_age_ms: int = 500
+    max_inflight: int = 16
+    live_share: float = 0.25
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 60.0
+    fw: str = "0.1.0"
+
+
+@dataclass
+class UplinkCounters:
+    batches_sent: int = 0
+    records_acked: int = 0
+    singles_sent: int = 0
+    rejected: int = 0
+    wire_bytes: int = 0  # PUBLISH packets as sent, MQTT framing included (no resends)
+    live_batches: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def publish_packet_bytes(topic: str, payload_len: int) -> int:
+    """Bytes of an MQTT v5 QoS 1 PUBLISH without properties, fixed header included."""
+    remaining = 2 + len(topic.encode()) + 2 + 1 + payload_len
+    length_bytes = (
+        1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2**21 else 4
+    )
+    return 1 + length_bytes + remaining
+
+
+def state_topic(centre: str, gateway_id: str) -> str:
+    return f"{PREFIX}/{centre}/{gateway_id}/{Channel.STATE.value}"
+
+
+def gateway_state(online: bool, fw: str) -> bytes:
+    return encode(State(online=online, kind="gateway", model=GATEWAY_MODEL, fw=fw, ts=now_ms()))
+
+
+class Uplink:
+    """Moves outbox rows to the central broker; deletes them on PUBACK."""
+
+    def __init__(self, options: UplinkOptions, outbox: Outbox, link: MqttLink) -> None:
+        self.o = options
+        self.outbox = outbox
+        self.link = link
+        self.counters = UplinkCounters()
+        self.batch_topic = (
+            f"{PREFIX}/{options.centre}/{options.gateway_id}/{Channel.GATEWAY_BATCH.value}"
+        )
+        self._pending: dict[int, list[Row]] = {}
+        self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._paused_until = 0.0
+        self._backoff = Backoff(options.backoff_min_s, options.backoff_max_s)
+        self._pending_since: float | None = None
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self.failure: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def say_offline(self) -> None:
+        """Before a clean stop: retained ``online: false`` (a clean DISCONNECT skips the Will)."""
+        if self.link.connected.is_set():
+            info = self.link.publish(
+                state_topic(self.o.centre, self.o.gateway_id),
+                gateway_state(False, self.o.fw),
+                retain=True,
+            )
+            info.wait_for_publish(2.0)
+
+    # -- network thread ----------------------------------------------------------------------
+    def on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        client.publish(
+            state_topic(self.o.centre, self.o.gateway_id),
+            gateway_state(True, self.o.fw),
+            qos=1,
+            retain=True,
+        )
+        self._wake.set()
+
+    def on_puback(self, mid: int, ok: bool) -> None:
+        self._acks.put((mid, ok))
+        self._wake.set()
+
+    # -- uplink thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                self._drain_acks()
+                delay = self._step()
+                if delay > 0:
+                    self._wake.wait(delay)
+            self._drain_acks()
+        except BaseException as exc:  # the outermost loop: the app sees it and exits
+            self.failure = exc
+            log.exception(kv("uplink_failed", centre=self.o.centre, error=type(exc).__name__))
+
+    def _step(self) -> float:
+        """Send at most one batch; returns how long to wait before the next step (0: now)."""
+        if not self.link.connected.is_set():
+            return 0.2
+        now = time.monotonic()
+        if now < self._paused_until:
+            return self._paused_until - now
+        window = max(1, min(self.o.max_inflight, self.link.receive_maximum))
+        if len(self._pending) >= window:
+            return 0.5
+        ready = self.outbox.ready_count()
+        if ready <= 0:
+            self._pending_since = None
+            return 0.5
+        if self._pending_since is None:
+            self._pending_since = now
+        age = now - self._pending_since
+        max_age = self.o.batch_max_age_ms / 1000
+        if ready < self.o.batch_max_records and age < max_age:
+            return max_age - age
+        backlog = ready > 2 * self.o.batch_max_records
+        live = int(self.o.batch_max_records * self.o.live_share) if backlog else 0
+        rows = self.outbox.next_batch(self.o.batch_max_records, self.o.batch_max_bytes, live)
+        self._pending_since = now if self.outbox.ready_count() > 0 else None
+        if live:
+            self.counters.live_batches += 1
+        self._send(rows)
+        return 0.0
+
+    def _send(self, rows: list[Row]) -> None:
+        batched = [r for r in rows if r.channel in BATCHED]
+        for row in rows:
+            if row.channel not in BATCHED:
+                topic = f"{PREFIX}/{self.o.centre}/{row.device}/{row.channel}"
+                self._publish(topic, row.payload, [row], retain=row.channel in RETAINED)
+                self.counters.singles_sent += 1
+        if batched:
+            seq = self.outbox.next_seq()
+            payload = encode_batch_parts(
+                self.o.gateway_id,
+                seq,
+                ((r.channel, r.device, r.payload, r.rx_ms) for r in batched),
+            )
+            self._publish(self.batch_topic, payload, batched, retain=False)
+            self.counters.batches_sent += 1
+
+    def _publish(self, topic: str, payload: bytes, rows: list[Row], *, retain: bool) -> None:
+        info = self.link.publish(topic, payload, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            # Not taken by paho at all: back to ready, try again later.
+            self.outbox.release(rows)
+            log.warning(kv("uplink_publish_failed", centre=self.o.centre, rc=info.rc))
+            self._paused_until = time.monotonic() + self._backoff.next()
+            return
+        self.counters.wire_bytes += publish_packet_bytes(topic, len(payload))
+        self._pending[info.mid] = rows
+
+    def _drain_acks(self) -> None:
+        while True:
+            try:
+                mid, ok = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            rows = self._pending.pop(mid, None)
+            if rows is None:
+                continue  # the birth message, or a PUBACK after a release
+            if ok:
+                self.outbox.ack(rows)
+                self.counters.records_acked += len(rows)
+                self._backoff.reset()
+            else:
+                self.outbox.release(rows)
+                self.counters.rejected += 1
+                pause = self._backoff.next()
+                self._paused_until = time.monotonic() + pause
+                log.error(
+                    kv(
+                        "uplink_rejected",
+                        centre=self.o.centre,
+                        gw=self.o.gateway_id,
+                        rows=len(rows),
+                        retry_in_s=f"{pause:.1f}",
+                    )
+                )

@@ -1,0 +1,94 @@
+"""The outbox state machine and bounds, the settings gate, the backoff (no brokers needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.backoff import Backoff
+from gateway.outbox import BULK, HIGH, NewRow, Outbox
+
+
+def _row(prio: int, n: int, size: int = 100) -> NewRow:
+    return NewRow(prio, f"dev-{n % 3}", "telemetry", b"x" * size, n)
+
+
+def test_inflight_rows_return_to_ready_after_a_crash(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "q.sqlite3", 10**6)
+    box.append([_row(BULK, n) for n in range(10)])
+    sent = box.next_batch(4, 10**6, live=0)
+    assert [r.rx_ms for r in sent] == [0, 1, 2, 3]
+    box.ack(sent[:2])
+    box.close()  # rows 2 and 3 were in flight when the process died
+
+    again = Outbox(tmp_path / "q.sqlite3", 10**6)
+    assert again.stats().depth == 8
+    assert [r.rx_ms for r in again.next_batch(100, 10**6, live=0)] == list(range(2, 10))
+    again.close()
+
+
+def test_backlog_batches_carry_the_newest_rows_too(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "q.sqlite3", 10**7)
+    box.append([_row(BULK, n) for n in range(1000)])
+    rows = box.next_batch(100, 10**6, live=25)
+    picked = sorted(r.rx_ms for r in rows)
+    assert picked == list(range(75)) + list(range(975, 1000))
+    box.close()
+
+
+def test_full_budget_evicts_bulk_oldest_first_and_keeps_high(tmp_path: Path) -> None:
+    one = _row(BULK, 0).size
+    box = Outbox(tmp_path / "q.sqlite3", budget_bytes=20 * one)
+    box.append([_row(HIGH, n) for n in range(5)])
+    for n in range(5, 40):
+        box.append([_row(BULK, n)])
+    kept = box.next_batch(1000, 10**7, live=0)
+    assert [r.rx_ms for r in kept] == list(range(5)) + list(range(25, 40))
+    assert box.dropped_total == 20
+    box.close()
+    assert Outbox(tmp_path / "q.sqlite3", 20 * one).dropped_total == 20  # persisted
+
+
+def test_bulk_is_refused_before_any_high_row_is_evicted(tmp_path: Path) -> None:
+    one = _row(HIGH, 0).size
+    box = Outbox(tmp_path / "q.sqlite3", budget_bytes=3 * one)
+    box.append([_row(HIGH, n) for n in range(3)])
+    result = box.append([_row(BULK, 3)])
+    assert (result.stored, result.refused, result.evicted) == (0, 1, 0)
+    result = box.append([_row(HIGH, 4)])
+    assert (result.stored, result.evicted) == (1, 1)
+    assert [r.rx_ms for r in box.next_batch(10, 10**6, live=0)] == [1, 2, 4]
+    box.close()
+
+
+def test_backoff_is_jittered_capped_and_growing() -> None:
+    backoff = Backoff(0.5, 8.0)
+    delays = [backoff.next() for _ in range(10)]
+    assert all(0.25 <= d <= 8.0 for d in delays)
+    assert delays[-1] >= 4.0  # capped at 8, never below half the cap
+    assert len(set(delays)) > 1
+    backoff.reset()
+    assert backoff.next() <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [(None, "GRAMLINK_GATEWAY_PSEUDONYM_KEY"), ("short", "GRAMLINK_GATEWAY_PSEUDONYM_KEY")],
+)
+def test_refuses_to_start_without_a_pseudonym_key(
+    tmp_path: Path, key: str | None, needle: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAMLINK_")}
+    if key is not None:
+        env["GRAMLINK_GATEWAY_PSEUDONYM_KEY"] = key
+    argv = [sys.executable, "-m", "gramlink", "gateway", "--centre", "c1"]
+    argv += ["--uplink-url", "mqtt://127.0.0.1:1", "--data-dir", str(tmp_path)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert not list(tmp_path.iterdir())  # nothing was created
