@@ -1,32 +1,336 @@
-"""The demo: the local stack today; grows into the whole data path."""
+"""``gramlink demo``: the whole system on one machine, until Ctrl-C.
+
+The central stack (Mosquitto, InfluxDB), the API, which provisions a hub centre
+and its spokes, one local broker and gateway per centre, the centres' simulated
+devices (with the credentials the API issued, on an accelerated clock replaying
+the past days) and an ingest worker. A live line shows readings published at the
+centres, relayed to the central broker and written to InfluxDB.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import secrets
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-from gramlink.services import ServiceError
+import httpx
+import paho.mqtt.client as mqtt
+
+from contract.codec import DecodeError, decode_batch
+from contract.topics import Channel, subscription
+from firmware_sim.fleet import Fleet, FleetConfig
+from gramlink.children import Child
+from gramlink.demo_provision import CentreCredentials, provision
+from gramlink.services import MosquittoService, ServiceError
+from gramlink.services.process import free_port, wait_until
 from gramlink.stack import DEFAULT_HOME, Stack
+
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     home: Path = DEFAULT_HOME
+    spokes: int = 2
+    devices_per_centre: int = 7
+    api_port: int = 8000
+    accelerate: float = 720.0
+    history_days: float = 7.0
+    duration_s: float | None = None  # None: until Ctrl-C
+
+
+def say(text: str) -> None:
+    print(text, flush=True)  # noqa: T201
+
+
+def load_secrets(path: Path) -> dict[str, str]:
+    """The demo's own secrets (mode 0600). A deployment keeps the master secret in the
+    API's environment only; the demo keeps it so a second run finds its devices again."""
+    if path.exists():
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "master_secret": secrets.token_urlsafe(48),
+        "pseudonym_key": secrets.token_urlsafe(32),
+        "local_admin_password": secrets.token_urlsafe(24),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out)
+    return data
+
+
+class RelayCounter:
+    """Counts readings arriving on the central broker in gateway batches."""
+
+    def __init__(self, broker: MosquittoService) -> None:
+        self.records = 0
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"demo-observer-{secrets.token_hex(3)}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.username_pw_set(broker.admin_user, broker.admin_password)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect(broker.bind, broker.port)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, *_: object) -> None:
+        client.subscribe(subscription(Channel.GATEWAY_BATCH), qos=0)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with suppress(DecodeError):
+            self.records += len(decode_batch(msg.payload).records)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def points_written(metrics_url: str) -> tuple[int, int]:
+    """(points written, quarantined) from the ingest worker's Prometheus endpoint."""
+    try:
+        text = httpx.get(metrics_url, timeout=2.0).text
+    except httpx.HTTPError:
+        return -1, -1
+    written = sum(
+        float(v) for v in re.findall(r"^gramlink_ingest_points_written_total (\S+)$", text, re.M)
+    )
+    quarantined = sum(
+        float(v) for v in re.findall(r"^gramlink_ingest_quarantined_total\{.*\} (\S+)$", text, re.M)
+    )
+    return int(written), int(quarantined)
+
+
+class Demo:
+    def __init__(self, options: DemoOptions) -> None:
+        self.options = options
+        self.home = options.home.resolve()
+        self.work = self.home / "demo"
+        self.logs = self.work / "logs"
+        self.secrets = load_secrets(self.work / "secrets.json")
+        self.stack = Stack(self.home)
+        self.hub = "hub"
+        self.spokes = [f"spoke{i}" for i in range(1, options.spokes + 1)]
+        self.children: list[Child] = []
+
+    def child(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        process = Child(name, args, env, self.logs)
+        process.start()
+        self.children.append(process)
+        return process
+
+    def check_children(self) -> None:
+        for process in self.children:
+            code = process.exit_code()
+            if code is not None:
+                raise ServiceError(
+                    f"{process.name} exited ({code}): {process.last_lines()} "
+                    f"(log {process.log_file})"
+                )
+
+    def run(self, stop: threading.Event) -> int:
+        with ExitStack() as cleanup:
+            say("starting the central stack (mosquitto, influxdb) ...")
+            self.stack.up()
+            cleanup.callback(self.stack.down)
+            cleanup.callback(self._stop_children)
+            central = self.stack.mosquitto
+            influx = self.stack.influx
+            influx_env = {
+                "GRAMLINK_INGEST_MQTT_URL": central.url,
+                "GRAMLINK_INGEST_MQTT_USERNAME": central.admin_user,
+                "GRAMLINK_INGEST_MQTT_PASSWORD": central.admin_password,
+                "GRAMLINK_INGEST_INFLUX_URL": influx.url,
+                "GRAMLINK_INGEST_INFLUX_USERNAME": influx.admin_user,
+                "GRAMLINK_INGEST_INFLUX_PASSWORD": influx.admin_password,
+            }
+            init = Child("influx-init", ["influx", "init"], influx_env, self.logs)
+            init.start()
+            wait_until(lambda: init.exit_code() is not None, 60, "influx init")
+            if init.exit_code() != 0:
+                raise ServiceError(f"influx init failed: {init.last_lines()}")
+
+            say("starting the API and provisioning the centres ...")
+            api_env = {"GRAMLINK_API_MASTER_SECRET": self.secrets["master_secret"]}
+            api_url = f"http://127.0.0.1:{self.options.api_port}"
+            home = str(self.home)
+            port = str(self.options.api_port)
+            self.child("api", ["api", "--stack-home", home, "--port", port], api_env)
+            wait_until(lambda: self._answers(f"{api_url}/healthz"), 60, "the API")
+            token = self._create_token(api_env)
+            with httpx.Client(
+                base_url=api_url, headers={"authorization": f"Bearer {token}"}, timeout=120
+            ) as api:
+                credentials = provision(
+                    api,
+                    self.secrets["master_secret"].encode(),
+                    self.hub,
+                    self.spokes,
+                    self.options.devices_per_centre,
+                )
+
+            metrics_port = free_port()
+            self.child(
+                "ingest",
+                ["ingest"],
+                {**influx_env, "GRAMLINK_INGEST_METRICS_PORT": str(metrics_port)},
+            )
+            fleets = [self._start_centre(c, credentials[c], cleanup) for c in credentials]
+            relay = RelayCounter(central)
+            cleanup.callback(relay.close)
+
+            say("")
+            say(f"API docs      {api_url}/docs")
+            say(f"admin token   {token}   (shown once; stored hashed)")
+            say(f"influxdb      {influx.url} database {influx.database}")
+            say(f"central mqtt  {central.url}")
+            say(f"logs          {self.logs}")
+            say("press Ctrl-C to stop everything the demo started")
+            say("")
+            self._report(stop, fleets, relay, f"http://127.0.0.1:{metrics_port}/metrics")
+        say("stopped")
+        return 0
+
+    def _start_centre(self, centre: str, creds: CentreCredentials, cleanup: ExitStack) -> Fleet:
+        local = MosquittoService(
+            self.work / centre / "mosquitto", free_port(), self.secrets["local_admin_password"]
+        )
+        local.start()
+        cleanup.callback(local.stop)
+        self.child(
+            f"gateway-{centre}",
+            [
+                "gateway",
+                "--centre",
+                centre,
+                "--local-url",
+                local.url,
+                "--uplink-url",
+                self.stack.mosquitto.url,
+                "--data-dir",
+                str(self.work / centre / "gateway"),
+            ],
+            {
+                "GRAMLINK_GATEWAY_PSEUDONYM_KEY": self.secrets["pseudonym_key"],
+                "GRAMLINK_GATEWAY_LOCAL_USERNAME": local.admin_user,
+                "GRAMLINK_GATEWAY_LOCAL_PASSWORD": local.admin_password,
+                "GRAMLINK_GATEWAY_UPLINK_USERNAME": creds.gateway_id,
+                "GRAMLINK_GATEWAY_UPLINK_PASSWORD": creds.gateway_password,
+                "GRAMLINK_GATEWAY_CENTRE_KEY": creds.centre_key,
+            },
+        )
+        now = time.time_ns() // 1_000_000
+        fleet = Fleet(
+            FleetConfig(
+                port=local.port,
+                centre_ids=(centre,),
+                devices_per_centre=self.options.devices_per_centre,
+                credentials=creds.devices,
+                accelerate=self.options.accelerate,
+                start_ms=now - int(self.options.history_days * DAY_MS),
+                seed=sum(map(ord, centre)),
+            )
+        )
+        fleet.start()
+        cleanup.callback(fleet.stop)
+        return fleet
+
+    def _report(
+        self, stop: threading.Event, fleets: list[Fleet], relay: RelayCounter, metrics_url: str
+    ) -> None:
+        started = time.monotonic()
+        last = (started, 0, 0, 0)
+        while not stop.wait(2.0):
+            self.check_children()
+            for fleet in fleets:
+                if fleet.fatal() is not None:
+                    raise ServiceError(f"simulated devices: {fleet.fatal()}")
+            now = time.monotonic()
+            published = sum(f.stats().readings for f in fleets)
+            written, quarantined = points_written(metrics_url)
+            dt = max(now - last[0], 1e-6)
+            rates = [
+                (published - last[1]) / dt,
+                (relay.records - last[2]) / dt,
+                (written - last[3]) / dt,
+            ]
+            connected = sum(f.stats().connected for f in fleets)
+            say(
+                f"[{now - started:6.0f} s] devices {connected:3d} | published {published:8d} "
+                f"({rates[0]:6.0f}/s) | relayed {relay.records:8d} ({rates[1]:6.0f}/s) | "
+                f"written {written:8d} ({rates[2]:6.0f}/s) | quarantined {quarantined}"
+            )
+            last = (now, published, relay.records, written)
+            duration = self.options.duration_s
+            if duration is not None and now - started >= duration:
+                return
+
+    def _answers(self, url: str) -> bool:
+        self.check_children()
+        try:
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _create_token(self, env: dict[str, str]) -> str:
+        name = f"demo-{secrets.token_hex(2)}"
+        maker = Child(
+            "create-token",
+            [
+                "api",
+                "--stack-home",
+                str(self.home),
+                "create-token",
+                "--role",
+                "admin",
+                "--name",
+                name,
+            ],
+            env,
+            self.logs,
+        )
+        maker.log_file.unlink(missing_ok=True)
+        maker.start()
+        wait_until(lambda: maker.exit_code() is not None, 60, "create-token")
+        lines = maker.log_file.read_text().split()
+        maker.log_file.unlink()  # the token is shown once, not kept
+        if maker.exit_code() != 0 or not lines:
+            raise ServiceError("could not create the demo's admin token")
+        return lines[-1]
+
+    def _stop_children(self) -> None:
+        for process in reversed(self.children):
+            process.stop()
 
 
 def run_demo(options: DemoOptions) -> int:
-    stack = Stack(options.home)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: list[Callable[..., object] | int | None] = [
+        signal.signal(signal.SIGINT, on_signal),
+        signal.signal(signal.SIGTERM, on_signal),
+    ]
     try:
-        print("starting the stack (mosquitto, influxdb) ...", flush=True)  # noqa: T201
-        stack.up()
+        return Demo(options).run(stop)
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 1
-    for name, info in stack.status().items():
-        state = "up" if info["up"] else "DOWN"
-        print(f"  {name:10} {state:4} {info['url']}  pid {info['pid']}")  # noqa: T201
-    for name, where in stack.endpoints().items():
-        print(f"  {name:12} {where}")  # noqa: T201
-    print(f"stop it with: {sys.executable} -m gramlink stack down --home {options.home}")  # noqa: T201
-    return 0
+    finally:
+        signal.signal(signal.SIGINT, previous[0])  # type: ignore[arg-type]
+        signal.signal(signal.SIGTERM, previous[1])  # type: ignore[arg-type]
