@@ -107,15 +107,18 @@ def test_bad_payloads_quarantined_with_reasons(mosquitto, influx, start_worker) 
     wait_for(lambda: stored(influx, centre) == 8, 10, "valid readings")
     (leak,) = rows(
         influx,
-        f"SELECT excerpt FROM quarantine WHERE centre='{centre}' AND reason='patient_id_at_central'",
+        f"SELECT excerpt FROM quarantine WHERE centre='{centre}' "
+        "AND reason='patient_id_at_central'",
     )
     assert "ravi-kumar-42" not in str(leak["excerpt"])
     assert "<redacted>" in str(leak["excerpt"])
 
 
 METRIC = st.sampled_from(
-    ["pv_power_w", "battery_soc_pct", "grid_present", "uptime_s", "systolic_mmhg"]
-    + ["patient_id", "patient_ref", "disk_free_mb", "bogus"]
+    [
+        *("pv_power_w", "battery_soc_pct", "grid_present", "uptime_s", "systolic_mmhg"),
+        *("patient_id", "patient_ref", "disk_free_mb", "bogus"),
+    ]
 )
 VALUE = st.one_of(
     st.none(),
