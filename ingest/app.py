@@ -122,9 +122,9 @@ class Worker:
             while self._next_ack in self._done:
                 ready = self._done.pop(self._next_ack)
                 self._next_ack += 1
+                self.metrics.unacked.dec(len(ready.acks))  # before: new ones follow the acks
                 for ack in ready.acks:
                     self.subscriber.ack(ack)
-                self.metrics.unacked.dec(len(ready.acks))
 
     # --- decode thread ------------------------------------------------------------
 
