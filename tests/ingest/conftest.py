@@ -230,7 +230,7 @@ def rows(influx: InfluxService, q: str) -> list[dict[str, object]]:
     body = influx.query(q, database=influx.database)
     out: list[dict[str, object]] = []
     for series in body["results"][0].get("series", []):
-        for values in series["values"]:
+        for values in series.get("values", []):
             row = dict(zip(series["columns"], values, strict=True))
             row.update(series.get("tags", {}))
             out.append(row)
