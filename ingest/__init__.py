@@ -1,0 +1,1 @@
+"""Central ingest: MQTT (shared subscription) to InfluxDB, acknowledged only after the write."""

@@ -1,0 +1,33 @@
+"""``python -m ingest``: same as ``gramlink ingest``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ingest.errors import ConfigError
+from ingest.settings import add_options, from_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingest", description=__doc__)
+    add_options(parser)
+    args = parser.parse_args(argv)
+    return start(args)
+
+
+def start(args: argparse.Namespace) -> int:
+    """Load the settings (one line and exit 2 when wrong) and run the worker."""
+    try:
+        settings = from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    from ingest.app import run
+
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

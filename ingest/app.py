@@ -1,0 +1,231 @@
+"""The composition root of one ingest worker: ``run(settings)``.
+
+Threads: paho's network thread (``subscriber``), this decode thread (turns
+messages into lines, fills batches), ``write_concurrency`` writer threads (one
+InfluxDB connection each, so decoding overlaps writing). Acknowledgements go out
+in the order batches were formed, each only after its whole batch was stored.
+
+Bounds: inbound queue 2 x ``receive_maximum`` messages; at most
+``write_concurrency`` batches being written plus the one being filled, each
+about ``batch_size`` lines; when all writers are busy (InfluxDB slow or down),
+decoding waits, nothing is acknowledged, and the broker keeps the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from ingest.batcher import Batch, Batcher
+from ingest.delivery import Delivery, Stopped
+from ingest.errors import WriteFatal
+from ingest.logs import configure, kv
+from ingest.metrics import IngestMetrics
+from ingest.points import ModelCache, PointBuilder
+from ingest.quarantine import QuarantineLines
+from ingest.settings import IngestSettings
+from ingest.subscriber import Subscriber
+from ingest.writers import Writer
+
+log = logging.getLogger("ingest")
+EXIT_OK, EXIT_FATAL, EXIT_MQTT_DOWN = 0, 1, 3
+DRAIN_S = 15.0
+
+
+def make_writer(settings: IngestSettings) -> Writer:
+    if settings.writer == "v2":
+        from ingest.writers.v2 import V2Writer
+
+        return V2Writer(settings)
+    from ingest.writers.v1 import V1Writer
+
+    return V1Writer(settings)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        writer_factory: Callable[[IngestSettings], Writer] = make_writer,
+    ) -> None:
+        self.settings = settings
+        self.metrics = IngestMetrics(settings.client_id)
+        self.models = ModelCache(settings.model_cache_size)
+        self.quarantine = QuarantineLines()
+        self.stop = threading.Event()
+        self.abort = threading.Event()
+        self.fatal: str | None = None
+        self.subscriber = Subscriber(settings, self.models)
+        self.builder = PointBuilder(
+            self.models,
+            self.quarantine,
+            max_age_s=settings.max_age_s,
+            max_future_s=settings.max_future_s,
+            on_quarantine=lambda reason: self.metrics.quarantined.labels(reason).inc(),
+        )
+        self.batcher = Batcher(settings.batch_size, settings.batch_age_ms / 1000)
+        self.delivery = Delivery(
+            self.metrics,
+            self.quarantine,
+            self.abort,
+            retry_initial_s=settings.retry_initial_s,
+            retry_max_s=settings.retry_max_s,
+        )
+        self._slots = threading.Semaphore(settings.write_concurrency)
+        self._local = threading.local()
+        self._writers: list[Writer] = []
+        self._writer_factory = writer_factory
+        self._pool = ThreadPoolExecutor(settings.write_concurrency, thread_name_prefix="writer")
+        self._done: dict[int, Batch] = {}
+        self._next_ack = 0
+        self._ack_lock = threading.Lock()
+
+    # --- writer threads ---------------------------------------------------------
+
+    def _writer(self) -> Writer:
+        writer: Writer | None = getattr(self._local, "writer", None)
+        if writer is None:
+            writer = self._writer_factory(self.settings)
+            self._local.writer = writer
+            self._writers.append(writer)
+        return writer
+
+    def _write(self, batch: Batch) -> None:
+        try:
+            self.delivery.deliver(self._writer(), batch.lines)
+        except Stopped:
+            return
+        except WriteFatal as exc:
+            self.fatal = f"InfluxDB refused the write for good: {exc}"
+            self.stop.set()
+            self.abort.set()
+            return
+        except Exception as exc:  # outermost loop of a writer thread
+            log.exception(kv("writer_crashed", error=exc))
+            self.fatal = f"writer crashed: {exc}"
+            self.stop.set()
+            self.abort.set()
+            return
+        finally:
+            self._slots.release()
+        self._acknowledge(batch)
+
+    def _acknowledge(self, batch: Batch) -> None:
+        with self._ack_lock:
+            self._done[batch.seqno] = batch
+            while self._next_ack in self._done:
+                ready = self._done.pop(self._next_ack)
+                self._next_ack += 1
+                self.metrics.unacked.dec(len(ready.acks))  # before: new ones follow the acks
+                for ack in ready.acks:
+                    self.subscriber.ack(ack)
+
+    # --- decode thread ------------------------------------------------------------
+
+    def _flush(self) -> None:
+        batch = self.batcher.take()
+        while not self._slots.acquire(timeout=0.5):
+            if self.abort.is_set():
+                return
+        self.metrics.batch_lines.observe(len(batch.lines))
+        self._pool.submit(self._write, batch)
+
+    def _consume(self, first: object) -> None:
+        """Convert one message and whatever else is already queued, up to a full batch."""
+        inbound = self.subscriber.inbound
+        builder, batcher, metrics = self.builder, self.batcher, self.metrics
+        msg = first
+        count = unacked = readings = 0
+        while True:
+            readings += builder.convert(msg.topic, msg.payload, batcher.lines)  # type: ignore[attr-defined]
+            batcher.add_ack(msg.ack, 0)  # type: ignore[attr-defined]
+            count += 1
+            unacked += msg.ack is not None  # type: ignore[attr-defined]
+            if batcher.full():
+                break
+            try:
+                msg = inbound.get_nowait()
+            except queue.Empty:
+                break
+        metrics.messages.inc(count)
+        metrics.readings.inc(readings)
+        metrics.unacked.inc(unacked)
+        metrics.last_message = time.monotonic()
+
+    def run(self) -> int:
+        s = self.settings
+        self.metrics.serve(s.metrics_port)
+        self.subscriber.start()
+        log.info(kv("ingest_started", client_id=s.client_id, writer=s.writer, influx=s.influx_url))
+        next_pipeline = time.monotonic() + s.pipeline_interval_s
+        while not self.stop.is_set():
+            now = time.monotonic()
+            wait = min(max(self.batcher.due_in(now), 0.0), 0.5)
+            try:
+                msg = self.subscriber.inbound.get(timeout=wait)
+            except queue.Empty:
+                pass
+            else:
+                self._consume(msg)
+            now = time.monotonic()
+            if s.pipeline_interval_s and now >= next_pipeline:
+                next_pipeline = now + s.pipeline_interval_s
+                self.batcher.lines.append(self.metrics.pipeline_line(time.time_ns()))
+                self.batcher.add_ack(None, 0)
+            if self.batcher.full() or self.batcher.due_in(now) <= 0:
+                self._flush()
+            if self._check_health(now):
+                break
+        return self._shutdown()
+
+    def _check_health(self, now: float) -> bool:
+        if self.subscriber.fatal:
+            self.fatal = self.subscriber.fatal
+            return True
+        down = self.subscriber.down_since
+        if down is not None and now - down > self.settings.mqtt_down_exit_s:
+            self.fatal = f"MQTT down for more than {self.settings.mqtt_down_exit_s:.0f} s"
+            return True
+        return self.fatal is not None
+
+    def _shutdown(self) -> int:
+        if not self.fatal and not self.batcher.empty():
+            self._flush()
+        # Let running writes finish (their acks go out), then give up on the rest.
+        self._pool.shutdown(wait=False)
+        deadline = time.monotonic() + DRAIN_S
+        while self._next_ack < self.batcher._next_seqno and time.monotonic() < deadline:
+            if self.fatal:
+                break
+            time.sleep(0.05)
+        self.abort.set()
+        self._pool.shutdown(wait=True)
+        self.subscriber.stop()
+        for writer in self._writers:
+            with contextlib.suppress(Exception):
+                writer.close()
+        if self.fatal:
+            log.error(kv("ingest_stopped", error=self.fatal))
+            return EXIT_MQTT_DOWN if "MQTT down" in self.fatal else EXIT_FATAL
+        log.info(kv("ingest_stopped", client_id=self.settings.client_id))
+        return EXIT_OK
+
+
+def run(settings: IngestSettings) -> int:
+    """Run one worker until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1, 3: MQTT down)."""
+    configure(settings.log_level)
+    worker = Worker(settings)
+
+    def _stop(signum: int, frame: object) -> None:
+        worker.stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    return worker.run()

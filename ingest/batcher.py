@@ -1,0 +1,69 @@
+"""Batches of lines bounded by size and age, and the messages they acknowledge.
+
+A message's lines always travel in one batch (a batch may pass ``max_lines``
+by the lines of one message: at most one gateway envelope). A batch is due when
+it holds ``max_lines`` or its first line is ``max_age_s`` old.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """What to acknowledge once a batch is stored: a packet id on one MQTT connection."""
+
+    mid: int
+    qos: int
+    generation: int
+
+
+@dataclass(slots=True)
+class Batch:
+    lines: list[str] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    readings: int = 0
+    born: float = 0.0
+    seqno: int = 0
+
+
+class Batcher:
+    def __init__(self, max_lines: int, max_age_s: float) -> None:
+        self.max_lines = max_lines
+        self.max_age_s = max_age_s
+        self._current = Batch()
+        self._next_seqno = 0
+
+    @property
+    def lines(self) -> list[str]:
+        """The current batch's lines: a message's converter appends here directly."""
+        if not self._current.lines and not self._current.acks:
+            self._current.born = time.monotonic()
+        return self._current.lines
+
+    def add_ack(self, ack: Ack | None, readings: int) -> None:
+        if not self._current.lines and not self._current.acks:
+            self._current.born = time.monotonic()
+        if ack is not None:
+            self._current.acks.append(ack)
+        self._current.readings += readings
+
+    def empty(self) -> bool:
+        return not self._current.lines and not self._current.acks
+
+    def full(self) -> bool:
+        return len(self._current.lines) >= self.max_lines
+
+    def due_in(self, now: float) -> float:
+        """Seconds until the current batch is due by age (inf when empty)."""
+        if self.empty():
+            return float("inf")
+        return self._current.born + self.max_age_s - now
+
+    def take(self) -> Batch:
+        batch, self._current = self._current, Batch()
+        batch.seqno = self._next_seqno
+        self._next_seqno += 1
+        return batch
