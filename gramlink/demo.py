@@ -114,6 +114,25 @@ def points_written(metrics_url: str) -> tuple[int, int]:
     return int(written), int(quarantined)
 
 
+def connects(broker: MosquittoService, username: str, password: str) -> bool:
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-probe-{secrets.token_hex(3)}"
+    )
+    client.username_pw_set(username, password)
+    try:
+        client.connect(broker.bind, broker.port, keepalive=10)
+        client.loop_start()
+        deadline = time.monotonic() + 3
+        while not client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return client.is_connected()
+    except OSError:
+        return False
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 class Demo:
     def __init__(self, options: DemoOptions) -> None:
         self.options = options
@@ -125,6 +144,7 @@ class Demo:
         self.hub = "hub"
         self.spokes = [f"spoke{i}" for i in range(1, options.spokes + 1)]
         self.children: list[Child] = []
+        self.local_brokers: list[MosquittoService] = []
 
     def child(self, name: str, args: list[str], env: dict[str, str]) -> Child:
         process = Child(name, args, env, self.logs)
@@ -146,6 +166,7 @@ class Demo:
             say("starting the central stack (mosquitto, influxdb) ...")
             self.stack.up()
             cleanup.callback(self.stack.down)
+            cleanup.callback(self._stop_local_brokers)
             cleanup.callback(self._stop_children)
             central = self.stack.mosquitto
             influx = self.stack.influx
@@ -209,7 +230,7 @@ class Demo:
             self.work / centre / "mosquitto", free_port(), self.secrets["local_admin_password"]
         )
         local.start()
-        cleanup.callback(local.stop)
+        self.local_brokers.append(local)
         self.child(
             f"gateway-{centre}",
             [
@@ -232,6 +253,7 @@ class Demo:
                 "GRAMLINK_GATEWAY_CENTRE_KEY": creds.centre_key,
             },
         )
+        self._wait_for_local_credentials(local, creds)
         now = time.time_ns() // 1_000_000
         fleet = Fleet(
             FleetConfig(
@@ -247,6 +269,18 @@ class Demo:
         fleet.start()
         cleanup.callback(fleet.stop)
         return fleet
+
+    def _wait_for_local_credentials(
+        self, local: MosquittoService, creds: CentreCredentials
+    ) -> None:
+        """The gateway applies the API's credential updates to its local broker: wait for them."""
+        user, password = next(reversed(creds.devices.values()))
+
+        def accepted() -> bool:
+            self.check_children()
+            return connects(local, user, password)
+
+        wait_until(accepted, 90, f"credentials on the local broker of {creds.centre}")
 
     def _report(
         self, stop: threading.Event, fleets: list[Fleet], relay: RelayCounter, metrics_url: str
@@ -310,6 +344,10 @@ class Demo:
         if maker.exit_code() != 0 or not lines:
             raise ServiceError("could not create the demo's admin token")
         return lines[-1]
+
+    def _stop_local_brokers(self) -> None:
+        for broker in self.local_brokers:
+            broker.stop()
 
     def _stop_children(self) -> None:
         for process in reversed(self.children):
