@@ -216,7 +216,7 @@ class Link:
             device = self.devices.get(where.device)
             if device is None:
                 return  # another device of the centre that is not simulated here
-            message = decode(where.channel, msg.payload)
+            message = decode(where.channel, bytes(msg.payload))
         except (TopicError, DecodeError) as exc:
             self.counters.bad_commands += 1
             log.warning(
@@ -276,7 +276,7 @@ class Link:
             self.offline_until = time.monotonic() + offline_s
             self._retry_at = self.offline_until
             sock = self.client.socket()
-            if sock is not None:
+            if isinstance(sock, socket.socket):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
