@@ -236,21 +236,23 @@ class Fleet:
         if self._scheduler.is_alive():
             self._scheduler.join(10.0)
         deadline = time.monotonic() + drain_s
-        while time.monotonic() < deadline and any(
-            link.connected and link.outstanding for link in self.links
-        ):
-            time.sleep(0.05)
+        while time.monotonic() < deadline and not self.drained():
+            time.sleep(0.02)
         for link in self.links:
             link.stop()
         self.worker.stop()
         self.loop.stop()
 
+    def drained(self) -> bool:
+        """True when no connected link has a publish waiting for its acknowledgement."""
+        return not any(link.connected and link.outstanding > 0 for link in self.links)
+
     def stats(self) -> Stats:
         c = self.counters
         return Stats(
             readings=c.readings,
-            messages=c.messages,
-            completed=c.completed,
+            messages=sum(link.messages for link in self.links),
+            completed=sum(link.completed for link in self.links),
             dropped=c.dropped,
             errors=c.errors,
             malformed=c.malformed,

@@ -135,6 +135,8 @@ class RawLink:
         self.fatal: str | None = None
         self.offline_until = 0.0
         self.first_connect = threading.Event()
+        self.messages = 0  # publishes accepted (under _lock)
+        self.completed = 0  # PUBACKed (QoS 1) or written to the buffer (QoS 0) (under _lock)
         self._lock = threading.Lock()
         self._out = bytearray()
         self._inflight: dict[int, bytes] = {}  # packet id -> PUBLISH (insertion = send order)
@@ -175,9 +177,9 @@ class RawLink:
             self._inflight[pid] = packet
         else:
             packet = publish_packet(prefix, payload, 0, 0, retain=retain)
-            self.counters.completed += 1
+            self.completed += 1
         self._out += packet
-        self.counters.messages += 1
+        self.messages += 1
 
     def send_reading(self, topic_: str, payload: bytes, qos: int) -> bool:
         """Publish a reading; False (nothing sent, counted by the caller) when it cannot be kept."""
@@ -402,12 +404,11 @@ class RawLink:
                 self._drop(f"broker disconnected us: reason 0x{body[0] if body else 0:02x}")
                 return
         if acked:
-            counters = self.counters
             with self._lock:
                 inflight = self._inflight
                 for pid in acked:
                     if inflight.pop(pid, None) is not None:
-                        counters.completed += 1
+                        self.completed += 1
                 self._pump_locked()
                 self._flush_locked()
 

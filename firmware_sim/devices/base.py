@@ -120,6 +120,8 @@ class Device:
         self.lock = threading.RLock()
         self.send: Send = _drop_send
         self.on_reschedule: Callable[[str], None] = lambda device_id: None
+        # set by a per-device link: a reboot drops and re-establishes the MQTT connection
+        self.restart_link: Callable[[], None] | None = None
         self.topics = {ch: topic(centre, device_id, ch) for ch in _UPSTREAM}
         self.cmd_topic = topic(centre, device_id, Channel.CMD)
         self.twin_topic = topic(centre, device_id, Channel.TWIN_DESIRED)
@@ -233,8 +235,11 @@ class Device:
         with self.lock:
             self.boot_ms = now_ms
             self.on_reboot(now_ms)
+        if self.restart_link is not None:
+            self.restart_link()  # own connection: down now, birth again on the reconnect
+        else:
+            self.rebirth(now_ms)  # a centre's shared connection stays up
         self.publish_event(now_ms, "reboot", {"reason": "command"})
-        self.rebirth(now_ms)
         self.ack(cmd.id, "done")
 
     def _cmd_set_interval(self, cmd: Command, now_ms: int) -> None:
