@@ -511,9 +511,10 @@ class RawLink:
             sock = self._sock
             if sock is not None and self.connected:
                 with self._lock:
-                    for device in self.devices.values():
+                    for k, device in enumerate(self.devices.values()):  # not counted: like paho's
                         prefix = self._prefix_of(device.topics[Channel.STATE])
-                        self._emit_locked(prefix, device.will(), 1, True)
+                        pid = (self._next_id + k) % 65535 + 1
+                        self._out += publish_packet(prefix, device.will(), 1, pid, retain=True)
                     self._out += DISCONNECT_PACKET
                     data = bytes(self._out)
                     self._out.clear()
