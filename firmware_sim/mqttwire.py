@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
+from firmware_sim.errors import ProtocolError
+
 CONNECT: Final = 0x10
 CONNACK: Final = 0x20
 PUBLISH: Final = 0x30
@@ -36,10 +38,6 @@ _PROP_TYPES: Final = {
     0x1A: "s", 0x1C: "s", 0x1F: "s", 0x21: "h", 0x22: "h", 0x23: "h", 0x24: "b",
     0x25: "b", 0x26: "p", 0x27: "i", 0x28: "b", 0x29: "b", 0x2A: "b",
 }  # fmt: skip
-
-
-class ProtocolError(ValueError):
-    """The broker sent bytes we cannot parse (the connection is dropped and retried)."""
 
 
 def varint(n: int) -> bytes:
@@ -177,6 +175,13 @@ def split_packets(buf: bytearray) -> list[Packet]:
 
 def parse_properties(body: bytes, pos: int) -> tuple[dict[int, int | bytes], int]:
     """(numeric/binary properties we keep, position after them); skips the rest."""
+    try:
+        return _parse_properties(body, pos)
+    except (struct.error, IndexError) as exc:
+        raise ProtocolError(f"truncated properties: {exc}") from None
+
+
+def _parse_properties(body: bytes, pos: int) -> tuple[dict[int, int | bytes], int]:
     parsed = read_varint(body, pos)
     if parsed is None:
         raise ProtocolError("truncated properties")

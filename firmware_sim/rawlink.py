@@ -38,6 +38,7 @@ from contract.codec import DecodeError, decode
 from contract.messages import Command
 from contract.topics import Channel, Topic, TopicError, subscription
 from firmware_sim.devices.base import Device
+from firmware_sim.errors import ProtocolError
 from firmware_sim.link import AUTH_FAILURES, BACKOFF_MAX_S, BACKOFF_MIN_S, CommandSink
 from firmware_sim.mqttwire import (
     CONNACK,
@@ -47,7 +48,6 @@ from firmware_sim.mqttwire import (
     PUBACK,
     PUBLISH,
     SUBACK,
-    ProtocolError,
     connect_packet,
     mark_dup,
     parse_connack,

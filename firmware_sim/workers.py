@@ -38,6 +38,7 @@ def _worker_main(
     readings: int | None,
     duration_s: float | None,
     log_level: int,
+    drain_s: float,
     conn: Connection,
 ) -> None:
     logging.basicConfig(
@@ -58,7 +59,7 @@ def _worker_main(
     except KeyboardInterrupt:
         pass
     finally:
-        fleet.stop()
+        fleet.stop(drain_s)
         with contextlib.suppress(OSError, ValueError):
             conn.send(("final", (fleet.stats(), fleet.fatal())))
         conn.close()
@@ -67,12 +68,13 @@ def _worker_main(
 class WorkerFleet:
     """``workers`` processes, each a Fleet over every ``workers``-th centre."""
 
-    def __init__(self, config: FleetConfig, workers: int) -> None:
+    def __init__(self, config: FleetConfig, workers: int, drain_s: float = 10.0) -> None:
         if workers < 1:
             raise ConfigError("workers must be at least 1")
         centres = config.centre_list()
         workers = min(workers, len(centres))
         self.config = config
+        self.drain_s = drain_s  # each worker's Fleet.stop(drain_s)
         self.configs = [
             dataclasses.replace(config, centre_ids=tuple(centres[i::workers]))
             for i in range(workers)
@@ -100,7 +102,7 @@ class WorkerFleet:
             parent, child = self._ctx.Pipe()
             proc = self._ctx.Process(
                 target=_worker_main,
-                args=(config, shares[i], duration_s, level, child),
+                args=(config, shares[i], duration_s, level, self.drain_s, child),
                 name=f"sim-worker-{i}",
                 daemon=True,
             )
@@ -168,7 +170,9 @@ class WorkerFleet:
         reasons = [r for r in self._fatal if r]
         return reasons[0] if reasons else None
 
-    def stop(self, drain_s: float = 10.0) -> None:
+    def stop(self, drain_s: float | None = None) -> None:
+        """Ask every worker to stop; wait for its final stats (its own drain, then disconnect)."""
+        drain_s = self.drain_s if drain_s is None else drain_s
         for conn in self._conns:
             with contextlib.suppress(OSError, ValueError):
                 conn.send(("stop", None))
