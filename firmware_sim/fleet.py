@@ -145,7 +145,9 @@ class Fleet:
             username, password = cfg.credentials[group[0].device_id]
         raw = (cfg.client or ("raw" if cfg.mode == "centre" else "paho")) == "raw"
         if raw and cfg.mode != "centre":
-            raise ConfigError("the raw MQTT client is for per-centre mode only")
+            raise ConfigError(
+                "GRAMLINK_SIM_CLIENT: raw is for per-centre mode (--mode centre) only"
+            )
         link_cls: type[Link] | type[RawLink] = RawLink if raw else Link
         link = link_cls(
             self.loop,

@@ -65,7 +65,12 @@ log = logging.getLogger(__name__)
 
 FLUSH_BYTES: Final = 64 * 1024
 CONNACK_TIMEOUT_S: Final = 10.0
-CONTROL_RESERVE: Final = 32  # window slots kept for births, acks, twin echoes
+CONTROL_RESERVE: Final = 32  # window slots kept for births, acks, twin echoes (at most 1/4)
+
+
+def _reading_limit(window: int) -> int:
+    """How much of the in-flight window readings may use; the rest is for control messages."""
+    return max(1, window - min(CONTROL_RESERVE, window // 4))
 
 
 def _take_pubacks(buf: bytearray) -> list[int]:
@@ -144,6 +149,7 @@ class RawLink:
         self._pending: deque[tuple[bytes, bytes, int, bool]] = deque()
         self._next_id = 0
         self._window = max_inflight  # until CONNACK says the broker's Receive Maximum
+        self._limit = _reading_limit(max_inflight)  # of the window, for readings
         self._room = threading.Event()
         self._room.set()
         self._sock: socket.socket | None = None
@@ -185,13 +191,9 @@ class RawLink:
         """Publish a reading; False (nothing sent, counted by the caller) when it cannot be kept."""
         prefix = self._prefix.get(topic_) or self._prefix_of(topic_)
         with self._lock:
-            if (
-                self.connected
-                and not self._pending
-                and len(self._inflight) < self._window - CONTROL_RESERVE
-            ):
+            if self.connected and not self._pending and len(self._inflight) < self._limit:
                 self._emit_locked(prefix, payload, qos, False)
-                if len(self._inflight) >= self._window - CONTROL_RESERVE:
+                if len(self._inflight) >= self._limit:
                     self._room.clear()
                 if len(self._out) >= FLUSH_BYTES:
                     self._flush_locked()
@@ -229,6 +231,11 @@ class RawLink:
                 self._flush_locked()
 
     @property
+    def window(self) -> int:
+        """QoS 1 PUBLISHes allowed in flight: min(max_inflight, the broker's Receive Maximum)."""
+        return self._window
+
+    @property
     def has_output(self) -> bool:
         return bool(self._out)
 
@@ -256,7 +263,7 @@ class RawLink:
     def _pump_locked(self) -> None:
         """Move pending messages into the window (network thread, lock held)."""
         pending = self._pending
-        limit = self._window - CONTROL_RESERVE
+        limit = self._limit
         while pending and len(self._inflight) < limit:
             prefix, payload, qos, retain = pending.popleft()
             self._emit_locked(prefix, payload, qos, retain)
@@ -444,7 +451,8 @@ class RawLink:
         ]
         now = self.now_ms()
         with self._lock:
-            self._window = max(1 + CONTROL_RESERVE, min(self.max_inflight, ack.receive_maximum))
+            self._window = max(1, min(self.max_inflight, ack.receive_maximum))
+            self._limit = _reading_limit(self._window)
             self.connected = True
             self._out += subscribe_packet(1, filters)
             for packet in self._inflight.values():  # unacknowledged before the drop

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import secrets
 import struct
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +15,9 @@ from contract.topics import Channel
 from firmware_sim import mqttwire
 from firmware_sim.rawlink import RawLink, _take_pubacks
 from gramlink.services import MosquittoService
+from gramlink.services.process import free_port
 from tests.factories import close, unique_id, wait_for
-from tests.firmware_sim.conftest import FleetFactory
+from tests.firmware_sim.conftest import MONDAY_10_IST, FleetFactory
 from tests.firmware_sim.test_fleet import acks, decoded, send, watch
 
 
@@ -69,5 +73,46 @@ def test_centre_link_runs_commands_and_loses_nothing_across_a_cut(
         for device in fleet.devices:
             seqs = {json.loads(m.payload)["seq"] for m in msgs if f"/{device}/" in m.topic}
             assert seqs == set(range(1, max(seqs) + 1)), f"{device}: a reading was lost"
+    finally:
+        close(client)
+
+
+class SmallWindowBroker(MosquittoService):
+    """The stack's broker with a Receive Maximum of 10 (Mosquitto's max_inflight_messages)."""
+
+    def _config(self) -> str:
+        return super()._config().replace("max_inflight_messages 1000", "max_inflight_messages 10")
+
+
+@pytest.fixture
+def small_window_broker(tmp_path: Path) -> Iterator[MosquittoService]:
+    broker = SmallWindowBroker(tmp_path / "mq", free_port(), secrets.token_urlsafe(12))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_in_flight_window_follows_the_brokers_receive_maximum(
+    small_window_broker: MosquittoService, make_fleet: FleetFactory
+) -> None:
+    assert "max_inflight_messages 10" in small_window_broker.config_file.read_text()
+    centre = unique_id("rm")
+    client, got = watch(small_window_broker, centre)
+    try:
+        fleet = make_fleet(
+            broker=small_window_broker,
+            start=False,
+            centre_ids=(centre,),
+            mode="centre",
+            interval_s=60,
+            backfill_end_ms=MONDAY_10_IST + 12 * 3_600_000,
+        )
+        stats = fleet.run()
+        link = fleet.links[0]
+        assert isinstance(link, RawLink) and link.window == 10
+        assert stats.errors == 0 and stats.reconnects == 0 and stats.dropped == 0
+        wait_for(
+            lambda: len(decoded(got, Channel.TELEMETRY)) >= 7 * 720, 15, "every reading delivered"
+        )
     finally:
         close(client)
