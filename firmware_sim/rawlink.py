@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import functools
 import logging
+import os
 import random
 import socket
 import sys
@@ -153,6 +155,7 @@ class RawLink:
         self._room = threading.Event()
         self._room.set()
         self._sock: socket.socket | None = None
+        self._tcp_pending = False  # connect() in progress, CONNECT not yet sent
         self._fd = -1
         self._inbuf = bytearray()
         self._awaiting_connack_since: float | None = None
@@ -275,16 +278,41 @@ class RawLink:
         self.loop.call_soon(self._connect)
 
     def _connect(self) -> None:
+        """Start a non-blocking TCP connect; CONNECT goes out once the socket is writable."""
         if self._stopping or self.fatal or self._sock is not None:
             return
-        first = self.devices[next(iter(self.devices))]
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=5.0)
+            family, kind, proto, _, addr = socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM
+            )[0]
+            sock = socket.socket(family, kind, proto)
         except OSError as exc:
             self.counters.errors += 1
             self._schedule_retry(f"connect failed: {exc}")
             return
+        sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.counters.errors += 1
+            self._schedule_retry(f"connect failed: {os.strerror(err)}")
+            return
+        self._sock, self._fd = sock, sock.fileno()
+        self._tcp_pending = True
+        self._inbuf.clear()
+        self._awaiting_connack_since = time.monotonic()  # also bounds the TCP connect
+        self.loop.add_fd(self._fd, self)
+        self.loop.want_write(self._fd, True)
+
+    def _send_connect(self, sock: socket.socket) -> None:
+        self._tcp_pending = False
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.counters.errors += 1
+            self._drop(f"connect failed: {os.strerror(err)}")
+            return
+        first = self.devices[next(iter(self.devices))]
         packet = connect_packet(
             self.client_id,
             username=self.username,
@@ -297,17 +325,12 @@ class RawLink:
             will_delay_s=self.will_delay_s,
         )
         try:
-            sock.sendall(packet)
+            sock.send(packet)  # a few hundred bytes into a fresh socket buffer
         except OSError as exc:
-            sock.close()
             self.counters.errors += 1
-            self._schedule_retry(f"connect failed: {exc}")
+            self._drop(f"connect failed: {exc}")
             return
-        sock.setblocking(False)
-        self._sock, self._fd = sock, sock.fileno()
-        self._inbuf.clear()
-        self._awaiting_connack_since = time.monotonic()
-        self.loop.add_fd(self._fd, self)
+        self.loop.want_write(self._fd, False)
 
     def _schedule_retry(self, why: str) -> None:
         self._attempt += 1
@@ -335,6 +358,7 @@ class RawLink:
             self._sock = None
             self.connected = False
             self._out.clear()  # unacked QoS 1 stays in _inflight and is resent
+        self._tcp_pending = False
         self._awaiting_connack_since = None
         if not self._stopping and not self.fatal:
             self._schedule_retry(why)
@@ -362,6 +386,9 @@ class RawLink:
 
     # --- reading (network thread) ---------------------------------------------------------------
     def on_writable(self) -> None:
+        if self._tcp_pending and self._sock is not None:
+            self._send_connect(self._sock)
+            return
         with self._lock:
             self._flush_locked()
             if not self._out and self._sock is not None:
@@ -376,6 +403,8 @@ class RawLink:
         except BlockingIOError:
             return
         except OSError as exc:
+            if self._tcp_pending:
+                self.counters.errors += 1
             self._drop(f"read failed: {exc}")
             return
         if not data:

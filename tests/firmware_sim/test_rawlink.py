@@ -116,3 +116,27 @@ def test_in_flight_window_follows_the_brokers_receive_maximum(
         )
     finally:
         close(client)
+
+
+def test_centre_link_retries_a_refused_connect_until_the_broker_is_up(
+    tmp_path: Path, make_fleet: FleetFactory
+) -> None:
+    broker = MosquittoService(tmp_path / "late", free_port(), secrets.token_urlsafe(12))
+    centre = unique_id("lt")
+    try:
+        fleet = make_fleet(
+            broker=broker, start=False, centre_ids=(centre,), mode="centre", accelerate=600
+        )
+        fleet.start()
+        wait_for(lambda: fleet.stats().errors >= 1, 10, "a refused connect, counted")
+        assert not fleet.links[0].connected and fleet.fatal() is None  # retrying, not given up
+        broker.start()
+        client, got = watch(broker, centre)
+        try:
+            wait_for(lambda: fleet.links[0].connected, 30, "connected after backoff")
+            wait_for(lambda: decoded(got, Channel.TELEMETRY), 10, "readings")
+        finally:
+            close(client)
+    finally:
+        fleet.stop(drain_s=2)
+        broker.stop()
