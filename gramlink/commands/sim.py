@@ -128,7 +128,12 @@ def run(args: argparse.Namespace) -> int:
     def progress(stats: object) -> None:
         print(f"\r{stats.line()}   ", end="", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
 
-    final = fleet.run(readings=settings.readings, duration_s=settings.duration_s, progress=progress)
+    try:
+        final = fleet.run(
+            readings=settings.readings, duration_s=settings.duration_s, progress=progress
+        )
+    except KeyboardInterrupt:  # Ctrl-C: run() already stopped the fleet cleanly
+        final = fleet.stats()
     print(f"\r{final.line()}   ", file=sys.stderr, flush=True)
     if fleet.fatal():
         print(f"error: {fleet.fatal()}", file=sys.stderr)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.workers import WorkerFleet
 from gramlink.services import MosquittoService
@@ -44,3 +48,32 @@ def test_two_worker_processes_send_what_one_process_sends(mosquitto: MosquittoSe
         finally:
             close(client)
     assert payloads[0] == payloads[1]
+
+
+def test_the_command_runs_worker_processes_and_refuses_raw_per_device(
+    mosquitto: MosquittoService,
+) -> None:
+    env = dict(
+        {k: v for k, v in os.environ.items() if not k.startswith("GRAMLINK_")},
+        GRAMLINK_SIM_MQTT_USERNAME=mosquitto.admin_user,
+        GRAMLINK_SIM_MQTT_PASSWORD=mosquitto.admin_password,
+    )
+    base = [sys.executable, "-m", "gramlink", "sim", "--mqtt-url", mosquitto.url]
+    prefix = unique_id("wc") + "-"
+    done = subprocess.run(
+        [*base, "--mode", "centre", "--workers", "2", "--centres", "2", "--centre-prefix", prefix,
+         "--backfill-days", "0.1", "--interval", "300"],
+        env=env, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 process(es)" in done.stderr
+    sent = int(done.stderr.rsplit("sent=", 1)[1].split()[0])
+    assert sent >= 2 * 7 * 28, done.stderr  # 2.4 h at 300 s, 14 devices
+    refused = subprocess.run(
+        [*base, "--mode", "device", "--client", "raw"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: GRAMLINK_SIM_CLIENT: raw is for per-centre mode (--mode centre) only"
+    ]
