@@ -8,7 +8,9 @@ hot path (``publish_packet``) stays a handful of byte operations.
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -267,6 +269,22 @@ def parse_publish(first: int, body: bytes) -> Incoming:
     return Incoming(topic, body[pos:], qos, packet_id, expiry if isinstance(expiry, int) else None)
 
 
-def puback_ids(body: bytes) -> int:
-    """The packet id a PUBACK acknowledges."""
-    return (body[0] << 8) | body[1]
+def take_pubacks(buf: bytearray) -> list[int]:
+    """Packet ids of the plain PUBACKs (``40 02 id id``) at the front of ``buf``, removed."""
+    whole = len(buf) // 4
+    if not whole:
+        return []
+    chunk = bytes(buf[: whole * 4])
+    if chunk[0::4] == b"\x40" * whole and chunk[1::4] == b"\x02" * whole:
+        words = array.array("H", chunk)
+        if sys.byteorder == "little":
+            words.byteswap()
+        del buf[: whole * 4]
+        return words[1::2].tolist()
+    out = []
+    pos = 0
+    while pos + 4 <= len(chunk) and chunk[pos] == 0x40 and chunk[pos + 1] == 2:
+        out.append((chunk[pos + 2] << 8) | chunk[pos + 3])
+        pos += 4
+    del buf[:pos]
+    return out

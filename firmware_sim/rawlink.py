@@ -7,21 +7,17 @@ thread reads CONNACK, PUBACKs, SUBACKs and commands, and sends PINGREQ.
 
 Same behaviour as :class:`firmware_sim.link.Link` (births, Last Will with Will
 Delay, session expiry, command subscriptions, jittered reconnect, a refused
-login stops the link) and the same buffers and policies:
+login stops the link) and the same buffers and policies, kept in its
+:class:`~firmware_sim.outbox.Outbox` (in-flight window bounded by the broker's
+Receive Maximum, a bounded pending queue, one output buffer).
 
-- in flight: at most ``min(max_inflight, broker Receive Maximum)`` QoS 1
-  PUBLISHes without PUBACK (resent with DUP after a reconnect);
-- pending: while disconnected (or the window is full), up to ``max_queued``
-  QoS 1 messages wait in order; when full, new readings are dropped and counted
-  (keep the oldest, drop the newest); QoS 0 while disconnected is dropped.
-
-Threads: ``send``/``send_reading``/``flush`` from any thread (a lock guards the
-buffers); everything named ``_on_*``/``on_*`` runs on the network thread.
+Threads: ``send``/``send_reading``/``flush`` from any thread (the outbox's lock
+guards the buffers); ``_connect``, ``_tick``, ``on_*`` and ``_on_*`` run on the
+network thread.
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import functools
@@ -29,10 +25,8 @@ import logging
 import os
 import random
 import socket
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -51,52 +45,20 @@ from firmware_sim.mqttwire import (
     PUBLISH,
     SUBACK,
     connect_packet,
-    mark_dup,
     parse_connack,
     parse_publish,
     puback_packet,
-    publish_packet,
     split_packets,
     subscribe_packet,
-    topic_prefix,
+    take_pubacks,
 )
 from firmware_sim.netloop import NetLoop
+from firmware_sim.outbox import Outbox
 from firmware_sim.stats import Counters
 
 log = logging.getLogger(__name__)
 
-FLUSH_BYTES: Final = 64 * 1024
 CONNACK_TIMEOUT_S: Final = 10.0
-CONTROL_RESERVE: Final = 32  # window slots kept for births, acks, twin echoes (at most 1/4)
-
-
-def _reading_limit(window: int) -> int:
-    """How much of the in-flight window readings may use; the rest is for control messages."""
-    return max(1, window - min(CONTROL_RESERVE, window // 4))
-
-
-def _take_pubacks(buf: bytearray) -> list[int]:
-    """Packet ids of the plain PUBACKs (``40 02 id id``) at the front of ``buf``, removed."""
-    whole = len(buf) // 4
-    if not whole:
-        return []
-    chunk = bytes(buf[: whole * 4])
-    if chunk[0::4] == _PUBACK_HEADS[0] * whole and chunk[1::4] == _PUBACK_HEADS[1] * whole:
-        words = array.array("H", chunk)
-        if sys.byteorder == "little":
-            words.byteswap()
-        del buf[: whole * 4]
-        return words[1::2].tolist()
-    out = []
-    pos = 0
-    while pos + 4 <= len(chunk) and chunk[pos] == 0x40 and chunk[pos + 1] == 2:
-        out.append((chunk[pos + 2] << 8) | chunk[pos + 3])
-        pos += 4
-    del buf[:pos]
-    return out
-
-
-_PUBACK_HEADS: Final = (b"\x40", b"\x02")
 
 
 class RawLink:
@@ -138,140 +100,56 @@ class RawLink:
         self.max_inflight = max_inflight
         self.max_queued = max_queued
         self.rng = rng or random.Random(client_id)
-        self.connected = False
         self.fatal: str | None = None
         self.offline_until = 0.0
         self.first_connect = threading.Event()
-        self.messages = 0  # publishes accepted (under _lock)
-        self.completed = 0  # PUBACKed (QoS 1) or written to the buffer (QoS 0) (under _lock)
-        self._lock = threading.Lock()
-        self._out = bytearray()
-        self._inflight: dict[int, bytes] = {}  # packet id -> PUBLISH (insertion = send order)
-        # (topic prefix, payload, qos, retain) waiting for a connection or room in the window
-        self._pending: deque[tuple[bytes, bytes, int, bool]] = deque()
-        self._next_id = 0
-        self._window = max_inflight  # until CONNACK says the broker's Receive Maximum
-        self._limit = _reading_limit(max_inflight)  # of the window, for readings
-        self._room = threading.Event()
-        self._room.set()
+        self.outbox = Outbox(
+            max_inflight,
+            max_queued,
+            want_write=lambda on: self.loop.want_write(self._fd, on),
+            on_write_error=lambda why: self.loop.call_soon(functools.partial(self._drop, why)),
+        )
+        self.send_reading = self.outbox.send_reading  # the scheduler's hot path, no extra call
+        self.wait_room = self.outbox.wait_room
+        self.flush = self.outbox.flush
         self._sock: socket.socket | None = None
         self._tcp_pending = False  # connect() in progress, CONNECT not yet sent
         self._fd = -1
         self._inbuf = bytearray()
         self._awaiting_connack_since: float | None = None
-        self._last_write = 0.0
         self._stopping = False
         self._attempt = 0
         self._retry_at: float | None = None
-        self._prefix: dict[str, bytes] = {}
         loop.every_tick(self._tick)
         for device in devices:
             device.send = self.send
 
-    # --- publishing (any thread) ---------------------------------------------------------------
-    def _prefix_of(self, topic_: str) -> bytes:
-        prefix = self._prefix.get(topic_)
-        if prefix is None:
-            prefix = self._prefix[topic_] = topic_prefix(topic_)
-        return prefix
-
-    def _emit_locked(self, prefix: bytes, payload: bytes, qos: int, retain: bool) -> None:
-        """Append one PUBLISH to the output (lock held, connected, room checked)."""
-        if qos:
-            pid = self._next_id % 65535 + 1
-            while pid in self._inflight:
-                pid = pid % 65535 + 1
-            self._next_id = pid
-            packet = publish_packet(prefix, payload, 1, pid, retain=retain)
-            self._inflight[pid] = packet
-        else:
-            packet = publish_packet(prefix, payload, 0, 0, retain=retain)
-            self.completed += 1
-        self._out += packet
-        self.messages += 1
-
-    def send_reading(self, topic_: str, payload: bytes, qos: int) -> bool:
-        """Publish a reading; False (nothing sent, counted by the caller) when it cannot be kept."""
-        prefix = self._prefix.get(topic_) or self._prefix_of(topic_)
-        with self._lock:
-            if self.connected and not self._pending and len(self._inflight) < self._limit:
-                self._emit_locked(prefix, payload, qos, False)
-                if len(self._inflight) >= self._limit:
-                    self._room.clear()
-                if len(self._out) >= FLUSH_BYTES:
-                    self._flush_locked()
-                return True
-            if self.connected:
-                self._room.clear()  # the scheduler waits until the pending ones are in flight
-            if qos == 0 or len(self._pending) >= self.max_queued:
-                return False
-            self._pending.append((prefix, payload, qos, False))
-            return True
-
+    # --- publishing (any thread): see outbox.py --------------------------------------------
     def send(self, topic_: str, payload: bytes, qos: int, retain: bool) -> None:
-        """Births, acks, events from commands: sent at once (may use the reserve), else queued."""
-        prefix = self._prefix_of(topic_)
-        with self._lock:
-            if self.connected and len(self._inflight) < self._window:
-                self._emit_locked(prefix, payload, qos, retain)
-                self._flush_locked()
-            elif qos and len(self._pending) < self.max_queued:
-                self._pending.append((prefix, payload, qos, retain))
-            else:
-                self.counters.dropped += 1
+        """Births, acks, events from commands: best effort, counted when dropped."""
+        if not self.outbox.send(topic_, payload, qos, retain):
+            self.counters.dropped += 1
 
-    def wait_room(self, stop: threading.Event, timeout: float = 1.0) -> bool:
-        """Backpressure: wait until the broker acknowledged enough of the window."""
-        if self._room.is_set():
-            return True
-        self.flush()
-        self._room.wait(timeout)
-        return self._room.is_set() and not stop.is_set()
+    @property
+    def connected(self) -> bool:
+        return self.outbox.connected
 
-    def flush(self) -> None:
-        if self._out:
-            with self._lock:
-                self._flush_locked()
+    @property
+    def messages(self) -> int:
+        return self.outbox.messages
+
+    @property
+    def completed(self) -> int:
+        return self.outbox.completed
+
+    @property
+    def outstanding(self) -> int:
+        return self.outbox.outstanding
 
     @property
     def window(self) -> int:
         """QoS 1 PUBLISHes allowed in flight: min(max_inflight, the broker's Receive Maximum)."""
-        return self._window
-
-    @property
-    def has_output(self) -> bool:
-        return bool(self._out)
-
-    @property
-    def outstanding(self) -> int:
-        return len(self._inflight) + len(self._pending)
-
-    def _flush_locked(self) -> None:
-        sock = self._sock
-        if sock is None or not self.connected:
-            return
-        out = self._out
-        while out:
-            try:
-                sent = sock.send(out)
-            except BlockingIOError:
-                self.loop.want_write(self._fd, True)
-                return
-            except OSError as exc:
-                self.loop.call_soon(functools.partial(self._drop, f"write failed: {exc}"))
-                return
-            del out[:sent]
-            self._last_write = time.monotonic()
-
-    def _pump_locked(self) -> None:
-        """Move pending messages into the window (network thread, lock held)."""
-        pending = self._pending
-        limit = self._limit
-        while pending and len(self._inflight) < limit:
-            prefix, payload, qos, retain = pending.popleft()
-            self._emit_locked(prefix, payload, qos, retain)
-        if len(self._inflight) < max(1, limit // 2) and not pending:
-            self._room.set()
+        return self.outbox.window
 
     # --- connect and reconnect (network thread) ----------------------------------------------
     def start(self) -> None:
@@ -299,6 +177,7 @@ class RawLink:
             self._schedule_retry(f"connect failed: {os.strerror(err)}")
             return
         self._sock, self._fd = sock, sock.fileno()
+        self.outbox.attach(sock)
         self._tcp_pending = True
         self._inbuf.clear()
         self._awaiting_connack_since = time.monotonic()  # also bounds the TCP connect
@@ -354,10 +233,8 @@ class RawLink:
         self.loop.remove_fd(self._fd)
         with contextlib.suppress(OSError):
             sock.close()
-        with self._lock:
-            self._sock = None
-            self.connected = False
-            self._out.clear()  # unacked QoS 1 stays in _inflight and is resent
+        self._sock = None
+        self.outbox.attach(None)  # unacknowledged QoS 1 stays in flight and is resent
         self._tcp_pending = False
         self._awaiting_connack_since = None
         if not self._stopping and not self.fatal:
@@ -377,21 +254,20 @@ class RawLink:
             self._drop("no CONNACK")
             return
         if self.connected:
-            with self._lock:
-                if self._out:
-                    self._flush_locked()
-                elif now - self._last_write > self.keepalive_s / 2:
-                    self._out += PINGREQ_PACKET
-                    self._flush_locked()
+            if self.outbox.out:
+                self.outbox.flush()
+            elif now - self.outbox.last_write > self.keepalive_s / 2:
+                self.outbox.control(PINGREQ_PACKET)
 
     # --- reading (network thread) ---------------------------------------------------------------
     def on_writable(self) -> None:
         if self._tcp_pending and self._sock is not None:
             self._send_connect(self._sock)
             return
-        with self._lock:
-            self._flush_locked()
-            if not self._out and self._sock is not None:
+        outbox = self.outbox
+        with outbox.lock:
+            outbox.flush_locked()
+            if not outbox.out and self._sock is not None:
                 self.loop.want_write(self._fd, False)
 
     def on_readable(self) -> None:
@@ -411,7 +287,7 @@ class RawLink:
             self._drop("connection closed")
             return
         self._inbuf += data
-        acked = _take_pubacks(self._inbuf)  # the common case: nothing but PUBACKs
+        acked = take_pubacks(self._inbuf)  # the common case: nothing but PUBACKs
         try:
             packets = split_packets(self._inbuf)
         except ProtocolError as exc:
@@ -440,13 +316,7 @@ class RawLink:
                 self._drop(f"broker disconnected us: reason 0x{body[0] if body else 0:02x}")
                 return
         if acked:
-            with self._lock:
-                inflight = self._inflight
-                for pid in acked:
-                    if inflight.pop(pid, None) is not None:
-                        self.completed += 1
-                self._pump_locked()
-                self._flush_locked()
+            self.outbox.acked(acked)
 
     def _on_connack(self, body: bytes) -> None:
         self._awaiting_connack_since = None
@@ -479,18 +349,8 @@ class RawLink:
             subscription(Channel.TWIN_DESIRED, self.centre),
         ]
         now = self.now_ms()
-        with self._lock:
-            self._window = max(1, min(self.max_inflight, ack.receive_maximum))
-            self._limit = _reading_limit(self._window)
-            self.connected = True
-            self._out += subscribe_packet(1, filters)
-            for packet in self._inflight.values():  # unacknowledged before the drop
-                self._out += mark_dup(packet)
-            for device in self.devices.values():
-                prefix = self._prefix_of(device.topics[Channel.STATE])
-                self._pending.appendleft((prefix, device.birth(now), 1, True))
-            self._pump_locked()
-            self._flush_locked()
+        births = [(d.topics[Channel.STATE], d.birth(now)) for d in self.devices.values()]
+        self.outbox.online(ack.receive_maximum, subscribe_packet(1, filters), births)
         self.first_connect.set()
 
     def _on_publish(self, first: int, body: bytes) -> None:
@@ -501,8 +361,7 @@ class RawLink:
             log.warning("event=bad_command centre=%s reason=%r", self.centre, str(exc)[:200])
             return
         if incoming.qos:
-            with self._lock:
-                self._out += puback_packet(incoming.packet_id)
+            self.outbox.control(puback_packet(incoming.packet_id))
         try:
             where = Topic.parse(incoming.topic)
             device = self.devices.get(where.device)
@@ -547,14 +406,8 @@ class RawLink:
             self._stopping = True
             sock = self._sock
             if sock is not None and self.connected:
-                with self._lock:
-                    for k, device in enumerate(self.devices.values()):  # not counted: like paho's
-                        prefix = self._prefix_of(device.topics[Channel.STATE])
-                        pid = (self._next_id + k) % 65535 + 1
-                        self._out += publish_packet(prefix, device.will(), 1, pid, retain=True)
-                    self._out += DISCONNECT_PACKET
-                    data = bytes(self._out)
-                    self._out.clear()
+                wills = [(d.topics[Channel.STATE], d.will()) for d in self.devices.values()]
+                data = self.outbox.goodbye(wills, DISCONNECT_PACKET)  # offline states: not counted
                 with contextlib.suppress(OSError):
                     sock.setblocking(True)
                     sock.settimeout(2.0)
@@ -564,7 +417,7 @@ class RawLink:
                 with contextlib.suppress(OSError):
                     sock.close()
                 self._sock = None
-            self.connected = False
+            self.outbox.attach(None)
             done.set()
 
         self.loop.call_soon(do)

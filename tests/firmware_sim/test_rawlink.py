@@ -13,7 +13,8 @@ import pytest
 from contract.messages import Command
 from contract.topics import Channel
 from firmware_sim import mqttwire
-from firmware_sim.rawlink import RawLink, _take_pubacks
+from firmware_sim.mqttwire import take_pubacks
+from firmware_sim.rawlink import RawLink
 from gramlink.services import MosquittoService
 from gramlink.services.process import free_port
 from tests.factories import close, unique_id, wait_for
@@ -40,9 +41,9 @@ def test_publish_packet_parses_back_and_connack_gives_receive_maximum() -> None:
 
 def test_pubacks_are_taken_in_bulk_and_the_rest_is_left() -> None:
     buf = bytearray(b"".join(b"\x40\x02" + i.to_bytes(2, "big") for i in range(1, 501)))
-    assert _take_pubacks(buf) == list(range(1, 501)) and not buf
+    assert take_pubacks(buf) == list(range(1, 501)) and not buf
     buf = bytearray(b"\x40\x02\x00\x01\xd0\x00\x40\x02")
-    assert _take_pubacks(buf) == [1] and buf == bytearray(b"\xd0\x00\x40\x02")
+    assert take_pubacks(buf) == [1] and buf == bytearray(b"\xd0\x00\x40\x02")
 
 
 def test_centre_link_runs_commands_and_loses_nothing_across_a_cut(
