@@ -1,7 +1,7 @@
 """Fault injection, each off by default and set per fleet.
 
 - ``malformed_rate``: share of readings replaced by a payload that breaks the
-  contract (bad JSON, wrong schema version, an out-of-range value, a missing field);
+  contract (truncated JSON, not JSON, a wrong schema version, a negative ``seq``);
 - ``clock_skew_s``: each device's clock is off by a seeded amount within +-this;
 - ``duplicate_rate`` / ``reorder_rate``: a reading sent twice / held back and
   sent after the device's next one;
@@ -99,6 +99,6 @@ def _malformed(reading: Reading, rng: random.Random) -> Reading:
     choice = rng.randrange(len(_MALFORMED) + 1)
     if choice < len(_MALFORMED):
         payload = _MALFORMED[choice]
-    else:  # an out-of-range value in an otherwise valid reading
-        payload = reading.payload.replace(b'"metrics":{', b'"metrics":{"cpu_pct":250.0,', 1)
+    else:  # an out-of-range value in an otherwise valid reading: a negative sequence number
+        payload = reading.payload.replace(b'"seq":', b'"seq":-', 1)
     return Reading(reading.topic, payload, reading.seq, reading.ts, reading.is_event)

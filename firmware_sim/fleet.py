@@ -32,12 +32,15 @@ from firmware_sim.errors import ConfigError
 from firmware_sim.faults import FaultConfig, FaultInjector
 from firmware_sim.link import Link
 from firmware_sim.netloop import NetLoop
+from firmware_sim.rawlink import RawLink
 from firmware_sim.seeding import stream
 from firmware_sim.stats import Counters, Stats
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["device", "centre"]
+ClientKind = Literal["paho", "raw"]
+AnyLink = Link | RawLink
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class FleetConfig:
     max_queued: int = 10_000
     ota_timeout_s: float = 30.0
     faults: FaultConfig = field(default_factory=FaultConfig)
+    client: ClientKind | None = None  # None: raw MQTT in centre mode, paho in device mode
 
     def centre_list(self) -> list[str]:
         ids = list(self.centre_ids) or [
@@ -95,8 +99,8 @@ class Fleet:
         self.loop = NetLoop()
         self.worker = CommandWorker(self.clock.now_ms, config.ota_timeout_s)
         self.devices: dict[str, Device] = {}
-        self.links: list[Link] = []
-        self._link_of: dict[str, Link] = {}
+        self.links: list[AnyLink] = []
+        self._link_of: dict[str, AnyLink] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()  # set on stop or when a device's schedule changed
         self._resched: deque[str] = deque()
@@ -139,7 +143,13 @@ class Fleet:
         username, password = cfg.username, cfg.password
         if cfg.mode == "device" and group[0].device_id in cfg.credentials:
             username, password = cfg.credentials[group[0].device_id]
-        link = Link(
+        raw = (cfg.client or ("raw" if cfg.mode == "centre" else "paho")) == "raw"
+        if raw and cfg.mode != "centre":
+            raise ConfigError(
+                "GRAMLINK_SIM_CLIENT: raw is for per-centre mode (--mode centre) only"
+            )
+        link_cls: type[Link] | type[RawLink] = RawLink if raw else Link
+        link = link_cls(
             self.loop,
             name,
             cfg.host,
@@ -228,21 +238,23 @@ class Fleet:
         if self._scheduler.is_alive():
             self._scheduler.join(10.0)
         deadline = time.monotonic() + drain_s
-        while time.monotonic() < deadline and any(
-            link.connected and link.outstanding for link in self.links
-        ):
-            time.sleep(0.05)
+        while time.monotonic() < deadline and not self.drained():
+            time.sleep(0.02)
         for link in self.links:
             link.stop()
         self.worker.stop()
         self.loop.stop()
 
+    def drained(self) -> bool:
+        """True when no connected link has a publish waiting for its acknowledgement."""
+        return not any(link.connected and link.outstanding > 0 for link in self.links)
+
     def stats(self) -> Stats:
         c = self.counters
         return Stats(
             readings=c.readings,
-            messages=c.messages,
-            completed=c.completed,
+            messages=sum(link.messages for link in self.links),
+            completed=sum(link.completed for link in self.links),
             dropped=c.dropped,
             errors=c.errors,
             malformed=c.malformed,
@@ -254,7 +266,7 @@ class Fleet:
             elapsed_s=time.monotonic() - c.started,
         )
 
-    def link_for(self, device_id: str) -> Link:
+    def link_for(self, device_id: str) -> AnyLink:
         return self._link_of[device_id]
 
     def cut(self, device_id: str, offline_s: float) -> None:
@@ -280,7 +292,6 @@ class Fleet:
     def _schedule_loop(self) -> None:
         cfg = self.config
         devices = list(self.devices.values())
-        heap = [(d.next_due_ms(), i) for i, d in enumerate(devices)]
         links = [self._link_of[d.device_id] for d in devices]
         clock, stop, counters = self.clock, self._stop, self.counters
         end_ms = clock.end_ms
@@ -291,12 +302,13 @@ class Fleet:
         max_readings, deadline = self._max_readings, self._deadline
         version = [0] * len(devices)
         index = {d.device_id: i for i, d in enumerate(devices)}
-        heap = [(due, i, 0) for due, i in heap]
+        heap: list[tuple[int, int, int]] = [(d.next_due_ms(), i, 0) for i, d in enumerate(devices)]
         heapq.heapify(heap)
         for link in links:  # births first: readings wait for the first connect
             while not stop.is_set() and not link.first_connect.wait(0.2):
                 pass
         wake = self._wake
+        raw_links = [link for link in self.links if isinstance(link, RawLink)]
         while heap and not stop.is_set():
             while self._resched:  # a device's interval changed: its old entry goes stale
                 i = index[self._resched.popleft()]
@@ -308,6 +320,9 @@ class Fleet:
                 continue
             if end_ms is not None and due >= end_ms:
                 break
+            if raw_links and end_ms is None and clock.now_ms() < due:  # about to wait: flush
+                for raw_link in raw_links:
+                    raw_link.flush()
             if not clock.wait_until(due, wake):
                 wake.clear()
                 continue
@@ -337,8 +352,10 @@ class Fleet:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
+        for raw_link in raw_links:
+            raw_link.flush()
 
-    def _burst(self, device: Device, link: Link, now_ms: int) -> None:
+    def _burst(self, device: Device, link: AnyLink, now_ms: int) -> None:
         """A QoS-0 burst: ``qos0_burst_size`` readings back to back, 1 ms apart in device time."""
         for k in range(self.config.faults.qos0_burst_size):
             with device.lock:

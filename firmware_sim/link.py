@@ -90,6 +90,7 @@ class Link:
         self._stopping = False
         self._attempt = 0
         self._retry_at: float | None = None
+        self._count_lock = threading.Lock()  # _sent is written by scheduler, workers, net thread
         self._sent = 0  # publishes this link queued (any thread)
         self._done = 0  # publishes finished (net thread)
         self._room = threading.Event()
@@ -116,6 +117,8 @@ class Link:
         self.client = client
         for device in devices:
             device.send = self.send
+            if not centre_wide:
+                device.restart_link = self.restart
 
     # --- connect and reconnect (network thread) ----------------------------------------------
     def start(self) -> None:
@@ -204,9 +207,10 @@ class Link:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, rc: mqtt.ReasonCode, props: Any
     ) -> None:
-        self._done += 1
-        self.counters.completed += 1
-        if not self._room.is_set() and self._sent - self._done < self.max_outstanding // 2:
+        with self._count_lock:
+            self._done += 1
+            room = self._sent - self._done < self.max_outstanding // 2
+        if room and not self._room.is_set():
             self._room.set()
 
     # --- commands (network thread: decode, then hand over) -------------------------------------
@@ -216,7 +220,7 @@ class Link:
             device = self.devices.get(where.device)
             if device is None:
                 return  # another device of the centre that is not simulated here
-            message = decode(where.channel, msg.payload)
+            message = decode(where.channel, bytes(msg.payload))
         except (TopicError, DecodeError) as exc:
             self.counters.bad_commands += 1
             log.warning(
@@ -241,9 +245,10 @@ class Link:
         rc = info.rc
         if rc == _RC_QUEUE or (rc == _RC_NO_CONN and qos == 0):
             return rc
-        self._sent += 1
-        self.counters.messages += 1
-        if self._sent - self._done >= self.max_outstanding:
+        with self._count_lock:
+            self._sent += 1
+            full = self._sent - self._done >= self.max_outstanding
+        if full:
             self._room.clear()
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
@@ -264,8 +269,20 @@ class Link:
         return self._room.is_set() and not stop.is_set()
 
     @property
+    def messages(self) -> int:
+        """Every publish this link accepted (readings, births, acks, duplicates)."""
+        return self._sent
+
+    @property
+    def completed(self) -> int:
+        """Publishes acknowledged (QoS 1) or written (QoS 0)."""
+        return self._done
+
+    @property
     def outstanding(self) -> int:
-        return self._sent - self._done
+        """Publishes not yet acknowledged (QoS 1) or written (QoS 0); never negative."""
+        with self._count_lock:
+            return self._sent - self._done
 
     # --- faults and shutdown --------------------------------------------------------------------
     def cut(self, offline_s: float) -> None:
@@ -276,11 +293,32 @@ class Link:
             self.offline_until = time.monotonic() + offline_s
             self._retry_at = self.offline_until
             sock = self.client.socket()
-            if sock is not None:
+            if isinstance(sock, socket.socket):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
         self.loop.call_soon(do)
+
+    def restart(self, offline_s: float = 0.3) -> None:
+        """A device reboot: the connection drops (no DISCONNECT) and comes back with a new birth.
+
+        Returns once the connection is down, so what the device publishes next
+        is queued and goes out after the reconnect (after the birth or with it).
+        """
+        down = threading.Event()
+
+        def do() -> None:
+            self.offline_until = time.monotonic() + offline_s
+            self._retry_at = self.offline_until
+            sock = self.client.socket()
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                self.client.loop_read()  # paho sees the close now: on_disconnect, connected=False
+            down.set()
+
+        self.loop.call_soon(do)
+        down.wait(5.0)
 
     def stop(self) -> None:
         """Mark every device offline (retained), then disconnect cleanly (no Will)."""

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import paho.mqtt.client as mqtt
 
@@ -29,12 +29,21 @@ TICK_S: Final = 0.1
 _READ: Final = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
 
 
+class FdHandler(Protocol):
+    """A socket this loop drives without paho (the load-test client, ``rawlink.py``)."""
+
+    def on_readable(self) -> None: ...
+
+    def on_writable(self) -> None: ...
+
+
 class NetLoop:
     """The single I/O thread of a fleet."""
 
     def __init__(self) -> None:
         self._ep = select.epoll()
         self._clients: dict[int, mqtt.Client] = {}
+        self._handlers: dict[int, FdHandler] = {}
         self._tasks: deque[Callable[[], None]] = deque()
         self._tickers: list[Callable[[float], None]] = []
         self._wake_r, self._wake_w = os.pipe()
@@ -50,6 +59,21 @@ class NetLoop:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
+
+    def add_fd(self, fd: int, handler: FdHandler) -> None:
+        """Drive ``fd``: ``handler.on_readable``/``on_writable`` run on this thread."""
+        self._handlers[fd] = handler
+        self._ep.register(fd, _READ)
+
+    def remove_fd(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._ep.unregister(fd)
+
+    def want_write(self, fd: int, on: bool) -> None:
+        """Ask for (or stop asking for) writability of a handler's socket (any thread)."""
+        with contextlib.suppress(OSError, ValueError, FileNotFoundError):
+            self._ep.modify(fd, _READ | select.EPOLLOUT if on else _READ)
 
     def every_tick(self, ticker: Callable[[float], None]) -> None:
         """Call ``ticker(monotonic_now)`` on the loop thread about every TICK_S."""
@@ -103,6 +127,13 @@ class NetLoop:
                 if fd == self._wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
+                    continue
+                handler = self._handlers.get(fd)
+                if handler is not None:
+                    if mask & _READ:
+                        self._guarded(handler.on_readable)
+                    if mask & select.EPOLLOUT and fd in self._handlers:
+                        self._guarded(handler.on_writable)
                     continue
                 client = self._clients.get(fd)
                 if client is None:

@@ -39,6 +39,8 @@ class SimSettings(BaseSettings):
     offline_s: float = Field(30.0, ge=0)
     qos0_burst_every_s: float = Field(0.0, ge=0)
     qos0_burst_size: int = Field(100, ge=1)
+    client: Literal["paho", "raw"] | None = None
+    workers: int = Field(1, ge=1, le=64)
 
     def broker(self) -> tuple[str, int]:
         parts = urlsplit(self.mqtt_url)

@@ -1,4 +1,9 @@
-"""Fleet counters. Each counter has one writing thread, so no lock is needed per message."""
+"""Fleet counters.
+
+``messages``/``completed`` (and a link's in-flight count) live on each link
+under that link's lock, because several threads publish through one link;
+these counters are summed by ``Fleet.stats``.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,10 @@ class Counters:
     """Live counters (written by the scheduler or the network thread, read by anyone)."""
 
     readings: int = 0  # telemetry and events handed to MQTT (scheduler thread)
-    messages: int = 0  # every publish incl. births, acks, duplicates (scheduler + workers)
     dropped: int = 0  # readings refused: a device's queue full while offline (scheduler)
     malformed: int = 0  # deliberately malformed payloads (fault injection)
     duplicates: int = 0
     reordered: int = 0
-    completed: int = 0  # publishes finished: PUBACK (QoS 1) or written (QoS 0) (net thread)
     errors: int = 0  # connect failures, refused connects, bad commands (net thread)
     bad_commands: int = 0
     commands: int = 0

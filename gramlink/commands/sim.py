@@ -11,6 +11,7 @@ from firmware_sim.errors import ConfigError
 from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.settings import SimSettings, load_settings
+from firmware_sim.workers import WorkerFleet
 
 DAY_MS = 86_400_000
 
@@ -44,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ):
         p.add_argument(f"--{name}", dest=name.replace("-", "_"), type=float)
     p.add_argument("--qos0-burst-size", type=int)
+    p.add_argument(
+        "--client",
+        choices=["paho", "raw"],
+        help="MQTT client (default: raw per centre, paho per device)",
+    )
+    p.add_argument("--workers", type=int, help="worker processes (load tests; default 1)")
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=run)
 
@@ -83,6 +90,7 @@ def fleet_config(s: SimSettings) -> FleetConfig:
         telemetry_qos=s.telemetry_qos,
         will_delay_s=s.will_delay_s,
         faults=faults,
+        client=s.client,
     )
 
 
@@ -96,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(**options)
         config = fleet_config(settings)
-        fleet = Fleet(config)
+        fleet: Fleet | WorkerFleet = (
+            WorkerFleet(config, settings.workers) if settings.workers > 1 else Fleet(config)
+        )
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -105,9 +115,12 @@ def run(args: argparse.Namespace) -> int:
             "error: GRAMLINK_SIM_MQTT_USERNAME: no MQTT login (or --credentials)", file=sys.stderr
         )
         return 2
+    centres = len(config.centre_list())
+    devices = centres * config.devices_per_centre
     print(
-        f"sim: {len(fleet.devices)} devices in {len(config.centre_list())} centres, "
-        f"{len(fleet.links)} connections ({config.mode} mode) -> {settings.mqtt_url}",
+        f"sim: {devices} devices in {centres} centres, "
+        f"{centres if config.mode == 'centre' else devices} connections ({config.mode} mode, "
+        f"{settings.workers} process(es)) -> {settings.mqtt_url}",
         file=sys.stderr,
         flush=True,
     )
@@ -115,7 +128,12 @@ def run(args: argparse.Namespace) -> int:
     def progress(stats: object) -> None:
         print(f"\r{stats.line()}   ", end="", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
 
-    final = fleet.run(readings=settings.readings, duration_s=settings.duration_s, progress=progress)
+    try:
+        final = fleet.run(
+            readings=settings.readings, duration_s=settings.duration_s, progress=progress
+        )
+    except KeyboardInterrupt:  # Ctrl-C: run() already stopped the fleet cleanly
+        final = fleet.stats()
     print(f"\r{final.line()}   ", file=sys.stderr, flush=True)
     if fleet.fatal():
         print(f"error: {fleet.fatal()}", file=sys.stderr)

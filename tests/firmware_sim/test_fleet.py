@@ -99,7 +99,7 @@ def test_commands_round_trip_reboot_interval_identify_expired_and_twin(
     centre = unique_id("cc")
     client, got = watch(mosquitto, centre)
     try:
-        make_fleet(centre_ids=(centre,), devices_per_centre=1, interval_s=3600)
+        fleet = make_fleet(centre_ids=(centre,), devices_per_centre=1, interval_s=3600)
         router = f"{centre}-rtr1"
         wait_for(lambda: decoded(got, Channel.STATE, router), 10, "birth")
         send(client, centre, router, Command(id="r1", name="reboot"))
@@ -107,6 +107,10 @@ def test_commands_round_trip_reboot_interval_identify_expired_and_twin(
             lambda: any(a.status == "done" for a in acks(got, router, "r1")), 10, "reboot done"
         )  # type: ignore[attr-defined]
         assert any(e.name == "reboot" for e in decoded(got, Channel.EVENT, router))  # type: ignore[attr-defined]
+        # a reboot drops the device's own connection and comes back with a new birth
+        wait_for(lambda: fleet.stats().reconnects == 1, 10, "reconnect after reboot")
+        births = [s for s in decoded(got, Channel.STATE, router) if s.online]  # type: ignore[attr-defined]
+        assert len(births) == 2
 
         send(client, centre, router, Command(id="i1", name="set_interval", args={"interval_s": 1}))
         wait_for(

@@ -1,0 +1,214 @@
+"""The raw client's send side: one output buffer, the in-flight window and the pending queue.
+
+Any thread may publish (the scheduler's readings, command workers' acks, the
+network thread's births); one lock guards everything here. Buffers and policy:
+
+- in flight: at most ``window`` = min(max_inflight, the broker's Receive
+  Maximum) QoS 1 PUBLISHes without PUBACK; readings may use all but a small
+  reserve (for births, acks, twin echoes); unacknowledged ones are resent with
+  the DUP flag after a reconnect;
+- pending: while disconnected or the window is full, up to ``max_queued``
+  messages wait in order; when full, new readings are refused (the caller
+  counts them dropped: keep the oldest, drop the newest); QoS 0 while
+  disconnected is refused;
+- output: PUBLISH packets are appended to one buffer and written in chunks of
+  about ``FLUSH_BYTES`` (or at once for control messages); a socket that is full
+  asks the network loop for writability and the loop finishes the write.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from firmware_sim.mqttwire import mark_dup, publish_packet, topic_prefix
+
+FLUSH_BYTES: Final = 64 * 1024
+CONTROL_RESERVE: Final = 32  # window slots kept for births, acks, twin echoes (at most 1/4)
+
+
+def reading_limit(window: int) -> int:
+    """How much of the in-flight window readings may use; the rest is for control messages."""
+    return max(1, window - min(CONTROL_RESERVE, window // 4))
+
+
+class Outbox:
+    """Send-side state of one raw connection."""
+
+    def __init__(
+        self,
+        max_inflight: int,
+        max_queued: int,
+        want_write: Callable[[bool], None],
+        on_write_error: Callable[[str], None],
+    ) -> None:
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self.want_write = want_write  # ask the loop for (or stop asking for) writability
+        self.on_write_error = on_write_error  # called off-lock by the loop: drop the connection
+        self.connected = False
+        self.messages = 0  # publishes accepted (under the lock)
+        self.completed = 0  # PUBACKed (QoS 1) or put in the buffer (QoS 0) (under the lock)
+        self.last_write = 0.0
+        self.lock = threading.Lock()
+        self.out = bytearray()
+        self._inflight: dict[int, bytes] = {}  # packet id -> PUBLISH (insertion = send order)
+        # (topic prefix, payload, qos, retain) waiting for a connection or room in the window
+        self._pending: deque[tuple[bytes, bytes, int, bool]] = deque()
+        self._next_id = 0
+        self.window = max_inflight  # until CONNACK says the broker's Receive Maximum
+        self._limit = reading_limit(max_inflight)
+        self._room = threading.Event()
+        self._room.set()
+        self._sock: socket.socket | None = None
+        self._prefix: dict[str, bytes] = {}
+
+    # --- any thread --------------------------------------------------------------------------
+    def prefix_of(self, topic_: str) -> bytes:
+        prefix = self._prefix.get(topic_)
+        if prefix is None:
+            prefix = self._prefix[topic_] = topic_prefix(topic_)
+        return prefix
+
+    def send_reading(self, topic_: str, payload: bytes, qos: int) -> bool:
+        """Publish a reading; False (nothing kept) when it has to be dropped."""
+        prefix = self._prefix.get(topic_) or self.prefix_of(topic_)
+        with self.lock:
+            if self.connected and not self._pending and len(self._inflight) < self._limit:
+                self._emit(prefix, payload, qos, False)
+                if len(self._inflight) >= self._limit:
+                    self._room.clear()
+                if len(self.out) >= FLUSH_BYTES:
+                    self.flush_locked()
+                return True
+            if self.connected:
+                self._room.clear()  # the scheduler waits until the pending ones are in flight
+            if qos == 0 or len(self._pending) >= self.max_queued:
+                return False
+            self._pending.append((prefix, payload, qos, False))
+            return True
+
+    def send(self, topic_: str, payload: bytes, qos: int, retain: bool) -> bool:
+        """Births, acks, events: sent at once (may use the reserve), else queued; False: dropped."""
+        prefix = self.prefix_of(topic_)
+        with self.lock:
+            if self.connected and len(self._inflight) < self.window:
+                self._emit(prefix, payload, qos, retain)
+                self.flush_locked()
+                return True
+            if qos and len(self._pending) < self.max_queued:
+                self._pending.append((prefix, payload, qos, retain))
+                return True
+            return False
+
+    def wait_room(self, stop: threading.Event, timeout: float = 1.0) -> bool:
+        """Backpressure: wait until the broker acknowledged enough of the window."""
+        if self._room.is_set():
+            return True
+        self.flush()
+        self._room.wait(timeout)
+        return self._room.is_set() and not stop.is_set()
+
+    def flush(self) -> None:
+        if self.out:
+            with self.lock:
+                self.flush_locked()
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._inflight) + len(self._pending)
+
+    # --- the network thread --------------------------------------------------------------------
+    def attach(self, sock: socket.socket | None) -> None:
+        """The TCP connection was made (or is gone: None); output is written from now on."""
+        with self.lock:
+            self._sock = sock
+            if sock is None:
+                self.connected = False
+                self.out.clear()  # unacknowledged QoS 1 stays in flight and is resent
+
+    def online(self, receive_maximum: int, first: bytes, births: list[tuple[str, bytes]]) -> None:
+        """CONNACK accepted: ``first`` (SUBSCRIBE), resends with DUP, births, then pending."""
+        with self.lock:
+            self.window = max(1, min(self.max_inflight, receive_maximum))
+            self._limit = reading_limit(self.window)
+            self.connected = True
+            self.out += first
+            for packet in self._inflight.values():
+                self.out += mark_dup(packet)
+            for topic_, payload in reversed(births):
+                self._pending.appendleft((self.prefix_of(topic_), payload, 1, True))
+            self._pump()
+            self.flush_locked()
+
+    def acked(self, packet_ids: list[int]) -> None:
+        with self.lock:
+            inflight = self._inflight
+            for pid in packet_ids:
+                if inflight.pop(pid, None) is not None:
+                    self.completed += 1
+            self._pump()
+            self.flush_locked()
+
+    def control(self, packet: bytes) -> None:
+        """PUBACK for a command, PINGREQ: out with the next write."""
+        with self.lock:
+            self.out += packet
+            self.flush_locked()
+
+    def goodbye(self, wills: list[tuple[str, bytes]], disconnect: bytes) -> bytes:
+        """Everything left to write at a clean stop: offline states (not counted) and DISCONNECT."""
+        with self.lock:
+            for k, (topic_, payload) in enumerate(wills):
+                pid = (self._next_id + k) % 65535 + 1
+                self.out += publish_packet(self.prefix_of(topic_), payload, 1, pid, retain=True)
+            self.out += disconnect
+            data = bytes(self.out)
+            self.out.clear()
+            self.connected = False
+            return data
+
+    # --- lock held -----------------------------------------------------------------------------
+    def _emit(self, prefix: bytes, payload: bytes, qos: int, retain: bool) -> None:
+        if qos:
+            pid = self._next_id % 65535 + 1
+            while pid in self._inflight:
+                pid = pid % 65535 + 1
+            self._next_id = pid
+            packet = publish_packet(prefix, payload, 1, pid, retain=retain)
+            self._inflight[pid] = packet
+        else:
+            packet = publish_packet(prefix, payload, 0, 0, retain=retain)
+            self.completed += 1
+        self.out += packet
+        self.messages += 1
+
+    def _pump(self) -> None:
+        """Move pending messages into the window."""
+        pending, limit = self._pending, self._limit
+        while pending and len(self._inflight) < limit:
+            prefix, payload, qos, retain = pending.popleft()
+            self._emit(prefix, payload, qos, retain)
+        if len(self._inflight) < max(1, limit // 2) and not pending:
+            self._room.set()
+
+    def flush_locked(self) -> None:
+        sock = self._sock
+        if sock is None or not self.connected:
+            return
+        out = self.out
+        while out:
+            try:
+                sent = sock.send(out)
+            except BlockingIOError:
+                self.want_write(True)
+                return
+            except OSError as exc:
+                self.on_write_error(f"write failed: {exc}")
+                return
+            del out[:sent]
+            self.last_write = time.monotonic()

@@ -1,0 +1,143 @@
+"""The raw MQTT v5 client of per-centre mode: packets, commands, cuts without losing readings."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contract.messages import Command
+from contract.topics import Channel
+from firmware_sim import mqttwire
+from firmware_sim.mqttwire import take_pubacks
+from firmware_sim.rawlink import RawLink
+from gramlink.services import MosquittoService
+from gramlink.services.process import free_port
+from tests.factories import close, unique_id, wait_for
+from tests.firmware_sim.conftest import MONDAY_10_IST, FleetFactory
+from tests.firmware_sim.test_fleet import acks, decoded, send, watch
+
+
+@pytest.mark.parametrize("n", [0, 127, 128, 16_383, 16_384, 2_097_152])
+def test_varint_round_trips(n: int) -> None:
+    assert mqttwire.read_varint(mqttwire.varint(n), 0) == (n, len(mqttwire.varint(n)))
+
+
+def test_publish_packet_parses_back_and_connack_gives_receive_maximum() -> None:
+    packet = mqttwire.publish_packet(mqttwire.topic_prefix("gl/v1/c1/d1/cmd"), b"x" * 300, 1, 7)
+    buf = bytearray(packet + b"\x40\x02\x00\x07")
+    first, second = mqttwire.split_packets(buf)
+    assert not buf and second.kind == mqttwire.PUBACK
+    got = mqttwire.parse_publish(first.first, first.body)
+    assert (got.topic, got.payload, got.qos, got.packet_id) == ("gl/v1/c1/d1/cmd", b"x" * 300, 1, 7)
+    props = bytes((0x21,)) + struct.pack("!H", 20) + bytes((0x22,)) + struct.pack("!H", 10)
+    ack = mqttwire.parse_connack(b"\x01\x00" + mqttwire.varint(len(props)) + props)
+    assert ack.receive_maximum == 20 and ack.session_present and ack.reason == 0
+
+
+def test_pubacks_are_taken_in_bulk_and_the_rest_is_left() -> None:
+    buf = bytearray(b"".join(b"\x40\x02" + i.to_bytes(2, "big") for i in range(1, 501)))
+    assert take_pubacks(buf) == list(range(1, 501)) and not buf
+    buf = bytearray(b"\x40\x02\x00\x01\xd0\x00\x40\x02")
+    assert take_pubacks(buf) == [1] and buf == bytearray(b"\xd0\x00\x40\x02")
+
+
+def test_centre_link_runs_commands_and_loses_nothing_across_a_cut(
+    mosquitto: MosquittoService, make_fleet: FleetFactory
+) -> None:
+    centre = unique_id("rl")
+    client, got = watch(mosquitto, centre)
+    try:
+        fleet = make_fleet(
+            centre_ids=(centre,), mode="centre", devices_per_centre=2, accelerate=600, interval_s=60
+        )
+        assert isinstance(fleet.links[0], RawLink)
+        router = f"{centre}-rtr1"
+        send(client, centre, router, Command(id="i1", name="set_interval", args={"interval_s": 30}))
+        wait_for(lambda: any(a.status == "done" for a in acks(got, router, "i1")), 10, "ack")  # type: ignore[attr-defined]
+        send(client, centre, router, Command(id="r1", name="reboot"))
+        wait_for(lambda: any(a.status == "done" for a in acks(got, router, "r1")), 10, "reboot")  # type: ignore[attr-defined]
+        assert len([s for s in decoded(got, Channel.STATE, router) if s.online]) == 2  # type: ignore[attr-defined]
+
+        fleet.cut(router, offline_s=5)  # the centre's connection; Will after 1-2 s (1 s delay)
+        wait_for(lambda: decoded(got, Channel.STATE, router)[-1].online is False, 10, "Will")  # type: ignore[attr-defined]
+        wait_for(lambda: decoded(got, Channel.STATE, router)[-1].online is True, 15, "back")  # type: ignore[attr-defined]
+        before = fleet.stats().readings
+        wait_for(lambda: fleet.stats().readings > before + 5, 10, "more readings")
+        fleet.stop()
+        with got.lock:
+            msgs = [m for m in got.messages if m.topic.endswith(("/telemetry", "/event"))]
+        for device in fleet.devices:
+            seqs = {json.loads(m.payload)["seq"] for m in msgs if f"/{device}/" in m.topic}
+            assert seqs == set(range(1, max(seqs) + 1)), f"{device}: a reading was lost"
+    finally:
+        close(client)
+
+
+class SmallWindowBroker(MosquittoService):
+    """The stack's broker with a Receive Maximum of 10 (Mosquitto's max_inflight_messages)."""
+
+    def _config(self) -> str:
+        return super()._config().replace("max_inflight_messages 1000", "max_inflight_messages 10")
+
+
+@pytest.fixture
+def small_window_broker(tmp_path: Path) -> Iterator[MosquittoService]:
+    broker = SmallWindowBroker(tmp_path / "mq", free_port(), secrets.token_urlsafe(12))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_in_flight_window_follows_the_brokers_receive_maximum(
+    small_window_broker: MosquittoService, make_fleet: FleetFactory
+) -> None:
+    assert "max_inflight_messages 10" in small_window_broker.config_file.read_text()
+    centre = unique_id("rm")
+    client, got = watch(small_window_broker, centre)
+    try:
+        fleet = make_fleet(
+            broker=small_window_broker,
+            start=False,
+            centre_ids=(centre,),
+            mode="centre",
+            interval_s=60,
+            backfill_end_ms=MONDAY_10_IST + 12 * 3_600_000,
+        )
+        stats = fleet.run()
+        link = fleet.links[0]
+        assert isinstance(link, RawLink) and link.window == 10
+        assert stats.errors == 0 and stats.reconnects == 0 and stats.dropped == 0
+        wait_for(
+            lambda: len(decoded(got, Channel.TELEMETRY)) >= 7 * 720, 15, "every reading delivered"
+        )
+    finally:
+        close(client)
+
+
+def test_centre_link_retries_a_refused_connect_until_the_broker_is_up(
+    tmp_path: Path, make_fleet: FleetFactory
+) -> None:
+    broker = MosquittoService(tmp_path / "late", free_port(), secrets.token_urlsafe(12))
+    centre = unique_id("lt")
+    try:
+        fleet = make_fleet(
+            broker=broker, start=False, centre_ids=(centre,), mode="centre", accelerate=600
+        )
+        fleet.start()
+        wait_for(lambda: fleet.stats().errors >= 1, 10, "a refused connect, counted")
+        assert not fleet.links[0].connected and fleet.fatal() is None  # retrying, not given up
+        broker.start()
+        client, got = watch(broker, centre)
+        try:
+            wait_for(lambda: fleet.links[0].connected, 30, "connected after backoff")
+            wait_for(lambda: decoded(got, Channel.TELEMETRY), 10, "readings")
+        finally:
+            close(client)
+    finally:
+        fleet.stop(drain_s=2)
+        broker.stop()
