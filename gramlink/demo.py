@@ -44,6 +44,8 @@ class DemoOptions:
     spokes: int = 2
     devices_per_centre: int = 7
     api_port: int = 8000
+    mqtt_port: int | None = None  # None: the stack's default (1883)
+    influx_port: int | None = None  # None: the stack's default (8086)
     accelerate: float = 720.0
     history_days: float = 7.0
     duration_s: float | None = None  # None: until Ctrl-C
@@ -140,7 +142,7 @@ class Demo:
         self.work = self.home / "demo"
         self.logs = self.work / "logs"
         self.secrets = load_secrets(self.work / "secrets.json")
-        self.stack = Stack(self.home)
+        self.stack = Stack(self.home, options.mqtt_port, options.influx_port)
         self.hub = "hub"
         self.spokes = [f"spoke{i}" for i in range(1, options.spokes + 1)]
         self.children: list[Child] = []

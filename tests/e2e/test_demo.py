@@ -1,0 +1,77 @@
+"""The demo end to end: API provisioning, simulated devices with their own credentials,
+local brokers and gateways, the central broker, ingest and InfluxDB, then a clean stop."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gramlink.services.process import free_port
+from tests.factories import wait_for
+
+
+@pytest.mark.slow
+def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    mqtt_port, influx_port, api_port = free_port(), free_port(), free_port()
+    out = (tmp_path / "demo.out").open("w+")
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gramlink",
+            "demo",
+            "--home",
+            str(home),
+            "--mqtt-port",
+            str(mqtt_port),
+            "--influx-port",
+            str(influx_port),
+            "--api-port",
+            str(api_port),
+            "--spokes",
+            "1",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def written() -> int:
+            found = re.findall(r"written +(\d+)", Path(out.name).read_text())
+            return int(found[-1]) if found else 0
+
+        def failed() -> bool:
+            return demo.poll() is not None
+
+        wait_for(lambda: failed() or written() >= 200, 240, "readings written by the demo")
+        assert not failed(), Path(out.name).read_text()[-3000:]
+
+        creds = json.loads((home / "credentials.json").read_text())
+        answer = httpx.get(
+            f"http://127.0.0.1:{influx_port}/query",
+            params={
+                "db": "gramlink",
+                "u": "admin",
+                "p": creds["influx_admin_password"],
+                "q": 'SELECT count("seq") FROM "power","health","router" GROUP BY "centre"',
+            },
+        ).json()
+        centres = {s["tags"]["centre"] for s in answer["results"][0]["series"]}
+        assert centres == {"hub", "spoke1"}
+        text = Path(out.name).read_text()
+        assert f"API docs      http://127.0.0.1:{api_port}/docs" in text
+        assert re.search(r"admin token   glt_\S+", text)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(120)
+    assert demo.returncode == 0, Path(out.name).read_text()[-3000:]
+    assert list(home.rglob("*.pid")) == [], "a service the demo started is still recorded"
