@@ -309,3 +309,29 @@ def test_without_a_centre_key_local_enforcement_is_off_and_says_so_once(
     assert gw.dynsec is None
     off = [r for r in caplog.records if "event=local_auth_off" in r.getMessage()]
     assert len(off) == 1
+
+
+@pytest.mark.slow
+def test_an_update_waits_unacknowledged_while_the_local_broker_is_down(
+    broker_factory: BrokerFactory,
+    mosquitto: MosquittoService,
+    make_gateway: GatewayFactory,
+    centre: str,
+    api: FakeApi,
+) -> None:
+    local = broker_factory()
+    gw = start_gateway(make_gateway, centre, local, mosquitto)
+    router1 = api.dev("router-1")
+    api.first(api.dev("router-0"))
+    assert gw.dynsec is not None and gw.admin is not None
+    local.stop()  # the centre's broker restarts (power cut, upgrade)
+    wait_for(lambda: not gw.admin.connected.is_set(), 10, "the gateway to notice")
+
+    seq = api.send(DynsecOp.UPSERT, router1)
+    wait_for(lambda: gw.dynsec.counters.received >= 2, 10, "the update at the gateway")
+    assert gw.dynsec.queue.empty()  # taken by the worker, which waits for the local broker
+    assert api.ack(seq) is None
+
+    local.start()
+    assert api.wait_applied(seq).ok
+    assert connects(local, router1, api.password(router1))
