@@ -52,6 +52,7 @@ from contract.provisioning import (
     upsert_commands,
 )
 from contract.topics import check_id
+from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 # Repeats of disable/enable/delete for a client the local broker never had.
@@ -66,20 +67,22 @@ _ALSO_TOLERATED = frozenset(
 MAX_UPDATE_BYTES = 4096
 
 
-class LocalAuthError(RuntimeError):
-    pass
+class LocalAuthError(GatewayError):
+    """A credential update could not be applied to the local broker."""
 
 
 class BadUpdate(LocalAuthError):
-    pass
+    """Permanent: not a valid DynsecUpdate (quarantine it)."""
 
 
 class LocalBrokerTimeout(LocalAuthError):
-    pass
+    """Retryable: the local broker did not answer (or is not connected)."""
+
+    retryable = True
 
 
 class LocalBrokerRefused(LocalAuthError):
-    pass
+    """Permanent for this update: the dynsec plugin refused a command."""
 
 
 class SeqStore(Protocol):
