@@ -30,9 +30,12 @@ Outcomes of one message:
   then acked, so it never blocks the next update. The excerpt kept has the
   values of unknown fields redacted (a malformed update must not bring a secret
   to disk);
-- ``LocalBrokerTimeout`` (retryable: the local broker is down or slow): retried
-  with jittered backoff, never acked meanwhile; the next updates wait behind it,
-  so each device's updates stay in order.
+- ``LocalBrokerTimeout`` (retryable: the local broker is down or slow, or the
+  account lacks dynsec admin rights, which the plugin answers with silence):
+  retried with jittered backoff (subscribing to the answers again first, so
+  rights granted meanwhile take effect without a restart), never acked
+  meanwhile; the next updates wait behind it, so each device's updates stay in
+  order.
 """
 
 from __future__ import annotations
@@ -188,6 +191,11 @@ class DynsecWorker:
                     fields["hint"] = "is the local account a dynsec admin?"
                 log.warning(kv("dynsec_retry", **fields, retry_in_s=f"{delay:.1f}", **self.ctx))
                 self._stop.wait(delay)
+                # Subscribe to the answers again: a SUBSCRIBE refused before the account
+                # got its admin rights is not retried by the broker (queued before the
+                # next command on this connection, so it cannot be overtaken).
+                if self._ready():
+                    self.auth.resubscribe()
                 continue
             if backoff.attempt:
                 log.info(kv("dynsec_resumed", attempts=backoff.attempt + 1, **self.ctx))

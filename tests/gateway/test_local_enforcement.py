@@ -8,6 +8,7 @@ with ``contract.provisioning``, exactly as a provisioned device would hold them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import secrets
 import threading
@@ -335,3 +336,80 @@ def test_an_update_waits_unacknowledged_while_the_local_broker_is_down(
     local.start()
     assert api.wait_applied(seq).ok
     assert connects(local, router1, api.password(router1))
+
+
+def _dynsec_admin(broker: MosquittoService, commands: list[dict[str, object]]) -> None:
+    """Run dynsec commands as the broker's admin and wait for every answer to be a success."""
+    client = admin_client(broker)
+    answers = Received()
+    client.on_message = answers.on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.subscribe("$CONTROL/dynamic-security/v1/response", qos=1)
+    assert subscribed.wait(5)
+    client.publish("$CONTROL/dynamic-security/v1", json.dumps({"commands": commands}), qos=1)
+    wait_for(lambda: bool(answers.messages), 5, "dynsec answer")
+    responses = json.loads(answers.payloads()[0])["responses"]
+    assert all("error" not in r for r in responses), responses
+    close(client)
+
+
+@pytest.mark.slow
+def test_without_dynsec_rights_updates_are_retried_unacknowledged_until_granted(
+    broker_factory: BrokerFactory,
+    mosquitto: MosquittoService,
+    make_gateway: GatewayFactory,
+    centre: str,
+    api: FakeApi,
+) -> None:
+    local = broker_factory()
+    relay_password = secrets.token_urlsafe(16)
+    acls = [
+        {"acltype": t, "topic": "gl/#", "allow": True}
+        for t in ("publishClientSend", "publishClientReceive", "subscribePattern")
+    ]
+    _dynsec_admin(
+        local,
+        [
+            {"command": "createRole", "rolename": "relay", "acls": acls},
+            {
+                "command": "createClient",
+                "username": "relay",
+                "password": relay_password,
+                "roles": [{"rolename": "relay"}],
+            },
+        ],
+    )
+    key = encode_key(centre_key(MASTER, centre, 1))
+    gw = make_gateway(
+        centre,
+        local,
+        mosquitto,
+        centre_key=key,
+        local_username="relay",
+        local_password=relay_password,
+        dynsec_timeout_s=0.5,
+    )
+    assert gw.dynsec is not None
+    device = api.dev("router-1")
+    update = DynsecUpdate(
+        op=DynsecOp.UPSERT, device_id=device, kind=DeviceKind.ROUTER, credential_version=1, seq=1
+    )
+    api.seq = 1
+    for _ in range(40):  # resent until the gateway's subscription exists (same seq: harmless)
+        api.raw(update.model_dump_json().encode())
+        try:
+            wait_for(lambda: gw.dynsec.counters.received > 0, 0.5, "update received")
+            break
+        except AssertionError:
+            continue
+    wait_for(lambda: gw.dynsec.counters.retries >= 2, 15, "retries of the refused commands")
+    assert api.ack(1) is None
+    assert not connects(local, device, api.password(device))
+
+    _dynsec_admin(  # the fix in the field: make the gateway's local account a dynsec admin
+        local,
+        [{"command": "addClientRole", "username": "relay", "rolename": "admin"}],
+    )
+    assert api.wait_applied(1).ok
+    assert connects(local, device, api.password(device))
