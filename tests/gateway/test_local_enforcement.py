@@ -325,17 +325,24 @@ def test_an_update_waits_unacknowledged_while_the_local_broker_is_down(
     router1 = api.dev("router-1")
     api.first(api.dev("router-0"))
     assert gw.dynsec is not None and gw.admin is not None
+    counters = gw.dynsec.counters
+    wait_for(lambda: counters.applied == counters.received, 10, "nothing left in hand")
     local.stop()  # the centre's broker restarts (power cut, upgrade)
     wait_for(lambda: not gw.admin.connected.is_set(), 10, "the gateway to notice")
 
+    received = gw.dynsec.counters.received
     seq = api.send(DynsecOp.UPSERT, router1)
-    wait_for(lambda: gw.dynsec.counters.received >= 2, 10, "the update at the gateway")
-    assert gw.dynsec.queue.empty()  # taken by the worker, which waits for the local broker
+    rotation = api.send(DynsecOp.UPSERT, router1, version=2)
+    wait_for(lambda: gw.dynsec.counters.received >= received + 2, 10, "the updates")
+    # The worker holds the first (waiting for the local broker), the second waits behind it.
+    wait_for(lambda: gw.dynsec.queue.qsize() == 1, 10, "the first update taken")
     assert api.ack(seq) is None
 
     local.start()
     assert api.wait_applied(seq).ok
-    assert connects(local, router1, api.password(router1))
+    assert api.wait_applied(rotation).ok
+    assert connects(local, router1, api.password(router1, 2))
+    assert not connects(local, router1, api.password(router1, 1))
 
 
 def _dynsec_admin(broker: MosquittoService, commands: list[dict[str, object]]) -> None:
