@@ -3,7 +3,10 @@
 Threads: ``mqtt-local`` and ``mqtt-uplink`` (paho network loops, reconnect
 owned by :class:`MqttLink`), ``ingest`` (local messages to the outbox),
 ``uplink`` (outbox to the central broker), and the caller's thread, which runs
-the watchdog and the health reading.
+the watchdog and the health reading. With a centre key (local enforcement on)
+also ``mqtt-local-admin`` (the gateway's dynsec admin connection to the local
+broker, apart from the relay connection so the plugin's answers and PUBACKs
+never mix with relayed messages) and ``dynsec`` (credential updates applied).
 
 Exit codes of :meth:`Gateway.run_until`: 0 stopped on request; 2 a worker
 failed (e.g. the store); 3 the local broker stayed down past
@@ -23,8 +26,13 @@ from types import FrameType
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
+from contract.provisioning import dynsec_topic
+from gateway.backoff import Backoff
 from gateway.downlink import Downlink
+from gateway.dynsec_seqs import AppliedSeqs
 from gateway.health import HealthReporter
+from gateway.local_auth import LocalAuth
+from gateway.local_enforcement import DynsecWorker
 from gateway.local_in import LocalIn
 from gateway.logs import configure, kv
 from gateway.mqtt_link import LinkOptions, MqttLink, Will
@@ -92,6 +100,7 @@ class Gateway:
                 username=s.uplink_username,
                 password=_secret(s.uplink_password),
                 manual_ack=True,
+                receive_maximum=s.dynsec_queue,
                 will=Will(
                     state_topic(s.centre, s.gateway_id), gateway_state(False, ""), s.will_delay_s
                 ),
@@ -118,9 +127,48 @@ class Gateway:
         )
         self.local_in.attach(self.local)
         self.downlink.attach(self.local, self.central)
+        self.seqs: AppliedSeqs | None = None
+        self.admin: MqttLink | None = None
+        self.dynsec: DynsecWorker | None = None
+        key = s.centre_key_bytes
+        if key is not None:
+            self._build_local_enforcement(key, common)
         self.health = HealthReporter(s.gateway_id, self.outbox, s.data_dir)
         self.stop_requested = threading.Event()
         self._started = False
+
+    def _build_local_enforcement(self, key: bytes, common: dict[str, object]) -> None:
+        s = self.settings
+        self.admin = MqttLink(
+            LinkOptions(
+                name="local-admin",
+                endpoint=s.local,
+                client_id=f"{s.gateway_id}-dynsec",
+                username=s.local_username,
+                password=_secret(s.local_password),
+                **{**common, "session_expiry_s": 0},  # type: ignore[arg-type]
+            ),
+            on_connect=lambda client, props: self._on_admin_connect(client, props),
+        )
+        self.seqs = AppliedSeqs(s.db_path, s.gateway_id)
+        auth = LocalAuth(
+            self.admin.client, s.centre, key, timeout=s.dynsec_timeout_s, seqs=self.seqs
+        )
+        self.dynsec = DynsecWorker(
+            auth,
+            local=self.admin,
+            central=self.central,
+            quarantine=self.quarantine,
+            centre=s.centre,
+            gateway_id=s.gateway_id,
+            queue_size=s.dynsec_queue,
+            backoff=lambda: Backoff(s.backoff_min_s, s.backoff_max_s),
+        )
+        self.downlink.add_route(dynsec_topic(s.centre, s.gateway_id), self.dynsec.on_message)
+
+    def _on_admin_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        if self.dynsec is not None:
+            self.dynsec.on_local_connect(client, props)
 
     def _on_central_connect(self, client: mqtt.Client, props: Properties | None) -> None:
         self.uplink.on_connect(client, props)
@@ -130,6 +178,25 @@ class Gateway:
     def start(self) -> None:
         self.local_in.start()
         self.uplink.start()
+        if self.dynsec is not None and self.admin is not None:
+            self.dynsec.start()
+            self.admin.start()
+            log.info(
+                kv(
+                    "local_auth_on",
+                    topic=dynsec_topic(self.settings.centre, self.settings.gateway_id),
+                    **self.ctx,
+                )
+            )
+        else:
+            log.warning(
+                kv(
+                    "local_auth_off",
+                    reason="GRAMLINK_GATEWAY_CENTRE_KEY not set",
+                    effect="the local broker does not learn credential changes from the API",
+                    **self.ctx,
+                )
+            )
         self.central.start()
         self.local.start()
         self._started = True
@@ -146,18 +213,26 @@ class Gateway:
     def stop(self) -> None:
         """Stop in reverse order; unstored local messages stay unacknowledged (redelivered)."""
         if not self._started:
-            self.outbox.close()
-            self.quarantine.close()
+            self._close_stores()
             return
         self._started = False
         self.local.disconnect()
         self.local_in.stop()
+        if self.dynsec is not None:
+            self.dynsec.stop()
         self.uplink.stop()
         self.uplink.say_offline()
         self.central.disconnect()
+        if self.admin is not None:
+            self.admin.disconnect()
+        self._close_stores()
+        log.info(kv("gateway_stopped", **self.ctx))
+
+    def _close_stores(self) -> None:
         self.outbox.close()
         self.quarantine.close()
-        log.info(kv("gateway_stopped", **self.ctx))
+        if self.seqs is not None:
+            self.seqs.close()
 
     def report_health(self) -> None:
         self.local_in.submit_own(self.health.reading(self.central.connected.is_set()))
@@ -166,11 +241,16 @@ class Gateway:
     def check(self) -> int | None:
         """One watchdog pass: an exit code if the process must end, else None."""
         s = self.settings
-        for worker in (self.local_in, self.uplink):
+        workers: list[LocalIn | Uplink | DynsecWorker] = [self.local_in, self.uplink]
+        links = [self.local, self.central]
+        if self.dynsec is not None and self.admin is not None:
+            workers.append(self.dynsec)
+            links.append(self.admin)
+        for worker in workers:
             if worker.failure is not None or not worker.alive:
                 log.error(kv("worker_died", worker=type(worker).__name__, **self.ctx))
                 return EXIT_WORKER
-        for link in (self.local, self.central):
+        for link in links:
             if link.refused is not None:
                 log.error(
                     kv("broker_refused", link=link.options.name, reason=link.refused, **self.ctx)

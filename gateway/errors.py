@@ -6,9 +6,14 @@
     ├── ConfigError                   permanent: a setting is missing or wrong (stop at start)
     ├── StoreError                    permanent: the SQLite outbox cannot be opened or written
     │                                 (disk gone, file corrupt); the process exits non-zero
-    └── LinkError                     a broker connection failed
-        ├── LinkRefused               permanent: bad credentials / not authorised (stop loudly)
-        └── LinkDown                  retryable: the broker is unreachable (reconnect with backoff)
+    ├── LinkError                     a broker connection failed
+    │   ├── LinkRefused               permanent: bad credentials / not authorised (stop loudly)
+    │   └── LinkDown                  retryable: the broker is unreachable (reconnect with backoff)
+    └── LocalAuthError                a credential update was not applied (gateway/local_auth.py)
+        ├── BadUpdate                 permanent: not a valid DynsecUpdate (quarantined, acked)
+        ├── LocalBrokerRefused        permanent: the dynsec plugin refused it (quarantined, acked)
+        └── LocalBrokerTimeout        retryable: no answer from the local broker (retried with
+                                      backoff, not acked)
 
 A device payload that breaks the contract is not an error of the gateway: it is
 a ``contract.DecodeError`` (or ``TopicError``), counted and quarantined with its

@@ -7,12 +7,19 @@ the local broker's dynamic security, so devices authenticate at the centre with
 the same credentials and ACLs as centrally, even while the uplink is down.
 
 Applying is idempotent ("already exists" answers count as success), so an
-at-least-once redelivery is harmless; an update older than the newest applied
-one (``seq``) is skipped.
+at-least-once redelivery is harmless. ``seq`` is the API's counter per gateway;
+an update older than the newest one applied **for the same device** is skipped
+(a late redelivery never rolls a device back to an older password or state),
+while an older seq of another device is still applied. The newest seq per device
+is kept in a :class:`SeqStore` (in memory by default; the gateway passes the
+SQLite-backed :class:`gateway.dynsec_seqs.AppliedSeqs` so it survives restarts).
 
 Threads: ``apply`` blocks until the local broker answered (or ``timeout``); call
 it from a worker, never from the local client's own network thread. Only
-``_on_response`` runs on paho's thread.
+``_on_response`` runs on paho's thread. The client should be a connection of its
+own (not manual-ack, not shared with relays), so its PUBACKs and the plugin's
+responses are nobody else's business; call :meth:`LocalAuth.resubscribe` after
+every connect. :meth:`cancel` wakes a waiting ``apply`` at shutdown.
 
 Errors (``LocalAuthError``):
 - ``BadUpdate`` (permanent): not a valid DynsecUpdate; quarantine it, never retry;
@@ -26,7 +33,7 @@ import json
 import logging
 import threading
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
@@ -45,6 +52,7 @@ from contract.provisioning import (
     upsert_commands,
 )
 from contract.topics import check_id
+from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 # Repeats of disable/enable/delete for a client the local broker never had.
@@ -59,35 +67,67 @@ _ALSO_TOLERATED = frozenset(
 MAX_UPDATE_BYTES = 4096
 
 
-class LocalAuthError(RuntimeError):
-    pass
+class LocalAuthError(GatewayError):
+    """A credential update could not be applied to the local broker."""
 
 
 class BadUpdate(LocalAuthError):
-    pass
+    """Permanent: not a valid DynsecUpdate (quarantine it)."""
 
 
 class LocalBrokerTimeout(LocalAuthError):
-    pass
+    """Retryable: the local broker did not answer (or is not connected)."""
+
+    retryable = True
 
 
 class LocalBrokerRefused(LocalAuthError):
-    pass
+    """Permanent for this update: the dynsec plugin refused a command."""
+
+
+class SeqStore(Protocol):
+    """The newest applied ``seq`` per device (-1: none yet)."""
+
+    def get(self, device: str) -> int: ...
+
+    def set(self, device: str, seq: int) -> None: ...
+
+
+class MemorySeqs:
+    """A :class:`SeqStore` in memory (forgotten at restart)."""
+
+    def __init__(self) -> None:
+        self._seqs: dict[str, int] = {}
+
+    def get(self, device: str) -> int:
+        return self._seqs.get(device, -1)
+
+    def set(self, device: str, seq: int) -> None:
+        self._seqs[device] = seq
 
 
 class LocalAuth:
     """Applies DynsecUpdates of one centre to its local broker."""
 
     def __init__(
-        self, local: mqtt.Client, centre: str, centre_key: bytes, *, timeout: float = 10.0
+        self,
+        local: mqtt.Client,
+        centre: str,
+        centre_key: bytes,
+        *,
+        timeout: float = 10.0,
+        seqs: SeqStore | None = None,
     ) -> None:
         self._client = local
         self._centre = check_id(centre, "centre")
         self._key = centre_key
         self._timeout = timeout
+        self._seqs: SeqStore = seqs if seqs is not None else MemorySeqs()
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
-        self.last_seq = -1
+        self._cancelled = False
+        self.last_seq = -1  # the newest seq applied for any device (information only)
+        self.stale = 0
         self.applied = 0
         self.rejected = 0
         local.message_callback_add(CONTROL_RESPONSE_TOPIC, self._on_response)
@@ -99,6 +139,14 @@ class LocalAuth:
 
     resubscribe = _subscribe
 
+    def cancel(self) -> None:
+        """Shutdown: a waiting or later ``apply`` raises LocalBrokerTimeout at once."""
+        with self._lock:
+            self._cancelled = True
+            waiting = list(self._waiting.values())
+        for done, _ in waiting:
+            done.set()
+
     def apply(self, payload: bytes) -> DynsecAck:
         """Apply one update; returns the ack to send (optionally) to the API."""
         if len(payload) > MAX_UPDATE_BYTES:
@@ -109,13 +157,15 @@ class LocalAuth:
         except ValidationError as exc:
             self.rejected += 1
             raise BadUpdate(f"invalid dynsec update: {exc.error_count()} error(s)") from exc
-        if update.seq < self.last_seq:
+        newest = self._seqs.get(update.device_id)
+        if update.seq < newest:
+            self.stale += 1
             log.info(
                 "event=dynsec_update_stale centre=%s device=%s seq=%d last=%d",
                 self._centre,
                 update.device_id,
                 update.seq,
-                self.last_seq,
+                newest,
             )
             return DynsecAck(
                 seq=update.seq, device_id=update.device_id, ok=True, error="stale, skipped"
@@ -128,6 +178,7 @@ class LocalAuth:
                 self._execute([password_command(update.device_id, password)])
         else:
             self._execute(op_commands(update.op, update.device_id))
+        self._seqs.set(update.device_id, update.seq)
         self.last_seq = max(self.last_seq, update.seq)
         self.applied += 1
         log.info(
@@ -145,6 +196,8 @@ class LocalAuth:
         done = threading.Event()
         answers: list[dict[str, Any]] = []
         with self._lock:
+            if self._cancelled:
+                raise LocalBrokerTimeout("stopping")
             self._waiting[key] = (done, answers)
         try:
             info = self._client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
@@ -152,6 +205,8 @@ class LocalAuth:
                 raise LocalBrokerTimeout(f"local broker not connected ({info.rc})")
             if not done.wait(self._timeout):
                 raise LocalBrokerTimeout(f"local broker did not answer in {self._timeout} s")
+            if self._cancelled:
+                raise LocalBrokerTimeout("stopping")
         finally:
             with self._lock:
                 self._waiting.pop(key, None)

@@ -65,6 +65,7 @@ class LinkOptions:
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
     manual_ack: bool = False
+    receive_maximum: int | None = None  # announced in CONNECT: broker -> us unacked messages
     will: Will | None = None
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
@@ -172,6 +173,8 @@ class MqttLink:
                 if first:
                     props = Properties(PacketTypes.CONNECT)
                     props.SessionExpiryInterval = self.options.session_expiry_s
+                    if self.options.receive_maximum is not None:
+                        props.ReceiveMaximum = self.options.receive_maximum
                     self.client.connect(
                         self.options.endpoint.host,
                         self.options.endpoint.port,

@@ -1,15 +1,18 @@
 """Quarantine: device messages that broke the contract, kept for a technician.
 
 A bounded SQLite table (``quarantine`` in the gateway's database): reason (a
-``contract.DecodeReason`` value), topic, a payload excerpt (first 512 bytes),
-receive time. When it holds ``max_rows``, the oldest entries are deleted (the
-count ``quarantined_total`` still grows): the table is for looking at recent
-failures, the counter for alerting. Nothing quarantined is ever forwarded.
+``contract.DecodeReason`` value, or ``dynsec_bad_update`` / ``dynsec_refused``
+for a credential update from the API that could not be applied), topic, a
+payload excerpt (first 512 bytes), receive time. When it holds ``max_rows``, the
+oldest entries are deleted (the count ``quarantined_total`` still grows): the
+table is for looking at recent failures, the counter for alerting. Nothing
+quarantined is ever forwarded.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +45,11 @@ class Rejected:
 
 
 class Quarantine:
-    """Bounded store of rejected messages; used from the ingest thread only."""
+    """Bounded store of rejected messages; shared by the ingest and dynsec threads (locked)."""
 
     def __init__(self, path: Path, max_rows: int) -> None:
         self.max_rows = max_rows
+        self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -62,6 +66,10 @@ class Quarantine:
     def add(self, entries: Sequence[Rejected]) -> None:
         if not entries:
             return
+        with self._lock:
+            self._add(entries)
+
+    def _add(self, entries: Sequence[Rejected]) -> None:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.executemany(
@@ -88,11 +96,14 @@ class Quarantine:
         self.total += len(entries)
 
     def recent(self, limit: int = 100) -> list[Rejected]:
-        rows = self._conn.execute(
-            "SELECT rx_ms, reason, topic, detail, excerpt FROM quarantine ORDER BY id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rx_ms, reason, topic, detail, excerpt FROM quarantine"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
         return [Rejected(*r) for r in rows]
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._conn.close()

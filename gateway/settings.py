@@ -7,6 +7,8 @@ turn command-line options into the same fields; options win over the environment
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -19,6 +21,7 @@ from gateway.errors import ConfigError
 
 ENV_PREFIX = "GRAMLINK_GATEWAY_"
 MIN_KEY_BYTES = 16
+CENTRE_KEY_BYTES = 32
 
 
 class Endpoint:
@@ -51,6 +54,9 @@ class GatewaySettings(BaseSettings):
     uplink_password: SecretStr | None = None
     data_dir: Path = Path(".gramlink/gateway")
     pseudonym_key: SecretStr
+    centre_key: SecretStr | None = None
+    dynsec_queue: int = Field(1000, ge=10, le=65535)
+    dynsec_timeout_s: float = Field(10.0, gt=0, le=300)
     disk_budget_bytes: int = Field(1024**3, ge=64 * 1024)
     batch_max_records: int = Field(1000, ge=1, le=20_000)
     batch_max_bytes: int = Field(512 * 1024, ge=4096, le=8 * 1024 * 1024)
@@ -92,6 +98,13 @@ class GatewaySettings(BaseSettings):
             raise ValueError(f"needs at least {MIN_KEY_BYTES} bytes (and not a placeholder)")
         return value
 
+    @field_validator("centre_key")
+    @classmethod
+    def _centre_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_centre_key(value.get_secret_value())
+        return value
+
     @model_validator(mode="after")
     def _derived(self) -> GatewaySettings:
         if not self.gateway_id:
@@ -114,9 +127,35 @@ class GatewaySettings(BaseSettings):
     def db_path(self) -> Path:
         return self.data_dir / f"{self.centre}.sqlite3"
 
+    @property
+    def centre_key_bytes(self) -> bytes | None:
+        """The decoded centre key, or None: local enforcement is off."""
+        if self.centre_key is None:
+            return None
+        return parse_centre_key(self.centre_key.get_secret_value())
+
+
+def parse_centre_key(text: str) -> bytes:
+    """Decode a centre key as the API returns it (base64url; padding optional).
+
+    The error message never contains the value.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("is empty (unset it to run without local enforcement)")
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "is not base64 (give the centre_key the API returned for this gateway)"
+        ) from None
+    if len(key) < CENTRE_KEY_BYTES:
+        raise ValueError(f"decodes to {len(key)} bytes; a centre key has {CENTRE_KEY_BYTES}")
+    return key
+
 
 # Secrets are settings only (environment), never options: a command line is visible in ps.
-SECRET_FIELDS = frozenset({"local_password", "uplink_password", "pseudonym_key"})
+SECRET_FIELDS = frozenset({"local_password", "uplink_password", "pseudonym_key", "centre_key"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "gateway",
         help="run a centre gateway (local broker -> durable outbox -> central broker)",
         description="Every option is also a GRAMLINK_GATEWAY_* setting; secrets "
-        "(GRAMLINK_GATEWAY_PSEUDONYM_KEY, *_PASSWORD) are settings only.",
+        "(GRAMLINK_GATEWAY_PSEUDONYM_KEY, GRAMLINK_GATEWAY_CENTRE_KEY, *_PASSWORD) are "
+        "settings only.",
     )
     add_arguments(parser)
     parser.set_defaults(func=_run)

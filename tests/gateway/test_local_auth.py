@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import secrets
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from contract.metrics import DeviceKind
 from contract.provisioning import DynsecOp, DynsecUpdate, device_password
+from gateway.dynsec_seqs import AppliedSeqs
 from gateway.local_auth import BadUpdate, LocalAuth
 from gramlink.services import MosquittoService
 from tests.conftest import BrokerFactory
@@ -125,3 +127,26 @@ def test_the_local_role_allows_only_the_devices_own_topics(
     assert done.wait(5)
     close(client)
     assert granted[0][0].is_failure
+
+
+def test_a_late_update_never_rolls_a_device_back_even_after_a_restart(
+    local: MosquittoService, tmp_path: Path
+) -> None:
+    client = admin_client(local)
+    key, centre = secrets.token_bytes(32), unique_id("c")
+    a, b = unique_id("d"), unique_id("d")
+    seqs = AppliedSeqs(tmp_path / "gw.sqlite3", "gw-1")
+    LocalAuth(client, centre, key, seqs=seqs).apply(_update(DynsecOp.UPSERT, a, 2, 5))
+    seqs.close()
+
+    # A restarted gateway: the newest seq per device comes back from disk.
+    seqs = AppliedSeqs(tmp_path / "gw.sqlite3", "gw-1")
+    auth = LocalAuth(client, centre, key, seqs=seqs)
+    assert auth.apply(_update(DynsecOp.UPSERT, a, 1, 3)).error == "stale, skipped"
+    assert not _refused(local, a, device_password(key, a, 2))
+    assert _refused(local, a, device_password(key, a, 1))
+    # An older seq of another device is not stale: seq orders updates per device.
+    assert auth.apply(_update(DynsecOp.UPSERT, b, 1, 4)).error is None
+    assert not _refused(local, b, device_password(key, b, 1))
+    seqs.close()
+    close(client)

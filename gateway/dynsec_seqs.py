@@ -1,0 +1,69 @@
+"""The newest applied credential update (``seq``) per device, kept on disk.
+
+A table ``dynsec_applied`` in the gateway's database: one row per (gateway id,
+device) ever updated, so its size is bounded by the centre's fleet. It lets
+:class:`gateway.local_auth.LocalAuth` skip an update that arrives after a newer
+one for the same device, even across a restart (a late redelivery never rolls a
+password back). Keyed by gateway id too: a replacement gateway record starts
+its sequence at 1 again. No secret is stored here, only ids and counters.
+
+Used from the dynsec worker thread only (reads are served from memory).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Final
+
+from gateway.errors import StoreError
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS dynsec_applied (
+    gateway TEXT NOT NULL,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (gateway, device)
+);
+"""
+
+
+class AppliedSeqs:
+    """A :class:`gateway.local_auth.SeqStore` persisted in SQLite (WAL)."""
+
+    def __init__(self, path: Path, gateway_id: str) -> None:
+        self._gateway = gateway_id
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.executescript(_SCHEMA)
+            rows = self._conn.execute(
+                "SELECT device, seq FROM dynsec_applied WHERE gateway = ?", (gateway_id,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"dynsec_applied: {exc}") from exc
+        self._seqs: dict[str, int] = {device: int(seq) for device, seq in rows}
+
+    def get(self, device: str) -> int:
+        with self._lock:
+            return self._seqs.get(device, -1)
+
+    def set(self, device: str, seq: int) -> None:
+        with self._lock:
+            try:
+                self._conn.execute(
+                    "INSERT INTO dynsec_applied (gateway, device, seq) VALUES (?, ?, ?)"
+                    " ON CONFLICT(gateway, device) DO UPDATE SET seq = excluded.seq",
+                    (self._gateway, device, seq),
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"dynsec_applied: {exc}") from exc
+            self._seqs[device] = seq
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
