@@ -49,6 +49,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings.influx_password.get_secret_value(),
             settings.influx_timeout_s,
         )
+        provisioner = Provisioner(settings.master_secret.get_secret_value().encode(), dynsec)
         presence = None
         if settings.presence:
             presence = Presence(
@@ -57,9 +58,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 settings.mqtt_admin_user,
                 settings.mqtt_admin_password.get_secret_value(),
                 sessions,
+                on_gateway_online=provisioner.seed_gateway,
             )
             presence.start()
-        provisioner = Provisioner(settings.master_secret.get_secret_value().encode(), dynsec)
         app.state.components = Components(settings, sessions, provisioner, reader)
         app.state.presence = presence
         log.info(

@@ -5,7 +5,9 @@ per device in a dict (bounded: ``MAX_PENDING`` devices; when full, states of
 devices not yet in it are dropped and counted, the retained state brings them
 back at the next reconnect). A worker thread writes the dict to the registry
 every ``interval`` seconds. A device that comes online for the first time
-becomes ``active``.
+becomes ``active``. A gateway that comes online (after being offline or never
+seen) is handed to ``on_gateway_online``: the API re-sends it its centre's
+credentials, since updates published before its first subscription reached nobody.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +24,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db.models import Device
+from api.errors import BrokerUnavailable
 from contract.codec import DecodeError, decode
+from contract.metrics import DeviceKind
 from contract.topics import Channel, Topic, TopicError, subscription
 
 log = logging.getLogger(__name__)
@@ -38,8 +43,10 @@ class Presence:
         sessions: sessionmaker[Session],
         *,
         interval: float = 0.5,
+        on_gateway_online: Callable[[Session, Device], None] | None = None,
     ) -> None:
         self._sessions = sessions
+        self._on_gateway_online = on_gateway_online
         self._interval = interval
         self._pending: dict[tuple[str, str], tuple[bool, datetime]] = {}
         self._lock = threading.Lock()
@@ -104,6 +111,8 @@ class Presence:
             return
         with self._sessions.begin() as session:
             for (centre, device), (online, seen) in pending.items():
+                if online and self._on_gateway_online is not None:
+                    self._maybe_seed(session, centre, device)
                 session.execute(
                     update(Device)
                     .where(Device.id == device, Device.centre_id == centre)
@@ -116,3 +125,19 @@ class Presence:
                         .values(status="active")
                     )
         self.applied += len(pending)
+
+    def _maybe_seed(self, session: Session, centre: str, device_id: str) -> None:
+        device = session.get(Device, device_id)
+        if (
+            device is None
+            or device.centre_id != centre
+            or device.kind != DeviceKind.GATEWAY.value
+            or device.online
+        ):
+            return
+        assert self._on_gateway_online is not None
+        try:
+            self._on_gateway_online(session, device)
+            log.info("event=gateway_online_resync centre=%s gateway=%s", centre, device_id)
+        except BrokerUnavailable:  # logged; tried again when the gateway next comes online
+            log.exception("event=gateway_resync_failed centre=%s gateway=%s", centre, device_id)

@@ -171,8 +171,10 @@ class Gateway:
             self.dynsec.on_local_connect(client, props)
 
     def _on_central_connect(self, client: mqtt.Client, props: Properties | None) -> None:
-        self.uplink.on_connect(client, props)
+        # Subscribe before the birth message: the API answers a gateway's birth by
+        # re-sending its centre's credentials, which must find the subscription.
         self.downlink.on_connect(client, props)
+        self.uplink.on_connect(client, props)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
