@@ -77,6 +77,7 @@ class Worker:
             retry_initial_s=settings.retry_initial_s,
             retry_max_s=settings.retry_max_s,
         )
+        self.metrics.subscribed.set_function(lambda: float(self.subscriber.subscribed))
         self._slots = threading.Semaphore(settings.write_concurrency)
         self._local = threading.local()
         self._writers: list[Writer] = []
