@@ -161,7 +161,7 @@ class Worker:
 
     def run(self) -> int:
         s = self.settings
-        self.metrics.serve(s.metrics_port)
+        self.metrics.serve(s.metrics_port, s.metrics_addr)
         self.subscriber.start()
         log.info(kv("ingest_started", client_id=s.client_id, writer=s.writer, influx=s.influx_url))
         next_pipeline = time.monotonic() + s.pipeline_interval_s
