@@ -155,12 +155,12 @@ class Subscriber:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
         if topic.endswith(STATE_SUFFIX):
-            self._state(topic, msg.payload)
+            self._state(topic, bytes(msg.payload))
             if msg.qos:
                 client.ack(msg.mid, msg.qos)
             return
         ack = Ack(msg.mid, msg.qos, self.generation) if msg.qos else None
-        self.inbound.put(Inbound(topic, msg.payload, ack))
+        self.inbound.put(Inbound(topic, bytes(msg.payload), ack))
 
     def _state(self, topic: str, payload: bytes) -> None:
         try:
