@@ -77,6 +77,7 @@ class Worker:
             retry_initial_s=settings.retry_initial_s,
             retry_max_s=settings.retry_max_s,
         )
+        self.metrics.subscribed.set_function(lambda: float(self.subscriber.subscribed))
         self._slots = threading.Semaphore(settings.write_concurrency)
         self._local = threading.local()
         self._writers: list[Writer] = []
@@ -160,7 +161,7 @@ class Worker:
 
     def run(self) -> int:
         s = self.settings
-        self.metrics.serve(s.metrics_port)
+        self.metrics.serve(s.metrics_port, s.metrics_addr)
         self.subscriber.start()
         log.info(kv("ingest_started", client_id=s.client_id, writer=s.writer, influx=s.influx_url))
         next_pipeline = time.monotonic() + s.pipeline_interval_s

@@ -44,6 +44,11 @@ class IngestMetrics:
         self.unacked = Gauge(
             "gramlink_ingest_unacked", "messages received and not yet acknowledged", registry=r
         )
+        self.subscribed = Gauge(
+            "gramlink_ingest_subscribed",
+            "1 while connected with the subscriptions granted",
+            registry=r,
+        )
         self.last_message = time.monotonic()
         self.started = time.monotonic()
         Gauge(

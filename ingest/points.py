@@ -193,12 +193,13 @@ class PointBuilder:
         now_ms: int,
         out: list[str],
     ) -> None:
-        metrics = reading.metrics
-        if metrics is not None and getattr(metrics, "patient_id", None) is not None:
+        values = reading.__dict__  # plain dict reads: pydantic's __getattr__ is slow on a miss
+        metrics = values["metrics"]
+        if metrics is not None and metrics.__dict__.get("patient_id") is not None:
             detail = "a raw patient_id reached central (the gateway must pseudonymise it)"
             self._refuse_source(out, Reason.PATIENT_ID, detail, topic, centre, device, source)
             return
-        ts = reading.ts
+        ts = values["ts"]
         if ts < now_ms - self._max_age_ms:
             detail = f"ts {ts} older than {self._max_age_ms // 1000} s"
             self._refuse_source(out, Reason.TS_PAST, detail, topic, centre, device, source)
@@ -208,7 +209,7 @@ class PointBuilder:
             self._refuse_source(out, Reason.TS_FUTURE, detail, topic, centre, device, source)
             return
         model = self._models.get(centre, device)
-        measurement = MEASUREMENTS[reading.kind]
+        measurement = MEASUREMENTS[values["kind"]]
         key = (measurement, centre, device, model)
         prefix = self._prefixes.get(key)
         if prefix is None:
@@ -217,13 +218,14 @@ class PointBuilder:
             prefix = f"{measurement},centre={centre},device={device},model={_escape_tag(model)} "
             self._prefixes[key] = prefix
         fields = "" if metrics is None else format_fields(metrics)
-        name = getattr(reading, "name", None)
+        name = values.get("name")
         if name is not None:  # an event
             extra = f"event={_string_field(name)}"
-            if reading.detail:
-                extra += f",detail={_string_field(json.dumps(reading.detail, sort_keys=True))}"
+            detail = values.get("detail")
+            if detail:
+                extra += f",detail={_string_field(json.dumps(detail, sort_keys=True))}"
             fields = f"{fields},{extra}" if fields else extra
-        seq = reading.seq
+        seq = values["seq"]
         sep = "," if fields else ""
         out.append(f"{prefix}{fields}{sep}seq={seq}i {storage_time_ns(ts, seq)}")
 

@@ -81,7 +81,7 @@ def init_v1(
     changed: list[str] = []
     try:
         ql.run(f"CREATE DATABASE {_q(db)}")
-        existing = {}
+        existing: dict[str, dict] = {}  # type: ignore[type-arg]
         for result in ql.run(f"SHOW RETENTION POLICIES ON {_q(db)}"):
             for series in result.get("series", []):
                 cols = series["columns"]
@@ -91,17 +91,17 @@ def init_v1(
         for name, days, default in ((RAW_RP, raw_days, True), (ROLLUP_RP, rollup_days, False)):
             want = f"{days * 24}h0m0s"
             suffix = " DEFAULT" if default else ""
-            row = existing.get(name)
-            if row is None:
+            found = existing.get(name)
+            if found is None:
                 ql.run(
                     f"CREATE RETENTION POLICY {_q(name)} ON {_q(db)} "
                     f"DURATION {days}d REPLICATION 1{suffix}"
                 )
                 changed.append(f"created retention policy {name} ({days} d)")
-            elif row["duration"] != want or (default and not row["default"]):
+            elif found["duration"] != want or (default and not found["default"]):
                 ql.run(f"ALTER RETENTION POLICY {_q(name)} ON {_q(db)} DURATION {days}d{suffix}")
                 changed.append(f"altered retention policy {name} ({days} d)")
-        cqs = set()
+        cqs: set[str] = set()
         for result in ql.run("SHOW CONTINUOUS QUERIES"):
             for series in result.get("series", []):
                 if series.get("name") == db:

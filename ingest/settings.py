@@ -58,6 +58,7 @@ class IngestSettings(BaseSettings):
     model_cache_size: int = Field(100_000, ge=100)
 
     metrics_port: int = Field(9108, ge=0, le=65_535)
+    metrics_addr: str = "127.0.0.1"
     pipeline_interval_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -59,6 +59,7 @@ class Subscriber:
         self.fatal: str | None = None
         self.generation = 0
         self.down_since: float | None = time.monotonic()
+        self.subscribed = False
         self._lock = threading.Lock()
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -73,6 +74,7 @@ class Subscriber:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
 
     def filters(self) -> list[tuple[str, SubscribeOptions]]:
@@ -136,19 +138,29 @@ class Subscriber:
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
     ) -> None:
         with self._lock:
+            self.subscribed = False
             if self.down_since is None:
                 self.down_since = time.monotonic()
         log.warning(kv("mqtt_disconnected", reason=str(rc), client_id=self.settings.client_id))
 
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, codes: list[Any], props: Any
+    ) -> None:
+        refused = [str(code) for code in codes if code.is_failure]
+        if refused:
+            self.fatal = f"MQTT broker refused the subscriptions: {', '.join(refused)}"
+            return
+        self.subscribed = True
+
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
         if topic.endswith(STATE_SUFFIX):
-            self._state(topic, msg.payload)
+            self._state(topic, bytes(msg.payload))
             if msg.qos:
                 client.ack(msg.mid, msg.qos)
             return
         ack = Ack(msg.mid, msg.qos, self.generation) if msg.qos else None
-        self.inbound.put(Inbound(topic, msg.payload, ack))
+        self.inbound.put(Inbound(topic, bytes(msg.payload), ack))
 
     def _state(self, topic: str, payload: bytes) -> None:
         try:

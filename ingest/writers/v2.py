@@ -37,7 +37,10 @@ class V2Writer:
     def write(self, body: bytes) -> None:
         try:
             self._api.write(
-                bucket=self._bucket, org=self._org, record=body, write_precision=WritePrecision.NS
+                bucket=self._bucket,
+                org=self._org,
+                record=body,
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]
             )
         except ApiException as exc:
             status = int(exc.status or 0)

@@ -61,7 +61,7 @@ class ThreadWorker:
         wait_for(self._subscribed, 10, "worker connected")
 
     def _subscribed(self) -> bool:
-        return self.worker.subscriber.connected
+        return self.worker.subscriber.subscribed
 
     def _run(self) -> None:
         self.exit_code = self.worker.run()
@@ -119,7 +119,7 @@ class ProcessWorker:
         return None
 
     def wait_ready(self) -> None:
-        wait_for(lambda: self.metric("gramlink_ingest_messages_total") is not None, 20, "worker up")
+        wait_for(lambda: self.metric("gramlink_ingest_subscribed") == 1.0, 20, "worker subscribed")
 
     def kill(self) -> None:
         self.proc.kill()

@@ -50,6 +50,9 @@ def test_v2_writer_stores_the_same_points_as_v1(mosquitto, influx, start_worker)
             q = f"SELECT * FROM \"{measurement}\" WHERE centre='{centre}'"
             one = rows(influx, q)
             two = rows(influx, q.replace("FROM ", f'FROM "{v2_db}"."autogen".'))
+            # other tests' points add columns (null here) to the shared database
+            one = [{k: v for k, v in r.items() if v is not None} for r in one]
+            two = [{k: v for k, v in r.items() if v is not None} for r in two]
             return one, two
 
         wait_for(lambda: [len(x) for x in both("power")] == [n, n], 30, "power in both")

@@ -1,0 +1,368 @@
+"""Ingest benchmark: ``.venv/bin/python -m bench.ingest``.
+
+All in one run, on its own Mosquitto and InfluxDB (temporary directory):
+(a) the broker's ceiling: one C subscriber (mosquitto_sub -q 1 -C N) draining
+    the same pre-loaded stream of single QoS 1 readings, counting;
+(b) InfluxDB's ceiling: pre-built line protocol in 5,000-line batches straight
+    to /write, two connections (as ingest uses by default);
+(c) GramLink ingest end to end (``python -m gramlink ingest`` as a process),
+    counted in InfluxDB at the end; once with gateway batch envelopes (500
+    readings each), once with one reading per QoS 1 message.
+
+The publisher must not be the bottleneck, and on 2 cores it would compete with
+the consumer for CPU: so every consumer first makes its persistent session, is
+stopped, the pre-built messages are published into its session queue at the
+broker, and the consumer is started and timed from its first message to the
+last reading stored. (mosquitto_pub -l at QoS 1 was tried first: Mosquitto
+2.0.11's client exits at end of input with messages still in flight and lost
+most of them, so it is not used.)
+Reports readings/s, CPU seconds per 100k readings and peak RSS of the consumer
+process (mosquitto_sub / influxd / the ingest worker), write latency p50/p99,
+and (c) as a ratio of min(a, b). Zero lost is checked, not assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+
+from contract.codec import encode_batch_parts
+from gramlink.services import InfluxService, MosquittoService
+from gramlink.services.process import free_port
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    name: str
+    readings: int
+    seconds: float
+    cpu_s: float
+    rss_mb: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    lost: int | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.readings / self.seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reading_json(seq: int, ts: int) -> bytes:
+    return (
+        b'{"v":1,"kind":"power","ts":%d,"seq":%d,"metrics":{"pv_power_w":%d.5,'
+        b'"battery_soc_pct":%d.0,"battery_voltage_v":12.7,"grid_present":true}}'
+        % (ts, seq, seq % 900, seq % 100)
+    )
+
+
+def single_messages(centre: str, n: int, ts0: int, devices: int = 10) -> list[tuple[str, bytes]]:
+    return [
+        (
+            f"gl/v1/{centre}/pw-{i % devices}/telemetry",
+            reading_json(i // devices, ts0 + i // devices),
+        )
+        for i in range(n)
+    ]
+
+
+def preload(broker: MosquittoService, messages: list[tuple[str, bytes]]) -> None:
+    """Publish at QoS 1 and wait for every PUBACK (not timed)."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"bench-pub-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
+    client.username_pw_set(broker.admin_user, broker.admin_password)
+    client.max_inflight_messages_set(1000)
+    client.connect(broker.bind, broker.port)
+    client.loop_start()
+    for start in range(0, len(messages), 20_000):  # packet ids wrap at 65,535
+        infos = [client.publish(t, p, qos=1) for t, p in messages[start : start + 20_000]]
+        for info in infos:
+            info.wait_for_publish(300)
+    client.disconnect()
+    client.loop_stop()
+
+
+def broker_ceiling(broker: MosquittoService, n: int) -> Result:
+    centre = "bench-a"
+    sub_id = f"bench-sub-{uuid.uuid4().hex[:6]}"
+    base = [
+        "mosquitto_sub", "-h", broker.bind, "-p", str(broker.port),
+        "-u", broker.admin_user, "-P", broker.admin_password,
+        "-q", "1", "-c", "-i", sub_id, "-x", "600", "-t", f"gl/v1/{centre}/+/telemetry",
+    ]  # fmt: skip
+    subprocess.run(  # makes the session; "Timed out" after 1 s is the expected end
+        [*base, "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+    )
+    preload(broker, single_messages(centre, n, int(time.time() * 1000) - 3_600_000))
+    start = time.perf_counter()
+    with open(os.devnull, "wb") as devnull:
+        sub = subprocess.Popen([*base, "-C", str(n)], stdout=devnull)
+    _, status, usage = os.wait4(sub.pid, 0)
+    elapsed = time.perf_counter() - start
+    sub.returncode = os.waitstatus_to_exitcode(status)
+    if sub.returncode != 0:
+        raise RuntimeError(f"mosquitto_sub exited with {sub.returncode}")
+    return Result(
+        "(a) broker: queued single QoS 1 readings to mosquitto_sub",
+        n,
+        elapsed,
+        usage.ru_utime + usage.ru_stime,
+        0.0,  # ru_maxrss of a child forked from this big process is not its own: not shown
+    )
+
+
+def influx_ceiling(influx: InfluxService, n: int, batch: int = 5000) -> Result:
+    now_ns = time.time_ns() - 3_600 * 10**9
+    bodies = []
+    for b in range(n // batch):
+        lines = [
+            f"power,centre=bench-b,device=pw-{i % 100},model=m pv_power_w={i % 900}.5,"
+            f"battery_soc_pct={i % 100}.0,battery_voltage_v=12.7,grid_present=true,seq={i}i "
+            f"{now_ns + i * 1000}"
+            for i in range(b * batch, (b + 1) * batch)
+        ]
+        bodies.append("\n".join(lines).encode())
+    pid = influx.process.pid
+    assert pid is not None
+    cpu0 = cpu_seconds(pid)
+    latencies: list[float] = []
+    params = {"db": influx.database, "precision": "ns"}
+    auth = (influx.admin_user, influx.admin_password)
+
+    def post_all(part: list[bytes]) -> None:
+        with httpx.Client(base_url=influx.url, params=params, auth=auth, timeout=60) as client:
+            for body in part:
+                t0 = time.perf_counter()
+                client.post("/write", content=body).raise_for_status()
+                latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(post_all, [bodies[0::2], bodies[1::2]]))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return Result(
+        "(b) InfluxDB: 5,000-line batches to /write, 2 connections",
+        len(bodies) * batch,
+        elapsed,
+        cpu_seconds(pid) - cpu0,
+        peak_rss_mb(pid),
+        latencies[len(latencies) // 2] * 1000,
+        latencies[int(len(latencies) * 0.99)] * 1000,
+    )
+
+
+class WorkerProcess:
+    def __init__(
+        self, broker: MosquittoService, influx: InfluxService, log: Path, client_id: str
+    ) -> None:
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update(
+            {
+                "GRAMLINK_INGEST_MQTT_URL": f"mqtt://{broker.bind}:{broker.port}",
+                "GRAMLINK_INGEST_MQTT_USERNAME": broker.admin_user,
+                "GRAMLINK_INGEST_MQTT_PASSWORD": broker.admin_password,
+                "GRAMLINK_INGEST_INFLUX_URL": influx.url,
+                "GRAMLINK_INGEST_INFLUX_DATABASE": influx.database,
+                "GRAMLINK_INGEST_INFLUX_USERNAME": influx.admin_user,
+                "GRAMLINK_INGEST_INFLUX_PASSWORD": influx.admin_password,
+                "GRAMLINK_INGEST_CLIENT_ID": client_id,
+                # a group of its own: an offline member of a shared subscription
+                # still gets its share queued (Mosquitto), see docs/ingest.md
+                "GRAMLINK_INGEST_SHARE_GROUP": client_id,
+                "GRAMLINK_INGEST_METRICS_PORT": str(self.port),
+                "GRAMLINK_INGEST_PIPELINE_INTERVAL_S": "0",
+                "GRAMLINK_INGEST_LOG_LEVEL": "warning",
+            }
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gramlink", "ingest"],
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while (self.metrics() or {}).get("gramlink_ingest_subscribed") != 1.0:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"ingest worker did not start; see {log}")
+            time.sleep(0.1)
+
+    def metrics(self) -> dict[str, float] | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return None
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def latency_ms(self, q: float) -> float | None:
+        m = self.metrics() or {}
+        buckets = sorted(
+            (float(k.split('le="')[1].rstrip('"}')), v)
+            for k, v in m.items()
+            if k.startswith("gramlink_ingest_write_seconds_bucket") and "+Inf" not in k
+        )
+        total = m.get("gramlink_ingest_write_seconds_count", 0)
+        for bound, cumulative in buckets:
+            if total and cumulative >= q * total:
+                return bound * 1000
+        return None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def count(influx: InfluxService, centre: str) -> int:
+    body = influx.query(
+        f"SELECT count(seq) FROM power WHERE centre='{centre}'", database=influx.database
+    )
+    series = body["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def ingest_run(
+    broker: MosquittoService, influx: InfluxService, tmp: Path, n: int, envelopes: bool
+) -> Result:
+    centre = f"bench-c-{uuid.uuid4().hex[:6]}"
+    ts0 = int(time.time() * 1000) - 3_600_000
+    per_env = 500
+    if envelopes:
+        records = [
+            ("telemetry", f"pw-{i % 100}", reading_json(i // 100, ts0 + i // 100), ts0)
+            for i in range(n)
+        ]
+        messages = [
+            (
+                f"gl/v1/{centre}/gw-1/_gateway/batch",
+                encode_batch_parts("gw-1", k, records[k : k + per_env]),
+            )
+            for k in range(0, n, per_env)
+        ]
+    else:
+        messages = single_messages(centre, n, ts0)
+    client_id = f"bench-{uuid.uuid4().hex[:6]}"
+    WorkerProcess(broker, influx, tmp / "worker.log", client_id).stop()  # makes the session
+    preload(broker, messages)
+    worker = WorkerProcess(broker, influx, tmp / "worker.log", client_id)
+    pid = worker.proc.pid
+    deadline = time.monotonic() + 600
+    while not (worker.metrics() or {}).get("gramlink_ingest_messages_total"):
+        time.sleep(0.01)
+    start = time.perf_counter()
+    cpu0 = cpu_seconds(pid)
+    last_report = time.monotonic()
+    while True:
+        written = (worker.metrics() or {}).get("gramlink_ingest_points_written_total", 0)
+        if written >= n or time.monotonic() > deadline:
+            break
+        if time.monotonic() - last_report > 5:
+            print(f"    ... {int(written):,} / {n:,} written", flush=True)
+            last_report = time.monotonic()
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - start
+    cpu = cpu_seconds(pid) - cpu0
+    rss = peak_rss_mb(pid)
+    p50, p99 = worker.latency_ms(0.5), worker.latency_ms(0.99)
+    worker.stop()
+    stored = count(influx, centre)
+    name = (
+        "(c) ingest: gateway envelopes (500 readings)"
+        if envelopes
+        else "(c) ingest: one reading per QoS 1 message"
+    )
+    return Result(name, n, elapsed, cpu, rss, p50, p99, lost=n - stored)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--broker-messages", type=int, default=200_000)
+    parser.add_argument("--influx-points", type=int, default=500_000)
+    parser.add_argument("--envelope-readings", type=int, default=300_000)
+    parser.add_argument("--single-readings", type=int, default=150_000)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    broker = MosquittoService(tmp / "mosquitto", free_port(), secrets.token_urlsafe(16))
+    influx = InfluxService(tmp / "influxdb", free_port(), secrets.token_urlsafe(16))
+    results: list[Result] = []
+    try:
+        print(f"starting mosquitto and influxdb under {tmp} ...", flush=True)
+        broker.start()
+        influx.start()
+        print(f"(a) broker ceiling, {args.broker_messages:,} messages ...", flush=True)
+        results.append(broker_ceiling(broker, args.broker_messages))
+        print(f"(b) InfluxDB ceiling, {args.influx_points:,} points ...", flush=True)
+        results.append(influx_ceiling(influx, args.influx_points))
+        print(f"(c) ingest with envelopes, {args.envelope_readings:,} readings ...", flush=True)
+        results.append(ingest_run(broker, influx, tmp, args.envelope_readings, True))
+        print(f"(c) ingest, one per message, {args.single_readings:,} readings ...", flush=True)
+        results.append(ingest_run(broker, influx, tmp, args.single_readings, False))
+    finally:
+        influx.stop()
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    ceiling = min(results[0].rate, results[1].rate)
+    print()
+    print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}")
+    header = (
+        "| run | readings | readings/s | CPU s / 100k | peak RSS MB "
+        "| write p50 ms | write p99 ms | ratio to min(a,b) | lost |"
+    )
+    print(header)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        ratio = f"{r.rate / ceiling:.0%}" if r.name.startswith("(c)") else "-"
+        print(
+            f"| {r.name} | {r.readings:,} | {r.rate:,.0f} | {r.cpu_s / r.readings * 1e5:.2f} "
+            f"| {fmt(r.rss_mb or None, '.0f')} | {fmt(r.p50_ms, '.0f')} | {fmt(r.p99_ms, '.0f')} "
+            f"| {ratio} | {fmt(r.lost, 'd')} |"
+        )
+    lost = [r for r in results if r.lost]
+    if lost:
+        print("READINGS LOST in: " + ", ".join(r.name for r in lost))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
