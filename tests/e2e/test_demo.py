@@ -69,7 +69,21 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
         assert centres == {"hub", "spoke1"}
         text = Path(out.name).read_text()
         assert f"API docs      http://127.0.0.1:{api_port}/docs" in text
-        assert re.search(r"admin token   glt_\S+", text)
+        token = re.search(r"admin token   (glt_\S+)", text)
+        assert token is not None
+
+        # What ingest wrote is what the API reads back, through the device's registry entry.
+        latest = httpx.get(
+            f"http://127.0.0.1:{api_port}/v1/devices/spoke1-pwr1/telemetry/latest",
+            headers={"authorization": f"Bearer {token.group(1)}"},
+        )
+        assert latest.status_code == 200, latest.text
+        body = latest.json()
+        assert body["measurement"] == "power"
+        assert body["centre_id"] == "spoke1"
+        (reading,) = body["readings"]
+        assert 0 <= reading["values"]["battery_soc_pct"] <= 100
+        assert isinstance(reading["values"]["seq"], int)
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(120)
