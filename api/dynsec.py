@@ -79,7 +79,8 @@ class DynsecClient:
         self._client.max_inflight_messages_set(100)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(0.2, 10)
+        # paho annotates ints, but the delays are plain seconds and sub-second ones work.
+        self._client.reconnect_delay_set(0.2, 10)  # type: ignore[arg-type]
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._subscribed = threading.Event()
@@ -115,7 +116,9 @@ class DynsecClient:
         with self._lock:
             for answer in responses:
                 key = answer.get("correlationData") if isinstance(answer, dict) else None
-                pending = self._pending.pop(key, None) if isinstance(key, str) else None
+                if not isinstance(key, str):
+                    continue
+                pending = self._pending.pop(key, None)
                 if pending is None:
                     continue
                 pending.answers[key] = answer

@@ -62,7 +62,8 @@ class Presence:
         self._client.username_pw_set(username, password)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(0.5, 30)
+        # paho annotates ints, but the delays are plain seconds and sub-second ones work.
+        self._client.reconnect_delay_set(0.5, 30)  # type: ignore[arg-type]
         self._host, self._port = host, port
         self._worker = threading.Thread(target=self._run, name="presence-writer", daemon=True)
 
@@ -85,7 +86,7 @@ class Presence:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             topic = Topic.parse(msg.topic)
-            state = decode(Channel.STATE, msg.payload)
+            state = decode(Channel.STATE, bytes(msg.payload))
         except (TopicError, DecodeError) as exc:
             self.invalid += 1
             log.warning("event=bad_state topic=%s error=%s", msg.topic[:120], exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -31,7 +31,17 @@ class Status(StrEnum):
     DECOMMISSIONED = "decommissioned"
 
 
-DeviceOnlyKind = Literal[tuple(k.value for k in DeviceKind if k is not DeviceKind.GATEWAY)]  # type: ignore[valid-type]
+# Every DeviceKind except GATEWAY, in DeviceKind's order (spelled out so mypy can check it;
+# tests/api/test_schemas.py keeps it in step with contract.metrics.DeviceKind).
+DeviceOnlyKind: TypeAlias = Literal[
+    "router",
+    "power",
+    "bp_monitor",
+    "pulse_oximeter",
+    "thermometer",
+    "glucometer",
+    "weighing_scale",
+]
 
 
 class Strict(BaseModel):

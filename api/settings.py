@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -69,7 +69,7 @@ class ApiSettings(BaseSettings):
 
 def describe(exc: Exception) -> str:
     """One line naming the first setting at fault (never its value)."""
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
     if not errors:
         return str(exc).splitlines()[0]
     first = errors[0]

@@ -94,7 +94,7 @@ class RelayCounter:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with suppress(DecodeError):
-            self.records += len(decode_batch(msg.payload).records)
+            self.records += len(decode_batch(bytes(msg.payload)).records)
 
     def close(self) -> None:
         self.client.disconnect()

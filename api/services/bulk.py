@@ -100,10 +100,11 @@ def _parse(reader: csv.DictReader[str], max_rows: int) -> Parsed:
             "firmware_version": clean.get("firmware_version"),
         }
         try:
+            device: DeviceCreate | GatewayCreate
             if clean.get("kind") == DeviceKind.GATEWAY.value:
-                device: DeviceCreate | GatewayCreate = GatewayCreate(**common)
+                device = GatewayCreate.model_validate(common)
             else:
-                device = DeviceCreate(**common, kind=clean.get("kind", ""))
+                device = DeviceCreate.model_validate({**common, "kind": clean.get("kind", "")})
         except ValidationError as exc:
             errors += _errors(number, exc)
             continue
@@ -138,33 +139,34 @@ def provision_csv(
     max_rows: int,
 ) -> BulkResult:
     numbered, new_centres, errors = parse(text, max_rows)
-    devices = [device for _, device in numbered]
-    ids = [d.id for d in devices]
+    specs = [spec for _, spec in numbered]
+    ids = [s.id for s in specs]
     existing: set[str] = set()
     for start in range(0, len(ids), 900):
         existing |= set(
             session.scalars(select(Device.id).where(Device.id.in_(ids[start : start + 900])))
         )
-    centre_ids = {d.centre_id for d in devices}
+    centre_ids = {s.centre_id for s in specs}
     known = {c.id: c for c in session.scalars(select(Centre).where(Centre.id.in_(centre_ids)))}
     for centre_id in list(new_centres):
         if centre_id in known:
             del new_centres[centre_id]  # exists already: the row's centre columns are ignored
-    row_of = {device.id: number for number, device in numbered}
+    row_of = {spec.id: number for number, spec in numbered}
     centre_row: dict[str, int] = {}
-    for number, device in numbered:
-        centre_row.setdefault(device.centre_id, number)
-    for device in devices:
-        number = row_of.get(device.id, 0)
-        if device.id in existing:
+    for number, spec in numbered:
+        centre_row.setdefault(spec.centre_id, number)
+    for spec in specs:
+        number = row_of.get(spec.id, 0)
+        if spec.id in existing:
             errors.append({"row": number, "field": "device_id", "message": "exists already"})
-        if device.centre_id not in known and device.centre_id not in new_centres:
+        if spec.centre_id not in known and spec.centre_id not in new_centres:
             errors.append({"row": number, "field": "centre_id", "message": "unknown centre"})
-    for centre in new_centres.values():
-        if centre.hub_id and centre.hub_id not in known and centre.hub_id not in new_centres:
+    for centre_spec in new_centres.values():
+        hub_id = centre_spec.hub_id
+        if hub_id and hub_id not in known and hub_id not in new_centres:
             errors.append(
                 {
-                    "row": centre_row.get(centre.id, 0),
+                    "row": centre_row.get(centre_spec.id, 0),
                     "field": "hub_id",
                     "message": "unknown hub centre",
                 }
@@ -177,17 +179,17 @@ def provision_csv(
             rows=errors[:1000],
         )
     centres = dict(known)
-    for body in sorted(new_centres.values(), key=lambda c: c.hub_id is not None):
-        centre = Centre(**body.model_dump(), key_version=key_version)
+    for centre_spec in sorted(new_centres.values(), key=lambda c: c.hub_id is not None):
+        centre = Centre(**centre_spec.model_dump(), key_version=key_version)
         session.add(centre)
         centres[centre.id] = centre
-        record(session, actor, "centre.create", "centre", centre.id, None, body.model_dump())
+        record(session, actor, "centre.create", "centre", centre.id, None, centre_spec.model_dump())
     session.flush()
-    rows = []
-    for body in devices:
-        kind = body.kind if isinstance(body, DeviceCreate) else DeviceKind.GATEWAY.value
+    rows: list[Device] = []
+    for spec in specs:
+        kind = spec.kind if isinstance(spec, DeviceCreate) else DeviceKind.GATEWAY.value
         device = Device(
-            **body.model_dump(exclude={"kind"}),
+            **spec.model_dump(exclude={"kind"}),
             kind=kind,
             status=Status.PROVISIONED.value,
             credential_version=1,
