@@ -26,6 +26,7 @@ $(BIN)/.installed: pyproject.toml
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: deps $(BIN)/.installed lint
 	$(BIN)/pytest
