@@ -1,9 +1,9 @@
-"""MQTT v5 packets for the load-test client (:mod:`firmware_sim.rawlink`): build and parse.
+"""MQTT v5 packets for the raw clients (the simulator's publisher, ingest's consumer).
 
-Only what a publisher needs: CONNECT (login, Last Will with Will Delay, session
-expiry), CONNACK, PUBLISH (QoS 0/1, out and in), PUBACK, SUBSCRIBE/SUBACK,
-PINGREQ/PINGRESP, DISCONNECT. Pure functions over bytes, no sockets, so the
-hot path (``publish_packet``) stays a handful of byte operations.
+What a publisher and a consumer need: CONNECT (login, Last Will with Will
+Delay, session expiry, Receive Maximum), CONNACK, PUBLISH (QoS 0/1, out and in,
+with properties), PUBACK, SUBSCRIBE/SUBACK, PINGREQ/PINGRESP, DISCONNECT. Pure
+functions over bytes, no sockets, so the hot paths stay a handful of byte operations.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Final
 
-from firmware_sim.errors import ProtocolError
+
+class ProtocolError(ValueError):
+    """Bytes from the broker that are not valid MQTT v5: drop the connection and reconnect."""
+
 
 CONNECT: Final = 0x10
 CONNACK: Final = 0x20
