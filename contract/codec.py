@@ -199,7 +199,7 @@ class BatchReadings(NamedTuple):
 
 def _metrics_empty(reading: dict[str, Any]) -> bool:
     metrics = reading.get("metrics")
-    return metrics is not None and all(value is None for value in metrics.values())
+    return metrics is not None and list(metrics.values()).count(None) == len(metrics)
 
 
 def _reading_dict(reading: Telemetry[Any, Any] | Event[Any, Any]) -> dict[str, Any]:
