@@ -24,7 +24,7 @@ _CONFIG: Final = ConfigDict(strict=True, extra="forbid")
 
 
 def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
-    cls = TypedDict(name, fields)  # type: ignore[operator]
+    cls = TypedDict(name, fields)  # type: ignore[misc]
     cls.__pydantic_config__ = _CONFIG  # type: ignore[attr-defined]
     return cls
 
