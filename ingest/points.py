@@ -181,8 +181,8 @@ class PointBuilder:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
         centre = where.centre
-        for record, exc in batch.refused:
-            self._refuse_record(out, exc.reason.value, exc.detail, topic, centre, record)
+        for record, error in batch.refused:
+            self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
         reading = self._reading
         for _, device, values in batch.readings:
             reading(centre, device, values, topic, values, now_ms, out)
@@ -230,9 +230,9 @@ class PointBuilder:
         name = values.get("name")
         if name is not None:  # an event
             extra = f"event={_string_field(name)}"
-            detail = values.get("detail")
-            if detail:
-                extra += f",detail={_string_field(json.dumps(detail, sort_keys=True))}"
+            event_detail = values.get("detail")
+            if event_detail:
+                extra += f",detail={_string_field(json.dumps(event_detail, sort_keys=True))}"
             fields = f"{fields},{extra}" if fields else extra
         seq = values["seq"]
         sep = "," if fields else ""
