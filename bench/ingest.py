@@ -389,6 +389,7 @@ def main() -> int:
 
     ceilings = [r.rate for r in results if r.name[:3] in ("(a)", "(b)")]
     ceiling = min(ceilings) if len(ceilings) == 2 else None
+    influx_rate = next((r.rate for r in results if r.name.startswith("(b)")), None)
     print()
     print(
         f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}; "
@@ -396,16 +397,17 @@ def main() -> int:
     )
     header = (
         "| run | readings | readings/s | CPU s / 100k | peak RSS MB "
-        "| write p50 ms | write p99 ms | ratio to min(a,b) | lost |"
+        "| write p50 ms | write p99 ms | ratio to min(a,b) | ratio to (b) | lost |"
     )
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         ratio = f"{r.rate / ceiling:.0%}" if ceiling and r.name.startswith("(c)") else "-"
+        to_b = f"{r.rate / influx_rate:.0%}" if influx_rate and r.name.startswith("(c)") else "-"
         print(
             f"| {r.name} | {r.readings:,} | {r.rate:,.0f} | {r.cpu_s / r.readings * 1e5:.2f} "
             f"| {fmt(r.rss_mb or None, '.0f')} | {fmt(r.p50_ms, '.0f')} | {fmt(r.p99_ms, '.0f')} "
-            f"| {ratio} | {fmt(r.lost, 'd')} |"
+            f"| {ratio} | {to_b} | {fmt(r.lost, 'd')} |"
         )
     lost = [r for r in results if r.lost]
     if lost:
