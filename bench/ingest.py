@@ -19,6 +19,11 @@ most of them, so it is not used.)
 Reports readings/s, CPU seconds per 100k readings and peak RSS of the consumer
 process (mosquitto_sub / influxd / the ingest worker), write latency p50/p99,
 and (c) as a ratio of min(a, b). Zero lost is checked, not assumed.
+
+``--runs`` picks a subset (for profiling one run with py-spy); ``envelopes2``
+and ``single2`` (not in the default) run (c) with two worker processes sharing
+the load (sums of their CPU and peak RSS; latencies of the first).
+``--client paho`` runs the worker with paho instead of the raw consumer.
 """
 
 from __future__ import annotations
@@ -183,7 +188,12 @@ def influx_ceiling(influx: InfluxService, n: int, batch: int = 5000) -> Result:
 
 class WorkerProcess:
     def __init__(
-        self, broker: MosquittoService, influx: InfluxService, log: Path, client_id: str
+        self,
+        broker: MosquittoService,
+        influx: InfluxService,
+        log: Path,
+        client_id: str,
+        share_group: str | None = None,
     ) -> None:
         self.port = free_port()
         env = dict(os.environ)
@@ -199,7 +209,7 @@ class WorkerProcess:
                 "GRAMLINK_INGEST_CLIENT_ID": client_id,
                 # a group of its own: an offline member of a shared subscription
                 # still gets its share queued (Mosquitto), see docs/ingest.md
-                "GRAMLINK_INGEST_SHARE_GROUP": client_id,
+                "GRAMLINK_INGEST_SHARE_GROUP": share_group or client_id,
                 "GRAMLINK_INGEST_METRICS_PORT": str(self.port),
                 "GRAMLINK_INGEST_PIPELINE_INTERVAL_S": "0",
                 "GRAMLINK_INGEST_LOG_LEVEL": "warning",
@@ -256,7 +266,12 @@ def count(influx: InfluxService, centre: str) -> int:
 
 
 def ingest_run(
-    broker: MosquittoService, influx: InfluxService, tmp: Path, n: int, envelopes: bool
+    broker: MosquittoService,
+    influx: InfluxService,
+    tmp: Path,
+    n: int,
+    envelopes: bool,
+    workers: int = 1,
 ) -> Result:
     centre = f"bench-c-{uuid.uuid4().hex[:6]}"
     ts0 = int(time.time() * 1000) - 3_600_000
@@ -275,19 +290,25 @@ def ingest_run(
         ]
     else:
         messages = single_messages(centre, n, ts0)
-    client_id = f"bench-{uuid.uuid4().hex[:6]}"
-    WorkerProcess(broker, influx, tmp / "worker.log", client_id).stop()  # makes the session
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    ids = [f"{group}-{k}" for k in range(workers)]
+    log = tmp / "worker.log"
+    for client_id in ids:  # makes the sessions (with several, the broker splits the preload)
+        WorkerProcess(broker, influx, log, client_id, group).stop()
     preload(broker, messages)
-    worker = WorkerProcess(broker, influx, tmp / "worker.log", client_id)
-    pid = worker.proc.pid
+    pool = [WorkerProcess(broker, influx, log, client_id, group) for client_id in ids]
     deadline = time.monotonic() + 600
-    while not (worker.metrics() or {}).get("gramlink_ingest_messages_total"):
+
+    def total(name: str) -> float:
+        return sum((w.metrics() or {}).get(name, 0) for w in pool)
+
+    while not total("gramlink_ingest_messages_total"):
         time.sleep(0.01)
     start = time.perf_counter()
-    cpu0 = cpu_seconds(pid)
+    cpu0 = [cpu_seconds(w.proc.pid) for w in pool]
     last_report = time.monotonic()
     while True:
-        written = (worker.metrics() or {}).get("gramlink_ingest_points_written_total", 0)
+        written = total("gramlink_ingest_points_written_total")
         if written >= n or time.monotonic() > deadline:
             break
         if time.monotonic() - last_report > 5:
@@ -295,16 +316,19 @@ def ingest_run(
             last_report = time.monotonic()
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
-    cpu = cpu_seconds(pid) - cpu0
-    rss = peak_rss_mb(pid)
-    p50, p99 = worker.latency_ms(0.5), worker.latency_ms(0.99)
-    worker.stop()
+    cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(pool, cpu0, strict=True))
+    rss = sum(peak_rss_mb(w.proc.pid) for w in pool)
+    p50, p99 = pool[0].latency_ms(0.5), pool[0].latency_ms(0.99)
+    for w in pool:
+        w.stop()
     stored = count(influx, centre)
     name = (
         "(c) ingest: gateway envelopes (500 readings)"
         if envelopes
         else "(c) ingest: one reading per QoS 1 message"
     )
+    if workers > 1:
+        name += f", {workers} worker processes"
     return Result(name, n, elapsed, cpu, rss, p50, p99, lost=n - stored)
 
 
@@ -318,7 +342,18 @@ def main() -> int:
     parser.add_argument("--influx-points", type=int, default=500_000)
     parser.add_argument("--envelope-readings", type=int, default=300_000)
     parser.add_argument("--single-readings", type=int, default=150_000)
+    parser.add_argument(
+        "--runs",
+        default="a,b,envelopes,single",
+        help="comma-separated subset of a,b,envelopes,single,envelopes2,single2 "
+        "(the last two: two worker processes sharing the load; not in the default)",
+    )
+    parser.add_argument(
+        "--client", choices=["raw", "paho"], default="raw", help="GRAMLINK_INGEST_MQTT_CLIENT"
+    )
     args = parser.parse_args()
+    runs = set(args.runs.split(","))
+    os.environ["GRAMLINK_INGEST_MQTT_CLIENT"] = args.client
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     broker = MosquittoService(tmp / "mosquitto", free_port(), secrets.token_urlsafe(16))
@@ -328,34 +363,51 @@ def main() -> int:
         print(f"starting mosquitto and influxdb under {tmp} ...", flush=True)
         broker.start()
         influx.start()
-        print(f"(a) broker ceiling, {args.broker_messages:,} messages ...", flush=True)
-        results.append(broker_ceiling(broker, args.broker_messages))
-        print(f"(b) InfluxDB ceiling, {args.influx_points:,} points ...", flush=True)
-        results.append(influx_ceiling(influx, args.influx_points))
-        print(f"(c) ingest with envelopes, {args.envelope_readings:,} readings ...", flush=True)
-        results.append(ingest_run(broker, influx, tmp, args.envelope_readings, True))
-        print(f"(c) ingest, one per message, {args.single_readings:,} readings ...", flush=True)
-        results.append(ingest_run(broker, influx, tmp, args.single_readings, False))
+        if "a" in runs:
+            print(f"(a) broker ceiling, {args.broker_messages:,} messages ...", flush=True)
+            results.append(broker_ceiling(broker, args.broker_messages))
+        if "b" in runs:
+            print(f"(b) InfluxDB ceiling, {args.influx_points:,} points ...", flush=True)
+            results.append(influx_ceiling(influx, args.influx_points))
+        if "envelopes" in runs:
+            n = args.envelope_readings
+            print(f"(c) ingest with envelopes, {n:,} readings ...", flush=True)
+            results.append(ingest_run(broker, influx, tmp, n, True))
+        if "single" in runs:
+            n = args.single_readings
+            print(f"(c) ingest, one per message, {n:,} readings ...", flush=True)
+            results.append(ingest_run(broker, influx, tmp, n, False))
+        for run, envelopes in (("envelopes2", True), ("single2", False)):
+            if run in runs:
+                n = args.envelope_readings if envelopes else args.single_readings
+                print(f"(c) ingest, two worker processes, {run}, {n:,} readings ...", flush=True)
+                results.append(ingest_run(broker, influx, tmp, n, envelopes, workers=2))
     finally:
         influx.stop()
         broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    ceiling = min(results[0].rate, results[1].rate)
+    ceilings = [r.rate for r in results if r.name[:3] in ("(a)", "(b)")]
+    ceiling = min(ceilings) if len(ceilings) == 2 else None
+    influx_rate = next((r.rate for r in results if r.name.startswith("(b)")), None)
     print()
-    print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}; "
+        f"load average {os.getloadavg()[0]:.2f}; MQTT client {args.client}"
+    )
     header = (
         "| run | readings | readings/s | CPU s / 100k | peak RSS MB "
-        "| write p50 ms | write p99 ms | ratio to min(a,b) | lost |"
+        "| write p50 ms | write p99 ms | ratio to min(a,b) | ratio to (b) | lost |"
     )
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        ratio = f"{r.rate / ceiling:.0%}" if r.name.startswith("(c)") else "-"
+        ratio = f"{r.rate / ceiling:.0%}" if ceiling and r.name.startswith("(c)") else "-"
+        to_b = f"{r.rate / influx_rate:.0%}" if influx_rate and r.name.startswith("(c)") else "-"
         print(
             f"| {r.name} | {r.readings:,} | {r.rate:,.0f} | {r.cpu_s / r.readings * 1e5:.2f} "
             f"| {fmt(r.rss_mb or None, '.0f')} | {fmt(r.p50_ms, '.0f')} | {fmt(r.p99_ms, '.0f')} "
-            f"| {ratio} | {fmt(r.lost, 'd')} |"
+            f"| {ratio} | {to_b} | {fmt(r.lost, 'd')} |"
         )
     lost = [r for r in results if r.lost]
     if lost:

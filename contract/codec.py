@@ -10,10 +10,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from contract.batch_schema import TYPED_BATCH
 from contract.messages import (
     EVENT,
     TELEMETRY,
@@ -152,8 +153,7 @@ def encode_batch_parts(gw: str, seq: int, records: Iterable[tuple[str, str, byte
     return zlib.compress(head + body + b"]}", BATCH_COMPRESSION_LEVEL)
 
 
-def decode_batch(payload: bytes) -> Batch:
-    """Inflate and validate a gateway envelope (records' payloads not yet validated)."""
+def _inflate(payload: bytes) -> bytes:
     if len(payload) > MAX_BATCH_BYTES:
         raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_BATCH_BYTES}")
     inflater = zlib.decompressobj()
@@ -165,7 +165,12 @@ def decode_batch(payload: bytes) -> Batch:
         raise DecodeError(DecodeReason.TOO_LARGE, f"inflates past {MAX_BATCH_INFLATED_BYTES} bytes")
     if not inflater.eof:
         raise DecodeError(DecodeReason.BAD_COMPRESSION, "truncated zlib stream")
-    batch: Batch = _validate_json(_BATCH, raw)
+    return raw
+
+
+def decode_batch(payload: bytes) -> Batch:
+    """Inflate and validate a gateway envelope (records' payloads not yet validated)."""
+    batch: Batch = _validate_json(_BATCH, _inflate(payload))
     return batch
 
 
@@ -177,3 +182,58 @@ def decode_record(record: BatchRecord) -> Telemetry[Any, Any] | Event[Any, Any]:
     except ValidationError as exc:
         raise _reason(exc, record.p) from None
     return reading
+
+
+class BatchReadings(NamedTuple):
+    """A gateway envelope with every record validated (:func:`decode_batch_readings`)."""
+
+    gw: str
+    seq: int
+    # (channel, device, reading) of the valid records, in order; a reading is a
+    # validated plain dict: the Telemetry/Event fields (optional ones may be
+    # absent or None), ``metrics`` a dict of the metrics present (None values possible)
+    readings: list[tuple[str, str, dict[str, Any]]]
+    # the refused records as received, each with the error decode_record gives it
+    refused: list[tuple[BatchRecord, DecodeError]]
+
+
+def _metrics_empty(reading: dict[str, Any]) -> bool:
+    metrics = reading.get("metrics")
+    return metrics is not None and list(metrics.values()).count(None) == len(metrics)
+
+
+def _reading_dict(reading: Telemetry[Any, Any] | Event[Any, Any]) -> dict[str, Any]:
+    out = dict(reading.__dict__)
+    if out.get("metrics") is not None:
+        out["metrics"] = dict(out["metrics"].__dict__)
+    return out
+
+
+def decode_batch_readings(payload: bytes) -> BatchReadings:
+    """:func:`decode_batch` plus :func:`decode_record` of every record, as plain dicts.
+
+    When every record is valid (the common case) the whole envelope is validated
+    in one pydantic-core pass (``contract.batch_schema``: the same rules as the
+    models). Otherwise the envelope is validated again the slow way to find the
+    refused records with exactly the errors :func:`decode_record` gives them.
+    Raises :class:`DecodeError` for the envelope as :func:`decode_batch` does.
+    """
+    raw = _inflate(payload)
+    try:
+        typed = TYPED_BATCH.validate_json(raw)
+    except (ValidationError, ValueError, TypeError, RecursionError):
+        typed = None
+    if typed is not None:
+        records = typed["records"]
+        if not any(_metrics_empty(r["p"]) for r in records):
+            readings = [(r["ch"], r["dev"], r["p"]) for r in records]
+            return BatchReadings(typed["gw"], typed["seq"], readings, [])
+    batch: Batch = _validate_json(_BATCH, raw)
+    good: list[tuple[str, str, dict[str, Any]]] = []
+    refused: list[tuple[BatchRecord, DecodeError]] = []
+    for record in batch.records:
+        try:
+            good.append((record.ch, record.dev, _reading_dict(decode_record(record))))
+        except DecodeError as exc:
+            refused.append((record, exc))
+    return BatchReadings(batch.gw, batch.seq, good, refused)

@@ -6,7 +6,8 @@ Tree (each says whether retrying can help)::
     ├── ConfigError               permanent: a bad option, seed, id or credentials file
     ├── ConnectError              retryable: the broker did not answer / refused the TCP connect
     │   ├── AuthError             permanent: the broker refused the credentials (CONNACK 0x86/0x87)
-    │   └── ProtocolError         retryable: the broker sent bytes the raw client cannot parse
+    │   (contract.mqtt_wire.ProtocolError: bytes the raw client cannot parse; rawlink.py
+    │    drops the connection and retries)
     └── OtaError                  permanent for that command: download failed, wrong SHA-256
 
 Third-party errors (paho, httpx, OSError) are mapped to these at one boundary
@@ -36,10 +37,6 @@ class AuthError(ConnectError):
     """The broker refused the credentials (permanent: stop, do not retry forever)."""
 
     retryable = False
-
-
-class ProtocolError(ConnectError):
-    """Unparsable bytes from the broker (raw client): the connection is dropped and retried."""
 
 
 class OtaError(SimError):

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from firmware_sim.mqttwire import mark_dup, publish_packet, topic_prefix
+from contract.mqtt_wire import mark_dup, publish_packet, topic_prefix
 
 FLUSH_BYTES: Final = 64 * 1024
 CONTROL_RESERVE: Final = 32  # window slots kept for births, acks, twin echoes (at most 1/4)

@@ -1,7 +1,7 @@
 """A minimal MQTT v5 publisher for per-centre load tests (no paho on the hot path).
 
 paho costs ~16 us per QoS 1 publish plus a ``send()`` per message; here the
-scheduler appends ready-made PUBLISH packets (``mqttwire.publish_packet``) to one
+scheduler appends ready-made PUBLISH packets (``contract.mqtt_wire.publish_packet``) to one
 buffer per connection and writes it in large chunks. The fleet's :class:`NetLoop`
 thread reads CONNACK, PUBACKs, SUBACKs and commands, and sends PINGREQ.
 
@@ -32,11 +32,7 @@ from typing import Final
 
 from contract.codec import DecodeError, decode
 from contract.messages import Command
-from contract.topics import Channel, Topic, TopicError, subscription
-from firmware_sim.devices.base import Device
-from firmware_sim.errors import ProtocolError
-from firmware_sim.link import AUTH_FAILURES, BACKOFF_MAX_S, BACKOFF_MIN_S, CommandSink
-from firmware_sim.mqttwire import (
+from contract.mqtt_wire import (
     CONNACK,
     DISCONNECT,
     DISCONNECT_PACKET,
@@ -44,6 +40,7 @@ from firmware_sim.mqttwire import (
     PUBACK,
     PUBLISH,
     SUBACK,
+    ProtocolError,
     connect_packet,
     parse_connack,
     parse_publish,
@@ -52,6 +49,9 @@ from firmware_sim.mqttwire import (
     subscribe_packet,
     take_pubacks,
 )
+from contract.topics import Channel, Topic, TopicError, subscription
+from firmware_sim.devices.base import Device
+from firmware_sim.link import AUTH_FAILURES, BACKOFF_MAX_S, BACKOFF_MIN_S, CommandSink
 from firmware_sim.netloop import NetLoop
 from firmware_sim.outbox import Outbox
 from firmware_sim.stats import Counters

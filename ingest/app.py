@@ -1,11 +1,12 @@
 """The composition root of one ingest worker: ``run(settings)``.
 
-Threads: paho's network thread (``subscriber``), this decode thread (turns
-messages into lines, fills batches), ``write_concurrency`` writer threads (one
-InfluxDB connection each, so decoding overlaps writing). Acknowledgements go out
-in the order batches were formed, each only after its whole batch was stored.
+Threads: the MQTT network thread (``mqtt_consumer``, or paho's with
+``mqtt_client = "paho"``), this decode thread (turns messages into lines, fills
+batches), ``write_concurrency`` writer threads (one InfluxDB connection each,
+so decoding overlaps writing). Acknowledgements go out in the order batches
+were formed, each only after its whole batch was stored.
 
-Bounds: inbound queue 2 x ``receive_maximum`` messages; at most
+Bounds: the inbound queue (chunks of messages: see the subscriber modules); at most
 ``write_concurrency`` batches being written plus the one being filled, each
 about ``batch_size`` lines; when all writers are busy (InfluxDB slow or down),
 decoding waits, nothing is acknowledged, and the broker keeps the rest.
@@ -27,10 +28,11 @@ from ingest.delivery import Delivery, Stopped
 from ingest.errors import WriteFatal
 from ingest.logs import configure, kv
 from ingest.metrics import IngestMetrics
+from ingest.mqtt_consumer import RawSubscriber
 from ingest.points import ModelCache, PointBuilder
 from ingest.quarantine import QuarantineLines
 from ingest.settings import IngestSettings
-from ingest.subscriber import Subscriber
+from ingest.subscriber import Inbound, Subscriber
 from ingest.writers import Writer
 
 log = logging.getLogger("ingest")
@@ -61,7 +63,12 @@ class Worker:
         self.stop = threading.Event()
         self.abort = threading.Event()
         self.fatal: str | None = None
-        self.subscriber = Subscriber(settings, self.models)
+        self.subscriber: RawSubscriber | Subscriber = (
+            Subscriber(settings, self.models)
+            if settings.mqtt_client == "paho"
+            else RawSubscriber(settings, self.models)
+        )
+        self._carry: list[Inbound] = []  # the rest of a chunk that did not fit a batch
         self.builder = PointBuilder(
             self.models,
             self.quarantine,
@@ -124,8 +131,8 @@ class Worker:
                 ready = self._done.pop(self._next_ack)
                 self._next_ack += 1
                 self.metrics.unacked.dec(len(ready.acks))  # before: new ones follow the acks
-                for ack in ready.acks:
-                    self.subscriber.ack(ack)
+                if ready.acks:
+                    self.subscriber.ack_many(ready.acks)
 
     # --- decode thread ------------------------------------------------------------
 
@@ -137,23 +144,35 @@ class Worker:
         self.metrics.batch_lines.observe(len(batch.lines))
         self._pool.submit(self._write, batch)
 
-    def _consume(self, first: object) -> None:
-        """Convert one message and whatever else is already queued, up to a full batch."""
+    def _consume(self, chunk: list[Inbound]) -> None:
+        """Convert a chunk of messages and whatever else is already queued, up to a full batch.
+
+        What does not fit the batch waits in ``_carry`` for the next one.
+        """
         inbound = self.subscriber.inbound
-        builder, batcher, metrics = self.builder, self.batcher, self.metrics
-        msg = first
+        convert, add_ack, full = self.builder.convert, self.batcher.add_ack, self.batcher.full
+        out = self.batcher.lines
         count = unacked = readings = 0
         while True:
-            readings += builder.convert(msg.topic, msg.payload, batcher.lines)  # type: ignore[attr-defined]
-            batcher.add_ack(msg.ack, 0)  # type: ignore[attr-defined]
-            count += 1
-            unacked += msg.ack is not None  # type: ignore[attr-defined]
-            if batcher.full():
-                break
-            try:
-                msg = inbound.get_nowait()
-            except queue.Empty:
-                break
+            for i, msg in enumerate(chunk):
+                readings += convert(msg.topic, msg.payload, out)
+                ack = msg.ack
+                add_ack(ack, 0)
+                if ack is not None:
+                    unacked += 1
+                if full():
+                    count += i + 1
+                    self._carry = chunk[i + 1 :]
+                    break
+            else:
+                count += len(chunk)
+                try:
+                    chunk = inbound.get_nowait()
+                except queue.Empty:
+                    break
+                continue
+            break
+        metrics = self.metrics
         metrics.messages.inc(count)
         metrics.readings.inc(readings)
         metrics.unacked.inc(unacked)
@@ -168,12 +187,16 @@ class Worker:
         while not self.stop.is_set():
             now = time.monotonic()
             wait = min(max(self.batcher.due_in(now), 0.0), 0.5)
-            try:
-                msg = self.subscriber.inbound.get(timeout=wait)
-            except queue.Empty:
-                pass
+            if self._carry:
+                chunk, self._carry = self._carry, []
+                self._consume(chunk)
             else:
-                self._consume(msg)
+                try:
+                    chunk = self.subscriber.inbound.get(timeout=wait)
+                except queue.Empty:
+                    pass
+                else:
+                    self._consume(chunk)
             now = time.monotonic()
             if s.pipeline_interval_s and now >= next_pipeline:
                 next_pipeline = now + s.pipeline_interval_s

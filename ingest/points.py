@@ -29,7 +29,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Final
 
-from contract.codec import DecodeError, decode, decode_batch, decode_record
+from contract.codec import DecodeError, decode, decode_batch_readings
 from contract.messages import BatchRecord
 from contract.metrics import METRICS_BY_KIND, Metrics, measurement_for
 from contract.storage import storage_time_ns
@@ -80,6 +80,9 @@ def _field_table(model: type[Metrics]) -> tuple[tuple[str, str], ...]:
 
 
 FIELD_TABLES: Final = {model: _field_table(model) for model in METRICS_BY_KIND.values()}
+FIELD_KINDS: Final = {
+    kind.value: dict(_field_table(model)) for kind, model in METRICS_BY_KIND.items()
+}
 MEASUREMENTS: Final = {kind.value: measurement_for(kind).value for kind in METRICS_BY_KIND}
 
 
@@ -106,19 +109,23 @@ class ModelCache:
 
 def format_fields(metrics: Metrics) -> str:
     """``name=value,...`` for the metrics present (ints as ``i``, floats always floats)."""
-    values = metrics.__dict__
+    return format_field_values(dict(FIELD_TABLES[type(metrics)]), metrics.__dict__)
+
+
+def format_field_values(kinds: dict[str, str], values: dict[str, Any]) -> str:
+    """The same from validated metric values (``FIELD_KINDS[kind]``); ``patient_id`` never."""
     parts = []
-    for name, kind in FIELD_TABLES[type(metrics)]:
-        value = values[name]
+    for name, value in values.items():
         if value is None:
             continue
+        kind = kinds.get(name)
         if kind == "f":
             parts.append(f"{name}={float(value)!r}")
         elif kind == "i":
             parts.append(f"{name}={value}i")
         elif kind == "b":
             parts.append(f"{name}={'true' if value else 'false'}")
-        else:
+        elif kind == "s":
             parts.append(f"{name}={_string_field(value)}")
     return ",".join(parts)
 
@@ -162,43 +169,44 @@ class PointBuilder:
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
-        self._reading(where.centre, where.device, reading, topic, payload, now_ms, out)
+        self._reading(where.centre, where.device, reading.__dict__, topic, payload, now_ms, out)
         return 1
 
     def _envelope(
         self, where: Topic, topic: str, payload: bytes, now_ms: int, out: list[str]
     ) -> int:
         try:
-            batch = decode_batch(payload)
+            batch = decode_batch_readings(payload)
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
         centre = where.centre
-        for record in batch.records:
-            try:
-                reading = decode_record(record)
-            except DecodeError as exc:
-                self._refuse_record(out, exc.reason.value, exc.detail, topic, centre, record)
-                continue
-            self._reading(centre, record.dev, reading, topic, record, now_ms, out)
-        return len(batch.records)
+        for record, error in batch.refused:
+            self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
+        reading = self._reading
+        for _, device, values in batch.readings:
+            reading(centre, device, values, topic, values, now_ms, out)
+        return len(batch.readings) + len(batch.refused)
 
     def _reading(
         self,
         centre: str,
         device: str,
-        reading: Any,
+        values: dict[str, Any],
         topic: str,
-        source: bytes | BatchRecord,
+        source: bytes | dict[str, Any],
         now_ms: int,
         out: list[str],
     ) -> None:
-        values = reading.__dict__  # plain dict reads: pydantic's __getattr__ is slow on a miss
-        metrics = values["metrics"]
-        if metrics is not None and metrics.__dict__.get("patient_id") is not None:
-            detail = "a raw patient_id reached central (the gateway must pseudonymise it)"
-            self._refuse_source(out, Reason.PATIENT_ID, detail, topic, centre, device, source)
-            return
+        """One validated reading (a model's ``__dict__`` or a dict from the contract)."""
+        metrics = values.get("metrics")
+        if metrics is not None:
+            if not isinstance(metrics, dict):
+                metrics = metrics.__dict__  # plain dict reads: pydantic's __getattr__ is slow
+            if metrics.get("patient_id") is not None:
+                detail = "a raw patient_id reached central (the gateway must pseudonymise it)"
+                self._refuse_source(out, Reason.PATIENT_ID, detail, topic, centre, device, source)
+                return
         ts = values["ts"]
         if ts < now_ms - self._max_age_ms:
             detail = f"ts {ts} older than {self._max_age_ms // 1000} s"
@@ -209,21 +217,22 @@ class PointBuilder:
             self._refuse_source(out, Reason.TS_FUTURE, detail, topic, centre, device, source)
             return
         model = self._models.get(centre, device)
-        measurement = MEASUREMENTS[values["kind"]]
-        key = (measurement, centre, device, model)
+        kind = values["kind"]
+        key = (kind, centre, device, model)
         prefix = self._prefixes.get(key)
         if prefix is None:
             if len(self._prefixes) >= 200_000:
                 self._prefixes.clear()  # bounded: rebuilt on demand
+            measurement = MEASUREMENTS[kind]
             prefix = f"{measurement},centre={centre},device={device},model={_escape_tag(model)} "
             self._prefixes[key] = prefix
-        fields = "" if metrics is None else format_fields(metrics)
+        fields = "" if metrics is None else format_field_values(FIELD_KINDS[kind], metrics)
         name = values.get("name")
         if name is not None:  # an event
             extra = f"event={_string_field(name)}"
-            detail = values.get("detail")
-            if detail:
-                extra += f",detail={_string_field(json.dumps(detail, sort_keys=True))}"
+            event_detail = values.get("detail")
+            if event_detail:
+                extra += f",detail={_string_field(json.dumps(event_detail, sort_keys=True))}"
             fields = f"{fields},{extra}" if fields else extra
         seq = values["seq"]
         sep = "," if fields else ""
@@ -237,10 +246,11 @@ class PointBuilder:
         topic: str,
         centre: str,
         device: str,
-        source: bytes | BatchRecord,
+        source: bytes | dict[str, Any],
     ) -> None:
-        if isinstance(source, BatchRecord):
-            self._refuse_record(out, reason, detail, topic, centre, source)
+        if isinstance(source, dict):  # a reading from an envelope
+            payload = redact(json.dumps(source, default=str).encode())
+            self._emit(out, reason, detail, topic, payload, centre, device)
         else:
             self._refuse(
                 out, reason, detail, topic, source, Topic(centre, device, Channel.TELEMETRY)

@@ -34,6 +34,7 @@ class IngestSettings(BaseSettings):
     receive_maximum: int = Field(10_000, ge=1, le=65_535)
     keepalive_s: int = Field(30, ge=5, le=300)
     mqtt_down_exit_s: float = Field(300.0, ge=5)
+    mqtt_client: Literal["raw", "paho"] = "raw"
 
     influx_url: str = "http://127.0.0.1:8086"
     writer: Literal["v1", "v2"] = "v1"

@@ -1,5 +1,7 @@
 """The MQTT side: a persistent MQTT v5 session with manual acknowledgements.
 
+The paho alternative (``mqtt_client = "paho"``) to :mod:`ingest.mqtt_consumer`.
+
 Runs on paho's network thread (everything named ``_on_*``): it only parses the
 retained ``state`` births into the model cache and hands data messages to a
 bounded queue; decoding and writing happen elsewhere.
@@ -55,7 +57,7 @@ class Subscriber:
     def __init__(self, settings: IngestSettings, models: ModelCache) -> None:
         self.settings = settings
         self.models = models
-        self.inbound: queue.Queue[Inbound] = queue.Queue(maxsize=2 * settings.receive_maximum)
+        self.inbound: queue.Queue[list[Inbound]] = queue.Queue(maxsize=2 * settings.receive_maximum)
         self.fatal: str | None = None
         self.generation = 0
         self.down_since: float | None = time.monotonic()
@@ -78,9 +80,7 @@ class Subscriber:
         self._client = client
 
     def filters(self) -> list[tuple[str, SubscribeOptions]]:
-        group = self.settings.share_group
-        data = [(shared(group, subscription(ch)), SubscribeOptions(qos=1)) for ch in DATA_CHANNELS]
-        return [(subscription(Channel.STATE), SubscribeOptions(qos=1)), *data]
+        return [(f, SubscribeOptions(qos=1)) for f in subscription_filters(self.settings)]
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
@@ -110,6 +110,9 @@ class Subscriber:
                 return False
             self._client.ack(ack.mid, ack.qos)
             return True
+
+    def ack_many(self, acks: list[Ack]) -> int:
+        return sum(self.ack(ack) for ack in acks)
 
     # --- paho's network thread -------------------------------------------------
 
@@ -155,19 +158,27 @@ class Subscriber:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
         if topic.endswith(STATE_SUFFIX):
-            self._state(topic, bytes(msg.payload))
+            parse_state(self.models, topic, bytes(msg.payload))
             if msg.qos:
                 client.ack(msg.mid, msg.qos)
             return
         ack = Ack(msg.mid, msg.qos, self.generation) if msg.qos else None
-        self.inbound.put(Inbound(topic, bytes(msg.payload), ack))
+        self.inbound.put([Inbound(topic, bytes(msg.payload), ack)])
 
-    def _state(self, topic: str, payload: bytes) -> None:
-        try:
-            where = Topic.parse(topic)
-            state = decode(Channel.STATE, payload)
-        except (TopicError, DecodeError) as exc:
-            log.info(kv("state_ignored", topic=topic[:120], error=str(exc)[:200]))
-            return
-        if state.model:
-            self.models.set(where.centre, where.device, state.model)
+
+def subscription_filters(settings: IngestSettings) -> list[str]:
+    """The unshared ``state`` filter, then the shared data filters of the worker's group."""
+    data = [shared(settings.share_group, subscription(ch)) for ch in DATA_CHANNELS]
+    return [subscription(Channel.STATE), *data]
+
+
+def parse_state(models: ModelCache, topic: str, payload: bytes) -> None:
+    """A retained birth: remember the device's model (anything unusable is logged, ignored)."""
+    try:
+        where = Topic.parse(topic)
+        state = decode(Channel.STATE, payload)
+    except (TopicError, DecodeError) as exc:
+        log.info(kv("state_ignored", topic=topic[:120], error=str(exc)[:200]))
+        return
+    if state.model:
+        models.set(where.centre, where.device, state.model)

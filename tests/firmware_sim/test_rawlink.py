@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from contract import mqtt_wire as mqttwire
 from contract.messages import Command
+from contract.mqtt_wire import take_pubacks
 from contract.topics import Channel
-from firmware_sim import mqttwire
-from firmware_sim.mqttwire import take_pubacks
 from firmware_sim.rawlink import RawLink
 from gramlink.services import MosquittoService
 from gramlink.services.process import free_port

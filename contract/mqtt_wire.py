@@ -1,9 +1,9 @@
-"""MQTT v5 packets for the load-test client (:mod:`firmware_sim.rawlink`): build and parse.
+"""MQTT v5 packets for the raw clients (the simulator's publisher, ingest's consumer).
 
-Only what a publisher needs: CONNECT (login, Last Will with Will Delay, session
-expiry), CONNACK, PUBLISH (QoS 0/1, out and in), PUBACK, SUBSCRIBE/SUBACK,
-PINGREQ/PINGRESP, DISCONNECT. Pure functions over bytes, no sockets, so the
-hot path (``publish_packet``) stays a handful of byte operations.
+What a publisher and a consumer need: CONNECT (login, Last Will with Will
+Delay, session expiry, Receive Maximum), CONNACK, PUBLISH (QoS 0/1, out and in,
+with properties), PUBACK, SUBSCRIBE/SUBACK, PINGREQ/PINGRESP, DISCONNECT. Pure
+functions over bytes, no sockets, so the hot paths stay a handful of byte operations.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import array
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
-from firmware_sim.errors import ProtocolError
+
+class ProtocolError(ValueError):
+    """Bytes from the broker that are not valid MQTT v5: drop the connection and reconnect."""
+
 
 CONNECT: Final = 0x10
 CONNACK: Final = 0x20
@@ -26,6 +29,7 @@ PINGREQ_PACKET: Final = b"\xc0\x00"
 PINGRESP: Final = 0xD0
 DISCONNECT_PACKET: Final = b"\xe0\x00"
 DISCONNECT: Final = 0xE0
+PINGRESP_PACKET: Final = b"\xd0\x00"
 
 PROP_MESSAGE_EXPIRY: Final = 0x02
 PROP_SESSION_EXPIRY: Final = 0x11
@@ -88,6 +92,7 @@ def connect_packet(
     will_topic: str | None = None,
     will_payload: bytes = b"",
     will_delay_s: int = 0,
+    receive_maximum: int | None = None,
 ) -> bytes:
     flags = 0x02 if clean_start else 0
     if will_topic is not None:
@@ -97,6 +102,8 @@ def connect_packet(
     if password is not None:
         flags |= 0x40
     props = bytes((PROP_SESSION_EXPIRY,)) + struct.pack("!I", session_expiry_s)
+    if receive_maximum is not None:
+        props += bytes((PROP_RECEIVE_MAXIMUM,)) + struct.pack("!H", receive_maximum)
     body = utf8("MQTT") + bytes((5, flags)) + struct.pack("!H", keepalive_s)
     body += varint(len(props)) + props + utf8(client_id)
     if will_topic is not None:
@@ -136,6 +143,35 @@ def mark_dup(packet: bytes) -> bytes:
 
 def puback_packet(packet_id: int) -> bytes:
     return b"\x40\x02" + packet_id.to_bytes(2, "big")
+
+
+def pubacks_packet(packet_ids: list[int]) -> bytes:
+    """Many PUBACKs (reason: success) in one buffer, for one ``send``."""
+    if not packet_ids:
+        return b""
+    words = array.array("H", [0x4002, 0] * len(packet_ids))
+    words[1::2] = array.array("H", packet_ids)
+    if sys.byteorder == "little":
+        words.byteswap()
+    return words.tobytes()
+
+
+def disconnect_packet(reason: int = 0) -> bytes:
+    """DISCONNECT with a reason code (0: normal; the session is kept for its expiry)."""
+    return bytes((DISCONNECT, 1, reason)) if reason else DISCONNECT_PACKET
+
+
+def parse_disconnect(body: bytes) -> int:
+    """The reason code of a DISCONNECT from the broker (0 when absent)."""
+    return body[0] if body else 0
+
+
+def parse_suback(body: bytes) -> tuple[int, list[int]]:
+    """(packet id, one reason code per filter: >= 0x80 is a refusal)."""
+    if len(body) < 3:
+        raise ProtocolError("short SUBACK")
+    _, pos = parse_properties(body, 2)
+    return (body[0] << 8) | body[1], list(body[pos:])
 
 
 def subscribe_packet(packet_id: int, filters: list[str], qos: int = 1) -> bytes:
@@ -286,5 +322,65 @@ def take_pubacks(buf: bytearray) -> list[int]:
     while pos + 4 <= len(chunk) and chunk[pos] == 0x40 and chunk[pos + 1] == 2:
         out.append((chunk[pos + 2] << 8) | chunk[pos + 3])
         pos += 4
+    del buf[:pos]
+    return out
+
+
+class Publish(NamedTuple):
+    """A PUBLISH as :func:`take_packets` returns it (the consumer's hot path)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    packet_id: int
+    expiry_s: int | None
+
+
+def take_packets(buf: bytearray) -> list[Publish | Packet]:
+    """Every complete packet off the front of ``buf``, in order; PUBLISHes already parsed.
+
+    The common PUBLISH (no properties) is parsed inline; one with properties
+    (message expiry, subscription id) goes through :func:`parse_properties`.
+    """
+    out: list[Publish | Packet] = []
+    pos, n = 0, len(buf)
+    view = bytes(buf)
+    try:
+        while pos + 2 <= n:
+            first = view[pos]
+            length = view[pos + 1]
+            start = pos + 2
+            if length & 0x80:
+                parsed = read_varint(view, pos + 1)
+                if parsed is None:
+                    break
+                length, start = parsed
+            end = start + length
+            if end > n:
+                break
+            if first & 0xF0 == PUBLISH:
+                size = (view[start] << 8) | view[start + 1]
+                at = start + 2 + size
+                topic = view[start + 2 : at].decode()
+                qos = (first >> 1) & 3
+                packet_id = 0
+                if qos:
+                    packet_id = (view[at] << 8) | view[at + 1]
+                    at += 2
+                expiry = None
+                if view[at] == 0:
+                    at += 1
+                else:
+                    props, at = parse_properties(view, at)
+                    value = props.get(PROP_MESSAGE_EXPIRY)
+                    expiry = value if isinstance(value, int) else None
+                if at > end:
+                    raise ProtocolError("PUBLISH header longer than the packet")
+                out.append(Publish(topic, view[at:end], qos, packet_id, expiry))
+            else:
+                out.append(Packet(first, view[start:end]))
+            pos = end
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"bad packet: {exc}") from None
     del buf[:pos]
     return out
