@@ -26,6 +26,12 @@ CREATE TABLE IF NOT EXISTS dynsec_applied (
     seq INTEGER NOT NULL,
     PRIMARY KEY (gateway, device)
 );
+CREATE TABLE IF NOT EXISTS dynsec_versions (
+    gateway TEXT NOT NULL,
+    device TEXT NOT NULL,
+    credential_version INTEGER NOT NULL,
+    PRIMARY KEY (gateway, device)
+);
 """
 
 
@@ -44,9 +50,14 @@ class AppliedSeqs:
             rows = self._conn.execute(
                 "SELECT device, seq FROM dynsec_applied WHERE gateway = ?", (gateway_id,)
             ).fetchall()
+            versions = self._conn.execute(
+                "SELECT device, credential_version FROM dynsec_versions WHERE gateway = ?",
+                (gateway_id,),
+            ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"dynsec_applied: {exc}") from exc
         self._seqs: dict[str, int] = {device: int(seq) for device, seq in rows}
+        self._versions: dict[str, int] = {device: int(v) for device, v in versions}
 
     def get(self, device: str) -> int:
         with self._lock:
@@ -63,6 +74,25 @@ class AppliedSeqs:
             except sqlite3.Error as exc:
                 raise StoreError(f"dynsec_applied: {exc}") from exc
             self._seqs[device] = seq
+
+    def version(self, device: str) -> int:
+        with self._lock:
+            return self._versions.get(device, -1)
+
+    def set_version(self, device: str, credential_version: int) -> None:
+        with self._lock:
+            if self._versions.get(device) == credential_version:
+                return
+            try:
+                self._conn.execute(
+                    "INSERT INTO dynsec_versions (gateway, device, credential_version)"
+                    " VALUES (?, ?, ?) ON CONFLICT(gateway, device)"
+                    " DO UPDATE SET credential_version = excluded.credential_version",
+                    (self._gateway, device, credential_version),
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"dynsec_versions: {exc}") from exc
+            self._versions[device] = credential_version
 
     def close(self) -> None:
         with self._lock:

@@ -86,11 +86,16 @@ class LocalBrokerRefused(LocalAuthError):
 
 
 class SeqStore(Protocol):
-    """The newest applied ``seq`` per device (-1: none yet)."""
+    """The newest applied ``seq`` per device (-1: none yet), and the credential
+    version its password was last set from (-1: unknown)."""
 
     def get(self, device: str) -> int: ...
 
     def set(self, device: str, seq: int) -> None: ...
+
+    def version(self, device: str) -> int: ...
+
+    def set_version(self, device: str, credential_version: int) -> None: ...
 
 
 class MemorySeqs:
@@ -98,12 +103,19 @@ class MemorySeqs:
 
     def __init__(self) -> None:
         self._seqs: dict[str, int] = {}
+        self._versions: dict[str, int] = {}
 
     def get(self, device: str) -> int:
         return self._seqs.get(device, -1)
 
     def set(self, device: str, seq: int) -> None:
         self._seqs[device] = seq
+
+    def version(self, device: str) -> int:
+        return self._versions.get(device, -1)
+
+    def set_version(self, device: str, credential_version: int) -> None:
+        self._versions[device] = credential_version
 
 
 class LocalAuth:
@@ -174,8 +186,13 @@ class LocalAuth:
             password = device_password(self._key, update.device_id, update.credential_version)
             commands = upsert_commands(self._centre, update.device_id, update.kind, password)
             answers = self._execute(commands)
-            if any(existed(c, a) for c, a in zip(commands, answers, strict=False)):
+            known = self._seqs.version(update.device_id) == update.credential_version
+            # Setting a password makes Mosquitto drop the client's connection, so an
+            # update re-sent with the version already applied (a gateway coming
+            # online again) leaves a connected device alone.
+            if not known and any(existed(c, a) for c, a in zip(commands, answers, strict=False)):
                 self._execute([password_command(update.device_id, password)])
+            self._seqs.set_version(update.device_id, update.credential_version)
         else:
             self._execute(op_commands(update.op, update.device_id))
         self._seqs.set(update.device_id, update.seq)

@@ -63,6 +63,25 @@ def test_upsert_is_idempotent_and_rotation_replaces_the_password(
     assert not _refused(local, device, v2)
 
 
+def test_a_re_sent_upsert_leaves_the_connected_device_alone(
+    local: MosquittoService,
+    auth,  # type: ignore[no-untyped-def]
+) -> None:
+    local_auth, key = auth
+    device = unique_id("d")
+    local_auth.apply(_update(DynsecOp.UPSERT, device, 1, 1))
+    client, rc = connect_client(local, username=device, password=device_password(key, device, 1))
+    assert rc is not None and not rc.is_failure
+    dropped = threading.Event()
+    client.on_disconnect = lambda *a: dropped.set()
+    # What the API sends when the gateway comes online again: same version, newer seq.
+    local_auth.apply(_update(DynsecOp.UPSERT, device, 1, 2))
+    assert not dropped.wait(1.5)
+    local_auth.apply(_update(DynsecOp.UPSERT, device, 2, 3))
+    assert dropped.wait(5), "a rotation must drop the connection using the old password"
+    close(client)
+
+
 def test_disable_drops_the_connection_and_enable_restores_it(
     local: MosquittoService,
     auth,  # type: ignore[no-untyped-def]
