@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway.errors import StoreError
+from gateway.sqlite import connect
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS dynsec_applied (
@@ -42,10 +43,7 @@ class AppliedSeqs:
         self._gateway = gateway_id
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn = connect(path)
             self._conn.executescript(_SCHEMA)
             rows = self._conn.execute(
                 "SELECT device, seq FROM dynsec_applied WHERE gateway = ?", (gateway_id,)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway.errors import StoreError
+from gateway.sqlite import connect
 
 HIGH: Final = 0
 BULK: Final = 1
@@ -92,14 +93,6 @@ class OutboxStats:
     dropped_total: int
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
 @contextmanager
 def _mapped() -> Iterator[None]:
     try:
@@ -115,10 +108,9 @@ class Outbox:
         self.path = path
         self.budget_bytes = budget_bytes
         with _mapped():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._w = _connect(path, synchronous)
+            self._w = connect(path, synchronous)
             self._w.executescript(_SCHEMA)
-            self._u = _connect(path, "normal")
+            self._u = connect(path, "normal")
             # Start-up: whatever was in flight when we stopped goes back to ready.
             self._w.execute("UPDATE outbox SET state = 0 WHERE state = 1")
             rows, size = self._w.execute(
@@ -153,7 +145,7 @@ class Outbox:
         """Counters for the health reading (any thread: its own read connection)."""
         with _mapped(), self._stats_lock:
             if self._r is None:
-                self._r = _connect(self.path, "normal")
+                self._r = connect(self.path, "normal")
             row = self._r.execute("SELECT rx_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
         oldest = row[0] if row else None
         with self._lock:

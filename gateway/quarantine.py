@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway.errors import StoreError
+from gateway.sqlite import connect
 
 EXCERPT_BYTES: Final = 512
 
@@ -51,10 +52,7 @@ class Quarantine:
         self.max_rows = max_rows
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn = connect(path)
             self._conn.executescript(_SCHEMA)
             row = self._conn.execute(
                 "SELECT value FROM meta WHERE key = 'quarantined_total'"
