@@ -152,8 +152,14 @@ class LivePublisher(threading.Thread):
 
 
 def start_gateway(
-    local: MosquittoService, central: MosquittoService, data: Path
+    local: MosquittoService,
+    central: MosquittoService,
+    data: Path,
+    *,
+    centre: str = CENTRE,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """A gateway subprocess between ``local`` and ``central``, both logged in as admin."""
     env = dict(os.environ)
     env.update(
         {
@@ -162,9 +168,10 @@ def start_gateway(
             "GRAMLINK_GATEWAY_LOCAL_PASSWORD": local.admin_password,
             "GRAMLINK_GATEWAY_UPLINK_USERNAME": central.admin_user,
             "GRAMLINK_GATEWAY_UPLINK_PASSWORD": central.admin_password,
+            **(extra_env or {}),
         }
     )
-    argv = [sys.executable, "-m", "gramlink", "gateway", "--centre", CENTRE]
+    argv = [sys.executable, "-m", "gramlink", "gateway", "--centre", centre]
     argv += ["--local-url", local.url, "--uplink-url", central.url, "--data-dir", str(data)]
     argv += ["--log-level", "warning", "--health-interval-s", "3600"]
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from bench import gateway as gateway_bench
 from contract.metrics import DeviceKind
 from contract.provisioning import (
     DynsecOp,
@@ -81,29 +81,10 @@ class Api:
 def start_gateway(
     local: MosquittoService, central: MosquittoService, data: Path
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "GRAMLINK_GATEWAY_PSEUDONYM_KEY": secrets.token_hex(16),
-            "GRAMLINK_GATEWAY_CENTRE_KEY": encode_key(centre_key(MASTER, CENTRE, 1)),
-            "GRAMLINK_GATEWAY_LOCAL_USERNAME": local.admin_user,
-            "GRAMLINK_GATEWAY_LOCAL_PASSWORD": local.admin_password,
-            "GRAMLINK_GATEWAY_UPLINK_USERNAME": central.admin_user,
-            "GRAMLINK_GATEWAY_UPLINK_PASSWORD": central.admin_password,
-        }
+    key = encode_key(centre_key(MASTER, CENTRE, 1))
+    return gateway_bench.start_gateway(
+        local, central, data, centre=CENTRE, extra_env={"GRAMLINK_GATEWAY_CENTRE_KEY": key}
     )
-    argv = [sys.executable, "-m", "gramlink", "gateway", "--centre", CENTRE]
-    argv += ["--local-url", local.url, "--uplink-url", central.url, "--data-dir", str(data)]
-    argv += ["--log-level", "warning", "--health-interval-s", "3600"]
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
-
-
-def wait(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -151,14 +132,14 @@ def main() -> int:
                 last = api.send(DynsecOp.UPSERT, f"dev-{i}")
             t0 = time.monotonic()
             gw = start_gateway(local, central, root / "gw")
-            wait(lambda: api.has(last), 600, "the last upsert")
+            gateway_bench.wait(lambda: api.has(last), 600, "the last upsert")
             seeding = time.monotonic() - t0
 
             print(f"sending {n} disables to the running gateway", flush=True)
             t0 = time.monotonic()
             for i in range(n):
                 last = api.send(DynsecOp.DISABLE, f"dev-{i}")
-            wait(lambda: api.has(last), 600, "the last disable")
+            gateway_bench.wait(lambda: api.has(last), 600, "the last disable")
             live = time.monotonic() - t0
             stop(gw)
         finally:
