@@ -10,9 +10,11 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from api import errors
+from api.broker_files import FileLogins
 from api.db.session import make_engine, migrate, session_factory
 from api.deps import Components
 from api.dynsec import DynsecClient
+from api.logins import CentralLogins, DynsecLogins
 from api.presence import Presence
 from api.routes import audit, centres, devices, health, telemetry
 from api.services.provisioning import Provisioner
@@ -49,7 +51,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings.influx_password.get_secret_value(),
             settings.influx_timeout_s,
         )
-        provisioner = Provisioner(settings.master_secret.get_secret_value().encode(), dynsec)
+        logins = central_logins(settings, dynsec)
+        master = settings.master_secret.get_secret_value().encode()
+        provisioner = Provisioner(master, dynsec, logins)
+        if isinstance(logins, FileLogins):
+            with sessions() as session:
+                provisioner.rewrite_central(session, logins)
         presence = None
         if settings.presence:
             presence = Presence(
@@ -81,6 +88,19 @@ def create_app(settings: ApiSettings) -> FastAPI:
         for router in _routers(module):
             app.include_router(router)
     return app
+
+
+def central_logins(settings: ApiSettings, dynsec: DynsecClient) -> CentralLogins:
+    """The broker's own files when they are on this host, else dynamic security."""
+    if settings.broker_files_dir is None or settings.broker_pid_file is None:
+        return DynsecLogins(dynsec)
+    return FileLogins(
+        settings.broker_files_dir,
+        settings.broker_pid_file,
+        settings.mqtt_host,
+        settings.mqtt_port,
+        timeout=settings.mqtt_timeout_s,
+    )
 
 
 def _routers(module: object) -> list[APIRouter]:

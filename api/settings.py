@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.provisioning import MIN_KEY_BYTES
@@ -22,6 +23,8 @@ class ApiSettings(BaseSettings):
     mqtt_admin_password: SecretStr = SecretStr("")
     mqtt_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     dynsec_batch: Annotated[int, Field(ge=1, le=5000)] = 500
+    broker_files_dir: Path | None = None
+    broker_pid_file: Path | None = None
     presence: bool = True
     influx_url: str = "http://127.0.0.1:8086"
     influx_db: str = "gramlink"
@@ -57,6 +60,21 @@ class ApiSettings(BaseSettings):
         if urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must look like http://host:port")
         return value.rstrip("/")
+
+    @field_validator("broker_files_dir")
+    @classmethod
+    def _directory(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
+    @model_validator(mode="after")
+    def _pid_file(self) -> ApiSettings:
+        if self.broker_pid_file is not None and self.broker_files_dir is None:
+            raise ValueError("broker_pid_file: only used with GRAMLINK_API_BROKER_FILES_DIR")
+        if self.broker_files_dir is not None and self.broker_pid_file is None:
+            self.broker_pid_file = self.broker_files_dir / "mosquitto.pid"
+        return self
 
     @property
     def mqtt_host(self) -> str:

@@ -104,18 +104,28 @@ def decode_key(text: str) -> bytes:
     return key
 
 
+def mqtt_username(centre: str, device: str) -> str:
+    """The MQTT username of a device or gateway on both brokers: ``{centre}/{device}``.
+
+    The username spans the two topic levels before the channel, so a broker ACL
+    pattern ``gl/v1/%u/telemetry`` names exactly one device of one centre
+    (Mosquitto 2.0 substitutes ``%u`` across levels; see docs/architecture.md).
+    """
+    return f"{check_id(centre, 'centre')}/{check_id(device, 'device')}"
+
+
 def role_name(device: str) -> str:
     return ROLE_PREFIX + check_id(device, "device")
 
 
-_DEVICE_SENDS: Final = (
+DEVICE_SENDS: Final = (
     Channel.TELEMETRY,
     Channel.EVENT,
     Channel.STATE,
     Channel.CMD_ACK,
     Channel.TWIN_REPORTED,
 )
-_DEVICE_RECEIVES: Final = (Channel.CMD, Channel.TWIN_DESIRED)
+DEVICE_RECEIVES: Final = (Channel.CMD, Channel.TWIN_DESIRED)
 
 
 def client_acls(centre: str, device: str, kind: DeviceKind | str) -> list[dict[str, Any]]:
@@ -131,11 +141,11 @@ def client_acls(centre: str, device: str, kind: DeviceKind | str) -> list[dict[s
         for acltype in ("publishClientSend", "publishClientReceive", "subscribePattern"):
             acls.append({"acltype": acltype, "topic": subtree, "allow": True})
         return acls
-    for channel in _DEVICE_SENDS:
+    for channel in DEVICE_SENDS:
         acls.append(
             {"acltype": "publishClientSend", "topic": topic(centre, device, channel), "allow": True}
         )
-    for channel in _DEVICE_RECEIVES:
+    for channel in DEVICE_RECEIVES:
         name = topic(centre, device, channel)
         acls.append({"acltype": "subscribePattern", "topic": name, "allow": True})
         acls.append({"acltype": "publishClientReceive", "topic": name, "allow": True})
@@ -158,15 +168,15 @@ def upsert_commands(
         {"command": "createRole", "rolename": role, "acls": client_acls(centre, device, kind)},
         {
             "command": "createClient",
-            "username": device,
+            "username": mqtt_username(centre, device),
             "password": password,
             "roles": [{"rolename": role, "priority": 1}],
         },
     ]
 
 
-def password_command(device: str, password: str) -> dict[str, Any]:
-    return {"command": "setClientPassword", "username": check_id(device), "password": password}
+def password_command(username: str, password: str) -> dict[str, Any]:
+    return {"command": "setClientPassword", "username": username, "password": password}
 
 
 def existed(command: dict[str, Any], answer: dict[str, Any]) -> bool:
@@ -176,15 +186,16 @@ def existed(command: dict[str, Any], answer: dict[str, Any]) -> bool:
     )
 
 
-def op_commands(op: DynsecOp, device: str) -> list[dict[str, Any]]:
+def op_commands(op: DynsecOp, centre: str, device: str) -> list[dict[str, Any]]:
     """Dynsec commands for disable, enable and delete."""
+    username = mqtt_username(centre, device)
     if op is DynsecOp.DISABLE:
-        return [{"command": "disableClient", "username": device}]
+        return [{"command": "disableClient", "username": username}]
     if op is DynsecOp.ENABLE:
-        return [{"command": "enableClient", "username": device}]
+        return [{"command": "enableClient", "username": username}]
     if op is DynsecOp.DELETE:
         return [
-            {"command": "deleteClient", "username": device},
+            {"command": "deleteClient", "username": username},
             {"command": "deleteRole", "rolename": role_name(device)},
         ]
     raise ValueError(f"{op} needs a password: use upsert_commands")

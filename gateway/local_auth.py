@@ -47,6 +47,7 @@ from contract.provisioning import (
     DynsecUpdate,
     device_password,
     existed,
+    mqtt_username,
     op_commands,
     password_command,
     upsert_commands,
@@ -191,10 +192,11 @@ class LocalAuth:
             # update re-sent with the version already applied (a gateway coming
             # online again) leaves a connected device alone.
             if not known and any(existed(c, a) for c, a in zip(commands, answers, strict=False)):
-                self._execute([password_command(update.device_id, password)])
+                username = mqtt_username(self._centre, update.device_id)
+                self._execute([password_command(username, password)])
             self._seqs.set_version(update.device_id, update.credential_version)
         else:
-            self._execute(op_commands(update.op, update.device_id))
+            self._execute(op_commands(update.op, self._centre, update.device_id))
         self._seqs.set(update.device_id, update.seq)
         self.last_seq = max(self.last_seq, update.seq)
         self.applied += 1

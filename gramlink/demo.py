@@ -27,6 +27,7 @@ import httpx
 import paho.mqtt.client as mqtt
 
 from contract.codec import DecodeError, decode_batch
+from contract.provisioning import mqtt_username
 from contract.topics import Channel, subscription
 from firmware_sim.fleet import Fleet, FleetConfig
 from gramlink.children import Child
@@ -250,7 +251,7 @@ class Demo:
                 "GRAMLINK_GATEWAY_PSEUDONYM_KEY": self.secrets["pseudonym_key"],
                 "GRAMLINK_GATEWAY_LOCAL_USERNAME": local.admin_user,
                 "GRAMLINK_GATEWAY_LOCAL_PASSWORD": local.admin_password,
-                "GRAMLINK_GATEWAY_UPLINK_USERNAME": creds.gateway_id,
+                "GRAMLINK_GATEWAY_UPLINK_USERNAME": mqtt_username(creds.centre, creds.gateway_id),
                 "GRAMLINK_GATEWAY_UPLINK_PASSWORD": creds.gateway_password,
                 "GRAMLINK_GATEWAY_CENTRE_KEY": creds.centre_key,
             },

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from contract.provisioning import centre_key, device_password, encode_key
+from contract.provisioning import centre_key, device_password, encode_key, mqtt_username
 from firmware_sim.devices import centre_layout
 
 KEY_VERSION = 1  # the API's default GRAMLINK_API_KEY_VERSION, which the demo keeps
@@ -84,5 +84,5 @@ def _derive_again(
             if device["status"] in ("suspended", "decommissioned"):
                 continue
             password = device_password(key, device["id"], device["credential_version"])
-            creds.devices[device["id"]] = (device["id"], password)
+            creds.devices[device["id"]] = (mqtt_username(centre, device["id"]), password)
     return result

@@ -3,8 +3,9 @@ downlink to each centre's gateway, on the centre's local broker.
 
 Passwords are derived (``contract.provisioning``) from a master secret that lives in
 the API's environment only; the registry stores credential versions, never a
-password. Errors: ``DynsecError`` from :mod:`api.dynsec` is mapped here to
-:class:`api.errors.BrokerUnavailable` (503) or :class:`api.errors.Conflict`.
+password. The central broker's logins live in one of the stores of :mod:`api.logins`.
+Errors of the broker (``DynsecError``, ``BrokerFilesError``) become
+:class:`api.errors.BrokerUnavailable` (503).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.broker_files import BrokerFilesError, FileLogins
 from api.db.models import Centre, Device
 from api.dynsec import DynsecClient, DynsecError, DynsecRefused
 from api.errors import BrokerUnavailable
+from api.logins import CentralLogins, LoginChange
 from api.schemas import Credentials, Status
 from contract.metrics import DeviceKind
 from contract.provisioning import (
@@ -29,10 +32,7 @@ from contract.provisioning import (
     device_password,
     dynsec_topic,
     encode_key,
-    existed,
-    op_commands,
-    password_command,
-    upsert_commands,
+    mqtt_username,
 )
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,15 @@ def broker_errors() -> Iterator[None]:
     except DynsecRefused as exc:
         log.error("event=dynsec_refused command=%s subject=%s", exc.command, exc.subject)
         raise BrokerUnavailable(f"the broker refused {exc.command}: {exc.error}") from exc
-    except DynsecError as exc:
+    except (DynsecError, BrokerFilesError) as exc:
         raise BrokerUnavailable(f"broker did not answer: {exc}") from exc
 
 
 class Provisioner:
-    def __init__(self, master: bytes, dynsec: DynsecClient) -> None:
+    def __init__(self, master: bytes, dynsec: DynsecClient, logins: CentralLogins) -> None:
         self._master = master
         self.dynsec = dynsec
+        self.logins = logins
 
     def centre_key(self, centre: Centre) -> bytes:
         return centre_key(self._master, centre.id, centre.key_version)
@@ -67,33 +68,33 @@ class Provisioner:
     def credentials(self, centre: Centre, device: Device) -> Credentials:
         key = self.centre_key(centre)
         return Credentials(
-            username=device.id,
+            username=mqtt_username(centre.id, device.id),
             password=device_password(key, device.id, device.credential_version),
             credential_version=device.credential_version,
             centre_key=encode_key(key) if device.kind == DeviceKind.GATEWAY else None,
         )
 
+    def login_change(self, op: DynsecOp, device: Device, centre: Centre) -> LoginChange:
+        password = None
+        if op in (DynsecOp.UPSERT, DynsecOp.ENABLE):
+            password = self.credentials(centre, device).password
+        return LoginChange(
+            op,
+            device.centre_id,
+            device.id,
+            DeviceKind(device.kind),
+            password,
+            enabled=device.status in (Status.PROVISIONED.value, Status.ACTIVE.value),
+        )
+
     def apply(self, session: Session, changes: list[Change], centres: dict[str, Centre]) -> None:
         """Apply changes on the central broker, then queue them to the centres' gateways."""
-        commands = []
-        passwords: dict[str, str] = {}
-        for change in changes:
-            device = change.device
-            if change.op is DynsecOp.UPSERT:
-                password = self.credentials(centres[device.centre_id], device).password
-                passwords[device.id] = password
-                commands += upsert_commands(device.centre_id, device.id, device.kind, password)
-            else:
-                commands += op_commands(change.op, device.id)
+        logins = [
+            self.login_change(c.op, c.device, _centre(session, centres, c.device.centre_id))
+            for c in changes
+        ]
         with broker_errors():
-            answers = self.dynsec.execute(commands)
-            again = [
-                password_command(c["username"], passwords[c["username"]])
-                for c, a in zip(commands, answers, strict=True)
-                if existed(c, a)
-            ]
-            if again:
-                self.dynsec.execute(again)
+            self.logins.apply(logins)
             self.dynsec.publish_many(self._downlink(session, changes))
 
     def _downlink(self, session: Session, changes: list[Change]) -> list[tuple[str, bytes]]:
@@ -139,20 +140,32 @@ class Provisioner:
             with broker_errors():
                 self.dynsec.publish_many(self.updates_for(gateway, changes))
 
-    def undo(self, devices: list[Device]) -> None:
-        """Best effort after a failed transaction: remove clients created on the central broker."""
-        commands = []
-        for device in devices:
-            commands += op_commands(DynsecOp.DELETE, device.id)
-        try:
-            self.dynsec.execute(
-                commands,
-                tolerate=frozenset(
-                    {("deleteClient", "Client not found"), ("deleteRole", "Role not found")}
-                ),
+    def rewrite_central(self, session: Session, files: FileLogins) -> None:
+        """Write the broker's login files afresh from the registry (at start)."""
+        centres = {c.id: c for c in session.scalars(select(Centre))}
+        devices = session.scalars(select(Device).where(Device.status.in_(LIVE)))
+        with broker_errors():
+            files.replace_all(
+                self.login_change(DynsecOp.UPSERT, d, centres[d.centre_id]) for d in devices
             )
-        except DynsecError as exc:
-            log.error("event=dynsec_undo_failed devices=%d error=%s", len(devices), exc)
+
+    def undo(self, devices: list[Device]) -> None:
+        """Best effort after a failed transaction: remove logins created on the central broker."""
+        changes = [
+            LoginChange(DynsecOp.DELETE, d.centre_id, d.id, DeviceKind(d.kind)) for d in devices
+        ]
+        try:
+            self.logins.undo(changes)
+        except (DynsecError, BrokerFilesError) as exc:
+            log.error("event=login_undo_failed devices=%d error=%s", len(devices), exc)
+
+
+def _centre(session: Session, centres: dict[str, Centre], centre_id: str) -> Centre:
+    centre = centres.get(centre_id) or session.get(Centre, centre_id)
+    if centre is None:
+        raise LookupError(f"centre {centre_id} of a device is missing")
+    centres[centre_id] = centre
+    return centre
 
 
 def gateways_of(session: Session, centre_id: str) -> list[Device]:

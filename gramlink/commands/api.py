@@ -1,7 +1,8 @@
 """``gramlink api``: run the API; ``create-token``, ``export-credentials``.
 
 Options override the ``GRAMLINK_API_*`` environment; ``--stack-home`` takes the
-broker and InfluxDB admin passwords of a local ``gramlink stack``.
+broker and InfluxDB admin passwords of a local ``gramlink stack`` and keeps device
+logins in that broker's password and ACL files.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def _options(parser: argparse.ArgumentParser) -> None:
         "--mqtt-url", default=default, help="mqtt://host:port of the central broker"
     )
     parser.add_argument("--influx-url", default=default, help="http://host:port of InfluxDB")
+    parser.add_argument(
+        "--broker-files-dir",
+        type=Path,
+        default=default,
+        help="keep device logins in the central broker's password/ACL files in this directory",
+    )
     parser.add_argument("--host", default=default)
     parser.add_argument("--port", type=int, default=default)
     parser.add_argument(
@@ -77,9 +84,11 @@ def settings_from(args: argparse.Namespace) -> Any:
             overrides["influx_url"] = stack.influx.url
         if "GRAMLINK_API_INFLUX_PASSWORD" not in env:
             overrides["influx_password"] = stack.influx.admin_password
+        if "GRAMLINK_API_BROKER_FILES_DIR" not in env:
+            overrides["broker_files_dir"] = stack.mosquitto.home
         if "GRAMLINK_API_DB_URL" not in env:
             overrides["db_url"] = f"sqlite:///{stack.home / 'api.sqlite'}"
-    for name in ("db_url", "mqtt_url", "influx_url", "host", "port"):
+    for name in ("db_url", "mqtt_url", "influx_url", "host", "port", "broker_files_dir"):
         if hasattr(args, name):
             overrides[name] = getattr(args, name)
     return ApiSettings(**overrides)
@@ -129,7 +138,7 @@ def export_credentials(settings: Any, out: Path, centre: str | None, keys_out: P
     from api.db.models import Centre, Device
     from api.db.session import make_engine, migrate, session_factory
     from api.services.bulk import CSV_HEADER
-    from contract.provisioning import centre_key, device_password, encode_key
+    from contract.provisioning import centre_key, device_password, encode_key, mqtt_username
 
     master = settings.master_secret.get_secret_value().encode()
     engine = make_engine(settings.db_url)
@@ -149,7 +158,8 @@ def export_credentials(settings: Any, out: Path, centre: str | None, keys_out: P
         for device, where in session.execute(query.order_by(Device.centre_id, Device.id)):
             key = centre_key(master, where.id, where.key_version)
             password = device_password(key, device.id, device.credential_version)
-            writer.writerow([where.id, device.id, device.kind, device.model, device.id, password])
+            username = mqtt_username(where.id, device.id)
+            writer.writerow([where.id, device.id, device.kind, device.model, username, password])
             rows += 1
             if device.kind == "gateway":
                 gateways.append((where.id, device.id, encode_key(key)))

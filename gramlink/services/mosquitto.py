@@ -49,6 +49,9 @@ class MosquittoService:
         self.admin_password = admin_password
         self.config_file = home / "mosquitto.conf"
         self.dynsec_file = home / "dynamic-security.json"
+        # Device and gateway logins the API writes (api.broker_files); empty at first.
+        self.password_file = home / "clients.passwd"
+        self.acl_file = home / "clients.acl"
         self.process = PidProcess(
             "mosquitto", home / "mosquitto.pid", str(self.config_file), home / "mosquitto.log"
         )
@@ -70,6 +73,9 @@ class MosquittoService:
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.dynsec_file.exists():
             self._init_dynsec()
+        for path in (self.password_file, self.acl_file):
+            if not path.exists():
+                path.touch(mode=0o640)
         self.config_file.write_text(self._config())
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.process.spawn([binary, "-c", str(self.config_file)])
@@ -138,6 +144,8 @@ class MosquittoService:
                 "set_tcp_nodelay true",
                 f"plugin {dynsec_plugin()}",
                 f"plugin_opt_config_file {self.dynsec_file}",
+                f"password_file {self.password_file}",
+                f"acl_file {self.acl_file}",
                 f"user {getpass.getuser()}",
                 "persistence true",
                 f"persistence_location {self.home}/",

@@ -178,9 +178,13 @@ def api_factory(
 ) -> Iterator[ApiFactory]:
     opened: list[TestClient] = []
 
-    def make(db_url: str | None = None, broker: MosquittoService | None = None) -> Api:
+    def make(
+        db_url: str | None = None, broker: MosquittoService | None = None, logins: str = "files"
+    ) -> Api:
         broker = broker or mosquitto
-        settings = ApiSettings(
+        files = {"broker_files_dir": broker.home} if logins == "files" else {}
+        settings = ApiSettings(  # type: ignore[arg-type]
+            **files,
             db_url=db_url or f"sqlite:///{tmp_path / unique_id('api')}.sqlite",
             mqtt_url=broker.url,
             mqtt_admin_password=broker.admin_password,

@@ -77,7 +77,7 @@ def test_a_rollout_creates_centres_devices_and_working_credentials(
     hub_view = api.client.get(f"/v1/centres/{hub}", headers=api.headers()).json()
     assert hub_view["spokes"] == [spoke]
     device = next(c for c in creds if c["kind"] == "bp_monitor")
-    assert device["username"] == device["device_id"]
+    assert device["username"] == f"{device['centre_id']}/{device['device_id']}"
     assert not refused(mosquitto, device["username"], device["password"])
 
 

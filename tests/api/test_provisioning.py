@@ -9,17 +9,24 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from contract.provisioning import decode_key, dynsec_topic
+from contract.provisioning import decode_key, dynsec_topic, mqtt_username
 from contract.topics import Channel, topic
 from gateway.local_auth import LocalAuth
 from gramlink.services import MosquittoService
-from tests.api.conftest import Api
+from tests.api.conftest import Api, ApiFactory
 from tests.api.mqtt_helpers import Connection, Watcher, publishes, refused
 from tests.conftest import BrokerFactory
 from tests.factories import admin_client, close, unique_id, wait_for
 
 
+@pytest.fixture(params=["files", "dynsec"])
+def central(request: pytest.FixtureRequest, api_factory: ApiFactory) -> Api:
+    """An API keeping central logins in the broker's files, and one using dynsec."""
+    return api_factory(logins=request.param)
+
+
 def provision(api: Api, centre: str, kind: str = "pulse_oximeter") -> tuple[str, str]:
+    """Provision a device; return its MQTT username and password."""
     device = unique_id("d")
     response = api.client.post(
         "/v1/devices",
@@ -28,16 +35,21 @@ def provision(api: Api, centre: str, kind: str = "pulse_oximeter") -> tuple[str,
     )
     assert response.status_code == 201, response.text
     creds = response.json()["credentials"]
-    assert creds["username"] == device
-    return device, creds["password"]
+    assert creds["username"] == f"{centre}/{device}"
+    return creds["username"], creds["password"]
+
+
+def device_of(username: str) -> str:
+    return username.split("/")[1]
 
 
 def test_a_device_publishes_only_its_own_topics_on_the_central_broker(
-    api: Api, mosquitto: MosquittoService
+    central: Api, mosquitto: MosquittoService
 ) -> None:
+    api = central
     centre, other_centre = api.centre(), api.centre()
-    device, password = provision(api, centre)
-    neighbour, _ = provision(api, centre)
+    user, password = provision(api, centre)
+    device, neighbour = device_of(user), device_of(provision(api, centre)[0])
     watcher = Watcher(mosquitto)
     try:
         own = [topic(centre, device, ch) for ch in (Channel.TELEMETRY, Channel.STATE)]
@@ -47,52 +59,100 @@ def test_a_device_publishes_only_its_own_topics_on_the_central_broker(
             topic(centre, device, Channel.CMD),
         ]
         marker = topic(centre, device, Channel.EVENT)
-        arrived = publishes(mosquitto, device, password, own + foreign, marker, watcher)
+        arrived = publishes(mosquitto, user, password, own + foreign, marker, watcher)
     finally:
         watcher.close()
     assert arrived == set(own)
 
 
-def test_wrong_password_and_anonymous_are_refused(api: Api, mosquitto: MosquittoService) -> None:
-    device, password = provision(api, api.centre())
+def test_a_gateway_has_its_centres_subtree_only(central: Api, mosquitto: MosquittoService) -> None:
+    api = central
+    centre, other_centre = api.centre(), api.centre()
+    gateway = unique_id("gw")
+    response = api.client.post(
+        "/v1/gateways",
+        json={"id": gateway, "centre_id": centre, "model": "pi4"},
+        headers=api.headers(),
+    )
+    assert response.status_code == 201, response.text
+    creds = response.json()["credentials"]
+    assert creds["username"] == f"{centre}/{gateway}"
+    watcher = Watcher(mosquitto)
+    try:
+        own = [topic(centre, "any-device", Channel.TELEMETRY), topic(centre, gateway, Channel.CMD)]
+        foreign = [topic(other_centre, "any-device", Channel.TELEMETRY)]
+        marker = topic(centre, gateway, Channel.STATE)
+        arrived = publishes(
+            mosquitto, creds["username"], creds["password"], own + foreign, marker, watcher
+        )
+    finally:
+        watcher.close()
+    assert arrived == set(own)
+
+
+def test_wrong_password_and_anonymous_are_refused(
+    central: Api, mosquitto: MosquittoService
+) -> None:
+    device, password = provision(central, central.centre())
     assert refused(mosquitto, device, password[:-2] + "xx")
     assert refused(mosquitto, None, None)
     assert not refused(mosquitto, device, password)
 
 
 def test_suspend_drops_the_connection_and_resume_lets_it_back(
-    api: Api, mosquitto: MosquittoService
+    central: Api, mosquitto: MosquittoService
 ) -> None:
-    device, password = provision(api, api.centre())
-    connection = Connection(mosquitto, device, password)
+    api = central
+    user, password = provision(api, api.centre())
+    device = device_of(user)
+    connection = Connection(mosquitto, user, password)
     try:
         answer = api.client.post(f"/v1/devices/{device}/suspend", headers=api.headers())
         assert answer.status_code == 200
         assert answer.json()["status"] == "suspended"
         assert connection.dropped.wait(5), "the open connection was not closed"
-        assert refused(mosquitto, device, password)
+        assert refused(mosquitto, user, password)
     finally:
         connection.close()
     assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).status_code == 200
-    assert not refused(mosquitto, device, password)
+    assert not refused(mosquitto, user, password)
     again = api.client.post(f"/v1/devices/{device}/resume", headers=api.headers())
     assert again.status_code == 409
 
 
-def test_rotation_replaces_the_password(api: Api, mosquitto: MosquittoService) -> None:
-    device, old = provision(api, api.centre())
-    answer = api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers())
+def test_rotation_replaces_the_password(central: Api, mosquitto: MosquittoService) -> None:
+    api = central
+    user, old = provision(api, api.centre())
+    answer = api.client.post(f"/v1/devices/{device_of(user)}/rotate", headers=api.headers())
     assert answer.status_code == 200
     new = answer.json()["password"]
     assert new != old
-    assert refused(mosquitto, device, old)
-    assert not refused(mosquitto, device, new)
+    assert refused(mosquitto, user, old)
+    assert not refused(mosquitto, user, new)
 
 
-def test_decommissioned_device_is_refused_for_good(api: Api, mosquitto: MosquittoService) -> None:
-    device, password = provision(api, api.centre())
+def test_a_suspended_device_stays_refused_after_rotation(
+    central: Api, mosquitto: MosquittoService
+) -> None:
+    api = central
+    user, _ = provision(api, api.centre())
+    device = device_of(user)
+    assert api.client.post(f"/v1/devices/{device}/suspend", headers=api.headers()).is_success
+    rotated = api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers())
+    assert rotated.status_code == 200
+    assert refused(mosquitto, user, rotated.json()["password"])
+    assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).is_success
+    assert not refused(mosquitto, user, rotated.json()["password"])
+
+
+def test_decommissioned_device_is_refused_for_good(
+    central: Api, mosquitto: MosquittoService
+) -> None:
+    api = central
+    user, password = provision(api, api.centre())
+    device = device_of(user)
     assert api.client.post(f"/v1/devices/{device}/decommission", headers=api.headers()).is_success
-    assert refused(mosquitto, device, password)
+    assert refused(mosquitto, user, password)
     assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).status_code == 409
     assert api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers()).status_code == 409
 
@@ -124,7 +184,7 @@ class GatewayHarness:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"gw-{self.gateway}", protocol=mqtt.MQTTv5
         )
-        client.username_pw_set(self.gateway, self.password)
+        client.username_pw_set(mqtt_username(self.centre, self.gateway), self.password)
         client.on_message = lambda c, u, msg: self.updates.put(msg.payload)
         subscribed = threading.Event()
         client.on_subscribe = lambda *a: subscribed.set()
@@ -189,28 +249,29 @@ def local_site(api: Api, broker_factory: BrokerFactory, mosquitto: MosquittoServ
 
 def test_local_broker_enforces_the_same_credentials(api: Api, local_site) -> None:  # type: ignore[no-untyped-def]
     local, centre, harness = local_site
-    device, password = provision(api, centre)
-    wait_for(lambda: not refused(local, device, password), 10, "device accepted locally")
-    other, _ = provision(api, centre)
+    user, password = provision(api, centre)
+    device = device_of(user)
+    wait_for(lambda: not refused(local, user, password), 10, "device accepted locally")
+    other = device_of(provision(api, centre)[0])
     watcher = Watcher(local)
     try:
         own = topic(centre, device, Channel.TELEMETRY)
         foreign = topic(centre, other, Channel.TELEMETRY)
         marker = topic(centre, device, Channel.EVENT)
-        assert publishes(local, device, password, [own, foreign], marker, watcher) == {own}
+        assert publishes(local, user, password, [own, foreign], marker, watcher) == {own}
     finally:
         watcher.close()
-    assert refused(local, device, password[:-2] + "xx")
+    assert refused(local, user, password[:-2] + "xx")
     assert refused(local, None, None)
-    connection = Connection(local, device, password)
+    connection = Connection(local, user, password)
     try:
         assert api.client.post(f"/v1/devices/{device}/suspend", headers=api.headers()).is_success
         assert connection.dropped.wait(10), "the local connection was not closed"
-        assert refused(local, device, password)
+        assert refused(local, user, password)
     finally:
         connection.close()
     assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).is_success
-    wait_for(lambda: not refused(local, device, password), 10, "device accepted again")
+    wait_for(lambda: not refused(local, user, password), 10, "device accepted again")
     assert harness.errors == []
 
 
@@ -220,10 +281,11 @@ def test_an_offline_gateway_applies_the_changes_when_it_comes_back(
 ) -> None:
     local, centre, harness = local_site
     harness.disconnect()
-    device, password = provision(api, centre)
+    user, password = provision(api, centre)
+    device = device_of(user)
     rotated = api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers()).json()
-    assert refused(local, device, password)
+    assert refused(local, user, password)
     harness.connect()
-    wait_for(lambda: not refused(local, device, rotated["password"]), 10, "queued updates applied")
-    assert refused(local, device, password)
+    wait_for(lambda: not refused(local, user, rotated["password"]), 10, "queued updates applied")
+    assert refused(local, user, password)
     assert harness.errors == []
