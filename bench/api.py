@@ -1,8 +1,10 @@
 """Benchmark of the API: provisioning throughput by CSV (including the broker round
 trip) and list/filter/get latency with N devices registered.
 
-Run: ``.venv/bin/python -m bench.api [--devices 10000] [--per-centre 100]``.
-Starts its own Mosquitto and an API (uvicorn, SQLite) on free ports in a temp dir.
+Run: ``.venv/bin/python -m bench.api [--devices 10000] [--per-centre 100]
+[--logins files|dynsec]``. Starts its own Mosquitto and an API (uvicorn, SQLite) on
+free ports in a temp dir; ``--logins`` picks where the central broker keeps device
+logins (its password/ACL files, or dynamic security).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--per-centre", type=int, default=100)
     parser.add_argument("--requests", type=int, default=2_000)
+    parser.add_argument("--logins", choices=("files", "dynsec"), default="files")
     parser.add_argument(
         "--seed",
         type=int,
@@ -103,10 +106,17 @@ def main() -> int:
     )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="gl-bench-api-"))
-    broker = MosquittoService(home / "mosquitto", free_port(), secrets.token_urlsafe(16))
+    broker = MosquittoService(
+        home / "mosquitto",
+        free_port(),
+        secrets.token_urlsafe(16),
+        login_files=args.logins == "files",
+    )
     broker.start()
     port = free_port()
-    settings = ApiSettings(
+    files = {"broker_files_dir": broker.home} if args.logins == "files" else {}
+    settings = ApiSettings(  # type: ignore[arg-type]
+        **files,
         db_url=f"sqlite:///{home / 'api.sqlite'}",
         mqtt_url=broker.url,
         mqtt_admin_password=broker.admin_password,
@@ -130,7 +140,7 @@ def main() -> int:
             timeout=600,
         )
         body = rollout_csv(args.devices, args.per_centre)
-        print(f"provisioning {args.devices} devices by CSV ...", flush=True)
+        print(f"provisioning {args.devices} devices by CSV ({args.logins}) ...", flush=True)
         t0 = time.perf_counter()
         answer = client.post("/v1/devices/bulk", content=body, headers={"content-type": "text/csv"})
         provision_s = time.perf_counter() - t0
@@ -173,7 +183,7 @@ def main() -> int:
             f"{args.seed} of them inserted without the broker)"
         )
         print(
-            f"provisioning by CSV incl. broker round trip: {provision_s:.1f} s "
+            f"provisioning by CSV ({args.logins}) incl. broker round trip: {provision_s:.1f} s "
             f"= {args.devices / provision_s:.0f} devices/s"
         )
         print(f"{'request':32} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")

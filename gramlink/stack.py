@@ -59,7 +59,11 @@ class Stack:
         self.bind = bind
         self.credentials = Credentials.load_or_create(self.home)
         self.mosquitto = MosquittoService(
-            self.home / "mosquitto", self.mqtt_port, self.credentials.mqtt_admin_password, bind
+            self.home / "mosquitto",
+            self.mqtt_port,
+            self.credentials.mqtt_admin_password,
+            bind,
+            login_files=True,
         )
         self.influx = InfluxService(
             self.home / "influxdb", self.influx_port, self.credentials.influx_admin_password, bind

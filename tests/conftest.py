@@ -16,7 +16,7 @@ import pytest
 from gramlink.services import InfluxService, MosquittoService
 from gramlink.services.process import free_port
 
-BrokerFactory = Callable[[], MosquittoService]
+BrokerFactory = Callable[..., MosquittoService]
 InfluxFactory = Callable[[], InfluxService]
 
 
@@ -24,9 +24,12 @@ InfluxFactory = Callable[[], InfluxService]
 def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
     started: list[MosquittoService] = []
 
-    def make() -> MosquittoService:
+    def make(*, login_files: bool = False) -> MosquittoService:
+        """A broker; ``login_files`` makes it central (the API's password/ACL files)."""
         home = tmp_path_factory.mktemp("mosquitto")
-        broker = MosquittoService(home, free_port(), secrets.token_urlsafe(16))
+        broker = MosquittoService(
+            home, free_port(), secrets.token_urlsafe(16), login_files=login_files
+        )
         broker.start()
         started.append(broker)
         return broker
@@ -55,7 +58,7 @@ def influx_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxF
 @pytest.fixture(scope="session")
 def mosquitto(broker_factory: BrokerFactory) -> MosquittoService:
     """The shared central broker; use a unique centre id per test."""
-    return broker_factory()
+    return broker_factory(login_files=True)
 
 
 @pytest.fixture(scope="session")

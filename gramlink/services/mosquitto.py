@@ -41,15 +41,25 @@ def dynsec_plugin() -> str:
 class MosquittoService:
     """One broker: config, data, log and PID file under ``home``."""
 
-    def __init__(self, home: Path, port: int, admin_password: str, bind: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        home: Path,
+        port: int,
+        admin_password: str,
+        bind: str = "127.0.0.1",
+        *,
+        login_files: bool = False,
+    ) -> None:
         self.home = home
+        self.login_files = login_files
         self.port = port
         self.bind = bind
         self.admin_user = ADMIN_USER
         self.admin_password = admin_password
         self.config_file = home / "mosquitto.conf"
         self.dynsec_file = home / "dynamic-security.json"
-        # Device and gateway logins the API writes (api.broker_files); empty at first.
+        # A central broker's device and gateway logins, written by the API
+        # (api.broker_files) when ``login_files``; empty at first.
         self.password_file = home / "clients.passwd"
         self.acl_file = home / "clients.acl"
         self.process = PidProcess(
@@ -73,9 +83,10 @@ class MosquittoService:
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.dynsec_file.exists():
             self._init_dynsec()
-        for path in (self.password_file, self.acl_file):
-            if not path.exists():
-                path.touch(mode=0o640)
+        if self.login_files:
+            for path in (self.password_file, self.acl_file):
+                if not path.exists():
+                    path.touch(mode=0o640)
         self.config_file.write_text(self._config())
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.process.spawn([binary, "-c", str(self.config_file)])
@@ -131,8 +142,17 @@ class MosquittoService:
                 role["acls"].append(
                     {"acltype": "publishClientSend", "topic": "gl/#", "allow": True}
                 )
+        # Mosquitto's own ACL file grants every SUBSCRIBE and checks only delivery,
+        # so delivery must be denied unless a role allows it (dynsec allows it by
+        # default); each GramLink role lists what its client may receive.
+        config["defaultACLAccess"]["publishClientReceive"] = False
         self.dynsec_file.write_text(json.dumps(config, indent=1))
         self.dynsec_file.chmod(0o600)
+
+    def _login_files(self) -> list[str]:
+        if not self.login_files:
+            return []
+        return [f"password_file {self.password_file}", f"acl_file {self.acl_file}"]
 
     def _config(self) -> str:
         return "\n".join(
@@ -144,8 +164,7 @@ class MosquittoService:
                 "set_tcp_nodelay true",
                 f"plugin {dynsec_plugin()}",
                 f"plugin_opt_config_file {self.dynsec_file}",
-                f"password_file {self.password_file}",
-                f"acl_file {self.acl_file}",
+                *self._login_files(),
                 f"user {getpass.getuser()}",
                 "persistence true",
                 f"persistence_location {self.home}/",

@@ -289,3 +289,35 @@ def test_an_offline_gateway_applies_the_changes_when_it_comes_back(
     wait_for(lambda: not refused(local, user, rotated["password"]), 10, "queued updates applied")
     assert refused(local, user, password)
     assert harness.errors == []
+
+
+def test_a_device_receives_nothing_of_other_devices(
+    central: Api, mosquitto: MosquittoService
+) -> None:
+    api = central
+    centre = api.centre()
+    spy, spy_password = provision(api, centre)
+    victim, _ = provision(api, centre)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=unique_id("spy"), protocol=mqtt.MQTTv5
+    )
+    client.username_pw_set(spy, spy_password)
+    received: list[str] = []
+    client.on_message = lambda c, u, msg: received.append(msg.topic)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect(mosquitto.bind, mosquitto.port)
+    client.loop_start()
+    try:
+        client.subscribe("gl/#", qos=1)
+        client.subscribe(topic(centre, device_of(victim), Channel.TELEMETRY), qos=1)
+        assert subscribed.wait(5)
+        admin = admin_client(mosquitto)
+        own = topic(centre, device_of(spy), Channel.CMD)
+        for name in (topic(centre, device_of(victim), Channel.TELEMETRY), own):
+            admin.publish(name, b"{}", qos=1).wait_for_publish(5)
+        close(admin)
+        wait_for(lambda: own in received, 10, "the spy's own command")
+    finally:
+        close(client)
+    assert set(received) == {own}

@@ -11,16 +11,18 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from contract.metrics import DeviceKind
-from contract.provisioning import DynsecOp, DynsecUpdate, device_password
+from contract.provisioning import DynsecOp, DynsecUpdate, device_password, mqtt_username
 from gateway.dynsec_seqs import AppliedSeqs
 from gateway.local_auth import BadUpdate, LocalAuth
 from gramlink.services import MosquittoService
 from tests.conftest import BrokerFactory
 from tests.factories import admin_client, close, connect_client, unique_id
 
+CENTRE = unique_id("c")
 
-def _refused(broker: MosquittoService, user: str | None, password: str | None) -> bool:
-    client, rc = connect_client(broker, username=user, password=password)
+
+def _refused(broker: MosquittoService, device: str, password: str) -> bool:
+    client, rc = connect_client(broker, username=mqtt_username(CENTRE, device), password=password)
     client.loop_stop()
     return rc is not None and rc.is_failure
 
@@ -34,7 +36,7 @@ def local(broker_factory: BrokerFactory) -> MosquittoService:
 def auth(local: MosquittoService):  # type: ignore[no-untyped-def]
     client = admin_client(local)
     key = secrets.token_bytes(32)
-    yield LocalAuth(client, unique_id("c"), key), key
+    yield LocalAuth(client, CENTRE, key), key
     close(client)
 
 
@@ -70,7 +72,9 @@ def test_a_re_sent_upsert_leaves_the_connected_device_alone(
     local_auth, key = auth
     device = unique_id("d")
     local_auth.apply(_update(DynsecOp.UPSERT, device, 1, 1))
-    client, rc = connect_client(local, username=device, password=device_password(key, device, 1))
+    client, rc = connect_client(
+        local, username=mqtt_username(CENTRE, device), password=device_password(key, device, 1)
+    )
     assert rc is not None and not rc.is_failure
     dropped = threading.Event()
     client.on_disconnect = lambda *a: dropped.set()
@@ -91,7 +95,7 @@ def test_disable_drops_the_connection_and_enable_restores_it(
     password = device_password(key, device, 1)
     local_auth.apply(_update(DynsecOp.UPSERT, device, 1, 1))
     dropped = threading.Event()
-    client, rc = connect_client(local, username=device, password=password)
+    client, rc = connect_client(local, username=mqtt_username(CENTRE, device), password=password)
     assert rc is not None and not rc.is_failure
     client.on_disconnect = lambda *a: dropped.set()
     local_auth.apply(_update(DynsecOp.DISABLE, device, 1, 2))
@@ -130,7 +134,9 @@ def test_the_local_role_allows_only_the_devices_own_topics(
     local_auth, key = auth
     device = unique_id("d")
     local_auth.apply(_update(DynsecOp.UPSERT, device, 1, 1))
-    client, rc = connect_client(local, username=device, password=device_password(key, device, 1))
+    client, rc = connect_client(
+        local, username=mqtt_username(CENTRE, device), password=device_password(key, device, 1)
+    )
     assert rc is not None and not rc.is_failure
     granted: list[list[mqtt.ReasonCode]] = []
     done = threading.Event()
@@ -152,7 +158,7 @@ def test_a_late_update_never_rolls_a_device_back_even_after_a_restart(
     local: MosquittoService, tmp_path: Path
 ) -> None:
     client = admin_client(local)
-    key, centre = secrets.token_bytes(32), unique_id("c")
+    key, centre = secrets.token_bytes(32), CENTRE
     a, b = unique_id("d"), unique_id("d")
     seqs = AppliedSeqs(tmp_path / "gw.sqlite3", "gw-1")
     LocalAuth(client, centre, key, seqs=seqs).apply(_update(DynsecOp.UPSERT, a, 2, 5))

@@ -26,6 +26,7 @@ from contract.provisioning import (
     dynsec_ack_topic,
     dynsec_topic,
     encode_key,
+    mqtt_username,
 )
 from gateway.__main__ import start
 from gateway.app import Gateway
@@ -54,6 +55,9 @@ class FakeApi:
         self.client.subscribe(dynsec_ack_topic(centre, f"{centre}-gw"), qos=1)
         assert subscribed.wait(5)
         self.seq = 0
+
+    def user(self, device: str) -> str:
+        return mqtt_username(self.centre, device)
 
     def send(
         self, op: DynsecOp, device: str, version: int = 1, kind: DeviceKind = DeviceKind.ROUTER
@@ -146,11 +150,12 @@ def test_an_update_from_the_api_lets_the_device_in_locally_and_its_data_flows(
     start_gateway(make_gateway, centre, local_broker, mosquitto)
     wait_until_flowing(devices, collector)  # also: the dynsec subscription is in place
     device, other_device = api.dev("router-7"), api.dev("router-8")
-    assert not connects(local_broker, device, api.password(device))
+    assert not connects(local_broker, api.user(device), api.password(device))
 
     assert api.wait_applied(api.send(DynsecOp.UPSERT, device)).ok
 
-    client, rc = connect_client(local_broker, username=device, password=api.password(device))
+    user, password = api.user(device), api.password(device)
+    client, rc = connect_client(local_broker, username=user, password=password)
     assert rc is not None and not rc.is_failure
     own, other = f"gl/v1/{centre}/{device}/telemetry", f"gl/v1/{centre}/{other_device}/telemetry"
     for seq in range(3):
@@ -185,16 +190,16 @@ def test_updates_sent_while_the_gateway_was_stopped_are_applied_when_it_starts(
         api.send(DynsecOp.UPSERT, router1, version=2),  # a rotation
         api.send(DynsecOp.DISABLE, power1),  # a suspension
     ]
-    assert not connects(local_broker, router1, api.password(router1, 2))
+    assert not connects(local_broker, api.user(router1), api.password(router1, 2))
     assert all(api.ack(seq) is None for seq in seqs)
 
     start_gateway(make_gateway, centre, local_broker, mosquitto)
     for seq in seqs:
         assert api.wait_applied(seq).ok
-    assert connects(local_broker, router1, api.password(router1, 2))
-    assert not connects(local_broker, router1, api.password(router1, 1))
-    assert not connects(local_broker, power1, api.password(power1))
-    assert connects(local_broker, bp1, api.password(bp1))
+    assert connects(local_broker, api.user(router1), api.password(router1, 2))
+    assert not connects(local_broker, api.user(router1), api.password(router1, 1))
+    assert not connects(local_broker, api.user(power1), api.password(power1))
+    assert connects(local_broker, api.user(bp1), api.password(bp1))
 
 
 def test_disable_drops_the_local_connection_and_enable_lets_the_device_back(
@@ -208,7 +213,7 @@ def test_disable_drops_the_local_connection_and_enable_lets_the_device_back(
     device = api.dev("router-1")
     password = api.password(device)
     api.first(device)
-    client, rc = connect_client(local_broker, username=device, password=password)
+    client, rc = connect_client(local_broker, username=api.user(device), password=password)
     assert rc is not None and not rc.is_failure
     dropped = threading.Event()
     client.on_disconnect = lambda *a: dropped.set()
@@ -216,10 +221,10 @@ def test_disable_drops_the_local_connection_and_enable_lets_the_device_back(
     api.wait_applied(api.send(DynsecOp.DISABLE, device))
     assert dropped.wait(10), "the suspended device's connection stayed open"
     client.loop_stop()
-    assert not connects(local_broker, device, password)
+    assert not connects(local_broker, api.user(device), password)
 
     api.wait_applied(api.send(DynsecOp.ENABLE, device))
-    assert connects(local_broker, device, password)
+    assert connects(local_broker, api.user(device), password)
 
 
 def test_a_malformed_update_is_quarantined_and_does_not_block_the_next(
@@ -242,11 +247,11 @@ def test_a_malformed_update_is_quarantined_and_does_not_block_the_next(
     good_seq = api.send(DynsecOp.UPSERT, router2)
 
     assert api.wait_applied(good_seq).ok
-    assert connects(local_broker, router2, api.password(router2))
+    assert connects(local_broker, api.user(router2), api.password(router2))
     refusal = api.wait_applied(bad_seq)
     assert not refusal.ok
     assert refusal.error is not None and "dynsec_bad_update" in refusal.error
-    assert not connects(local_broker, router1, api.password(router1))
+    assert not connects(local_broker, api.user(router1), api.password(router1))
     assert gw.dynsec is not None and gw.dynsec.counters.quarantined == 2
     kept = [r for r in gw.quarantine.recent() if r.reason == "dynsec_bad_update"]
     assert len(kept) == 2
@@ -272,15 +277,15 @@ def test_provisioned_devices_still_connect_locally_while_the_central_broker_is_d
 
     stored = gw.local_in.stored_total
     password = api.password(router1)
-    client, rc = connect_client(local_broker, username=router1, password=password)
+    client, rc = connect_client(local_broker, username=api.user(router1), password=password)
     assert rc is not None and not rc.is_failure
     own = f"gl/v1/{centre}/{router1}/telemetry"
     client.publish(own, router_reading(0), qos=1).wait_for_publish(5)
     wait_for(lambda: gw.local_in.stored_total > stored, 10, "the reading stored for later")
     close(client)
-    assert connects(local_broker, power1, api.password(power1))
-    assert not connects(local_broker, power1, api.password(router1))
-    assert not connects(local_broker, router9, api.password(router9))
+    assert connects(local_broker, api.user(power1), api.password(power1))
+    assert not connects(local_broker, api.user(power1), api.password(router1))
+    assert not connects(local_broker, api.user(router9), api.password(router9))
 
 
 def test_a_malformed_centre_key_stops_the_gateway_with_one_line(
@@ -341,8 +346,8 @@ def test_an_update_waits_unacknowledged_while_the_local_broker_is_down(
     local.start()
     assert api.wait_applied(seq).ok
     assert api.wait_applied(rotation).ok
-    assert connects(local, router1, api.password(router1, 2))
-    assert not connects(local, router1, api.password(router1, 1))
+    assert connects(local, api.user(router1), api.password(router1, 2))
+    assert not connects(local, api.user(router1), api.password(router1, 1))
 
 
 def _dynsec_admin(broker: MosquittoService, commands: list[dict[str, object]]) -> None:
@@ -412,11 +417,11 @@ def test_without_dynsec_rights_updates_are_retried_unacknowledged_until_granted(
             continue
     wait_for(lambda: gw.dynsec.counters.retries >= 2, 15, "retries of the refused commands")
     assert api.ack(1) is None
-    assert not connects(local, device, api.password(device))
+    assert not connects(local, api.user(device), api.password(device))
 
     _dynsec_admin(  # the fix in the field: make the gateway's local account a dynsec admin
         local,
         [{"command": "addClientRole", "username": "relay", "rolename": "admin"}],
     )
     assert api.wait_applied(1).ok
-    assert connects(local, device, api.password(device))
+    assert connects(local, api.user(device), api.password(device))

@@ -1,0 +1,83 @@
+"""Central logins kept in the broker's password and ACL files (api/broker_files.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from api.settings import ApiSettings
+from tests.api.conftest import MASTER, ApiFactory
+from tests.api.mqtt_helpers import refused
+from tests.conftest import BrokerFactory
+from tests.factories import unique_id, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_restarted_api_rewrites_lost_broker_files_from_the_registry(
+    api_factory: ApiFactory, broker_factory: BrokerFactory, tmp_path: Path
+) -> None:
+    broker = broker_factory(login_files=True)
+    db_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    api = api_factory(db_url, broker)
+    centre, device = api.centre(), unique_id("d")
+    answer = api.client.post(
+        "/v1/devices",
+        json={"id": device, "centre_id": centre, "kind": "thermometer", "model": "t1"},
+        headers=api.headers(),
+    )
+    assert answer.status_code == 201, answer.text
+    creds = answer.json()["credentials"]
+    assert not refused(broker, creds["username"], creds["password"])
+
+    broker.password_file.write_text("")
+    os.kill(int(broker.process.pid or 0), signal.SIGHUP)
+    wait_for(lambda: refused(broker, creds["username"], creds["password"]), 10, "login lost")
+
+    api_factory(db_url, broker)
+    assert not refused(broker, creds["username"], creds["password"])
+    assert "\n" + creds["username"] + ":$7$101$" in "\n" + broker.password_file.read_text()
+    assert creds["password"] not in broker.password_file.read_text()
+
+
+def test_a_broker_that_cannot_be_reloaded_refuses_provisioning_and_keeps_nothing(
+    api_factory: ApiFactory, broker_factory: BrokerFactory
+) -> None:
+    broker = broker_factory(login_files=True)
+    api = api_factory(broker=broker)
+    centre = api.centre()
+    broker.stop()
+    device = unique_id("d")
+    answer = api.client.post(
+        "/v1/devices",
+        json={"id": device, "centre_id": centre, "kind": "thermometer", "model": "t1"},
+        headers=api.headers(),
+    )
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "broker" in answer.json()["detail"]
+    assert api.client.get(f"/v1/devices/{device}", headers=api.headers()).status_code == 404
+
+
+def test_a_files_directory_that_does_not_exist_stops_the_api_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "GRAMLINK_API_MASTER_SECRET": MASTER}
+    result = subprocess.run(
+        [sys.executable, "-m", "gramlink", "api", "--broker-files-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: GRAMLINK_API_BROKER_FILES_DIR Value error, {tmp_path / 'none'} is not a directory"
+    ]
+
+
+def test_the_pid_file_defaults_to_the_files_directory(tmp_path: Path) -> None:
+    settings = ApiSettings(broker_files_dir=tmp_path, master_secret=MASTER)  # type: ignore[arg-type]
+    assert settings.broker_pid_file == tmp_path / "mosquitto.pid"
