@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as mqtt
 import uvicorn
 
 from api.main import create_app
@@ -65,6 +66,33 @@ def timed(client: httpx.Client, paths: list[str]) -> tuple[float, float, float]:
     elapsed = time.perf_counter() - started
     p50, p99 = percentiles(samples)
     return p50, p99, len(paths) / elapsed
+
+
+def timed_posts(client: httpx.Client, devices: list[str]) -> tuple[float, float, float]:
+    """Suspend then resume each device: two broker round trips per device."""
+    samples = []
+    started = time.perf_counter()
+    for device in devices:
+        for action in ("suspend", "resume"):
+            t0 = time.perf_counter()
+            response = client.post(f"/v1/devices/{device}/{action}")
+            samples.append(time.perf_counter() - t0)
+            assert response.status_code == 200, response.text[:200]
+    p50, p99 = percentiles(samples)
+    return p50, p99, len(samples) / (time.perf_counter() - started)
+
+
+def _accepted(broker: MosquittoService, username: str, password: str) -> bool:
+    outcome: list[bool] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, f, rc, p: outcome.append(not rc.is_failure)
+    client.connect(broker.bind, broker.port)
+    deadline = time.monotonic() + 5
+    while not outcome and time.monotonic() < deadline:
+        client.loop(0.05)
+    client.disconnect()
+    return outcome == [True]
 
 
 def seed(app: object, start: int, count: int, per_centre: int) -> None:
@@ -146,6 +174,10 @@ def main() -> int:
         provision_s = time.perf_counter() - t0
         assert answer.status_code == 201, answer.text[:300]
         print(f"  {provision_s:.1f} s", flush=True)
+        sample = random.Random(2).sample(answer.json()["credentials"], 20)
+        accepted = sum(_accepted(broker, row["username"], row["password"]) for row in sample)
+        print(f"  {accepted} of {len(sample)} sampled devices log in with their credentials")
+        assert accepted == len(sample)
         if args.seed:
             seed(app, args.devices, args.seed, args.per_centre)
         total = args.devices + args.seed
@@ -177,6 +209,7 @@ def main() -> int:
                 ),
             ),
         ]
+        rows.append(("suspend + resume (each)", timed_posts(client, rnd.sample(ids, 20))))
         print()
         print(
             f"devices registered: {total} ({len(centres)} centres, one gateway each; "
