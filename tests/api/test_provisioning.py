@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -37,6 +38,11 @@ def provision(api: Api, centre: str, kind: str = "pulse_oximeter") -> tuple[str,
     creds = response.json()["credentials"]
     assert creds["username"] == f"{centre}/{device}"
     return creds["username"], creds["password"]
+
+
+def act(api: Api, device: str, action: str) -> httpx.Response:
+    """POST a lifecycle action (suspend, resume, rotate, decommission) as admin."""
+    return api.client.post(f"/v1/devices/{device}/{action}", headers=api.headers())
 
 
 def device_of(username: str) -> str:
@@ -107,23 +113,23 @@ def test_suspend_drops_the_connection_and_resume_lets_it_back(
     device = device_of(user)
     connection = Connection(mosquitto, user, password)
     try:
-        answer = api.client.post(f"/v1/devices/{device}/suspend", headers=api.headers())
+        answer = act(api, device, "suspend")
         assert answer.status_code == 200
         assert answer.json()["status"] == "suspended"
         assert connection.dropped.wait(5), "the open connection was not closed"
         assert refused(mosquitto, user, password)
     finally:
         connection.close()
-    assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).status_code == 200
+    assert act(api, device, "resume").status_code == 200
     assert not refused(mosquitto, user, password)
-    again = api.client.post(f"/v1/devices/{device}/resume", headers=api.headers())
+    again = act(api, device, "resume")
     assert again.status_code == 409
 
 
 def test_rotation_replaces_the_password(central: Api, mosquitto: MosquittoService) -> None:
     api = central
     user, old = provision(api, api.centre())
-    answer = api.client.post(f"/v1/devices/{device_of(user)}/rotate", headers=api.headers())
+    answer = act(api, device_of(user), "rotate")
     assert answer.status_code == 200
     new = answer.json()["password"]
     assert new != old
@@ -137,11 +143,11 @@ def test_a_suspended_device_stays_refused_after_rotation(
     api = central
     user, _ = provision(api, api.centre())
     device = device_of(user)
-    assert api.client.post(f"/v1/devices/{device}/suspend", headers=api.headers()).is_success
-    rotated = api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers())
+    assert act(api, device, "suspend").is_success
+    rotated = act(api, device, "rotate")
     assert rotated.status_code == 200
     assert refused(mosquitto, user, rotated.json()["password"])
-    assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).is_success
+    assert act(api, device, "resume").is_success
     assert not refused(mosquitto, user, rotated.json()["password"])
 
 
@@ -151,10 +157,10 @@ def test_decommissioned_device_is_refused_for_good(
     api = central
     user, password = provision(api, api.centre())
     device = device_of(user)
-    assert api.client.post(f"/v1/devices/{device}/decommission", headers=api.headers()).is_success
+    assert act(api, device, "decommission").is_success
     assert refused(mosquitto, user, password)
-    assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).status_code == 409
-    assert api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers()).status_code == 409
+    assert act(api, device, "resume").status_code == 409
+    assert act(api, device, "rotate").status_code == 409
 
 
 class GatewayHarness:
@@ -265,12 +271,12 @@ def test_local_broker_enforces_the_same_credentials(api: Api, local_site) -> Non
     assert refused(local, None, None)
     connection = Connection(local, user, password)
     try:
-        assert api.client.post(f"/v1/devices/{device}/suspend", headers=api.headers()).is_success
+        assert act(api, device, "suspend").is_success
         assert connection.dropped.wait(10), "the local connection was not closed"
         assert refused(local, user, password)
     finally:
         connection.close()
-    assert api.client.post(f"/v1/devices/{device}/resume", headers=api.headers()).is_success
+    assert act(api, device, "resume").is_success
     wait_for(lambda: not refused(local, user, password), 10, "device accepted again")
     assert harness.errors == []
 
@@ -283,7 +289,7 @@ def test_an_offline_gateway_applies_the_changes_when_it_comes_back(
     harness.disconnect()
     user, password = provision(api, centre)
     device = device_of(user)
-    rotated = api.client.post(f"/v1/devices/{device}/rotate", headers=api.headers()).json()
+    rotated = act(api, device, "rotate").json()
     assert refused(local, user, password)
     harness.connect()
     wait_for(lambda: not refused(local, user, rotated["password"]), 10, "queued updates applied")
