@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -108,5 +109,22 @@ def _routers(module: object) -> list[APIRouter]:
 
 
 def run(settings: ApiSettings) -> int:
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through the same handler as ours
+    )
     return 0
+
+
+def configure_logging(level: str) -> None:
+    """``time level=... logger=... event=... key=value`` lines on stderr."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level.upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        force=True,
+    )

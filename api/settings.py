@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -37,6 +37,7 @@ class ApiSettings(BaseSettings):
     key_version: Annotated[int, Field(ge=1)] = 1
     page_max: Annotated[int, Field(ge=1, le=10_000)] = 500
     bulk_max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("master_secret")
     @classmethod
