@@ -99,6 +99,7 @@ class Gateway:
                 client_id=s.gateway_id,
                 username=s.uplink_username,
                 password=_secret(s.uplink_password),
+                ca_file=s.uplink_ca_file,
                 manual_ack=True,
                 receive_maximum=s.dynsec_queue,
                 will=Will(

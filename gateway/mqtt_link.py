@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -67,6 +68,7 @@ class LinkOptions:
     manual_ack: bool = False
     receive_maximum: int | None = None  # announced in CONNECT: broker -> us unacked messages
     will: Will | None = None
+    ca_file: Path | None = None  # trust this CA (PEM) instead of the system's, for mqtts://
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
     context: dict[str, str] = field(default_factory=dict)
@@ -100,7 +102,8 @@ class MqttLink:
         if options.username is not None:
             self.client.username_pw_set(options.username, options.password)
         if options.endpoint.tls:
-            self.client.tls_set_context(ssl.create_default_context())
+            ca_file = str(options.ca_file) if options.ca_file is not None else None
+            self.client.tls_set_context(ssl.create_default_context(cafile=ca_file))
         if options.will is not None:
             props = Properties(PacketTypes.WILLMESSAGE)
             props.WillDelayInterval = options.will.delay_s

@@ -52,6 +52,7 @@ class GatewaySettings(BaseSettings):
     uplink_url: str
     uplink_username: str | None = None
     uplink_password: SecretStr | None = None
+    uplink_ca_file: Path | None = None
     data_dir: Path = Path(".gramlink/gateway")
     pseudonym_key: SecretStr
     centre_key: SecretStr | None = None
@@ -88,6 +89,13 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _url(cls, value: str) -> str:
         Endpoint(value)
+        return value
+
+    @field_validator("uplink_ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
         return value
 
     @field_validator("pseudonym_key")

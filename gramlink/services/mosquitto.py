@@ -14,6 +14,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -38,6 +39,15 @@ def dynsec_plugin() -> str:
     raise ServiceError("mosquitto dynamic-security plugin not found (apt-get install mosquitto)")
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """A second listener with TLS: server certificate and key (PEM)."""
+
+    port: int
+    certfile: Path
+    keyfile: Path
+
+
 class MosquittoService:
     """One broker: config, data, log and PID file under ``home``."""
 
@@ -49,9 +59,11 @@ class MosquittoService:
         bind: str = "127.0.0.1",
         *,
         login_files: bool = False,
+        tls: TlsListener | None = None,
     ) -> None:
         self.home = home
         self.login_files = login_files
+        self.tls = tls
         self.port = port
         self.bind = bind
         self.admin_user = ADMIN_USER
@@ -149,6 +161,22 @@ class MosquittoService:
         self.dynsec_file.write_text(json.dumps(config, indent=1))
         self.dynsec_file.chmod(0o600)
 
+    @property
+    def tls_url(self) -> str:
+        """``mqtts://localhost:port`` of the TLS listener (the name its certificate carries)."""
+        if self.tls is None:
+            raise ServiceError("this broker has no TLS listener")
+        return f"mqtts://localhost:{self.tls.port}"
+
+    def _tls_listener(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            f"listener {self.tls.port} {self.bind}",
+            f"certfile {self.tls.certfile}",
+            f"keyfile {self.tls.keyfile}",
+        ]
+
     def _login_files(self) -> list[str]:
         if not self.login_files:
             return []
@@ -162,6 +190,7 @@ class MosquittoService:
                 "allow_anonymous false",
                 f"listener {self.port} {self.bind}",
                 "set_tcp_nodelay true",
+                *self._tls_listener(),
                 f"plugin {dynsec_plugin()}",
                 f"plugin_opt_config_file {self.dynsec_file}",
                 *self._login_files(),

@@ -1,0 +1,126 @@
+"""The uplink over TLS (``mqtts://``) with a programme's own CA, against a real
+Mosquitto TLS listener whose certificate ``openssl`` issues for the test."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gramlink.services import MosquittoService
+from gramlink.services.mosquitto import TlsListener
+from gramlink.services.process import free_port
+from tests.factories import wait_for
+from tests.gateway.conftest import GatewayFactory
+from tests.gateway.sim import Collector, Devices, router_reading, wait_until_flowing
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    cert: Path
+    key: Path
+    other_ca: Path  # a CA that did not sign the broker's certificate
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def _ca(directory: Path, name: str) -> tuple[Path, Path]:
+    key, cert = directory / f"{name}.key", directory / f"{name}.pem"
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    ca, ca_key = _ca(directory, "gramlink-test-ca")
+    other_ca, _ = _ca(directory, "someone-else")
+    key, cert = directory / "broker.key", directory / "broker.pem"
+    request = directory / "broker.csr"
+    extensions = directory / "san.cnf"
+    extensions.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", str(key), "-out", str(request),
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert),
+    )  # fmt: skip
+    return Pki(ca, cert, key, other_ca)
+
+
+@pytest.fixture(scope="module")
+def tls_central(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoService]:
+    broker = MosquittoService(
+        tmp_path_factory.mktemp("central-tls"),
+        free_port(),
+        secrets.token_urlsafe(16),
+        tls=TlsListener(free_port(), pki.cert, pki.key),
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_readings_cross_a_tls_uplink_verified_against_the_programmes_ca(
+    pki: Pki,
+    tls_central: MosquittoService,
+    local_broker: MosquittoService,
+    make_gateway: GatewayFactory,
+    centre: str,
+) -> None:
+    collector = Collector(tls_central, centre).start()
+    devices = Devices(local_broker, centre)
+    gw = make_gateway(
+        centre, local_broker, tls_central, uplink_url=tls_central.tls_url, uplink_ca_file=pki.ca
+    )
+    wait_until_flowing(devices, collector)
+    for seq in range(50):
+        devices.publish("router-1", "telemetry", router_reading(seq))
+    wait_for(lambda: len(collector.of("router-1")) >= 50, 30, "readings over TLS")
+    assert collector.seqs("router-1") == list(range(50))
+    assert gw.central.connected.is_set()
+    devices.close()
+    collector.close()
+
+
+def test_a_broker_certificate_from_another_ca_is_refused_and_readings_wait(
+    pki: Pki,
+    tls_central: MosquittoService,
+    local_broker: MosquittoService,
+    make_gateway: GatewayFactory,
+    centre: str,
+) -> None:
+    collector = Collector(tls_central, centre).start()
+    devices = Devices(local_broker, centre)
+    gw = make_gateway(
+        centre,
+        local_broker,
+        tls_central,
+        uplink_url=tls_central.tls_url,
+        uplink_ca_file=pki.other_ca,
+    )
+    published = 0
+
+    def kept() -> bool:
+        nonlocal published
+        devices.publish("router-1", "telemetry", router_reading(published))
+        published += 1
+        return gw.outbox.stats().depth >= 20
+
+    wait_for(kept, 15, "readings kept in the outbox")
+    assert not gw.central.connected.is_set()
+    assert collector.of("router-1") == []
+    devices.close()
+    collector.close()
