@@ -327,3 +327,16 @@ def test_a_device_receives_nothing_of_other_devices(
     finally:
         close(client)
     assert set(received) == {own}
+
+
+def test_rotation_drops_a_connection_made_with_the_old_password(
+    central: Api, mosquitto: MosquittoService
+) -> None:
+    api = central
+    user, old = provision(api, api.centre())
+    connection = Connection(mosquitto, user, old)
+    try:
+        assert act(api, device_of(user), "rotate").status_code == 200
+        assert connection.dropped.wait(5), "the connection with the old password stayed"
+    finally:
+        connection.close()
