@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from sqlalchemy.orm import Session
 
-from api.deps import DB, Admin, PageArgs, Parts, Reader
+from api.deps import DB, Admin, PageArgs, Paging, Parts, Reader
 from api.errors import ApiError, Unprocessable
 from api.schemas import (
     BulkResult,
@@ -46,6 +47,32 @@ async def csv_body(request: Request) -> str:
         raise Unprocessable("the CSV is not UTF-8", field="body") from exc
 
 
+def _page(
+    session: Session,
+    page: Paging,
+    gateway: bool,
+    *,
+    centre_id: str | None = None,
+    kind: str | None = None,
+    status: Status | None = None,
+    model: str | None = None,
+    online: bool | None = None,
+) -> Page[DevicePublic]:
+    rows, total = devices.listing(
+        session,
+        gateway=gateway,
+        centre_id=centre_id,
+        kind=kind,
+        status=status.value if status else None,
+        model=model,
+        online=online,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    items = [DevicePublic.model_validate(r) for r in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
 devices_router = APIRouter(prefix="/v1/devices", tags=["devices"])
 gateways_router = APIRouter(prefix="/v1/gateways", tags=["gateways"])
 
@@ -61,19 +88,16 @@ def list_devices(
     model: Short | None = None,
     online: bool | None = None,
 ) -> Page[DevicePublic]:
-    rows, total = devices.listing(
+    return _page(
         session,
-        gateway=False,
+        page,
+        False,
         centre_id=centre_id,
         kind=kind,
-        status=status.value if status else None,
+        status=status,
         model=model,
         online=online,
-        limit=page.limit,
-        offset=page.offset,
     )
-    items = [DevicePublic.model_validate(r) for r in rows]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @devices_router.post(
@@ -178,19 +202,7 @@ def list_gateways(
     status: Status | None = None,
     online: bool | None = None,
 ) -> Page[DevicePublic]:
-    rows, total = devices.listing(
-        session,
-        gateway=True,
-        centre_id=centre_id,
-        kind=None,
-        status=status.value if status else None,
-        model=None,
-        online=online,
-        limit=page.limit,
-        offset=page.offset,
-    )
-    items = [DevicePublic.model_validate(r) for r in rows]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return _page(session, page, True, centre_id=centre_id, status=status, online=online)
 
 
 @gateways_router.post(
