@@ -107,7 +107,6 @@ class FileLogins:
         self.pid_file = pid_file
         self.host, self.port, self.timeout = host, port, timeout
         self._lock = threading.Lock()
-        self.reloads = 0
 
     @property
     def password_file(self) -> Path:
@@ -156,7 +155,6 @@ class FileLogins:
         started = time.monotonic()
         self._reload()
         self._wait_accepted(MARKER_USER, marker)
-        self.reloads += 1
         log.info(
             "event=broker_files_applied logins=%d gateways=%d reload_ms=%.0f",
             len(passwords) - 1,
@@ -167,6 +165,9 @@ class FileLogins:
     def _reload(self) -> None:
         try:
             pid = int(self.pid_file.read_text().strip())
+            # A stale PID file may name another process by now: never signal that.
+            if b"mosquitto" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                raise BrokerFilesError(f"PID {pid} in {self.pid_file} is not a mosquitto process")
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError) as exc:
             raise BrokerFilesError(f"cannot signal the broker ({self.pid_file}): {exc}") from exc

@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from api.broker_files import BrokerFilesError, FileLogins
+from api.logins import LoginChange
 from api.settings import ApiSettings
+from contract.metrics import DeviceKind
+from contract.provisioning import DynsecOp
 from tests.api.conftest import MASTER, ApiFactory
 from tests.api.mqtt_helpers import refused
 from tests.conftest import BrokerFactory
@@ -81,3 +87,15 @@ def test_a_files_directory_that_does_not_exist_stops_the_api_in_one_line(tmp_pat
 def test_the_pid_file_defaults_to_the_files_directory(tmp_path: Path) -> None:
     settings = ApiSettings(broker_files_dir=tmp_path, master_secret=MASTER)  # type: ignore[arg-type]
     assert settings.broker_pid_file == tmp_path / "mosquitto.pid"
+
+
+def test_a_pid_file_naming_another_process_is_never_signalled(
+    broker_factory: BrokerFactory, tmp_path: Path
+) -> None:
+    broker = broker_factory(login_files=True)
+    stale = tmp_path / "stale.pid"
+    stale.write_text(str(os.getpid()))  # SIGHUP would end this very test process
+    files = FileLogins(broker.home, stale, broker.bind, broker.port, timeout=2)
+    change = LoginChange(DynsecOp.UPSERT, "c-1", "d-1", DeviceKind.ROUTER, "a-password")
+    with pytest.raises(BrokerFilesError, match="not a mosquitto process"):
+        files.apply([change])
