@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from contract.backoff import Backoff
 from contract.codec import DecodeError, decode
 from contract.messages import Command, Twin
 from contract.topics import Channel, Topic, TopicError, subscription
@@ -88,7 +89,7 @@ class Link:
         self.fatal: str | None = None
         self.offline_until = 0.0  # monotonic: a fault-injected offline period
         self._stopping = False
-        self._attempt = 0
+        self._backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, self.rng)
         self._retry_at: float | None = None
         self._count_lock = threading.Lock()  # _sent is written by scheduler, workers, net thread
         self._sent = 0  # publishes this link queued (any thread)
@@ -130,7 +131,7 @@ class Link:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
         try:
-            if self._attempt == 0 and not self.first_connect.is_set():
+            if self._backoff.attempt == 0 and not self.first_connect.is_set():
                 self.client.connect(
                     self.host, self.port, self.keepalive_s, clean_start=False, properties=props
                 )
@@ -141,15 +142,14 @@ class Link:
             self._schedule_retry(f"connect failed: {exc}")
 
     def _schedule_retry(self, why: str) -> None:
-        self._attempt += 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(self._attempt, 8))
-        delay *= 0.5 + self.rng.random()  # full jitter around the capped exponential
-        if self._attempt in (1, 5) or self._attempt % 50 == 0:
+        delay = self._backoff.next()
+        attempt = self._backoff.attempt
+        if attempt in (1, 5) or attempt % 50 == 0:
             log.warning(
                 "event=link_down centre=%s client=%s attempt=%d retry_s=%.1f reason=%r",
                 self.centre,
                 self.client_id,
-                self._attempt,
+                attempt,
                 delay,
                 why,
             )
@@ -178,9 +178,9 @@ class Link:
                 return
             self._schedule_retry(str(rc))
             return
-        if self._attempt or self.first_connect.is_set():
+        if self._backoff.attempt or self.first_connect.is_set():
             self.counters.reconnects += 1
-        self._attempt = 0
+        self._backoff.reset()
         self.connected = True
         if self.centre_wide:
             topics = [

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from contract.backoff import Backoff
 from contract.codec import DecodeError, decode
 from contract.messages import Command
 from contract.mqtt_wire import (
@@ -118,7 +119,7 @@ class RawLink:
         self._inbuf = bytearray()
         self._awaiting_connack_since: float | None = None
         self._stopping = False
-        self._attempt = 0
+        self._backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, self.rng)
         self._retry_at: float | None = None
         loop.every_tick(self._tick)
         for device in devices:
@@ -212,15 +213,14 @@ class RawLink:
         self.loop.want_write(self._fd, False)
 
     def _schedule_retry(self, why: str) -> None:
-        self._attempt += 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(self._attempt, 8))
-        delay *= 0.5 + self.rng.random()
-        if self._attempt in (1, 5) or self._attempt % 50 == 0:
+        delay = self._backoff.next()
+        attempt = self._backoff.attempt
+        if attempt in (1, 5) or attempt % 50 == 0:
             log.warning(
                 "event=link_down centre=%s client=%s attempt=%d retry_s=%.1f reason=%r",
                 self.centre,
                 self.client_id,
-                self._attempt,
+                attempt,
                 delay,
                 why,
             )
@@ -341,9 +341,9 @@ class RawLink:
                 return
             self._drop(f"CONNACK reason 0x{ack.reason:02x}")
             return
-        if self._attempt or self.first_connect.is_set():
+        if self._backoff.attempt or self.first_connect.is_set():
             self.counters.reconnects += 1
-        self._attempt = 0
+        self._backoff.reset()
         filters = [
             subscription(Channel.CMD, self.centre),
             subscription(Channel.TWIN_DESIRED, self.centre),

@@ -26,8 +26,8 @@ from types import FrameType
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
+from contract.backoff import Backoff
 from contract.provisioning import dynsec_topic
-from gateway.backoff import Backoff
 from gateway.downlink import Downlink
 from gateway.dynsec_seqs import AppliedSeqs
 from gateway.health import HealthReporter

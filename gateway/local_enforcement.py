@@ -50,9 +50,9 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
+from contract.backoff import Backoff
 from contract.provisioning import DynsecAck, dynsec_ack_topic
 from contract.topics import ID_RE
-from gateway.backoff import Backoff
 from gateway.local_auth import BadUpdate, LocalAuth, LocalBrokerRefused, LocalBrokerTimeout
 from gateway.logs import kv
 from gateway.mqtt_link import MqttLink

@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.backoff import Backoff
+from contract.backoff import Backoff
 from gateway.logs import kv
 from gateway.settings import Endpoint
 

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
+from contract.backoff import Backoff
 from contract.codec import encode, encode_batch_parts
 from contract.messages import State
 from contract.topics import PREFIX, Channel
-from gateway.backoff import Backoff
 from gateway.logs import kv
 from gateway.mqtt_link import MqttLink
 from gateway.outbox import Outbox, Row, now_ms

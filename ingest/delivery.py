@@ -15,10 +15,10 @@ The first failure is logged once, then one "resumed" line when writes succeed ag
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 
+from contract.backoff import Backoff
 from ingest.errors import WriteRejected, WriteUnavailable
 from ingest.logs import kv
 from ingest.metrics import IngestMetrics
@@ -76,17 +76,15 @@ class Delivery:
 
     def _store(self, writer: Writer, lines: list[str]) -> list[tuple[str, str]]:
         body = "\n".join(lines).encode()
-        attempt = 0
+        backoff = Backoff(self._initial, self._max)
         while True:
             started = time.perf_counter()
             try:
                 writer.write(body)
             except WriteUnavailable as exc:
                 self._failed(exc)
-                delay = min(self._max, self._initial * 2**attempt)
-                attempt += 1
                 self._metrics.retries.inc()
-                if self._abort.wait(random.uniform(delay / 2, delay)):
+                if self._abort.wait(backoff.next()):
                     raise Stopped from exc
                 continue
             except WriteRejected as exc:

@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
+from contract.backoff import Backoff
 from contract.mqtt_wire import (
     CONNACK,
     DISCONNECT,
@@ -155,7 +156,7 @@ class RawSubscriber:
     # --- the network thread -------------------------------------------------------
 
     def _run(self) -> None:
-        delay = BACKOFF_MIN_S
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, self._rng)
         while not self._stop.is_set():
             sock: socket.socket | None = None
             try:
@@ -164,7 +165,7 @@ class RawSubscriber:
                 )
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self._session(sock):
-                    delay = BACKOFF_MIN_S
+                    backoff.reset()
             except Fatal as exc:
                 self.fatal = str(exc)
                 log.error(kv("mqtt_refused", error=exc, client_id=self.settings.client_id))
@@ -174,8 +175,7 @@ class RawSubscriber:
                 self._down(sock)
             if self.fatal or self._stop.is_set():
                 return
-            wait = self._rng.uniform(delay / 2, delay)
-            delay = min(BACKOFF_MAX_S, delay * 2)
+            wait = backoff.next()
             log.info(kv("mqtt_reconnect_in", seconds=f"{wait:.1f}"))
             self._stop.wait(wait)
 

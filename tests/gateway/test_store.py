@@ -1,4 +1,4 @@
-"""The outbox state machine and bounds, the settings gate, the backoff (no brokers needed)."""
+"""The outbox state machine and bounds, the settings gate (no brokers needed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backoff import Backoff
 from gateway.outbox import BULK, HIGH, NewRow, Outbox
 
 
@@ -63,16 +62,6 @@ def test_bulk_is_refused_before_any_high_row_is_evicted(tmp_path: Path) -> None:
     assert (result.stored, result.evicted) == (1, 1)
     assert [r.rx_ms for r in box.next_batch(10, 10**6, live=0)] == [1, 2, 4]
     box.close()
-
-
-def test_backoff_is_jittered_capped_and_growing() -> None:
-    backoff = Backoff(0.5, 8.0)
-    delays = [backoff.next() for _ in range(10)]
-    assert all(0.25 <= d <= 8.0 for d in delays)
-    assert delays[-1] >= 4.0  # capped at 8, never below half the cap
-    assert len(set(delays)) > 1
-    backoff.reset()
-    assert backoff.next() <= 0.5
 
 
 @pytest.mark.parametrize(

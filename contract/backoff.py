@@ -1,4 +1,9 @@
-"""Jittered, capped exponential backoff (ours, not paho's): never a tight reconnect loop."""
+"""The retry policy of every GramLink client: jittered, capped exponential backoff.
+
+DESIGN: "reconnects with jittered backoff". Devices, gateways and ingest workers
+reconnect (and ingest retries InfluxDB) with the same rule, owned by us rather
+than by paho, so a fleet coming back after an outage never retries in lockstep.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ import random
 
 
 class Backoff:
-    """Delays ``min * 2**n`` capped at ``max``, each drawn uniformly from [delay/2, delay]."""
+    """Delays ``min * 2**n`` capped at ``max``, each drawn uniformly from [delay/2, delay].
+
+    ``attempt`` counts the delays handed out since the last :meth:`reset`.
+    """
 
     def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
         self.minimum = minimum
