@@ -2,7 +2,7 @@
 
 Mosquitto 2.0's dynamic-security plugin rewrites its whole JSON file after every
 command, so provisioning N devices through it costs O(N^2); a reload of these two
-files costs O(N) and takes about 0.05 s with 20,000 logins (docs/api.md).
+files costs O(N): 25-72 ms with 10,000-30,000 logins (docs/api.md).
 
 - ``clients.passwd``: ``username:$7$101$salt$hash`` (PBKDF2-SHA512, the format
   ``mosquitto_passwd`` writes); only enabled logins are in it, so removing a line
