@@ -9,7 +9,9 @@ Two stores implement it:
   ``acl_file``, rewritten once per change set and applied with a reload (needs the
   broker's files and process on this host; 10,000 devices in one reload).
 
-Errors are :class:`api.dynsec.DynsecError` in both; the provisioning service maps them.
+Errors (both retryable from the caller's view): ``DynsecError`` from the dynsec
+store, ``BrokerFilesError`` from the files store; the provisioning service maps
+both to a 503.
 """
 
 from __future__ import annotations
