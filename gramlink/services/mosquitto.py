@@ -95,6 +95,7 @@ class MosquittoService:
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.dynsec_file.exists():
             self._init_dynsec()
+        self._deny_delivery_by_default()
         if self.login_files:
             for path in (self.password_file, self.acl_file):
                 if not path.exists():
@@ -135,6 +136,18 @@ class MosquittoService:
             raise ServiceError(f"mosquitto exited at start: {failure}")
         return port_in_use(self.bind, self.port) and self.answers()
 
+    def _deny_delivery_by_default(self) -> None:
+        """Mosquitto's own ACL file grants every SUBSCRIBE and checks only delivery,
+        so delivery must be denied unless a role allows it (dynsec allows it by
+        default); each GramLink role lists what its client may receive. Applied at
+        every start (the broker is stopped), so an older home is fixed too."""
+        config = json.loads(self.dynsec_file.read_text())
+        access = config.setdefault("defaultACLAccess", {})
+        if access.get("publishClientReceive") is not False:
+            access["publishClientReceive"] = False
+            self.dynsec_file.write_text(json.dumps(config, indent=1))
+            self.dynsec_file.chmod(0o600)
+
     def _init_dynsec(self) -> None:
         binary = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
         try:
@@ -154,10 +167,6 @@ class MosquittoService:
                 role["acls"].append(
                     {"acltype": "publishClientSend", "topic": "gl/#", "allow": True}
                 )
-        # Mosquitto's own ACL file grants every SUBSCRIBE and checks only delivery,
-        # so delivery must be denied unless a role allows it (dynsec allows it by
-        # default); each GramLink role lists what its client may receive.
-        config["defaultACLAccess"]["publishClientReceive"] = False
         self.dynsec_file.write_text(json.dumps(config, indent=1))
         self.dynsec_file.chmod(0o600)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import paho.mqtt.client as mqtt
 
+from api.dynsec import DynsecClient
 from gramlink.services import InfluxService, MosquittoService
+from tests.conftest import BrokerFactory
 from tests.factories import Received, admin_client, close, connect_client, unique_id, wait_for
 
 
@@ -68,3 +72,47 @@ def test_point_written_is_read_back_with_influxql(influx: InfluxService) -> None
 def test_influx_refuses_writes_without_credentials(influx: InfluxService) -> None:
     response = httpx.post(f"{influx.url}/write", params={"db": influx.database}, content="m v=1")
     assert response.status_code == 401
+
+
+def test_an_older_home_that_allowed_every_delivery_is_fixed_at_start(
+    broker_factory: BrokerFactory,
+) -> None:
+    broker = broker_factory()
+    broker.stop()
+    config = json.loads(broker.dynsec_file.read_text())
+    config["defaultACLAccess"]["publishClientReceive"] = True  # Mosquitto's own default
+    broker.dynsec_file.write_text(json.dumps(config))
+    broker.start()
+    dynsec = DynsecClient(broker.bind, broker.port, broker.admin_user, broker.admin_password)
+    dynsec.start()
+    acls = [
+        {"acltype": "subscribePattern", "topic": "#", "allow": True},
+        {"acltype": "publishClientReceive", "topic": "gl/v1/open/#", "allow": True},
+    ]
+    dynsec.execute(
+        [
+            {"command": "createRole", "rolename": "listener", "acls": acls},
+            {
+                "command": "createClient",
+                "username": "listener",
+                "password": "listener-password",
+                "roles": [{"rolename": "listener"}],
+            },
+        ]
+    )
+    dynsec.close()
+    listener, rc = connect_client(broker, username="listener", password="listener-password")
+    assert rc is not None and not rc.is_failure
+    received = Received()
+    listener.on_message = received.on_message
+    subscribed: list[int] = []
+    listener.on_subscribe = lambda c, u, mid, rcs, props: subscribed.append(mid)
+    listener.subscribe("gl/#", qos=1)
+    wait_for(lambda: bool(subscribed), what="SUBACK")
+    publisher = admin_client(broker)
+    for topic in ("gl/v1/closed/d-1/telemetry", "gl/v1/open/d-1/telemetry"):
+        publisher.publish(topic, b"{}", qos=1).wait_for_publish(5)
+    wait_for(lambda: len(received.messages) >= 1, what="the allowed delivery")
+    assert [m.topic for m in received.messages] == ["gl/v1/open/d-1/telemetry"]
+    close(publisher)
+    close(listener)
