@@ -153,6 +153,15 @@ class CentreKey(BaseModel):
     centre_key: str
 
 
+class KeyRotation(BaseModel):
+    centre_id: str
+    key_version: int
+    centre_key: str = Field(description="the new key, for GRAMLINK_GATEWAY_CENTRE_KEY (once)")
+    credentials: list[CredentialRow] = Field(
+        description="new MQTT credentials of the centre's live devices and gateways (once)"
+    )
+
+
 class BulkResult(BaseModel):
     created_centres: int
     created_devices: int

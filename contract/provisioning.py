@@ -54,6 +54,9 @@ class DynsecUpdate(BaseModel):
     kind: DeviceKind
     credential_version: Annotated[int, Field(ge=1, le=2**31)]
     seq: Annotated[int, Field(ge=0, le=2**53)]
+    # Which centre key the passwords derive from (``key_id``); a gateway holding
+    # another key refuses the update instead of setting passwords nobody has.
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = None
 
 
 class DynsecAck(BaseModel):
@@ -91,6 +94,11 @@ def device_password(key: bytes, device: str, credential_version: int) -> str:
     message = f"device:{check_id(device, 'device')}:{int(credential_version)}".encode()
     digest = hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def key_id(key: bytes) -> str:
+    """A public fingerprint of a centre key (reveals nothing that derives a password)."""
+    return hmac.new(key, b"gramlink key id", hashlib.sha256).hexdigest()[:16]
 
 
 def encode_key(key: bytes) -> str:

@@ -23,6 +23,9 @@ every connect. :meth:`cancel` wakes a waiting ``apply`` at shutdown.
 
 Errors (``LocalAuthError``):
 - ``BadUpdate`` (permanent): not a valid DynsecUpdate; quarantine it, never retry;
+  ``KeyOutdated`` (a ``BadUpdate``): the update's passwords derive from another
+  centre key (the API rotated it and this gateway still holds the old one), so
+  applying it would set passwords no device has; the gateway's other work goes on;
 - ``LocalBrokerTimeout`` (retryable): the local broker did not answer in time;
 - ``LocalBrokerRefused`` (permanent for this message): the plugin refused a command.
 """
@@ -47,6 +50,7 @@ from contract.provisioning import (
     DynsecUpdate,
     device_password,
     existed,
+    key_id,
     mqtt_username,
     op_commands,
     password_command,
@@ -74,6 +78,10 @@ class LocalAuthError(GatewayError):
 
 class BadUpdate(LocalAuthError):
     """Permanent: not a valid DynsecUpdate (quarantine it)."""
+
+
+class KeyOutdated(BadUpdate):
+    """Permanent until the new ``GRAMLINK_GATEWAY_CENTRE_KEY`` is installed."""
 
 
 class LocalBrokerTimeout(LocalAuthError):
@@ -134,6 +142,7 @@ class LocalAuth:
         self._client = local
         self._centre = check_id(centre, "centre")
         self._key = centre_key
+        self._key_id = key_id(centre_key)
         self._timeout = timeout
         self._seqs: SeqStore = seqs if seqs is not None else MemorySeqs()
         self._lock = threading.Lock()
@@ -170,6 +179,12 @@ class LocalAuth:
         except ValidationError as exc:
             self.rejected += 1
             raise BadUpdate(f"invalid dynsec update: {exc.error_count()} error(s)") from exc
+        if update.key_id is not None and update.key_id != self._key_id:
+            self.rejected += 1
+            raise KeyOutdated(
+                f"centre key {update.key_id} expected, this gateway holds {self._key_id}: "
+                "install the new GRAMLINK_GATEWAY_CENTRE_KEY"
+            )
         newest = self._seqs.get(update.device_id)
         if update.seq < newest:
             self.stale += 1

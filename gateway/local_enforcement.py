@@ -26,7 +26,9 @@ Outcomes of one message:
 
 - applied (or skipped as older than the newest one of its device): acked;
 - ``BadUpdate`` / ``LocalBrokerRefused`` (permanent): counted, logged and
-  quarantined with its reason (``dynsec_bad_update`` / ``dynsec_refused``),
+  quarantined with its reason (``dynsec_bad_update``, ``dynsec_key_outdated``
+  for an update made with a centre key this gateway does not hold, or
+  ``dynsec_refused``),
   then acked, so it never blocks the next update. The excerpt kept has the
   values of unknown fields redacted (a malformed update must not bring a secret
   to disk);
@@ -53,7 +55,13 @@ from paho.mqtt.properties import Properties
 from contract.backoff import Backoff
 from contract.provisioning import DynsecAck, dynsec_ack_topic
 from contract.topics import ID_RE
-from gateway.local_auth import BadUpdate, LocalAuth, LocalBrokerRefused, LocalBrokerTimeout
+from gateway.local_auth import (
+    BadUpdate,
+    KeyOutdated,
+    LocalAuth,
+    LocalBrokerRefused,
+    LocalBrokerTimeout,
+)
 from gateway.logs import kv
 from gateway.mqtt_link import MqttLink
 from gateway.outbox import now_ms
@@ -62,9 +70,10 @@ from gateway.quarantine import Quarantine, Rejected
 log = logging.getLogger(__name__)
 
 REASON_BAD = "dynsec_bad_update"
+REASON_KEY = "dynsec_key_outdated"
 REASON_REFUSED = "dynsec_refused"
 # Fields of a DynsecUpdate; anything else in a quarantined update is redacted.
-_KNOWN_FIELDS = frozenset({"v", "op", "device_id", "kind", "credential_version", "seq"})
+_KNOWN_FIELDS = frozenset({"v", "op", "device_id", "kind", "credential_version", "seq", "key_id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +184,9 @@ class DynsecWorker:
                 continue
             try:
                 ack = self.auth.apply(update.payload)
+            except KeyOutdated as exc:
+                self._set_aside(update, REASON_KEY, str(exc))
+                return
             except BadUpdate as exc:
                 self._set_aside(update, REASON_BAD, str(exc))
                 return

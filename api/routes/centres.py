@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from api.deps import DB, Admin, PageArgs, Parts, Reader
-from api.schemas import CentreCreate, CentrePublic, CentreUpdate, Id, Page
-from api.services import centres
+from api.schemas import CentreCreate, CentrePublic, CentreUpdate, Id, KeyRotation, Page
+from api.services import centre_keys, centres
 
 router = APIRouter(prefix="/v1/centres", tags=["centres"])
 CentreId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
@@ -54,6 +54,19 @@ def update_centre(session: DB, who: Admin, centre_id: CentreId, body: CentreUpda
     centre = centres.update(session, who.label, centre_id, body)
     session.commit()
     return centres.public(session, centre)
+
+
+@router.post(
+    "/{centre_id}/rotate-key",
+    summary="New centre key: every password of the centre changes (shown once)",
+    description="For a stolen or retired gateway. The old gateway's central login stops "
+    "at once; install the returned key on the centre's gateway and the new passwords "
+    "on its devices.",
+)
+def rotate_centre_key(session: DB, parts: Parts, who: Admin, centre_id: CentreId) -> KeyRotation:
+    result = centre_keys.rotate(session, parts.provisioner, who.label, centre_id)
+    session.commit()
+    return result
 
 
 @router.delete("/{centre_id}", status_code=204, summary="Delete an empty centre")

@@ -218,17 +218,7 @@ def provision_csv(
         )
     credentials, keys = [], []
     for device in rows:
-        creds = provisioner.credentials(centres[device.centre_id], device)
-        credentials.append(
-            CredentialRow(
-                centre_id=device.centre_id,
-                device_id=device.id,
-                kind=device.kind,
-                model=device.model,
-                username=creds.username,
-                password=creds.password,
-            )
-        )
+        credentials.append(provisioner.credential_row(centres[device.centre_id], device))
         if device.kind == DeviceKind.GATEWAY:
             keys.append(
                 CentreKey(

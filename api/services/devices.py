@@ -119,7 +119,11 @@ def rotate(session: Session, provisioner: Provisioner, actor: str, device: Devic
     session.flush()
     centre = session.get(Centre, device.centre_id)
     assert centre is not None
-    provisioner.apply(session, [Change(DynsecOp.UPSERT, device)], {centre.id: centre})
+    try:
+        provisioner.apply(session, [Change(DynsecOp.UPSERT, device)], {centre.id: centre})
+    except Exception:
+        provisioner.restore_central(session, centre.id, [device.id])
+        raise
     record(
         session,
         actor,

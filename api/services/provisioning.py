@@ -23,7 +23,7 @@ from api.db.models import Centre, Device
 from api.dynsec import DynsecClient, DynsecError, DynsecRefused
 from api.errors import BrokerUnavailable
 from api.logins import CentralLogins, LoginChange
-from api.schemas import Credentials, Status
+from api.schemas import CredentialRow, Credentials, Status
 from contract.metrics import DeviceKind
 from contract.provisioning import (
     DynsecOp,
@@ -32,6 +32,7 @@ from contract.provisioning import (
     device_password,
     dynsec_topic,
     encode_key,
+    key_id,
     mqtt_username,
 )
 
@@ -74,6 +75,18 @@ class Provisioner:
             centre_key=encode_key(key) if device.kind == DeviceKind.GATEWAY else None,
         )
 
+    def credential_row(self, centre: Centre, device: Device) -> CredentialRow:
+        """One line of a credentials sheet (bulk provisioning, key rotation)."""
+        creds = self.credentials(centre, device)
+        return CredentialRow(
+            centre_id=device.centre_id,
+            device_id=device.id,
+            kind=device.kind,
+            model=device.model,
+            username=creds.username,
+            password=creds.password,
+        )
+
     def login_change(self, op: DynsecOp, device: Device, centre: Centre) -> LoginChange:
         password = None
         if op in (DynsecOp.UPSERT, DynsecOp.ENABLE):
@@ -95,9 +108,11 @@ class Provisioner:
         ]
         with broker_errors():
             self.logins.apply(logins)
-            self.dynsec.publish_many(self._downlink(session, changes))
+            self.dynsec.publish_many(self._downlink(session, changes, centres))
 
-    def _downlink(self, session: Session, changes: list[Change]) -> list[tuple[str, bytes]]:
+    def _downlink(
+        self, session: Session, changes: list[Change], centres: dict[str, Centre]
+    ) -> list[tuple[str, bytes]]:
         by_centre: dict[str, list[Change]] = {}
         for change in changes:
             if change.device.kind != DeviceKind.GATEWAY:
@@ -105,11 +120,15 @@ class Provisioner:
         messages: list[tuple[str, bytes]] = []
         for centre_id, centre_changes in by_centre.items():
             for gateway in gateways_of(session, centre_id):
-                messages += self.updates_for(gateway, centre_changes)
+                centre = _centre(session, centres, centre_id)
+                messages += self.updates_for(gateway, centre, centre_changes)
         return messages
 
-    def updates_for(self, gateway: Device, changes: Iterable[Change]) -> list[tuple[str, bytes]]:
+    def updates_for(
+        self, gateway: Device, centre: Centre, changes: Iterable[Change]
+    ) -> list[tuple[str, bytes]]:
         topic = dynsec_topic(gateway.centre_id, gateway.id)
+        current_key = key_id(self.centre_key(centre))
         out = []
         for change in changes:
             gateway.dynsec_seq += 1
@@ -119,6 +138,7 @@ class Provisioner:
                 kind=DeviceKind(change.device.kind),
                 credential_version=change.device.credential_version,
                 seq=gateway.dynsec_seq,
+                key_id=current_key,
             )
             out.append((topic, update.model_dump_json().encode()))
         return out
@@ -138,7 +158,8 @@ class Provisioner:
                 changes.append(Change(DynsecOp.DISABLE, device))
         if changes:
             with broker_errors():
-                self.dynsec.publish_many(self.updates_for(gateway, changes))
+                centre = _centre(session, {}, gateway.centre_id)
+                self.dynsec.publish_many(self.updates_for(gateway, centre, changes))
 
     def rewrite_central(self, session: Session, files: FileLogins) -> None:
         """Write the broker's login files afresh from the registry (at start)."""
@@ -148,6 +169,24 @@ class Provisioner:
             files.replace_all(
                 self.login_change(DynsecOp.UPSERT, d, centres[d.centre_id]) for d in devices
             )
+
+    def restore_central(
+        self, session: Session, centre_id: str, device_ids: list[str] | None = None
+    ) -> None:
+        """Best effort after a failed change of existing logins: roll the session back
+        and put the registry's logins back on the central broker."""
+        session.rollback()
+        centre = session.get(Centre, centre_id)
+        if centre is None:
+            return
+        query = select(Device).where(Device.centre_id == centre_id, Device.status.in_(LIVE))
+        if device_ids is not None:
+            query = query.where(Device.id.in_(device_ids))
+        changes = [self.login_change(DynsecOp.UPSERT, d, centre) for d in session.scalars(query)]
+        try:
+            self.logins.apply(changes)
+        except (DynsecError, BrokerFilesError) as exc:
+            log.error("event=login_restore_failed centre=%s error=%s", centre_id, exc)
 
     def undo(self, devices: list[Device]) -> None:
         """Best effort after a failed transaction: remove logins created on the central broker."""

@@ -340,3 +340,34 @@ def test_rotation_drops_a_connection_made_with_the_old_password(
         assert connection.dropped.wait(5), "the connection with the old password stayed"
     finally:
         connection.close()
+
+
+def test_rotating_a_centre_key_changes_every_password_of_that_centre_only(
+    central: Api, mosquitto: MosquittoService
+) -> None:
+    api = central
+    centre, other_centre = api.centre(), api.centre()
+    gateway = api.client.post(
+        "/v1/gateways",
+        json={"id": unique_id("gw"), "centre_id": centre, "model": "pi4"},
+        headers=api.headers(),
+    ).json()["credentials"]
+    device, device_password = provision(api, centre)
+    neighbour, neighbour_password = provision(api, other_centre)
+    stolen = Connection(mosquitto, gateway["username"], gateway["password"])
+    try:
+        answer = api.client.post(f"/v1/centres/{centre}/rotate-key", headers=api.headers())
+        assert answer.status_code == 200, answer.text
+        assert stolen.dropped.wait(5), "the old gateway's connection stayed open"
+    finally:
+        stolen.close()
+    rotation = answer.json()
+    assert rotation["centre_key"] != gateway["centre_key"]
+    fresh = {row["username"]: row["password"] for row in rotation["credentials"]}
+    assert set(fresh) == {gateway["username"], device}
+    for username, old in ((gateway["username"], gateway["password"]), (device, device_password)):
+        assert refused(mosquitto, username, old)
+        assert not refused(mosquitto, username, fresh[username])
+    assert not refused(mosquitto, neighbour, neighbour_password)
+    audit = api.client.get("/v1/audit", params={"entity_id": centre}, headers=api.headers())
+    assert "centre.rotate_key" in [entry["action"] for entry in audit.json()["items"]]

@@ -37,6 +37,7 @@ def _endpoints() -> list[Endpoint]:
         Endpoint("POST", "/v1/centres", True, 201, {"id": new, "name": "n"}),
         Endpoint("PATCH", "/v1/centres/{centre}", True, 200, {"village": "v"}),
         Endpoint("DELETE", "/v1/centres/{empty_centre}", True, 204),
+        Endpoint("POST", "/v1/centres/{centre}/rotate-key", True, 200),
         Endpoint("GET", "/v1/devices", False, 200),
         Endpoint("GET", "/v1/devices/{device}", False, 200),
         Endpoint(

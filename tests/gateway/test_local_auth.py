@@ -11,9 +11,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from contract.metrics import DeviceKind
-from contract.provisioning import DynsecOp, DynsecUpdate, device_password, mqtt_username
+from contract.provisioning import DynsecOp, DynsecUpdate, device_password, key_id, mqtt_username
 from gateway.dynsec_seqs import AppliedSeqs
-from gateway.local_auth import BadUpdate, LocalAuth
+from gateway.local_auth import BadUpdate, KeyOutdated, LocalAuth
 from gramlink.services import MosquittoService
 from tests.conftest import BrokerFactory
 from tests.factories import admin_client, close, connect_client, unique_id
@@ -175,3 +175,27 @@ def test_a_late_update_never_rolls_a_device_back_even_after_a_restart(
     assert not _refused(local, b, device_password(key, b, 1))
     seqs.close()
     close(client)
+
+
+def test_an_update_made_with_another_centre_key_is_refused_and_changes_nothing(
+    local: MosquittoService,
+    auth,  # type: ignore[no-untyped-def]
+) -> None:
+    local_auth, key = auth
+    device = unique_id("d")
+    rotated = secrets.token_bytes(32)  # the API's key after a rotation
+    update = DynsecUpdate(
+        op=DynsecOp.UPSERT,
+        device_id=device,
+        kind=DeviceKind.ROUTER,
+        credential_version=2,
+        seq=1,
+        key_id=key_id(rotated),
+    )
+    with pytest.raises(KeyOutdated):
+        local_auth.apply(update.model_dump_json().encode())
+    assert _refused(local, device, device_password(rotated, device, 2))
+    assert _refused(local, device, device_password(key, device, 2))
+    matching = update.model_copy(update={"key_id": key_id(key), "seq": 2})
+    assert local_auth.apply(matching.model_dump_json().encode()).ok
+    assert not _refused(local, device, device_password(key, device, 2))
