@@ -99,3 +99,25 @@ def test_a_pid_file_naming_another_process_is_never_signalled(
     change = LoginChange(DynsecOp.UPSERT, "c-1", "d-1", DeviceKind.ROUTER, "a-password")
     with pytest.raises(BrokerFilesError, match="not a mosquitto process"):
         files.apply([change])
+
+
+def test_a_rotation_the_broker_missed_leaves_the_old_passwords_working(
+    api_factory: ApiFactory, broker_factory: BrokerFactory
+) -> None:
+    broker = broker_factory(login_files=True)
+    api = api_factory(broker=broker)
+    centre, device = api.centre(), unique_id("d")
+    answer = api.client.post(
+        "/v1/devices",
+        json={"id": device, "centre_id": centre, "kind": "thermometer", "model": "t1"},
+        headers=api.headers(),
+    )
+    creds = answer.json()["credentials"]
+    broker.stop()
+    rotation = api.client.post(f"/v1/centres/{centre}/rotate-key", headers=api.headers())
+    assert rotation.status_code == 503
+    assert rotation.headers["content-type"] == "application/problem+json"
+    broker.start()  # it reads the files as the API left them
+    assert not refused(broker, creds["username"], creds["password"])
+    view = api.client.get(f"/v1/devices/{device}", headers=api.headers()).json()
+    assert view["credential_version"] == 1
