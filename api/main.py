@@ -17,7 +17,7 @@ from api.deps import Components
 from api.dynsec import DynsecClient
 from api.logins import CentralLogins, DynsecLogins
 from api.presence import Presence
-from api.routes import audit, centres, devices, health, telemetry
+from api.routes import audit, centres, devices, health, telemetry, tokens
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
 from api.telemetry import TelemetryReader
@@ -85,7 +85,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app = FastAPI(title="GramLink API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)
-    for module in (centres, devices, telemetry, audit, health):
+    for module in (centres, devices, telemetry, tokens, audit, health):
         for router in _routers(module):
             app.include_router(router)
     return app

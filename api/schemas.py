@@ -179,6 +179,18 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+class TokenPublic(BaseModel):
+    """An API token without its secret (never stored, never shown again)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    revoked: bool
+
+
 class AuditPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -1,4 +1,5 @@
-"""``gramlink api``: run the API; ``create-token``, ``export-credentials``.
+"""``gramlink api``: run the API; ``create-token``, ``list-tokens``, ``revoke-token``,
+``export-credentials``.
 
 Options override the ``GRAMLINK_API_*`` environment; ``--stack-home`` takes the
 broker and InfluxDB admin passwords of a local ``gramlink stack`` and keeps device
@@ -25,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _options(token)
     token.add_argument("--role", required=True, choices=["admin", "technician", "viewer"])
     token.add_argument("--name", default=None, help="who holds it (default: the role)")
+    listing = actions.add_parser("list-tokens", help="list API tokens (never their secrets)")
+    _options(listing)
+    revoke = actions.add_parser("revoke-token", help="revoke an API token at once")
+    _options(revoke)
+    revoke.add_argument("--id", dest="token_id", type=int, required=True, help="from list-tokens")
     export = actions.add_parser(
         "export-credentials",
         help="write centre_id,device_id,kind,model,username,password of live devices (0600)",
@@ -105,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     action = getattr(args, "api_action", None)
     if action == "create-token":
         return create_token(settings, args.role, args.name or args.role)
+    if action == "list-tokens":
+        return list_tokens(settings)
+    if action == "revoke-token":
+        return revoke_token(settings, args.token_id)
     if action == "export-credentials":
         return export_credentials(settings, args.out, args.centre, args.centre_keys)
     from api.main import run as serve
@@ -123,6 +133,41 @@ def create_token(settings: Any, role: str, name: str) -> int:
         token = make(session, Role(role), name)
     engine.dispose()
     print(token)
+    return 0
+
+
+def list_tokens(settings: Any) -> int:
+    from api.db.session import make_engine, migrate, session_factory
+    from api.services.tokens import listing
+
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    with session_factory(engine)() as session:
+        rows, _ = listing(session, limit=1_000_000, offset=0)
+        print(f"{'id':>4}  {'role':10}  {'created':25}  {'revoked':7}  name")
+        for row in rows:
+            created = row.created_at.isoformat(timespec="seconds")
+            print(f"{row.id:>4}  {row.role:10}  {created:25}  {row.revoked!s:7}  {row.name}")
+    engine.dispose()
+    return 0
+
+
+def revoke_token(settings: Any, token_id: int) -> int:
+    from api.db.session import make_engine, migrate, session_factory
+    from api.errors import ApiError
+    from api.services.tokens import revoke
+
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    try:
+        with session_factory(engine).begin() as session:
+            row = revoke(session, "cli", token_id)
+            print(f"revoked token {row.id} ({row.role}, {row.name})")
+    except ApiError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
     return 0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from api.schemas import Role
+from api.services.tokens import create_token
 from tests.api.conftest import Api
 from tests.factories import unique_id
 
@@ -17,6 +18,7 @@ class Setup:
     empty_centre: str
     device: str
     gateway: str
+    spare_token: int
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ def _endpoints() -> list[Endpoint]:
         Endpoint("POST", "/v1/gateways/{gateway}/rotate", True, 200),
         Endpoint("POST", "/v1/gateways/{gateway}/suspend", True, 200),
         Endpoint("GET", "/v1/audit", True, 200),
+        Endpoint("GET", "/v1/tokens", True, 200),
+        Endpoint("POST", "/v1/tokens/{spare_token}/revoke", True, 200),
     ]
 
 
@@ -94,7 +98,12 @@ def setup(api: Api) -> Setup:
     assert api.client.post("/v1/devices", json=body, headers=headers).status_code == 201
     body = {"id": gateway, "centre_id": centre, "model": "pi"}
     assert api.client.post("/v1/gateways", json=body, headers=headers).status_code == 201
-    return Setup(centre, api.centre(), device, gateway)
+    sessions = api.client.app.state.components.sessions  # type: ignore[attr-defined]
+    with sessions.begin() as session:
+        create_token(session, Role.VIEWER, "spare")
+    listed = api.client.get("/v1/tokens", params={"limit": 500}, headers=headers).json()
+    spare = max(t["id"] for t in listed["items"] if t["name"] == "spare")
+    return Setup(centre, api.centre(), device, gateway, spare)
 
 
 @pytest.mark.parametrize("endpoint", _endpoints(), ids=lambda e: f"{e.method} {e.path}")
