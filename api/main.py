@@ -16,6 +16,7 @@ from api.db.session import make_engine, migrate, session_factory
 from api.deps import Components
 from api.dynsec import DynsecClient
 from api.logins import CentralLogins, DynsecLogins
+from api.metrics import ApiMetrics, MeasuredLogins
 from api.presence import Presence
 from api.routes import audit, centres, devices, health, telemetry, tokens
 from api.services.provisioning import Provisioner
@@ -52,12 +53,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings.influx_password.get_secret_value(),
             settings.influx_timeout_s,
         )
-        logins = central_logins(settings, dynsec)
+        store = central_logins(settings, dynsec)
         master = settings.master_secret.get_secret_value().encode()
-        provisioner = Provisioner(master, dynsec, logins)
-        if isinstance(logins, FileLogins):
+        provisioner = Provisioner(master, dynsec, MeasuredLogins(store, metrics))
+        if isinstance(store, FileLogins):
             with sessions() as session:
-                provisioner.rewrite_central(session, logins)
+                provisioner.rewrite_central(session, store)
         presence = None
         if settings.presence:
             presence = Presence(
@@ -83,7 +84,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
             dynsec.close()
             engine.dispose()
 
+    metrics = ApiMetrics()
     app = FastAPI(title="GramLink API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.metrics = metrics
+    app.middleware("http")(metrics.middleware)
     errors.install(app)
     for module in (centres, devices, telemetry, tokens, audit, health):
         for router in _routers(module):

@@ -1,8 +1,8 @@
-"""``/healthz``: liveness without a token."""
+"""``/healthz`` and ``/metrics``: liveness and Prometheus metrics, without a token."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from api.deps import Parts
@@ -19,3 +19,8 @@ class Health(BaseModel):
 def health(parts: Parts) -> Health:
     connected = parts.provisioner.dynsec.connected()
     return Health(status="ok" if connected else "degraded", broker_connected=connected)
+
+
+@router.get("/metrics", summary="Prometheus metrics (requests, latency, broker login changes)")
+def metrics(request: Request) -> Response:
+    return request.app.state.metrics.render()  # type: ignore[no-any-return]
