@@ -255,8 +255,18 @@ class Gateway:
                 return EXIT_WORKER
         for link in links:
             if link.refused is not None:
+                hint = {}
+                username = link.options.username or ""
+                if link is self.central and "/" not in username:
+                    hint["hint"] = "provisioned logins are {centre}/{gateway}"
                 log.error(
-                    kv("broker_refused", link=link.options.name, reason=link.refused, **self.ctx)
+                    kv(
+                        "broker_refused",
+                        link=link.options.name,
+                        reason=link.refused,
+                        **hint,
+                        **self.ctx,
+                    )
                 )
                 return EXIT_REFUSED
         if self.local.down_for() > s.local_down_exit_s:

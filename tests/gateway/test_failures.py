@@ -159,3 +159,27 @@ def test_disk_budget_evicts_bulk_first_and_keeps_health_events(
     assert health["dropped_total"] >= stats.dropped_total > 0  # reported, never silent
     devices.close()
     collector.close()
+
+
+def test_refused_uplink_credentials_stop_the_gateway_with_exit_4_and_a_hint(
+    local_broker: MosquittoService, mosquitto: MosquittoService, centre: str, tmp_path: Path
+) -> None:
+    env = dict(os.environ)
+    env.update(
+        {
+            "GRAMLINK_GATEWAY_PSEUDONYM_KEY": KEY,
+            "GRAMLINK_GATEWAY_LOCAL_USERNAME": local_broker.admin_user,
+            "GRAMLINK_GATEWAY_LOCAL_PASSWORD": local_broker.admin_password,
+            "GRAMLINK_GATEWAY_UPLINK_USERNAME": f"{centre}-gw",  # the pre-2026-11-30 form
+            "GRAMLINK_GATEWAY_UPLINK_PASSWORD": "not-the-password",
+        }
+    )
+    argv = [sys.executable, "-m", "gramlink", "gateway", "--centre", centre]
+    argv += ["--local-url", local_broker.url, "--uplink-url", mosquitto.url]
+    argv += ["--data-dir", str(tmp_path / "gw")]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4
+    refusal = [line for line in result.stderr.splitlines() if "event=broker_refused" in line]
+    assert len(refusal) == 1
+    assert "link=uplink" in refusal[0]
+    assert 'hint="provisioned logins are {centre}/{gateway}"' in refusal[0]
