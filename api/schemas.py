@@ -154,8 +154,8 @@ class CentreKey(BaseModel):
 
 
 class KeyRotation(BaseModel):
-    centre_id: str
-    key_version: int
+    centre_id: str = Field(examples=["spoke-1"])
+    key_version: int = Field(examples=[2])
     centre_key: str = Field(description="the new key, for GRAMLINK_GATEWAY_CENTRE_KEY (once)")
     credentials: list[CredentialRow] = Field(
         description="new MQTT credentials of the centre's live devices and gateways (once)"
@@ -184,11 +184,11 @@ class TokenPublic(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
-    name: str
+    id: int = Field(examples=[3])
+    name: str = Field(examples=["technician-sitapur"])
     role: Role
     created_at: datetime
-    revoked: bool
+    revoked: bool = Field(examples=[False])
 
 
 class AuditPublic(BaseModel):
