@@ -175,7 +175,7 @@ class FileLogins:
     def _wait_accepted(self, username: str, password: str) -> None:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            if _accepts(self.host, self.port, username, password, deadline):
+            if login_accepted(self.host, self.port, username, password, deadline):
                 return
             time.sleep(0.02)
         raise BrokerFilesError(f"the broker did not load {self.password_file} in {self.timeout} s")
@@ -214,7 +214,7 @@ def _replace(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _accepts(host: str, port: int, username: str, password: str, deadline: float) -> bool:
+def login_accepted(host: str, port: int, username: str, password: str, deadline: float) -> bool:
     """One CONNECT with these credentials: True if the broker answered success."""
     outcome: dict[str, bool] = {}
 

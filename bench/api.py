@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import httpx
-import paho.mqtt.client as mqtt
 import uvicorn
 
+from api.broker_files import login_accepted
 from api.main import create_app
 from api.schemas import Role
 from api.services.tokens import create_token
@@ -80,19 +80,6 @@ def timed_posts(client: httpx.Client, devices: list[str]) -> tuple[float, float,
             assert response.status_code == 200, response.text[:200]
     p50, p99 = percentiles(samples)
     return p50, p99, len(samples) / (time.perf_counter() - started)
-
-
-def _accepted(broker: MosquittoService, username: str, password: str) -> bool:
-    outcome: list[bool] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.username_pw_set(username, password)
-    client.on_connect = lambda c, u, f, rc, p: outcome.append(not rc.is_failure)
-    client.connect(broker.bind, broker.port)
-    deadline = time.monotonic() + 5
-    while not outcome and time.monotonic() < deadline:
-        client.loop(0.05)
-    client.disconnect()
-    return outcome == [True]
 
 
 def seed(app: object, start: int, count: int, per_centre: int) -> None:
@@ -175,7 +162,12 @@ def main() -> int:
         assert answer.status_code == 201, answer.text[:300]
         print(f"  {provision_s:.1f} s", flush=True)
         sample = random.Random(2).sample(answer.json()["credentials"], 20)
-        accepted = sum(_accepted(broker, row["username"], row["password"]) for row in sample)
+        accepted = sum(
+            login_accepted(
+                broker.bind, broker.port, row["username"], row["password"], time.monotonic() + 5
+            )
+            for row in sample
+        )
         print(f"  {accepted} of {len(sample)} sampled devices log in with their credentials")
         assert accepted == len(sample)
         if args.seed:

@@ -119,8 +119,8 @@ class Provisioner:
                 by_centre.setdefault(change.device.centre_id, []).append(change)
         messages: list[tuple[str, bytes]] = []
         for centre_id, centre_changes in by_centre.items():
+            centre = _centre(session, centres, centre_id)
             for gateway in gateways_of(session, centre_id):
-                centre = _centre(session, centres, centre_id)
                 messages += self.updates_for(gateway, centre, centre_changes)
         return messages
 

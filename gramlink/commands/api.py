@@ -12,6 +12,8 @@ import argparse
 import csv
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,52 +124,53 @@ def run(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def create_token(settings: Any, role: str, name: str) -> int:
+@contextmanager
+def _registry(settings: Any) -> Iterator[Any]:
+    """A transaction on the migrated registry, for the actions run on the API host."""
     from api.db.session import make_engine, migrate, session_factory
+
+    engine = make_engine(settings.db_url)
+    try:
+        migrate(engine)
+        with session_factory(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def create_token(settings: Any, role: str, name: str) -> int:
     from api.schemas import Role
     from api.services.tokens import create_token as make
 
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    with session_factory(engine).begin() as session:
+    with _registry(settings) as session:
         token = make(session, Role(role), name)
-    engine.dispose()
     print(token)
     return 0
 
 
 def list_tokens(settings: Any) -> int:
-    from api.db.session import make_engine, migrate, session_factory
     from api.services.tokens import listing
 
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    with session_factory(engine)() as session:
+    with _registry(settings) as session:
         rows, _ = listing(session, limit=1_000_000, offset=0)
         print(f"{'id':>4}  {'role':10}  {'created':25}  {'revoked':7}  name")
         for row in rows:
             created = row.created_at.isoformat(timespec="seconds")
             print(f"{row.id:>4}  {row.role:10}  {created:25}  {row.revoked!s:7}  {row.name}")
-    engine.dispose()
     return 0
 
 
 def revoke_token(settings: Any, token_id: int) -> int:
-    from api.db.session import make_engine, migrate, session_factory
     from api.errors import ApiError
     from api.services.tokens import revoke
 
-    engine = make_engine(settings.db_url)
-    migrate(engine)
     try:
-        with session_factory(engine).begin() as session:
+        with _registry(settings) as session:
             row = revoke(session, "cli", token_id)
             print(f"revoked token {row.id} ({row.role}, {row.name})")
     except ApiError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
-    finally:
-        engine.dispose()
     return 0
 
 
@@ -181,15 +184,12 @@ def export_credentials(settings: Any, out: Path, centre: str | None, keys_out: P
     from sqlalchemy import select
 
     from api.db.models import Centre, Device
-    from api.db.session import make_engine, migrate, session_factory
     from api.services.bulk import CSV_HEADER
     from contract.provisioning import centre_key, device_password, encode_key, mqtt_username
 
     master = settings.master_secret.get_secret_value().encode()
-    engine = make_engine(settings.db_url)
-    migrate(engine)
     rows = keys = 0
-    with session_factory(engine)() as session, _private(out) as handle:
+    with _registry(settings) as session, _private(out) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(CSV_HEADER)
         query = (
@@ -214,6 +214,5 @@ def export_credentials(settings: Any, out: Path, centre: str | None, keys_out: P
                 keys_writer.writerow(["centre_id", "gateway_id", "centre_key"])
                 keys_writer.writerows(gateways)
                 keys = len(gateways)
-    engine.dispose()
     print(f"wrote {rows} credentials to {out}" + (f", {keys} centre keys" if keys_out else ""))
     return 0

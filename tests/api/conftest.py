@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -160,6 +161,11 @@ class Api:
 
     def headers(self, role: Role = Role.ADMIN) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def post_device(self, centre: str, device: str, kind: str = "thermometer") -> httpx.Response:
+        """Provision a device as admin; the answer carries its credentials (once)."""
+        body = {"id": device, "centre_id": centre, "kind": kind, "model": "m1"}
+        return self.client.post("/v1/devices", json=body, headers=self.headers())
 
     def centre(self, **extra: object) -> str:
         centre_id = unique_id("c")

@@ -30,11 +30,7 @@ def test_a_restarted_api_rewrites_lost_broker_files_from_the_registry(
     db_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     api = api_factory(db_url, broker)
     centre, device = api.centre(), unique_id("d")
-    answer = api.client.post(
-        "/v1/devices",
-        json={"id": device, "centre_id": centre, "kind": "thermometer", "model": "t1"},
-        headers=api.headers(),
-    )
+    answer = api.post_device(centre, device)
     assert answer.status_code == 201, answer.text
     creds = answer.json()["credentials"]
     assert not refused(broker, creds["username"], creds["password"])
@@ -57,11 +53,7 @@ def test_a_broker_that_cannot_be_reloaded_refuses_provisioning_and_keeps_nothing
     centre = api.centre()
     broker.stop()
     device = unique_id("d")
-    answer = api.client.post(
-        "/v1/devices",
-        json={"id": device, "centre_id": centre, "kind": "thermometer", "model": "t1"},
-        headers=api.headers(),
-    )
+    answer = api.post_device(centre, device)
     assert answer.status_code == 503
     assert answer.headers["content-type"] == "application/problem+json"
     assert "broker" in answer.json()["detail"]
@@ -107,11 +99,7 @@ def test_a_rotation_the_broker_missed_leaves_the_old_passwords_working(
     broker = broker_factory(login_files=True)
     api = api_factory(broker=broker)
     centre, device = api.centre(), unique_id("d")
-    answer = api.client.post(
-        "/v1/devices",
-        json={"id": device, "centre_id": centre, "kind": "thermometer", "model": "t1"},
-        headers=api.headers(),
-    )
+    answer = api.post_device(centre, device)
     creds = answer.json()["credentials"]
     broker.stop()
     rotation = api.client.post(f"/v1/centres/{centre}/rotate-key", headers=api.headers())

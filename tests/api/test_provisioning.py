@@ -29,11 +29,7 @@ def central(request: pytest.FixtureRequest, api_factory: ApiFactory) -> Api:
 def provision(api: Api, centre: str, kind: str = "pulse_oximeter") -> tuple[str, str]:
     """Provision a device; return its MQTT username and password."""
     device = unique_id("d")
-    response = api.client.post(
-        "/v1/devices",
-        json={"id": device, "centre_id": centre, "kind": kind, "model": "m1"},
-        headers=api.headers(),
-    )
+    response = api.post_device(centre, device, kind)
     assert response.status_code == 201, response.text
     creds = response.json()["credentials"]
     assert creds["username"] == f"{centre}/{device}"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from gateway.app import Gateway
 from gramlink.services import MosquittoService
 from gramlink.services.mosquitto import TlsListener
 from gramlink.services.process import free_port
@@ -73,54 +74,62 @@ def tls_central(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     broker.stop()
 
 
-def test_readings_cross_a_tls_uplink_verified_against_the_programmes_ca(
-    pki: Pki,
+@dataclass
+class Site:
+    """A centre whose gateway's uplink is the TLS listener, trusting one CA."""
+
+    collector: Collector
+    devices: Devices
+    gateway: Gateway
+
+
+@pytest.fixture
+def tls_site(
     tls_central: MosquittoService,
     local_broker: MosquittoService,
     make_gateway: GatewayFactory,
     centre: str,
+) -> Iterator[Callable[[Path], Site]]:
+    opened: list[Site] = []
+
+    def start(ca_file: Path) -> Site:
+        collector = Collector(tls_central, centre).start()
+        devices = Devices(local_broker, centre)
+        tls = {"uplink_url": tls_central.tls_url, "uplink_ca_file": ca_file}
+        gateway = make_gateway(centre, local_broker, tls_central, **tls)
+        opened.append(Site(collector, devices, gateway))
+        return opened[-1]
+
+    yield start
+    for site in opened:
+        site.devices.close()
+        site.collector.close()
+
+
+def test_readings_cross_a_tls_uplink_verified_against_the_programmes_ca(
+    pki: Pki, tls_site: Callable[[Path], Site]
 ) -> None:
-    collector = Collector(tls_central, centre).start()
-    devices = Devices(local_broker, centre)
-    gw = make_gateway(
-        centre, local_broker, tls_central, uplink_url=tls_central.tls_url, uplink_ca_file=pki.ca
-    )
-    wait_until_flowing(devices, collector)
+    site = tls_site(pki.ca)
+    wait_until_flowing(site.devices, site.collector)
     for seq in range(50):
-        devices.publish("router-1", "telemetry", router_reading(seq))
-    wait_for(lambda: len(collector.of("router-1")) >= 50, 30, "readings over TLS")
-    assert collector.seqs("router-1") == list(range(50))
-    assert gw.central.connected.is_set()
-    devices.close()
-    collector.close()
+        site.devices.publish("router-1", "telemetry", router_reading(seq))
+    wait_for(lambda: len(site.collector.of("router-1")) >= 50, 30, "readings over TLS")
+    assert site.collector.seqs("router-1") == list(range(50))
+    assert site.gateway.central.connected.is_set()
 
 
 def test_a_broker_certificate_from_another_ca_is_refused_and_readings_wait(
-    pki: Pki,
-    tls_central: MosquittoService,
-    local_broker: MosquittoService,
-    make_gateway: GatewayFactory,
-    centre: str,
+    pki: Pki, tls_site: Callable[[Path], Site]
 ) -> None:
-    collector = Collector(tls_central, centre).start()
-    devices = Devices(local_broker, centre)
-    gw = make_gateway(
-        centre,
-        local_broker,
-        tls_central,
-        uplink_url=tls_central.tls_url,
-        uplink_ca_file=pki.other_ca,
-    )
+    site = tls_site(pki.other_ca)
     published = 0
 
     def kept() -> bool:
         nonlocal published
-        devices.publish("router-1", "telemetry", router_reading(published))
+        site.devices.publish("router-1", "telemetry", router_reading(published))
         published += 1
-        return gw.outbox.stats().depth >= 20
+        return site.gateway.outbox.stats().depth >= 20
 
     wait_for(kept, 15, "readings kept in the outbox")
-    assert not gw.central.connected.is_set()
-    assert collector.of("router-1") == []
-    devices.close()
-    collector.close()
+    assert not site.gateway.central.connected.is_set()
+    assert site.collector.of("router-1") == []
