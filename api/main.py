@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -113,7 +112,6 @@ def _routers(module: object) -> list[APIRouter]:
 
 
 def run(settings: ApiSettings) -> int:
-    configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -122,13 +120,3 @@ def run(settings: ApiSettings) -> int:
         log_config=None,  # uvicorn's lines go through the same handler as ours
     )
     return 0
-
-
-def configure_logging(level: str) -> None:
-    """``time level=... logger=... event=... key=value`` lines on stderr."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level.upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        force=True,
-    )

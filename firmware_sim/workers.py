@@ -27,6 +27,7 @@ from typing import Any
 from firmware_sim.errors import ConfigError
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.stats import Stats
+from runtime.logs import configure
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,7 @@ def _worker_main(
     drain_s: float,
     conn: Connection,
 ) -> None:
-    logging.basicConfig(
-        level=log_level, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
-    )
+    configure(logging.getLevelName(log_level))
     fleet = Fleet(config)
     try:
         fleet.start(readings=readings, duration_s=duration_s)

@@ -7,6 +7,7 @@ import sys
 
 from gateway.errors import ConfigError, StoreError
 from gateway.settings import add_arguments, load
+from runtime.logs import configure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,7 @@ def start(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+    configure(settings.log_level)
     from gateway.app import run
 
     try:

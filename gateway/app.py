@@ -34,13 +34,13 @@ from gateway.health import HealthReporter
 from gateway.local_auth import LocalAuth
 from gateway.local_enforcement import DynsecWorker
 from gateway.local_in import LocalIn
-from gateway.logs import configure, kv
 from gateway.mqtt_link import LinkOptions, MqttLink, Will
 from gateway.outbox import Outbox
 from gateway.pseudonymize import Transformer
 from gateway.quarantine import Quarantine
 from gateway.settings import GatewaySettings
 from gateway.uplink import Uplink, UplinkOptions, gateway_state, state_topic
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,6 @@ class Gateway:
 
 def run(settings: GatewaySettings) -> int:
     """Run the gateway until SIGTERM/SIGINT or a watchdog exit; returns the exit code."""
-    configure(settings.log_level)
     gateway = Gateway(settings)
     stop = threading.Event()
 

@@ -28,8 +28,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.codec import DecodeError, decode
 from contract.topics import Channel, Topic, TopicError, subscription
-from gateway.logs import kv
 from gateway.mqtt_link import MqttLink
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 

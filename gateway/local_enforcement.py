@@ -62,10 +62,10 @@ from gateway.local_auth import (
     LocalBrokerRefused,
     LocalBrokerTimeout,
 )
-from gateway.logs import kv
 from gateway.mqtt_link import MqttLink
 from gateway.outbox import now_ms
 from gateway.quarantine import Quarantine, Rejected
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 

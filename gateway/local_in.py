@@ -25,11 +25,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.codec import DecodeError
 from contract.topics import Topic, TopicError, subscription
-from gateway.logs import kv
 from gateway.mqtt_link import MqttLink
 from gateway.outbox import NewRow, Outbox, now_ms
 from gateway.pseudonymize import UPSTREAM, Transformer
 from gateway.quarantine import Quarantine, Rejected
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 

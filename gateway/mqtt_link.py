@@ -28,8 +28,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from contract.backoff import Backoff
-from gateway.logs import kv
 from gateway.settings import Endpoint
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,10 @@ from contract.backoff import Backoff
 from contract.codec import encode, encode_batch_parts
 from contract.messages import State
 from contract.topics import PREFIX, Channel
-from gateway.logs import kv
 from gateway.mqtt_link import MqttLink
 from gateway.outbox import Outbox, Row, now_ms
 from gateway.pseudonymize import BATCHED
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 

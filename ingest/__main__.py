@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from ingest.errors import ConfigError
 from ingest.settings import add_options, from_args
+from runtime.logs import configure
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +25,7 @@ def start(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    configure(settings.log_level)
     from ingest.app import run
 
     return run(settings)

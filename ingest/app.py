@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from ingest.batcher import Batch, Batcher
 from ingest.delivery import Delivery, Stopped
 from ingest.errors import WriteFatal
-from ingest.logs import configure, kv
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_consumer import RawSubscriber
 from ingest.points import ModelCache, PointBuilder
@@ -34,6 +33,7 @@ from ingest.quarantine import QuarantineLines
 from ingest.settings import IngestSettings
 from ingest.subscriber import Inbound, Subscriber
 from ingest.writers import Writer
+from runtime.logs import kv
 
 log = logging.getLogger("ingest")
 EXIT_OK, EXIT_FATAL, EXIT_MQTT_DOWN = 0, 1, 3
@@ -243,7 +243,6 @@ class Worker:
 
 def run(settings: IngestSettings) -> int:
     """Run one worker until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1, 3: MQTT down)."""
-    configure(settings.log_level)
     worker = Worker(settings)
 
     def _stop(signum: int, frame: object) -> None:

@@ -20,10 +20,10 @@ import time
 
 from contract.backoff import Backoff
 from ingest.errors import WriteRejected, WriteUnavailable
-from ingest.logs import kv
 from ingest.metrics import IngestMetrics
 from ingest.quarantine import QuarantineLines, Reason
 from ingest.writers import Writer
+from runtime.logs import kv
 
 log = logging.getLogger("ingest.delivery")
 

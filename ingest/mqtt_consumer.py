@@ -61,10 +61,10 @@ from contract.mqtt_wire import (
     take_packets,
 )
 from ingest.batcher import Ack
-from ingest.logs import kv
 from ingest.points import ModelCache
 from ingest.settings import IngestSettings
 from ingest.subscriber import STATE_SUFFIX, Inbound, parse_state, subscription_filters
+from runtime.logs import kv
 
 log = logging.getLogger("ingest.mqtt")
 READ_BYTES: Final = 256 * 1024

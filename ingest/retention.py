@@ -25,8 +25,8 @@ import httpx
 
 from contract.metrics import Measurement
 from ingest.errors import ConfigError, WriteFatal, WriteUnavailable
-from ingest.logs import kv
 from ingest.settings import IngestSettings
+from runtime.logs import kv
 
 log = logging.getLogger("ingest.retention")
 RAW_RP: Final = "raw"

@@ -36,9 +36,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from contract.codec import DecodeError, decode
 from contract.topics import Channel, Topic, TopicError, shared, subscription
 from ingest.batcher import Ack
-from ingest.logs import kv
 from ingest.points import ModelCache
 from ingest.settings import IngestSettings
+from runtime.logs import kv
 
 log = logging.getLogger("ingest.subscriber")
 DATA_CHANNELS = (Channel.GATEWAY_BATCH, Channel.TELEMETRY, Channel.EVENT)

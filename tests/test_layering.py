@@ -1,4 +1,4 @@
-"""The packages keep to their lanes: everyone imports contract, nobody imports each other."""
+"""Packages keep to their lanes: processes import contract, mqttlink, runtime; never each other."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESS_PACKAGES = ("gateway", "ingest", "api", "firmware_sim", "dashboards")
-ALL_PACKAGES = ("contract", *PROCESS_PACKAGES, "gramlink")
+SHARED_PACKAGES = ("contract", "mqttlink", "runtime")
+ALL_PACKAGES = (*SHARED_PACKAGES, *PROCESS_PACKAGES, "gramlink")
 
 
 def imported_packages(package: str) -> set[str]:
@@ -24,9 +25,17 @@ def imported_packages(package: str) -> set[str]:
 
 
 @pytest.mark.parametrize("package", PROCESS_PACKAGES)
-def test_process_packages_import_only_contract(package: str) -> None:
-    assert imported_packages(package) <= {"contract", package}
+def test_process_packages_import_only_shared_packages(package: str) -> None:
+    assert imported_packages(package) <= {*SHARED_PACKAGES, package}
 
 
 def test_contract_imports_no_other_package() -> None:
     assert imported_packages("contract") <= {"contract"}
+
+
+def test_runtime_imports_no_other_package() -> None:
+    assert imported_packages("runtime") <= {"runtime"}
+
+
+def test_mqttlink_imports_only_contract_and_runtime() -> None:
+    assert imported_packages("mqttlink") <= {"contract", "runtime", "mqttlink"}

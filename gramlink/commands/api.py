@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     if action == "export-credentials":
         return export_credentials(settings, args.out, args.centre, args.centre_keys)
     from api.main import run as serve
+    from runtime.logs import configure
 
+    configure(settings.log_level)
     return serve(settings)
 
 

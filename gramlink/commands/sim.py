@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
@@ -12,6 +11,7 @@ from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.settings import SimSettings, load_settings
 from firmware_sim.workers import WorkerFleet
+from runtime.logs import configure
 
 DAY_MS = 86_400_000
 
@@ -95,11 +95,7 @@ def fleet_config(s: SimSettings) -> FleetConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
+    configure(args.log_level)
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "log_level")}
     try:
         settings = load_settings(**options)

@@ -1,0 +1,103 @@
+"""One log format for every process: ``time level=... logger=... event=name key=value ...``.
+
+Libraries only log; each process calls :func:`configure` once, in its entry
+point. :func:`kv` escapes what it quotes, so a payload excerpt can never add a
+line, a NUL or a forged ``level=ERROR`` to the log. :class:`Throttle` keeps a
+per-message warning to its first line, then one line a minute with the count.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+# Chatty third-party loggers: WARNING unless the process runs at debug level
+# (httpx logs every InfluxDB write at INFO; uvicorn.access every request).
+QUIET_LOGGERS = ("httpx", "httpcore", "paho", "urllib3", "uvicorn.access", "influxdb_client")
+_PLAIN_SAFE = frozenset(' "=\\')
+
+
+def escape(text: str) -> str:
+    """``text`` as a log value: quoted when needed, control characters written as escapes."""
+    if text and text.isprintable() and not _PLAIN_SAFE.intersection(text):
+        return text
+    out = []
+    for ch in text:
+        if ch == "\\" or ch == '"':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return '"' + "".join(out) + '"'
+
+
+def kv(event: str, **fields: object) -> str:
+    """One log line body: ``event=name k=v ...``."""
+    parts = [f"event={escape(event)}"]
+    parts.extend(f"{key}={escape(str(value))}" for key, value in fields.items())
+    return " ".join(parts)
+
+
+def configure(level: str, *, stream: TextIO | None = None) -> None:
+    """Configure logging for this process (call once, from its entry point)."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}")
+    logging.basicConfig(stream=stream or sys.stderr, level=numeric, format=FORMAT, force=True)
+    quiet = logging.NOTSET if numeric <= logging.DEBUG else logging.WARNING
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
+
+
+class Throttle:
+    """Rate-limits log lines by key: the first at once, then one per ``interval_s`` with a count.
+
+    Thread-safe. For warnings a single bad device could otherwise repeat for
+    every message it sends.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(self, level: int, event: str, key: str | None = None, **fields: object) -> bool:
+        """Log ``event`` unless a line of the same key went out within the interval.
+
+        Returns whether a line was written. The line after a quiet period
+        carries ``suppressed=N``, the lines left out since the previous one.
+        """
+        if not self._logger.isEnabledFor(level):
+            return False
+        key = key or event
+        now = self._clock()
+        with self._lock:
+            if now < self._next.get(key, 0.0):
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+            self._next[key] = now + self._interval_s
+            suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            fields["suppressed"] = suppressed
+        self._logger.log(level, kv(event, **fields))
+        return True
+
+    def warning(self, event: str, key: str | None = None, **fields: object) -> bool:
+        return self.log(logging.WARNING, event, key, **fields)
+
+    def error(self, event: str, key: str | None = None, **fields: object) -> bool:
+        return self.log(logging.ERROR, event, key, **fields)
