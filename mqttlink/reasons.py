@@ -156,3 +156,19 @@ def refusal_line(what: str, found: Reason, url: str, names: SettingNames) -> str
     else:
         cause = str(found)
     return f"{what}: {url} refused us: {cause}; check {names.for_fix(found.fix)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a connection stopped for good: the process exits with ``exit_code`` after ``line``."""
+
+    reason: Reason
+    line: str
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.reason.exit_code
+
+    @classmethod
+    def of(cls, what: str, found: Reason, url: str, names: SettingNames) -> Refusal:
+        return cls(found, refusal_line(what, found, url, names))
