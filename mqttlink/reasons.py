@@ -28,6 +28,7 @@ class Fix(Enum):
     CLIENT_ID = "client_id"
     ACL = "acl"  # the account's rights on the broker
     BROKER = "broker"  # the broker's own configuration or version
+    CA_FILE = "ca_file"  # the CA that should have signed the broker's TLS certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class Reason:
         """The exit code of a process stopped by this reason on its connection."""
         if self.code == SESSION_TAKEN_OVER:
             return ExitCode.SESSION_TAKEN_OVER
+        if self.fix is Fix.CA_FILE:
+            return ExitCode.CONFIG
         return ExitCode.REFUSED if self.permanent else ExitCode.DEPENDENCY_DOWN
 
     def __str__(self) -> str:
@@ -142,6 +145,8 @@ class SettingNames:
     def for_fix(self, fix: Fix | None) -> str:
         if fix is Fix.CLIENT_ID and self.client_id:
             return self.client_id
+        if fix is Fix.CA_FILE and self.ca_file:
+            return self.ca_file
         if fix in (Fix.CREDENTIALS, Fix.ACL):
             return f"{self.username} / {self.password}"
         return self.url
