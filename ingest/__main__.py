@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from ingest.errors import ConfigError
 from ingest.settings import add_options, from_args
+from mqttlink.endpoint import TlsFileError
+from runtime.exits import ExitCode
 from runtime.logs import configure
 
 
@@ -28,7 +30,11 @@ def start(args: argparse.Namespace) -> int:
     configure(settings.log_level)
     from ingest.app import run
 
-    return run(settings)
+    try:
+        return run(settings)
+    except TlsFileError as exc:  # a CA, certificate or key file named by a setting
+        print(f"error: setting {exc}", file=sys.stderr)  # noqa: T201
+        return int(ExitCode.CONFIG)
 
 
 if __name__ == "__main__":

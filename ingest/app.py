@@ -1,10 +1,10 @@
 """The composition root of one ingest worker: ``run(settings)``.
 
-Threads: the MQTT network thread (``mqtt_consumer``, or paho's with
-``mqtt_client = "paho"``), this decode thread (turns messages into lines, fills
-batches), ``write_concurrency`` writer threads (one InfluxDB connection each,
-so decoding overlaps writing). Acknowledgements go out in the order batches
-were formed, each only after its whole batch was stored.
+Threads: the MQTT network thread (``mqtt_consumer``), this decode thread
+(turns messages into lines, fills batches), ``write_concurrency`` writer
+threads (one InfluxDB connection each, so decoding overlaps writing).
+Acknowledgements go out in the order batches were formed, each only after its
+whole batch was stored.
 
 Bounds: the inbound queue (chunks of messages: see the subscriber modules); at most
 ``write_concurrency`` batches being written plus the one being filled, each
@@ -31,12 +31,12 @@ from ingest.mqtt_consumer import RawSubscriber
 from ingest.points import ModelCache, PointBuilder
 from ingest.quarantine import QuarantineLines
 from ingest.settings import IngestSettings
-from ingest.subscriber import Inbound, Subscriber
+from ingest.subscriber import Inbound
 from ingest.writers import Writer
+from runtime.exits import ExitCode
 from runtime.logs import kv
 
 log = logging.getLogger("ingest")
-EXIT_OK, EXIT_FATAL, EXIT_MQTT_DOWN = 0, 1, 3
 DRAIN_S = 15.0
 
 
@@ -62,12 +62,9 @@ class Worker:
         self.quarantine = QuarantineLines()
         self.stop = threading.Event()
         self.abort = threading.Event()
-        self.fatal: str | None = None
-        self.subscriber: RawSubscriber | Subscriber = (
-            Subscriber(settings, self.models)
-            if settings.mqtt_client == "paho"
-            else RawSubscriber(settings, self.models)
-        )
+        self.fatal: str | None = None  # the one line the worker stops with
+        self.exit_code = ExitCode.OK
+        self.subscriber = RawSubscriber(settings, self.models)
         self._carry: list[Inbound] = []  # the rest of a chunk that did not fit a batch
         self.builder = PointBuilder(
             self.models,
@@ -110,19 +107,22 @@ class Worker:
         except Stopped:
             return
         except WriteFatal as exc:
-            self.fatal = f"InfluxDB refused the write for good: {exc}"
-            self.stop.set()
-            self.abort.set()
+            self._fail(f"InfluxDB refused the write for good: {exc}", ExitCode.INTERNAL)
             return
         except Exception as exc:  # outermost loop of a writer thread
             log.exception(kv("writer_crashed", error=exc))
-            self.fatal = f"writer crashed: {exc}"
-            self.stop.set()
-            self.abort.set()
+            self._fail(f"writer crashed: {exc}", ExitCode.INTERNAL)
             return
         finally:
             self._slots.release()
         self._acknowledge(batch)
+
+    def _fail(self, line: str, code: ExitCode) -> None:
+        """Stop the worker with ``line`` and ``code`` (the first failure wins)."""
+        if self.fatal is None:
+            self.fatal, self.exit_code = line, code
+        self.stop.set()
+        self.abort.set()
 
     def _acknowledge(self, batch: Batch) -> None:
         with self._ack_lock:
@@ -209,12 +209,17 @@ class Worker:
         return self._shutdown()
 
     def _check_health(self, now: float) -> bool:
-        if self.subscriber.fatal:
-            self.fatal = self.subscriber.fatal
+        refusal = self.subscriber.refusal
+        if refusal is not None:
+            self._fail(refusal.line, refusal.exit_code)
             return True
         down = self.subscriber.down_since
         if down is not None and now - down > self.settings.mqtt_down_exit_s:
-            self.fatal = f"MQTT down for more than {self.settings.mqtt_down_exit_s:.0f} s"
+            self._fail(
+                f"ingest: {self.subscriber.endpoint} unreachable for more than "
+                f"{self.settings.mqtt_down_exit_s:.0f} s; check GRAMLINK_INGEST_MQTT_URL",
+                ExitCode.DEPENDENCY_DOWN,
+            )
             return True
         return self.fatal is not None
 
@@ -235,14 +240,14 @@ class Worker:
             with contextlib.suppress(Exception):
                 writer.close()
         if self.fatal:
-            log.error(kv("ingest_stopped", error=self.fatal))
-            return EXIT_MQTT_DOWN if "MQTT down" in self.fatal else EXIT_FATAL
+            log.error(kv("ingest_stopped", exit_code=int(self.exit_code), error=self.fatal))
+            return int(self.exit_code)
         log.info(kv("ingest_stopped", client_id=self.settings.client_id))
-        return EXIT_OK
+        return int(ExitCode.OK)
 
 
 def run(settings: IngestSettings) -> int:
-    """Run one worker until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1, 3: MQTT down)."""
+    """Run one worker until SIGTERM/SIGINT (exit 0) or a fatal error (``runtime.exits``)."""
     worker = Worker(settings)
 
     def _stop(signum: int, frame: object) -> None:

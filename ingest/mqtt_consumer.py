@@ -1,27 +1,30 @@
-"""The MQTT side without paho: a persistent MQTT v5 session spoken directly (the default).
+"""Ingest's MQTT side: one persistent MQTT v5 session (``mqttlink.session``) on its own thread.
 
-Why: with manual acknowledgements paho reads one packet per ``select()`` with
-several ``recv`` calls each and sends every PUBACK on its own (docs/ingest.md,
-Performance). Here one network thread reads the socket in large chunks, parses
-every complete packet of a chunk (``contract.mqtt_wire.take_packets``) and hands
-the data messages of one chunk to the decode thread as one list; the
-acknowledgements of a stored batch go out in one ``send`` from the writer thread.
+Why not paho: with manual acknowledgements paho reads one packet per
+``select()`` and sends every PUBACK on its own (docs/architecture.md, "One MQTT
+session layer", for the numbers). Here one network thread reads the socket in
+large chunks into the session's bounded inbox, decodes every complete packet of
+a chunk with ``mqtt5`` and hands the data messages of one chunk to the decode
+thread as one list; the acknowledgements of a stored batch go out in one
+``send`` from the writer thread.
 
-Same behaviour as the paho :class:`ingest.subscriber.Subscriber`:
-
-- fixed client id, clean start off, session expiry, Receive Maximum: the broker
-  never has more than ``receive_maximum`` unacknowledged QoS 1 messages in
-  flight to us; a restarted worker gets what was queued while it was down;
+- fixed client id, clean start off, session expiry, Receive Maximum, our
+  Maximum Packet Size: the broker never has more than ``receive_maximum``
+  unacknowledged QoS 1 messages in flight to us; a restarted worker gets what
+  was queued while it was down;
+- ``mqtts://``: TLS verified against ``mqtt_ca_file`` (else the system's CAs),
+  optional client certificate; a broker certificate the CA did not sign stops
+  the worker (exit 2, one line naming GRAMLINK_INGEST_MQTT_CA_FILE);
 - the shared data subscriptions ``$share/<group>/...`` plus the unshared
   ``state`` subscription (births are parsed here, acknowledged at once);
 - acknowledgements in the order batches were formed (the worker orders them);
   a late one for an earlier connection (``generation``) is dropped, because the
   broker redelivers the message and packet ids are reused;
-- PINGREQ every ``keepalive_s / 2``; no PINGRESP within ``keepalive_s`` while
-  reading drops the connection;
+- PINGREQ every keepalive/2; no PINGRESP within the keepalive drops the connection;
 - lost connection: reconnect with jittered backoff, 1 s doubling to 30 s;
-  refused credentials (CONNACK 0x86, 0x87, 0x8A, 0x8C) or subscriptions stop
-  the worker (``fatal``).
+  a permanent refusal (CONNACK, SUBACK, DISCONNECT by value: ``mqttlink.reasons``;
+  a session taken over by another worker with our client id) stops the worker:
+  :attr:`RawSubscriber.refusal` holds its exit code and its one line.
 
 Bounds: the inbound queue holds at most ``INBOUND_CHUNKS`` chunks of at most
 ``READ_BYTES`` each; when it is full the network thread stops reading (policy:
@@ -34,58 +37,45 @@ import contextlib
 import logging
 import queue
 import random
+import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable
 from typing import Final
 
+import mqtt5
+
 from contract.backoff import Backoff
-from contract.mqtt_wire import (
-    CONNACK,
-    DISCONNECT,
-    PINGREQ_PACKET,
-    PINGRESP,
-    PROP_SERVER_KEEP_ALIVE,
-    SUBACK,
-    Packet,
-    ProtocolError,
-    Publish,
-    connect_packet,
-    disconnect_packet,
-    parse_connack,
-    parse_disconnect,
-    parse_suback,
-    pubacks_packet,
-    subscribe_packet,
-    take_packets,
-)
+from contract.codec import MAX_BATCH_BYTES
 from ingest.batcher import Ack
 from ingest.points import ModelCache
 from ingest.settings import IngestSettings
 from ingest.subscriber import STATE_SUFFIX, Inbound, parse_state, subscription_filters
+from mqttlink.endpoint import tls_context
+from mqttlink.inbox import READ_BYTES, InboxError
+from mqttlink.reasons import Refusal
+from mqttlink.session import (
+    CONNECT_TIMEOUT_S,
+    Dropped,
+    Refused,
+    Session,
+    SessionOptions,
+    pubacks,
+)
+from mqttlink.transport import certificate_refusal, open_blocking
 from runtime.logs import kv
 
 log = logging.getLogger("ingest.mqtt")
-READ_BYTES: Final = 256 * 1024
 INBOUND_CHUNKS: Final = 64
 TICK_S: Final = 0.25
-CONNECT_TIMEOUT_S: Final = 10.0
 BACKOFF_MIN_S: Final = 1.0
 BACKOFF_MAX_S: Final = 30.0
-AUTH_FAILURES: Final = {0x86: "bad user name or password", 0x87: "not authorized"} | {
-    0x8A: "banned",
-    0x8C: "bad authentication method",
-}
-SUBSCRIBE_ID: Final = 1
-
-
-class Dropped(Exception):
-    """The connection ended (closed, refused, timed out, protocol error): reconnect."""
-
-
-class Fatal(Exception):
-    """The broker refused us for good (credentials, subscriptions): stop the worker."""
+# Our Maximum Packet Size: an envelope the contract still reads, with room to quarantine
+# one up to twice as large (TOO_LARGE); the broker drops anything larger for us.
+MAX_PACKET_BYTES: Final = 2 * MAX_BATCH_BYTES
+PublishPacket = mqtt5.PublishPacket
 
 
 class RawSubscriber:
@@ -95,25 +85,31 @@ class RawSubscriber:
         self.settings = settings
         self.models = models
         self.inbound: queue.Queue[list[Inbound]] = queue.Queue(maxsize=INBOUND_CHUNKS)
-        self.fatal: str | None = None
+        self.refusal: Refusal | None = None
         self.generation = 0
         self.down_since: float | None = time.monotonic()
-        self.subscribed = False
-        self._keepalive = settings.keepalive_s
+        self.endpoint = settings.endpoint
+        # TlsFileError (a file named by a setting) propagates: the worker does not start.
+        self._tls = tls_context(settings.tls_files()) if self.endpoint.tls else None
         self._lock = threading.Lock()  # guards _sock, generation, down_since, sends
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._rng = random.Random()
         password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-        self._connect = connect_packet(
-            settings.client_id,
-            username=settings.mqtt_username or None,
-            password=password if settings.mqtt_username else None,
-            keepalive_s=settings.keepalive_s,
-            session_expiry_s=settings.session_expiry_s,
-            clean_start=False,
-            receive_maximum=settings.receive_maximum,
+        self.session = Session(
+            SessionOptions(
+                client_id=settings.client_id,
+                what="ingest",
+                url=str(self.endpoint),
+                names=settings.setting_names(),
+                username=settings.mqtt_username or None,
+                password=password if settings.mqtt_username else None,
+                keepalive_s=settings.keepalive_s,
+                session_expiry_s=settings.session_expiry_s,
+                receive_maximum=settings.receive_maximum,
+                max_packet_size=MAX_PACKET_BYTES,
+            )
         )
 
     # --- any thread ---------------------------------------------------------------
@@ -130,6 +126,10 @@ class RawSubscriber:
     def connected(self) -> bool:
         return self.down_since is None
 
+    @property
+    def subscribed(self) -> bool:
+        return self.session.subscribed
+
     def ack(self, ack: Ack) -> bool:
         return self.ack_many([ack]) == 1
 
@@ -141,7 +141,7 @@ class RawSubscriber:
                 return 0
             ids = [a.mid for a in acks if a.generation == generation and a.qos]
             if ids:
-                self._send(sock, pubacks_packet(ids))
+                self._send(sock, pubacks(ids))
             return len(ids)
 
     def _send(self, sock: socket.socket, data: bytes) -> None:
@@ -157,23 +157,26 @@ class RawSubscriber:
 
     def _run(self) -> None:
         backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, self._rng)
+        client_id = self.settings.client_id
         while not self._stop.is_set():
             sock: socket.socket | None = None
             try:
-                sock = socket.create_connection(
-                    (self.settings.mqtt_host, self.settings.mqtt_port), timeout=CONNECT_TIMEOUT_S
-                )
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self._session(sock):
+                sock = open_blocking(self.endpoint, self._tls, CONNECT_TIMEOUT_S)
+                if self._connection(sock):
                     backoff.reset()
-            except Fatal as exc:
-                self.fatal = str(exc)
-                log.error(kv("mqtt_refused", error=exc, client_id=self.settings.client_id))
-            except (OSError, Dropped, ProtocolError) as exc:
-                log.warning(kv("mqtt_disconnected", error=exc, client_id=self.settings.client_id))
+            except Refused as exc:
+                self.refusal = exc.refusal
+            except ssl.SSLCertVerificationError as exc:
+                names = self.settings.setting_names()
+                self.refusal = certificate_refusal("ingest", str(self.endpoint), names, exc)
+            except (OSError, Dropped, InboxError) as exc:
+                log.warning(kv("mqtt_disconnected", error=exc, client_id=client_id))
             finally:
                 self._down(sock)
-            if self.fatal or self._stop.is_set():
+            if self.refusal is not None:
+                log.error(kv("mqtt_refused", client_id=client_id, line=self.refusal.line))
+                return
+            if self._stop.is_set():
                 return
             wait = backoff.next()
             log.info(kv("mqtt_reconnect_in", seconds=f"{wait:.1f}"))
@@ -181,7 +184,6 @@ class RawSubscriber:
 
     def _down(self, sock: socket.socket | None) -> None:
         with self._lock:
-            self.subscribed = False
             if self.down_since is None:
                 self.down_since = time.monotonic()
             self._sock = None
@@ -189,50 +191,83 @@ class RawSubscriber:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _session(self, sock: socket.socket) -> bool:
+    def _connection(self, sock: socket.socket) -> bool:
         """One connection until it drops or the worker stops; True if CONNACK accepted us."""
+        session = self.session
         sock.settimeout(TICK_S)
-        sock.sendall(self._connect)
-        started = time.monotonic()
-        connected = False
-        self._next_ping = started + self._keepalive / 2
-        self._ping_sent: float | None = None
-        buf = bytearray()
-        while not self._stop.is_set():
-            try:
-                data = sock.recv(READ_BYTES)
-            except TimeoutError:
-                data = None
-            now = time.monotonic()
-            if data == b"":
-                raise Dropped("connection closed by the broker")
-            if data:
-                buf += data
-                chunk: list[Inbound] = []
-                for packet in take_packets(buf):
-                    if type(packet) is Publish:
-                        self._publish(sock, packet, chunk)
-                    else:
-                        connected |= self._control(sock, packet)  # type: ignore[arg-type]
-                if chunk:
-                    self._hand_over(sock, chunk)
-            if not connected and now - started > CONNECT_TIMEOUT_S:
-                raise Dropped("no CONNACK in time")
-            if connected:
-                self._keep_alive(sock, time.monotonic(), reading=True)
+        sock.sendall(session.start())
+        accepted = False
+        try:
+            while not self._stop.is_set():
+                got = self._fill(sock)
+                if got == 0:
+                    session.closed(time.monotonic(), by_broker=True)  # Refused: taken over
+                    raise Dropped("connection closed by the broker")
+                if got:
+                    chunk: list[Inbound] = []
+                    for packet in session.inbox.packets():
+                        if type(packet) is PublishPacket:
+                            self._publish(sock, packet, chunk)
+                        elif not accepted:
+                            session.control(packet)
+                            if session.connected:
+                                accepted = True
+                                self._online(sock)
+                        else:
+                            session.control(packet)
+                    if chunk:
+                        self._hand_over(sock, chunk)
+                ping = session.tick(time.monotonic())
+                if ping:
+                    with self._lock:
+                        self._send(sock, ping)
+        except InboxError as exc:
+            with self._lock, contextlib.suppress(OSError):
+                sock.sendall(session.disconnect(exc.reason))
+            raise
+        finally:
+            session.closed(time.monotonic(), by_broker=False)
         with self._lock, contextlib.suppress(OSError):
-            sock.sendall(disconnect_packet())
-        return connected
+            sock.sendall(session.disconnect())
+        return accepted
 
-    def _keep_alive(self, sock: socket.socket, now: float, *, reading: bool) -> None:
-        if reading and self._ping_sent is not None and now - self._ping_sent > self._keepalive:
-            raise Dropped(f"no PINGRESP within {self._keepalive} s")
-        if now >= self._next_ping:
-            self._next_ping = now + self._keepalive / 2
-            if self._ping_sent is None:
-                self._ping_sent = now
-            with self._lock:
-                self._send(sock, PINGREQ_PACKET)
+    def _fill(self, sock: socket.socket) -> int | None:
+        """Read what is there (None: nothing within a tick; 0: closed). TLS hands out one
+        record (16 KiB) per read, so keep reading while more is ready, up to READ_BYTES."""
+        inbox = self.session.inbox
+        try:
+            got = inbox.recv_from(sock)
+        except TimeoutError:
+            return None
+        if not got or not isinstance(sock, ssl.SSLSocket):
+            return got
+        total = got
+        while total < READ_BYTES and (sock.pending() or select.select([sock], [], [], 0)[0]):
+            try:
+                more = inbox.recv_from(sock)
+            except (TimeoutError, ssl.SSLWantReadError):
+                break
+            if not more:
+                break
+            total += more
+        return total
+
+    def _online(self, sock: socket.socket) -> None:
+        session = self.session
+        with self._lock:
+            self.generation += 1
+            self.down_since = None
+            self._sock = sock
+            self._send(sock, session.subscribe(subscription_filters(self.settings)))
+        log.info(
+            kv(
+                "mqtt_connected",
+                client_id=self.settings.client_id,
+                session_present=session.session_present,
+                generation=self.generation,
+                tls=self.endpoint.tls,
+            )
+        )
 
     def _hand_over(self, sock: socket.socket, chunk: list[Inbound]) -> None:
         """Queue one chunk; while the queue is full, stop reading but keep pinging."""
@@ -241,64 +276,27 @@ class RawSubscriber:
             return
         except queue.Full:
             pass
+        session = self.session
         while not self._stop.is_set():
-            self._keep_alive(sock, time.monotonic(), reading=False)
+            ping = session.tick(time.monotonic(), reading=False)
+            if ping:
+                with self._lock:
+                    self._send(sock, ping)
             try:
                 self.inbound.put(chunk, timeout=TICK_S)
                 break
             except queue.Full:
                 continue
-        self._ping_sent = None  # its PINGRESP may still be unread behind the backlog
+        session.not_reading()  # its PINGRESP may still be unread behind the backlog
 
-    def _publish(self, sock: socket.socket, msg: Publish, chunk: list[Inbound]) -> None:
+    def _publish(self, sock: socket.socket, msg: mqtt5.PublishPacket, chunk: list[Inbound]) -> None:
         topic = msg.topic
         if topic.endswith(STATE_SUFFIX):
             parse_state(self.models, topic, msg.payload)
-            if msg.qos:
+            if msg.qos and msg.packet_id is not None:
                 with self._lock:
-                    self._send(sock, pubacks_packet([msg.packet_id]))
+                    self._send(sock, pubacks([msg.packet_id]))
             return
-        ack = Ack(msg.packet_id, msg.qos, self.generation) if msg.qos else None
+        pid = msg.packet_id
+        ack = Ack(pid, 1, self.generation) if pid is not None else None
         chunk.append(Inbound(topic, msg.payload, ack))
-
-    def _control(self, sock: socket.socket, packet: Packet) -> bool:
-        kind = packet.first & 0xF0
-        if kind == CONNACK:
-            return self._connack(sock, packet.body)
-        if kind == SUBACK:
-            _, codes = parse_suback(packet.body)
-            refused = [f"0x{code:02x}" for code in codes if code >= 0x80]
-            if refused:
-                raise Fatal(f"MQTT broker refused the subscriptions: {', '.join(refused)}")
-            self.subscribed = True
-            log.info(kv("mqtt_subscribed", client_id=self.settings.client_id))
-        elif kind == PINGRESP:
-            self._ping_sent = None
-        elif kind == DISCONNECT:
-            reason = parse_disconnect(packet.body)
-            raise Dropped(f"the broker disconnected us: reason 0x{reason:02x}")
-        return False
-
-    def _connack(self, sock: socket.socket, body: bytes) -> bool:
-        ack = parse_connack(body)
-        if ack.reason in AUTH_FAILURES:
-            raise Fatal(f"MQTT broker refused the credentials: {AUTH_FAILURES[ack.reason]}")
-        if ack.reason >= 0x80:
-            raise Dropped(f"CONNACK refused: reason 0x{ack.reason:02x}")
-        server_keepalive = ack.props.get(PROP_SERVER_KEEP_ALIVE)
-        if isinstance(server_keepalive, int) and server_keepalive:
-            self._keepalive = server_keepalive
-        with self._lock:
-            self.generation += 1
-            self.down_since = None
-            self._sock = sock
-            self._send(sock, subscribe_packet(SUBSCRIBE_ID, subscription_filters(self.settings)))
-        log.info(
-            kv(
-                "mqtt_connected",
-                client_id=self.settings.client_id,
-                session_present=ack.session_present,
-                generation=self.generation,
-            )
-        )
-        return True

@@ -7,6 +7,7 @@ value stops the process at start with one line naming the setting.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
@@ -15,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.topics import ID_RE
 from ingest.errors import ConfigError
+from mqttlink.endpoint import Endpoint, EndpointError, TlsFiles
+from mqttlink.reasons import SettingNames
 
 ENV_PREFIX = "GRAMLINK_INGEST_"
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "password", "secret", "xxx", "todo"})
@@ -34,7 +37,9 @@ class IngestSettings(BaseSettings):
     receive_maximum: int = Field(10_000, ge=1, le=65_535)
     keepalive_s: int = Field(30, ge=5, le=300)
     mqtt_down_exit_s: float = Field(300.0, ge=5)
-    mqtt_client: Literal["raw", "paho"] = "raw"
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
 
     influx_url: str = "http://127.0.0.1:8086"
     writer: Literal["v1", "v2"] = "v1"
@@ -66,9 +71,10 @@ class IngestSettings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:port")
+        try:
+            Endpoint.parse(value)
+        except EndpointError:
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port") from None
         return value
 
     @field_validator("influx_url")
@@ -101,12 +107,28 @@ class IngestSettings(BaseSettings):
         return self
 
     @property
-    def mqtt_host(self) -> str:
-        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+    def endpoint(self) -> Endpoint:
+        return Endpoint.parse(self.mqtt_url)
 
-    @property
-    def mqtt_port(self) -> int:
-        return urlsplit(self.mqtt_url).port or 1883
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(
+            self.mqtt_ca_file,
+            self.mqtt_cert_file,
+            self.mqtt_key_file,
+            ca_setting=f"{ENV_PREFIX}MQTT_CA_FILE",
+            cert_setting=f"{ENV_PREFIX}MQTT_CERT_FILE",
+            key_setting=f"{ENV_PREFIX}MQTT_KEY_FILE",
+        )
+
+    def setting_names(self) -> SettingNames:
+        """The settings a refusal line names (see ``mqttlink.reasons``)."""
+        return SettingNames(
+            url=f"{ENV_PREFIX}MQTT_URL",
+            username=f"{ENV_PREFIX}MQTT_USERNAME",
+            password=f"{ENV_PREFIX}MQTT_PASSWORD",
+            client_id=f"{ENV_PREFIX}CLIENT_ID",
+            ca_file=f"{ENV_PREFIX}MQTT_CA_FILE",
+        )
 
 
 def _usable(secret: SecretStr | None) -> bool:

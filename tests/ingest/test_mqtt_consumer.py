@@ -1,4 +1,4 @@
-"""The raw MQTT v5 consumer (default) and the paho one, against real Mosquitto."""
+"""Ingest's MQTT v5 consumer (``mqttlink.session`` over mqtt5) against real Mosquitto."""
 
 from __future__ import annotations
 
@@ -7,19 +7,16 @@ import threading
 
 import pytest
 
-from contract import mqtt_wire
 from ingest.app import Worker
+from runtime.exits import ExitCode
 from tests.factories import unique_id, wait_for
 from tests.ingest.conftest import Publisher, count, distinct_seqs, now_ms, worker_settings
 
 
-@pytest.mark.parametrize("client", ["raw", "paho"])
-def test_readings_arrive_once_with_a_small_receive_maximum(
-    mosquitto, influx, start_worker, client: str
-) -> None:
+def test_readings_arrive_once_with_a_small_receive_maximum(mosquitto, influx, start_worker) -> None:
     """Few in flight: acknowledgements must flow batch after batch, or the stream stalls."""
     centre = unique_id("c")
-    settings = worker_settings(mosquitto, influx, mqtt_client=client, receive_maximum=40)
+    settings = worker_settings(mosquitto, influx, receive_maximum=40)
     start_worker(settings)
     pub = Publisher(mosquitto)
     n = pub.readings(centre, ["pw-1", "pw-2"], range(600), now_ms() - 60_000)
@@ -37,8 +34,10 @@ def test_wrong_password_stops_the_worker_loudly(mosquitto, influx) -> None:
     thread = threading.Thread(target=lambda: code.append(worker.run()), daemon=True)
     thread.start()
     thread.join(30)
-    assert code == [1]
-    assert "credentials" in (worker.fatal or "")
+    assert code == [ExitCode.REFUSED]
+    line = worker.fatal or ""
+    assert "refused us: 0x87 not authorized" in line
+    assert "GRAMLINK_INGEST_MQTT_USERNAME / GRAMLINK_INGEST_MQTT_PASSWORD" in line
 
 
 def test_broker_restart_reconnects_and_loses_nothing(broker_factory, influx, start_worker) -> None:
@@ -123,29 +122,3 @@ def test_silent_link_detected_by_missing_pingresp_and_reconnected(
         wait_for(lambda: count(influx, "power", centre) >= n, 30, "stored after reconnect")
     finally:
         proxy.close()
-
-
-def test_take_packets_parses_many_publishes_and_keeps_a_partial_one() -> None:
-    prefix = mqtt_wire.topic_prefix("gl/v1/c1/d1/telemetry")
-    packets = [mqtt_wire.publish_packet(prefix, b"x" * i, 1, i + 1) for i in range(200)]
-    expiry = bytes((mqtt_wire.PROP_MESSAGE_EXPIRY,)) + (60).to_bytes(4, "big")
-    with_props = (
-        bytes((0x32,))
-        + mqtt_wire.varint(len(prefix) + 2 + 1 + len(expiry) + 3)
-        + prefix
-        + b"\x01\x2c"
-        + mqtt_wire.varint(len(expiry))
-        + expiry
-        + b"abc"
-    )
-    wire = b"".join(packets) + with_props + b"\xd0\x00" + packets[0][:5]
-    buf = bytearray(wire)
-    got = mqtt_wire.take_packets(buf)
-    assert buf == bytearray(packets[0][:5])
-    publishes = [p for p in got if isinstance(p, mqtt_wire.Publish)]
-    assert [(p.packet_id, p.payload) for p in publishes[:200]] == [
-        (i + 1, b"x" * i) for i in range(200)
-    ]
-    assert publishes[200] == mqtt_wire.Publish("gl/v1/c1/d1/telemetry", b"abc", 1, 300, 60)
-    assert got[-1].first == 0xD0  # type: ignore[union-attr]
-    assert mqtt_wire.pubacks_packet([1, 300]) == b"\x40\x02\x00\x01\x40\x02\x01\x2c"
