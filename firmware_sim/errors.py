@@ -6,8 +6,8 @@ Tree (each says whether retrying can help)::
     ├── ConfigError               permanent: a bad option, seed, id or credentials file
     ├── ConnectError              retryable: the broker did not answer / refused the TCP connect
     │   ├── AuthError             permanent: the broker refused the credentials (CONNACK 0x86/0x87)
-    │   (contract.mqtt_wire.ProtocolError: bytes the raw client cannot parse; rawlink.py
-    │    drops the connection and retries)
+    │   (mqttlink.inbox.InboxError: bytes the raw client cannot parse; rawlink.py
+    │    drops the connection and retries; mqttlink.session.Refused: rawlink.py stops)
     └── OtaError                  permanent for that command: download failed, wrong SHA-256
 
 Third-party errors (paho, httpx, OSError) are mapped to these at one boundary

@@ -11,9 +11,16 @@ network thread's births); one lock guards everything here. Buffers and policy:
   messages wait in order; when full, new readings are refused (the caller
   counts them dropped: keep the oldest, drop the newest); QoS 0 while
   disconnected is refused;
-- output: PUBLISH packets are appended to one buffer and written in chunks of
-  about ``FLUSH_BYTES`` (or at once for control messages); a socket that is full
-  asks the network loop for writability and the loop finishes the write.
+- output: PUBLISH packets (encoded by ``mqtt5`` through the link's
+  :class:`~mqttlink.session.Session`, packet ids from its allocator, so a
+  SUBSCRIBE never takes one in flight) are appended to one buffer and written in
+  chunks of about ``FLUSH_BYTES`` (or at once for control messages); a socket
+  that is full (TCP or TLS) asks the network loop for writability and the loop
+  finishes the write;
+- a PUBACK frees its slot whatever its reason code; one that did not deliver
+  (``mqttlink.reasons.delivered``) is counted by code in ``undelivered``
+  (a load generator does not resend); a message over the broker's Maximum
+  Packet Size is refused like a full queue.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
-from contract.mqtt_wire import mark_dup, publish_packet, topic_prefix
+from mqttlink.session import Session, TooLarge
+from mqttlink.transport import WANT_IO
 
 FLUSH_BYTES: Final = 64 * 1024
 CONTROL_RESERVE: Final = 32  # window slots kept for births, acks, twin echoes (at most 1/4)
@@ -41,11 +49,13 @@ class Outbox:
 
     def __init__(
         self,
+        session: Session,
         max_inflight: int,
         max_queued: int,
         want_write: Callable[[bool], None],
         on_write_error: Callable[[str], None],
     ) -> None:
+        self.session = session
         self.max_inflight = max_inflight
         self.max_queued = max_queued
         self.want_write = want_write  # ask the loop for (or stop asking for) writability
@@ -56,30 +66,24 @@ class Outbox:
         self.last_write = 0.0
         self.lock = threading.Lock()
         self.out = bytearray()
-        self._inflight: dict[int, bytes] = {}  # packet id -> PUBLISH (insertion = send order)
-        # (topic prefix, payload, qos, retain) waiting for a connection or room in the window
-        self._pending: deque[tuple[bytes, bytes, int, bool]] = deque()
-        self._next_id = 0
+        # packet id -> (topic, payload, retain) of a QoS 1 PUBLISH (insertion = send order)
+        self._inflight: dict[int, tuple[str, bytes, bool]] = {}
+        # (topic, payload, qos, retain) waiting for a connection or room in the window
+        self._pending: deque[tuple[str, bytes, int, bool]] = deque()
+        self.undelivered: dict[int, int] = {}  # PUBACK reason code -> count (under the lock)
         self.window = max_inflight  # until CONNACK says the broker's Receive Maximum
         self._limit = reading_limit(max_inflight)
         self._room = threading.Event()
         self._room.set()
         self._sock: socket.socket | None = None
-        self._prefix: dict[str, bytes] = {}
 
     # --- any thread --------------------------------------------------------------------------
-    def prefix_of(self, topic_: str) -> bytes:
-        prefix = self._prefix.get(topic_)
-        if prefix is None:
-            prefix = self._prefix[topic_] = topic_prefix(topic_)
-        return prefix
-
     def send_reading(self, topic_: str, payload: bytes, qos: int) -> bool:
         """Publish a reading; False (nothing kept) when it has to be dropped."""
-        prefix = self._prefix.get(topic_) or self.prefix_of(topic_)
         with self.lock:
             if self.connected and not self._pending and len(self._inflight) < self._limit:
-                self._emit(prefix, payload, qos, False)
+                if not self._emit(topic_, payload, qos, False):
+                    return False
                 if len(self._inflight) >= self._limit:
                     self._room.clear()
                 if len(self.out) >= FLUSH_BYTES:
@@ -89,19 +93,18 @@ class Outbox:
                 self._room.clear()  # the scheduler waits until the pending ones are in flight
             if qos == 0 or len(self._pending) >= self.max_queued:
                 return False
-            self._pending.append((prefix, payload, qos, False))
+            self._pending.append((topic_, payload, qos, False))
             return True
 
     def send(self, topic_: str, payload: bytes, qos: int, retain: bool) -> bool:
         """Births, acks, events: sent at once (may use the reserve), else queued; False: dropped."""
-        prefix = self.prefix_of(topic_)
         with self.lock:
             if self.connected and len(self._inflight) < self.window:
-                self._emit(prefix, payload, qos, retain)
+                sent = self._emit(topic_, payload, qos, retain)
                 self.flush_locked()
-                return True
+                return sent
             if qos and len(self._pending) < self.max_queued:
-                self._pending.append((prefix, payload, qos, retain))
+                self._pending.append((topic_, payload, qos, retain))
                 return True
             return False
 
@@ -138,19 +141,26 @@ class Outbox:
             self._limit = reading_limit(self.window)
             self.connected = True
             self.out += first
-            for packet in self._inflight.values():
-                self.out += mark_dup(packet)
+            publish = self.session.publish
+            for pid, (topic_, payload, retain) in self._inflight.items():
+                self.out += publish(topic_, payload, 1, pid, retain=retain, dup=True)
             for topic_, payload in reversed(births):
-                self._pending.appendleft((self.prefix_of(topic_), payload, 1, True))
+                self._pending.appendleft((topic_, payload, 1, True))
             self._pump()
             self.flush_locked()
 
-    def acked(self, packet_ids: list[int]) -> None:
+    def acked(self, packet_ids: list[int], refused: Sequence[tuple[int, int]] = ()) -> None:
+        """PUBACKs: ``packet_ids`` delivered, ``refused`` (id, reason code) not delivered."""
         with self.lock:
-            inflight = self._inflight
+            inflight, release = self._inflight, self.session.ids.release
             for pid in packet_ids:
                 if inflight.pop(pid, None) is not None:
+                    release(pid)
                     self.completed += 1
+            for pid, code in refused:
+                if inflight.pop(pid, None) is not None:
+                    release(pid)
+                    self.undelivered[code] = self.undelivered.get(code, 0) + 1
             self._pump()
             self.flush_locked()
 
@@ -163,9 +173,9 @@ class Outbox:
     def goodbye(self, wills: list[tuple[str, bytes]], disconnect: bytes) -> bytes:
         """Everything left to write at a clean stop: offline states (not counted) and DISCONNECT."""
         with self.lock:
-            for k, (topic_, payload) in enumerate(wills):
-                pid = (self._next_id + k) % 65535 + 1
-                self.out += publish_packet(self.prefix_of(topic_), payload, 1, pid, retain=True)
+            for topic_, payload in wills:
+                pid = self.session.ids.take()
+                self.out += self.session.publish(topic_, payload, 1, pid, retain=True)
             self.out += disconnect
             data = bytes(self.out)
             self.out.clear()
@@ -173,26 +183,33 @@ class Outbox:
             return data
 
     # --- lock held -----------------------------------------------------------------------------
-    def _emit(self, prefix: bytes, payload: bytes, qos: int, retain: bool) -> None:
-        if qos:
-            pid = self._next_id % 65535 + 1
-            while pid in self._inflight:
-                pid = pid % 65535 + 1
-            self._next_id = pid
-            packet = publish_packet(prefix, payload, 1, pid, retain=retain)
-            self._inflight[pid] = packet
-        else:
-            packet = publish_packet(prefix, payload, 0, 0, retain=retain)
-            self.completed += 1
+    def _emit(self, topic_: str, payload: bytes, qos: int, retain: bool) -> bool:
+        """Encode into the output buffer; False if the broker would refuse its size."""
+        session = self.session
+        try:
+            if qos:
+                pid = session.ids.take()
+                try:
+                    packet = session.publish(topic_, payload, 1, pid, retain=retain)
+                except TooLarge:
+                    session.ids.release(pid)
+                    raise
+                self._inflight[pid] = (topic_, payload, retain)
+            else:
+                packet = session.publish(topic_, payload, 0, None, retain=retain)
+                self.completed += 1
+        except TooLarge:
+            return False
         self.out += packet
         self.messages += 1
+        return True
 
     def _pump(self) -> None:
         """Move pending messages into the window."""
         pending, limit = self._pending, self._limit
         while pending and len(self._inflight) < limit:
-            prefix, payload, qos, retain = pending.popleft()
-            self._emit(prefix, payload, qos, retain)
+            topic_, payload, qos, retain = pending.popleft()
+            self._emit(topic_, payload, qos, retain)
         if len(self._inflight) < max(1, limit // 2) and not pending:
             self._room.set()
 
@@ -204,7 +221,7 @@ class Outbox:
         while out:
             try:
                 sent = sock.send(out)
-            except BlockingIOError:
+            except WANT_IO:  # the socket (or TLS) is full: the loop finishes the write
                 self.want_write(True)
                 return
             except OSError as exc:

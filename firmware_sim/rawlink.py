@@ -1,9 +1,14 @@
 """A minimal MQTT v5 publisher for per-centre load tests (no paho on the hot path).
 
 paho costs ~16 us per QoS 1 publish plus a ``send()`` per message; here the
-scheduler appends ready-made PUBLISH packets (``contract.mqtt_wire.publish_packet``) to one
-buffer per connection and writes it in large chunks. The fleet's :class:`NetLoop`
-thread reads CONNACK, PUBACKs, SUBACKs and commands, and sends PINGREQ.
+scheduler appends PUBLISH packets (encoded by ``mqtt5`` through
+:class:`mqttlink.session.Session`, the same session layer as ingest's consumer)
+to one buffer per connection and writes it in large chunks. The fleet's
+:class:`NetLoop` thread reads CONNACK, PUBACKs, SUBACKs and commands, and sends
+PINGREQ (keepalive/2; no PINGRESP within the keepalive drops the connection).
+``mqtts://``: the TLS handshake runs on the loop too (non-blocking).
+A permanent refusal (``mqttlink.reasons`` by value: login, subscription,
+session taken over) stops the link: ``refusal`` and ``fatal`` (its line).
 
 Same behaviour as :class:`firmware_sim.link.Link` (births, Last Will with Will
 Delay, session expiry, command subscriptions, jittered reconnect, a refused
@@ -25,41 +30,48 @@ import logging
 import os
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
+import mqtt5
+
 from contract.backoff import Backoff
 from contract.codec import DecodeError, decode
 from contract.messages import Command
-from contract.mqtt_wire import (
-    CONNACK,
-    DISCONNECT,
-    DISCONNECT_PACKET,
-    PINGREQ_PACKET,
-    PUBACK,
-    PUBLISH,
-    SUBACK,
-    ProtocolError,
-    connect_packet,
-    parse_connack,
-    parse_publish,
-    puback_packet,
-    split_packets,
-    subscribe_packet,
-    take_pubacks,
-)
 from contract.topics import Channel, Topic, TopicError, subscription
 from firmware_sim.devices.base import Device
-from firmware_sim.link import AUTH_FAILURES, BACKOFF_MAX_S, BACKOFF_MIN_S, CommandSink
+from firmware_sim.link import BACKOFF_MAX_S, BACKOFF_MIN_S, CommandSink
 from firmware_sim.netloop import NetLoop
 from firmware_sim.outbox import Outbox
 from firmware_sim.stats import Counters
+from mqttlink.endpoint import Endpoint
+from mqttlink.inbox import InboxError
+from mqttlink.reasons import Refusal, SettingNames
+from mqttlink.session import (
+    CONNECT_TIMEOUT_S,
+    Dropped,
+    Refused,
+    Session,
+    SessionOptions,
+    Will,
+    pubacks,
+)
+from mqttlink.transport import WANT_IO, certificate_refusal, handshake, wrap_nonblocking
 
 log = logging.getLogger(__name__)
 
-CONNACK_TIMEOUT_S: Final = 10.0
+MAX_PACKET_BYTES: Final = 256 * 1024  # commands and twins are small
+SIM_SETTINGS: Final = SettingNames(
+    url="GRAMLINK_SIM_MQTT_URL",
+    username="GRAMLINK_SIM_MQTT_USERNAME",
+    password="GRAMLINK_SIM_MQTT_PASSWORD",
+    client_id="GRAMLINK_SIM_CENTRE_PREFIX",
+    ca_file="GRAMLINK_SIM_MQTT_CA_FILE",
+)
+PublishPacket, PubAckPacket = mqtt5.PublishPacket, mqtt5.PubAckPacket
 
 
 class RawLink:
@@ -85,6 +97,8 @@ class RawLink:
         max_queued: int = 10_000,
         rng: random.Random | None = None,
         centre_wide: bool = True,
+        tls: ssl.SSLContext | None = None,
+        names: SettingNames = SIM_SETTINGS,
     ) -> None:
         self.loop = loop
         self.client_id = client_id
@@ -101,10 +115,29 @@ class RawLink:
         self.max_inflight = max_inflight
         self.max_queued = max_queued
         self.rng = rng or random.Random(client_id)
-        self.fatal: str | None = None
+        self.fatal: str | None = None  # the refusal's line
+        self.refusal: Refusal | None = None
         self.offline_until = 0.0
         self.first_connect = threading.Event()
+        self.tls = tls
+        self.endpoint = Endpoint(host, port, tls is not None)
+        first = devices[0]
+        self.session = Session(
+            SessionOptions(
+                client_id=client_id,
+                what="simulator",
+                url=str(self.endpoint),
+                names=names,
+                username=username,
+                password=password,
+                keepalive_s=keepalive_s,
+                session_expiry_s=session_expiry_s,
+                max_packet_size=MAX_PACKET_BYTES,
+                will=Will(first.topics[Channel.STATE], first.will(), will_delay_s),
+            )
+        )
         self.outbox = Outbox(
+            self.session,
             max_inflight,
             max_queued,
             want_write=lambda on: self.loop.want_write(self._fd, on),
@@ -114,9 +147,8 @@ class RawLink:
         self.wait_room = self.outbox.wait_room
         self.flush = self.outbox.flush
         self._sock: socket.socket | None = None
-        self._tcp_pending = False  # connect() in progress, CONNECT not yet sent
+        self._tcp_pending = False  # connect() (or the TLS handshake) in progress
         self._fd = -1
-        self._inbuf = bytearray()
         self._awaiting_connack_since: float | None = None
         self._stopping = False
         self._backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, self.rng)
@@ -178,39 +210,61 @@ class RawLink:
             self._schedule_retry(f"connect failed: {os.strerror(err)}")
             return
         self._sock, self._fd = sock, sock.fileno()
-        self.outbox.attach(sock)
         self._tcp_pending = True
-        self._inbuf.clear()
         self._awaiting_connack_since = time.monotonic()  # also bounds the TCP connect
         self.loop.add_fd(self._fd, self)
         self.loop.want_write(self._fd, True)
 
     def _send_connect(self, sock: socket.socket) -> None:
+        """TCP is up (or failed): TLS handshake first when ``mqtts://``, then CONNECT."""
+        if not isinstance(sock, ssl.SSLSocket):
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.counters.errors += 1
+                self._drop(f"connect failed: {os.strerror(err)}")
+                return
+            if self.tls is not None:
+                sock = self._sock = wrap_nonblocking(sock, self.endpoint, self.tls)
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                step = handshake(sock)
+            except ssl.SSLCertVerificationError as exc:
+                self._refused(
+                    certificate_refusal(
+                        "simulator", str(self.endpoint), self.session.options.names, exc
+                    )
+                )
+                return
+            except OSError as exc:
+                self.counters.errors += 1
+                self._drop(f"TLS handshake failed: {exc}")
+                return
+            if step is not True:
+                self.loop.want_write(self._fd, step == "write")
+                return
         self._tcp_pending = False
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self.counters.errors += 1
-            self._drop(f"connect failed: {os.strerror(err)}")
-            return
-        first = self.devices[next(iter(self.devices))]
-        packet = connect_packet(
-            self.client_id,
-            username=self.username,
-            password=self.password,
-            keepalive_s=self.keepalive_s,
-            session_expiry_s=self.session_expiry_s,
-            clean_start=False,
-            will_topic=first.topics[Channel.STATE],
-            will_payload=first.will(),
-            will_delay_s=self.will_delay_s,
-        )
+        self.outbox.attach(sock)
         try:
-            sock.send(packet)  # a few hundred bytes into a fresh socket buffer
+            sock.send(self.session.start())  # a few hundred bytes into a fresh socket buffer
         except OSError as exc:
             self.counters.errors += 1
             self._drop(f"connect failed: {exc}")
             return
         self.loop.want_write(self._fd, False)
+
+    def _refused(self, refusal: Refusal) -> None:
+        """Stop this link for good with one line."""
+        self.counters.errors += 1
+        self.refusal, self.fatal = refusal, refusal.line
+        log.error(
+            "event=link_refused centre=%s client=%s exit_code=%d line=%r",
+            self.centre,
+            self.client_id,
+            refusal.exit_code,
+            refusal.line,
+        )
+        self._drop(refusal.line)
+        self.first_connect.set()
 
     def _schedule_retry(self, why: str) -> None:
         delay = self._backoff.next()
@@ -237,6 +291,7 @@ class RawLink:
         self.outbox.attach(None)  # unacknowledged QoS 1 stays in flight and is resent
         self._tcp_pending = False
         self._awaiting_connack_since = None
+        self.session.closed(time.monotonic(), by_broker=False)
         if not self._stopping and not self.fatal:
             self._schedule_retry(why)
 
@@ -249,15 +304,21 @@ class RawLink:
                 self._connect()
             return
         since = self._awaiting_connack_since
-        if since is not None and now - since > CONNACK_TIMEOUT_S:
+        if since is not None and now - since > CONNECT_TIMEOUT_S:
             self.counters.errors += 1
             self._drop("no CONNACK")
             return
         if self.connected:
-            if self.outbox.out:
+            try:
+                ping = self.session.tick(now)
+            except Dropped as exc:
+                self.counters.errors += 1
+                self._drop(str(exc))
+                return
+            if ping:
+                self.outbox.control(ping)
+            elif self.outbox.out:
                 self.outbox.flush()
-            elif now - self.outbox.last_write > self.keepalive_s / 2:
-                self.outbox.control(PINGREQ_PACKET)
 
     # --- reading (network thread) ---------------------------------------------------------------
     def on_writable(self) -> None:
@@ -274,73 +335,68 @@ class RawLink:
         sock = self._sock
         if sock is None:
             return
+        if self._tcp_pending:
+            self._send_connect(sock)  # the TLS handshake wants to read
+            return
+        session = self.session
+        inbox = session.inbox
         try:
-            data = sock.recv(262_144)
-        except BlockingIOError:
+            got = inbox.recv_from(sock)
+            while got and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                got = inbox.recv_from(sock)  # the rest of a TLS record already decrypted
+        except WANT_IO:
             return
         except OSError as exc:
-            if self._tcp_pending:
-                self.counters.errors += 1
             self._drop(f"read failed: {exc}")
             return
-        if not data:
+        if not got and not inbox.buffered:
+            try:
+                session.closed(time.monotonic(), by_broker=True)
+            except Refused as exc:  # taken over (Mosquitto before 2.0.15 sends no 0x8e)
+                self._refused(exc.refusal)
+                return
             self._drop("connection closed")
             return
-        self._inbuf += data
-        acked = take_pubacks(self._inbuf)  # the common case: nothing but PUBACKs
+        acked: list[int] = []
+        refused: list[tuple[int, int]] = []
         try:
-            packets = split_packets(self._inbuf)
-        except ProtocolError as exc:
+            for packet in inbox.packets():
+                kind = type(packet)
+                if kind is PubAckPacket:
+                    pid, code, delivered = session.puback(packet)  # type: ignore[arg-type]
+                    if delivered:
+                        acked.append(pid)
+                    else:
+                        refused.append((pid, code))
+                elif kind is PublishPacket:
+                    self._on_publish(packet)  # type: ignore[arg-type]
+                else:
+                    was = session.connected
+                    session.control(packet)
+                    if not was and session.connected:
+                        self._online()
+        except Refused as exc:
+            self._refused(exc.refusal)
+            return
+        except InboxError as exc:
             self.counters.errors += 1
+            self.outbox.control(session.disconnect(exc.reason))
             self._drop(f"protocol error: {exc}")
             return
-        for packet in packets:
-            kind = packet.kind
-            body = packet.body
-            if kind == PUBACK:
-                acked.append((body[0] << 8) | body[1])
-                if len(body) > 2 and body[2] >= 0x80:
-                    self.counters.errors += 1
-            elif kind == PUBLISH:
-                self._on_publish(packet.first, body)
-            elif kind == CONNACK:
-                self._on_connack(body)
-                if self._sock is None:
-                    return
-            elif kind == SUBACK:
-                if any(code >= 0x80 for code in body[3:]):
-                    log.warning(
-                        "event=subscribe_refused centre=%s client=%s", self.centre, self.client_id
-                    )
-            elif kind == DISCONNECT:
-                self._drop(f"broker disconnected us: reason 0x{body[0] if body else 0:02x}")
-                return
-        if acked:
-            self.outbox.acked(acked)
+        except Dropped as exc:
+            self.counters.errors += 1
+            self._drop(str(exc))
+            return
+        if refused:
+            self.counters.errors += len(refused)
+        if acked or refused:
+            self.outbox.acked(acked, refused)
+        if not got:
+            self._drop("connection closed")
 
-    def _on_connack(self, body: bytes) -> None:
+    def _online(self) -> None:
+        """CONNACK accepted: subscribe, births, resend what is in flight."""
         self._awaiting_connack_since = None
-        try:
-            ack = parse_connack(body)
-        except ProtocolError as exc:
-            self.counters.errors += 1
-            self._drop(f"bad CONNACK: {exc}")
-            return
-        if ack.reason >= 0x80:
-            self.counters.errors += 1
-            if ack.reason in AUTH_FAILURES:
-                self.fatal = f"broker refused login: reason 0x{ack.reason:02x}"
-                log.error(
-                    "event=auth_refused centre=%s client=%s rc=0x%02x",
-                    self.centre,
-                    self.client_id,
-                    ack.reason,
-                )
-                self._drop(self.fatal)
-                self.first_connect.set()
-                return
-            self._drop(f"CONNACK reason 0x{ack.reason:02x}")
-            return
         if self._backoff.attempt or self.first_connect.is_set():
             self.counters.reconnects += 1
         self._backoff.reset()
@@ -350,18 +406,13 @@ class RawLink:
         ]
         now = self.now_ms()
         births = [(d.topics[Channel.STATE], d.birth(now)) for d in self.devices.values()]
-        self.outbox.online(ack.receive_maximum, subscribe_packet(1, filters), births)
+        receive_maximum = self.session.broker_receive_maximum
+        self.outbox.online(receive_maximum, self.session.subscribe(filters), births)
         self.first_connect.set()
 
-    def _on_publish(self, first: int, body: bytes) -> None:
-        try:
-            incoming = parse_publish(first, body)
-        except ProtocolError as exc:
-            self.counters.bad_commands += 1
-            log.warning("event=bad_command centre=%s reason=%r", self.centre, str(exc)[:200])
-            return
-        if incoming.qos:
-            self.outbox.control(puback_packet(incoming.packet_id))
+    def _on_publish(self, incoming: mqtt5.PublishPacket) -> None:
+        if incoming.packet_id is not None:
+            self.outbox.control(pubacks([incoming.packet_id]))
         try:
             where = Topic.parse(incoming.topic)
             device = self.devices.get(where.device)
@@ -378,7 +429,8 @@ class RawLink:
                 incoming.payload[:120],
             )
             return
-        deadline = time.time() + incoming.expiry_s if incoming.expiry_s is not None else None
+        expiry = incoming.message_expiry_interval
+        deadline = time.time() + expiry if expiry is not None else None
         if isinstance(message, Command):
             self.counters.commands += 1
         self.on_command(device, message, deadline)
@@ -407,7 +459,7 @@ class RawLink:
             sock = self._sock
             if sock is not None and self.connected:
                 wills = [(d.topics[Channel.STATE], d.will()) for d in self.devices.values()]
-                data = self.outbox.goodbye(wills, DISCONNECT_PACKET)  # offline states: not counted
+                data = self.outbox.goodbye(wills, self.session.disconnect())  # not counted
                 with contextlib.suppress(OSError):
                     sock.setblocking(True)
                     sock.settimeout(2.0)

@@ -1,18 +1,15 @@
-"""The raw MQTT v5 client of per-centre mode: packets, commands, cuts without losing readings."""
+"""The raw MQTT v5 client of per-centre mode (``mqttlink.session``): commands, cuts, windows."""
 
 from __future__ import annotations
 
 import json
 import secrets
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from contract import mqtt_wire as mqttwire
 from contract.messages import Command
-from contract.mqtt_wire import take_pubacks
 from contract.topics import Channel
 from firmware_sim.rawlink import RawLink
 from gramlink.services import MosquittoService
@@ -20,30 +17,6 @@ from gramlink.services.process import free_port
 from tests.factories import close, unique_id, wait_for
 from tests.firmware_sim.conftest import MONDAY_10_IST, FleetFactory
 from tests.firmware_sim.test_fleet import acks, decoded, send, watch
-
-
-@pytest.mark.parametrize("n", [0, 127, 128, 16_383, 16_384, 2_097_152])
-def test_varint_round_trips(n: int) -> None:
-    assert mqttwire.read_varint(mqttwire.varint(n), 0) == (n, len(mqttwire.varint(n)))
-
-
-def test_publish_packet_parses_back_and_connack_gives_receive_maximum() -> None:
-    packet = mqttwire.publish_packet(mqttwire.topic_prefix("gl/v1/c1/d1/cmd"), b"x" * 300, 1, 7)
-    buf = bytearray(packet + b"\x40\x02\x00\x07")
-    first, second = mqttwire.split_packets(buf)
-    assert not buf and second.kind == mqttwire.PUBACK
-    got = mqttwire.parse_publish(first.first, first.body)
-    assert (got.topic, got.payload, got.qos, got.packet_id) == ("gl/v1/c1/d1/cmd", b"x" * 300, 1, 7)
-    props = bytes((0x21,)) + struct.pack("!H", 20) + bytes((0x22,)) + struct.pack("!H", 10)
-    ack = mqttwire.parse_connack(b"\x01\x00" + mqttwire.varint(len(props)) + props)
-    assert ack.receive_maximum == 20 and ack.session_present and ack.reason == 0
-
-
-def test_pubacks_are_taken_in_bulk_and_the_rest_is_left() -> None:
-    buf = bytearray(b"".join(b"\x40\x02" + i.to_bytes(2, "big") for i in range(1, 501)))
-    assert take_pubacks(buf) == list(range(1, 501)) and not buf
-    buf = bytearray(b"\x40\x02\x00\x01\xd0\x00\x40\x02")
-    assert take_pubacks(buf) == [1] and buf == bytearray(b"\xd0\x00\x40\x02")
 
 
 def test_centre_link_runs_commands_and_loses_nothing_across_a_cut(
