@@ -32,6 +32,7 @@ from firmware_sim.errors import ConfigError
 from firmware_sim.faults import FaultConfig, FaultInjector
 from firmware_sim.link import Link
 from firmware_sim.netloop import NetLoop
+from mqttlink.endpoint import TlsFiles, tls_context
 from firmware_sim.rawlink import RawLink
 from firmware_sim.seeding import stream
 from firmware_sim.stats import Counters, Stats
@@ -47,6 +48,7 @@ AnyLink = Link | RawLink
 class FleetConfig:
     host: str = "127.0.0.1"
     port: int = 1883
+    tls: TlsFiles | None = None  # mqtts:// (the raw client; TLS files named by their settings)
     centres: int = 1
     devices_per_centre: int = 7
     centre_prefix: str = "c"
@@ -97,6 +99,7 @@ class Fleet:
         self.counters = Counters()
         self.faults = FaultInjector(config.faults, config.seed)
         self.loop = NetLoop()
+        self._tls = tls_context(config.tls) if config.tls is not None else None
         self.worker = CommandWorker(self.clock.now_ms, config.ota_timeout_s)
         self.devices: dict[str, Device] = {}
         self.links: list[AnyLink] = []
@@ -149,6 +152,7 @@ class Fleet:
                 "GRAMLINK_SIM_CLIENT: raw is for per-centre mode (--mode centre) only"
             )
         link_cls: type[Link] | type[RawLink] = RawLink if raw else Link
+        extra = {"tls": self._tls} if raw and self._tls is not None else {}
         link = link_cls(
             self.loop,
             name,
@@ -167,6 +171,7 @@ class Fleet:
             max_inflight=cfg.max_inflight,
             max_queued=cfg.max_queued,
             rng=stream(cfg.seed, name, "backoff"),
+            **extra,  # type: ignore[arg-type]
         )
         self.links.append(link)
         for device in group:

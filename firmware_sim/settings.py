@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from firmware_sim.errors import ConfigError
+from mqttlink.endpoint import TlsFiles
 
 
 class SimSettings(BaseSettings):
@@ -18,6 +19,9 @@ class SimSettings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     centres: int = Field(1, ge=1, le=100_000)
     devices_per_centre: int = Field(7, ge=1, le=1000)
     centre_prefix: str = "c"
@@ -44,11 +48,25 @@ class SimSettings(BaseSettings):
 
     def broker(self) -> tuple[str, int]:
         parts = urlsplit(self.mqtt_url)
-        if parts.scheme != "mqtt" or not parts.hostname:
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ConfigError(
-                f"GRAMLINK_SIM_MQTT_URL: expected mqtt://host:port, got {self.mqtt_url!r}"
+                "GRAMLINK_SIM_MQTT_URL: expected mqtt://host:port or mqtts://host:port,"
+                f" got {self.mqtt_url!r}"
             )
-        return parts.hostname, parts.port or 1883
+        return parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    def tls_files(self) -> TlsFiles | None:
+        """The TLS files of an ``mqtts://`` broker (None for ``mqtt://``)."""
+        if urlsplit(self.mqtt_url).scheme != "mqtts":
+            return None
+        return TlsFiles(
+            self.mqtt_ca_file,
+            self.mqtt_cert_file,
+            self.mqtt_key_file,
+            ca_setting="GRAMLINK_SIM_MQTT_CA_FILE",
+            cert_setting="GRAMLINK_SIM_MQTT_CERT_FILE",
+            key_setting="GRAMLINK_SIM_MQTT_KEY_FILE",
+        )
 
 
 def load_settings(**overrides: object) -> SimSettings:

@@ -75,6 +75,7 @@ def fleet_config(s: SimSettings) -> FleetConfig:
     return FleetConfig(
         host=host,
         port=port,
+        tls=s.tls_files(),
         centres=s.centres,
         devices_per_centre=s.devices_per_centre,
         centre_prefix=s.centre_prefix,

@@ -14,9 +14,11 @@ from contract.topics import Channel
 from firmware_sim.rawlink import RawLink
 from gramlink.services import MosquittoService
 from gramlink.services.process import free_port
+from mqttlink.endpoint import TlsFiles
 from tests.factories import close, unique_id, wait_for
 from tests.firmware_sim.conftest import MONDAY_10_IST, FleetFactory
 from tests.firmware_sim.test_fleet import acks, decoded, send, watch
+from tests.gateway.test_tls import Pki, pki, tls_central  # noqa: F401  (fixtures)
 
 
 def test_centre_link_runs_commands_and_loses_nothing_across_a_cut(
@@ -114,3 +116,39 @@ def test_centre_link_retries_a_refused_connect_until_the_broker_is_up(
     finally:
         fleet.stop(drain_s=2)
         broker.stop()
+
+
+def test_centre_link_publishes_over_tls_and_refuses_a_foreign_ca(
+    pki: Pki,  # noqa: F811
+    tls_central: MosquittoService,  # noqa: F811
+    make_fleet: FleetFactory,
+) -> None:
+    assert tls_central.tls is not None
+    centre = unique_id("tl")
+    client, got = watch(tls_central, centre)  # on the plain listener of the same broker
+    try:
+        fleet = make_fleet(
+            broker=tls_central,
+            centre_ids=(centre,),
+            mode="centre",
+            accelerate=600,
+            host="localhost",
+            port=tls_central.tls.port,
+            tls=TlsFiles(ca_file=pki.ca, ca_setting="GRAMLINK_SIM_MQTT_CA_FILE"),
+        )
+        wait_for(lambda: len(decoded(got, Channel.TELEMETRY)) >= 10, 20, "readings over TLS")
+        fleet.stop(drain_s=2)
+        refused = make_fleet(
+            broker=tls_central,
+            start=False,
+            centre_ids=(unique_id("tx"),),
+            mode="centre",
+            host="localhost",
+            port=tls_central.tls.port,
+            tls=TlsFiles(ca_file=pki.other_ca, ca_setting="GRAMLINK_SIM_MQTT_CA_FILE"),
+        )
+        refused.start()
+        wait_for(lambda: refused.fatal() is not None, 20, "the link refused")
+        assert "GRAMLINK_SIM_MQTT_CA_FILE" in (refused.fatal() or "")
+    finally:
+        close(client)
