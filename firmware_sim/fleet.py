@@ -32,10 +32,10 @@ from firmware_sim.errors import ConfigError
 from firmware_sim.faults import FaultConfig, FaultInjector
 from firmware_sim.link import Link
 from firmware_sim.netloop import NetLoop
-from mqttlink.endpoint import TlsFiles, tls_context
 from firmware_sim.rawlink import RawLink
 from firmware_sim.seeding import stream
 from firmware_sim.stats import Counters, Stats
+from mqttlink.endpoint import TlsFiles, tls_context
 
 log = logging.getLogger(__name__)
 
