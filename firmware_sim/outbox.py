@@ -17,10 +17,11 @@ network thread's births); one lock guards everything here. Buffers and policy:
   chunks of about ``FLUSH_BYTES`` (or at once for control messages); a socket
   that is full (TCP or TLS) asks the network loop for writability and the loop
   finishes the write;
-- a PUBACK frees its slot whatever its reason code; one that did not deliver
-  (``mqttlink.reasons.delivered``) is counted by code in ``undelivered``
-  (a load generator does not resend); a message over the broker's Maximum
-  Packet Size is refused like a full queue.
+- a PUBACK frees its slot and completes the message whatever its reason code
+  (the broker took it; a load generator does not resend); one that did not
+  deliver (``mqttlink.reasons.delivered``: 0x10 nobody subscribed, or a failure
+  such as 0x87) is also counted by code in ``undelivered``; a message over the
+  broker's Maximum Packet Size is refused like a full queue.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ class Outbox:
             for pid, code in refused:
                 if inflight.pop(pid, None) is not None:
                     release(pid)
+                    self.completed += 1
                     self.undelivered[code] = self.undelivered.get(code, 0) + 1
             self._pump()
             self.flush_locked()

@@ -388,7 +388,7 @@ class RawLink:
             self._drop(str(exc))
             return
         if refused:
-            self.counters.errors += len(refused)
+            self.counters.errors += sum(1 for _, code in refused if code >= 0x80)
         if acked or refused:
             self.outbox.acked(acked, refused)
         if not got:
