@@ -205,14 +205,23 @@ class RawSubscriber:
                     raise Dropped("connection closed by the broker")
                 if got:
                     chunk: list[Inbound] = []
+                    generation = self.generation
                     for packet in session.inbox.packets():
-                        if type(packet) is PublishPacket:
-                            self._publish(sock, packet, chunk)
+                        if type(packet) is PublishPacket:  # the hot path, inline
+                            topic, pid = packet.topic, packet.packet_id
+                            if topic.endswith(STATE_SUFFIX):
+                                self._state(sock, packet)
+                            elif pid is None:
+                                chunk.append(Inbound(topic, packet.payload, None))
+                            else:
+                                ack = Ack(pid, 1, generation)
+                                chunk.append(Inbound(topic, packet.payload, ack))
                         elif not accepted:
                             session.control(packet)
                             if session.connected:
                                 accepted = True
                                 self._online(sock)
+                                generation = self.generation
                         else:
                             session.control(packet)
                     if chunk:
@@ -289,14 +298,9 @@ class RawSubscriber:
                 continue
         session.not_reading()  # its PINGRESP may still be unread behind the backlog
 
-    def _publish(self, sock: socket.socket, msg: mqtt5.PublishPacket, chunk: list[Inbound]) -> None:
-        topic = msg.topic
-        if topic.endswith(STATE_SUFFIX):
-            parse_state(self.models, topic, msg.payload)
-            if msg.qos and msg.packet_id is not None:
-                with self._lock:
-                    self._send(sock, pubacks([msg.packet_id]))
-            return
-        pid = msg.packet_id
-        ack = Ack(pid, 1, self.generation) if pid is not None else None
-        chunk.append(Inbound(topic, msg.payload, ack))
+    def _state(self, sock: socket.socket, msg: mqtt5.PublishPacket) -> None:
+        """A retained birth: remember the model, acknowledge at once."""
+        parse_state(self.models, msg.topic, msg.payload)
+        if msg.packet_id is not None:
+            with self._lock:
+                self._send(sock, pubacks([msg.packet_id]))

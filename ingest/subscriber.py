@@ -8,7 +8,7 @@ the paho client this module used to hold was removed after measurement
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from contract.codec import DecodeError, decode
 from contract.topics import Channel, Topic, TopicError, shared, subscription
@@ -22,8 +22,9 @@ DATA_CHANNELS = (Channel.GATEWAY_BATCH, Channel.TELEMETRY, Channel.EVENT)
 STATE_SUFFIX = "/" + Channel.STATE.value
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(NamedTuple):
+    """One data message handed to the decode thread (a named tuple: one per message)."""
+
     topic: str
     payload: bytes
     ack: Ack | None

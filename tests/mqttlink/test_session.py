@@ -197,7 +197,8 @@ def test_puback_reasons_reach_the_caller(drivers) -> None:
     d = drivers()
     d.until(mqtt5.ConnAckPacket)
     first = d.session.ids.take()
-    d.sock.sendall(d.session.publish(f"gl/v1/{unique_id('c')}/d1/telemetry", b"1", 1, first))
+    nobody = f"gl/{unique_id('nobody')}/x"  # no filter of any test session matches it
+    d.sock.sendall(d.session.publish(nobody, b"1", 1, first))
     d.until(mqtt5.PubAckPacket)
     assert d.acks == [(first, 0x10, False)]
     denied = mqtt5.PubAckPacket(9, reason_code=mqtt5.PubAckReasonCode.NOT_AUTHORIZED)
