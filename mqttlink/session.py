@@ -59,7 +59,7 @@ from mqttlink.reasons import (
 )
 
 CONNECT_TIMEOUT_S: Final = 10.0
-TAKEOVER_WINDOW_S: Final = 60.0
+TAKEOVER_WINDOW_S: Final = 10.0  # two workers knock each other off within ~1-2 s backoffs
 MAX_PACKET_ID: Final = 65_535
 QOS: Final = (mqtt5.QoS.AT_MOST_ONCE, mqtt5.QoS.AT_LEAST_ONCE)
 
