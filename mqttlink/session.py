@@ -40,6 +40,7 @@ Errors::
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,30 +112,37 @@ class SessionOptions:
 
 
 class PacketIds:
-    """Packet ids 1..65535 for one session's QoS 1 PUBLISHes and SUBSCRIBEs, never two in use."""
+    """Packet ids 1..65535 for one session's QoS 1 PUBLISHes and SUBSCRIBEs, never two in use.
+
+    Thread-safe: the simulator's publishers take ids while its network thread
+    subscribes and releases them.
+    """
 
     def __init__(self) -> None:
         self._used: set[int] = set()
         self._last = 0
+        self._lock = threading.Lock()
 
     def take(self) -> int:
-        used = self._used
-        if len(used) >= MAX_PACKET_ID:
-            raise RuntimeError("all 65535 packet ids in use")
-        pid = self._last % MAX_PACKET_ID + 1
-        while pid in used:
-            pid = pid % MAX_PACKET_ID + 1
-        used.add(pid)
-        self._last = pid
-        return pid
+        with self._lock:
+            used = self._used
+            if len(used) >= MAX_PACKET_ID:
+                raise RuntimeError("all 65535 packet ids in use")
+            pid = self._last % MAX_PACKET_ID + 1
+            while pid in used:
+                pid = pid % MAX_PACKET_ID + 1
+            used.add(pid)
+            self._last = pid
+            return pid
 
     def release(self, pid: int) -> bool:
         """Free ``pid``; False if it was not in use (a stray or duplicate acknowledgement)."""
-        try:
-            self._used.remove(pid)
-        except KeyError:
-            return False
-        return True
+        with self._lock:
+            try:
+                self._used.remove(pid)
+            except KeyError:
+                return False
+            return True
 
     def in_use(self, pid: int) -> bool:
         return pid in self._used
@@ -164,7 +172,11 @@ def publish_packet(
 
 
 class Session:
-    """The protocol state of one client across its connections (not thread-safe: one owner)."""
+    """The protocol state of one client across its connections.
+
+    One owner thread (the network thread), except :attr:`ids` (thread-safe) and
+    :meth:`publish` (pure, any thread).
+    """
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
