@@ -19,6 +19,7 @@ from tests.factories import close, unique_id, wait_for
 from tests.firmware_sim.conftest import MONDAY_10_IST, FleetFactory
 from tests.firmware_sim.test_fleet import acks, decoded, send, watch
 from tests.gateway.test_tls import Pki, pki, tls_central  # noqa: F401  (fixtures)
+from tests.ingest.test_mqtt_consumer import FreezingProxy
 
 
 def test_centre_link_runs_commands_and_loses_nothing_across_a_cut(
@@ -152,3 +153,36 @@ def test_centre_link_publishes_over_tls_and_refuses_a_foreign_ca(
         assert "GRAMLINK_SIM_MQTT_CA_FILE" in (refused.fatal() or "")
     finally:
         close(client)
+
+
+def test_centre_link_finds_a_dark_link_by_the_missing_pingresp_and_loses_nothing(
+    mosquitto: MosquittoService, make_fleet: FleetFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A relay that swallows everything without closing: only the keepalive can tell."""
+    proxy = FreezingProxy(mosquitto.port)
+    centre = unique_id("dk")
+    client, got = watch(mosquitto, centre)
+    try:
+        fleet = make_fleet(
+            centre_ids=(centre,),
+            mode="centre",
+            devices_per_centre=2,
+            accelerate=600,
+            interval_s=60,
+            port=proxy.port,
+            keepalive_s=4,
+        )
+        proxy.frozen.set()
+        wait_for(lambda: proxy.connections >= 2, 20, "reconnected through the relay")
+        assert any("no PINGRESP within 4 s" in r.getMessage() for r in caplog.records)
+        before = fleet.stats().readings
+        wait_for(lambda: fleet.stats().readings > before + 5, 10, "more readings")
+        fleet.stop()
+        with got.lock:
+            msgs = [m for m in got.messages if m.topic.endswith(("/telemetry", "/event"))]
+        for device in fleet.devices:
+            seqs = {json.loads(m.payload)["seq"] for m in msgs if f"/{device}/" in m.topic}
+            assert seqs == set(range(1, max(seqs) + 1)), f"{device}: a reading was lost"
+    finally:
+        close(client)
+        proxy.close()
