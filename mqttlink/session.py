@@ -152,15 +152,14 @@ class PacketIds:
 
 
 @functools.cache
-def _puback_table() -> tuple[bytes, ...]:
-    """PUBACK (success) for every packet id, encoded once per process by mqtt5."""
-    return (b"", *(mqtt5.PubAckPacket(pid).write() for pid in range(1, MAX_PACKET_ID + 1)))
+def _puback(pid: int) -> bytes:
+    """PUBACK (success) for one packet id, encoded by mqtt5 once per process and id."""
+    return mqtt5.PubAckPacket(pid).write()
 
 
 def pubacks(packet_ids: Sequence[int]) -> bytes:
     """PUBACKs (success) for ``packet_ids`` in one buffer, for one ``send``."""
-    table = _puback_table()
-    return b"".join([table[pid] for pid in packet_ids])
+    return b"".join(map(_puback, packet_ids))
 
 
 def publish_packet(
