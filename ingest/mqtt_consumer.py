@@ -174,8 +174,7 @@ class RawSubscriber:
             finally:
                 self._down(sock)
             if self.refusal is not None:
-                log.error(kv("mqtt_refused", client_id=client_id, line=self.refusal.line))
-                return
+                return  # the worker stops and logs its one line (ingest_stopped)
             if self._stop.is_set():
                 return
             wait = backoff.next()
