@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.broker_files import FileLogins
@@ -28,6 +29,9 @@ DESCRIPTION = """Registry, provisioning and telemetry reads of GramLink.
 Authenticate with `Authorization: Bearer <token>` (`gramlink api create-token --role R`).
 Errors are RFC 9457 `application/problem+json`.
 """
+# Swagger UI and ReDoc load their scripts from here (fastapi-offline's copies),
+# never from a CDN: a centre's machine may have no internet.
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -84,7 +88,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
             engine.dispose()
 
     metrics = ApiMetrics()
-    app = FastAPI(title="GramLink API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPIOffline(
+        title="GramLink API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL,
+    )
     app.state.metrics = metrics
     app.middleware("http")(metrics.middleware)
     errors.install(app)
