@@ -126,7 +126,9 @@ def run(settings: ApiSettings) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
+        # Levels come from runtime.logs.configure alone: uvicorn's log_level would set
+        # uvicorn.access back to INFO, one line per request.
+        log_level=None,
         log_config=None,  # uvicorn's lines go through the same handler as ours
     )
     return 0

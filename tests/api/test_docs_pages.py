@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -75,6 +76,7 @@ def test_docs_pages_and_their_assets_need_no_token_and_no_cdn() -> None:
 class RunningApi:
     url: str
     spec: dict  # type: ignore[type-arg]
+    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def running_api(
             pytest.fail(f"gramlink api did not answer: {log_path.read_text()[-2000:]}")
         if process.poll() is not None:
             pytest.fail(f"gramlink api exited {process.returncode}: {log_path.read_text()[-2000:]}")
-        yield RunningApi(url, httpx.get(f"{url}/openapi.json", timeout=10).json())
+        yield RunningApi(url, httpx.get(f"{url}/openapi.json", timeout=10).json(), log_path)
     finally:
         process.terminate()
         try:
@@ -131,6 +133,15 @@ def test_the_running_api_still_wants_a_token_for_its_operations(running_api: Run
     assert httpx.get(f"{running_api.url}/v1/centres", timeout=10).status_code == 401
     for path in ("/docs", "/redoc", "/openapi.json", "/docs-assets/swagger-ui-bundle.js"):
         assert httpx.get(f"{running_api.url}{path}", timeout=10).status_code == 200, path
+
+
+def test_the_running_api_logs_no_line_per_request(running_api: RunningApi) -> None:
+    """uvicorn's access log stays at WARNING (runtime.logs.configure) unless at debug level."""
+    for _ in range(3):
+        assert httpx.get(f"{running_api.url}/healthz", timeout=10).status_code == 200
+    log = running_api.log.read_text()
+    assert "event=api_started" in log
+    assert "/healthz" not in log, log[-2000:]
 
 
 @needs_chromium
