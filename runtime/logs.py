@@ -50,7 +50,9 @@ def configure(level: str, *, stream: TextIO | None = None) -> None:
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
     logging.basicConfig(stream=stream or sys.stderr, level=numeric, format=FORMAT, force=True)
-    quiet = logging.NOTSET if numeric <= logging.DEBUG else logging.WARNING
+    # A logger's own level decides alone whether its records reach the handler
+    # (the root's level is not checked again): never below the process's level.
+    quiet = logging.NOTSET if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
 
