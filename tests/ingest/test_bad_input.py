@@ -8,6 +8,7 @@ injected for one device id) all end in quarantine; the worker goes on.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from contract.codec import encode, encode_batch_parts
@@ -68,8 +69,9 @@ def test_a_reading_of_another_kind_than_its_devices_birth_is_quarantined(
 
 
 def test_a_v_that_is_not_the_integer_1_and_raw_patient_ids_never_reach_storage(
-    mosquitto, influx, start_worker
+    mosquitto, influx, start_worker, caplog
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="ingest.points")
     centre = unique_id("c")
     start_worker(worker_settings(mosquitto, influx))
     now = now_ms()
@@ -99,6 +101,9 @@ def test_a_v_that_is_not_the_integer_1_and_raw_patient_ids_never_reach_storage(
     )
     assert "98765432" not in str(excerpt["excerpt"])
     assert "<redacted>" in str(excerpt["excerpt"])
+    lines = [r.getMessage() for r in caplog.records if centre in r.getMessage()]
+    assert len([line for line in lines if "reason=wrong_version" in line]) == 1  # not 4
+    assert not any("98765432" in line for line in lines)
 
 
 class PoisonedBuilder(PointBuilder):
