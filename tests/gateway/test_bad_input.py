@@ -16,6 +16,7 @@ import pytest
 from contract.codec import encode
 from contract.messages import State, telemetry
 from contract.metrics import DeviceKind, PowerMetrics
+from contract.provisioning import DynsecOp
 from contract.topics import Topic
 from gateway.centre_devices import CentreDevices
 from gateway.outbox import NewRow
@@ -177,3 +178,41 @@ def test_a_message_that_crashes_the_conversion_is_set_aside_and_never_comes_back
     assert gw2.quarantine.total == 1 and gw2.local_in.internal_errors == 0
     devices.close()
     collector.close()
+
+
+class PoisonedAuth:
+    """The gateway's own LocalAuth with a bug that one device's update triggers."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def apply(self, payload: bytes) -> Any:
+        if b"poison" in payload:
+            raise KeyError("boom")
+        return self.inner.apply(payload)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_credential_update_that_crashes_is_set_aside_and_the_next_is_applied(
+    local_broker: MosquittoService,
+    mosquitto: MosquittoService,
+    make_gateway: GatewayFactory,
+    centre: str,
+) -> None:
+    api = FakeApi(mosquitto, centre)
+    gw = start_gateway(make_gateway, centre, local_broker, mosquitto)
+    api.first(api.dev("router-0"))
+    assert gw.dynsec is not None
+    gw.dynsec.auth = PoisonedAuth(gw.dynsec.auth)  # type: ignore[assignment]
+
+    poison = api.send(DynsecOp.UPSERT, api.dev("poison"))
+    good = api.send(DynsecOp.UPSERT, api.dev("router-1"))
+
+    assert api.wait_applied(good).ok
+    refusal = api.wait_applied(poison)
+    assert not refusal.ok and refusal.error == "internal_error: KeyError: 'boom'"
+    assert [r.reason for r in gw.quarantine.recent()] == ["internal_error"]
+    assert gw.check() is None and gw.dynsec.alive
+    api.close()
