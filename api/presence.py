@@ -28,6 +28,7 @@ from api.errors import BrokerUnavailable
 from contract.codec import DecodeError, decode
 from contract.metrics import DeviceKind
 from contract.topics import Channel, Topic, TopicError, subscription
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 100_000
@@ -89,7 +90,7 @@ class Presence:
             state = decode(Channel.STATE, bytes(msg.payload))
         except (TopicError, DecodeError) as exc:
             self.invalid += 1
-            log.warning("event=bad_state topic=%s error=%s", msg.topic[:120], exc)
+            log.warning(kv("bad_state", topic=msg.topic[:120], error=exc))  # escaped
             return
         key = (topic.centre, topic.device)
         with self._lock:

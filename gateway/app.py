@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 
 from contract.backoff import Backoff
 from contract.provisioning import dynsec_topic
+from gateway.centre_devices import CentreDevices
 from gateway.downlink import Downlink
 from gateway.dynsec_seqs import AppliedSeqs
 from gateway.health import HealthReporter
@@ -60,7 +61,12 @@ class Gateway:
         self.ctx = {"centre": s.centre, "gw": s.gateway_id}
         self.outbox = Outbox(s.db_path, s.disk_budget_bytes, s.sqlite_synchronous)
         self.quarantine = Quarantine(s.db_path, s.quarantine_max_rows)
-        transformer = Transformer(s.centre, s.pseudonym_key.get_secret_value().encode())
+        key = s.centre_key_bytes
+        # The centre's devices and kinds, learnt from credential updates (local enforcement).
+        self.devices = CentreDevices(s.db_path, s.gateway_id) if key is not None else None
+        transformer = Transformer(
+            s.centre, s.pseudonym_key.get_secret_value().encode(), self.devices
+        )
         self.downlink = Downlink(s.centre)
         self.local_in = LocalIn(
             s.centre,
@@ -131,7 +137,6 @@ class Gateway:
         self.seqs: AppliedSeqs | None = None
         self.admin: MqttLink | None = None
         self.dynsec: DynsecWorker | None = None
-        key = s.centre_key_bytes
         if key is not None:
             self._build_local_enforcement(key, common)
         self.health = HealthReporter(s.gateway_id, self.outbox, s.data_dir)
@@ -153,7 +158,12 @@ class Gateway:
         )
         self.seqs = AppliedSeqs(s.db_path, s.gateway_id)
         auth = LocalAuth(
-            self.admin.client, s.centre, key, timeout=s.dynsec_timeout_s, seqs=self.seqs
+            self.admin.client,
+            s.centre,
+            key,
+            timeout=s.dynsec_timeout_s,
+            seqs=self.seqs,
+            devices=self.devices,
         )
         self.dynsec = DynsecWorker(
             auth,
@@ -236,6 +246,8 @@ class Gateway:
         self.quarantine.close()
         if self.seqs is not None:
             self.seqs.close()
+        if self.devices is not None:
+            self.devices.close()
 
     def report_health(self) -> None:
         self.local_in.submit_own(self.health.reading(self.central.connected.is_set()))

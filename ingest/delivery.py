@@ -10,6 +10,8 @@
 - ``WriteFatal`` propagates: the worker stops, nothing is acknowledged.
 
 The first failure is logged once, then one "resumed" line when writes succeed again.
+Refused lines are logged rate-limited (``event=line_refused``: the first, then one
+a minute with ``suppressed=N``); each is quarantined and counted regardless.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ingest.errors import WriteRejected, WriteUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.quarantine import QuarantineLines, Reason
 from ingest.writers import Writer
-from runtime.logs import kv
+from runtime.logs import Throttle, kv
 
 log = logging.getLogger("ingest.delivery")
 
@@ -51,6 +53,7 @@ class Delivery:
         self._max = retry_max_s
         self._failing = False
         self._lock = threading.Lock()
+        self._throttle = Throttle(log)
 
     def deliver(self, writer: Writer, lines: list[str]) -> None:
         """Store every line (or its quarantine point); raise Stopped or WriteFatal otherwise."""
@@ -58,7 +61,7 @@ class Delivery:
         if refused:
             notes = []
             for line, detail in refused:
-                log.warning(kv("line_refused", detail=detail[:200], line=line[:200]))
+                self._throttle.warning("line_refused", detail=detail[:200], line=line[:200])
                 self._metrics.quarantined.labels(Reason.INFLUX_REJECTED.value).inc()
                 notes.append(
                     self._quarantine.line(

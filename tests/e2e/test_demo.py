@@ -3,9 +3,11 @@ local brokers and gateways, the central broker, ingest and InfluxDB, then a clea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +69,24 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
         ).json()
         centres = {s["tags"]["centre"] for s in answer["results"][0]["series"]}
         assert centres == {"hub", "spoke1"}
+        # Provisioned through the API, every device is known to its gateway with its kind.
+        refused = httpx.get(
+            f"http://127.0.0.1:{influx_port}/query",
+            params={
+                "db": "gramlink",
+                "u": "admin",
+                "p": creds["influx_admin_password"],
+                "q": 'SELECT count("detail") FROM "quarantine" GROUP BY "reason"',
+            },
+        ).json()
+        reasons = {s["tags"]["reason"] for s in refused["results"][0].get("series", [])}
+        for store in home.rglob("gateway/*.sqlite3"):  # each centre gateway's own quarantine
+            with contextlib.closing(sqlite3.connect(store)) as db:
+                reasons |= {r for (r,) in db.execute("SELECT DISTINCT reason FROM quarantine")}
+                (known,) = db.execute("SELECT count(*) FROM centre_devices").fetchone()
+                assert known > 0, f"{store}: the gateway learnt no device from the API"
+        assert not reasons & {"unknown_device", "kind_mismatch", "internal_error"}, reasons
+        assert len(list(home.rglob("gateway/*.sqlite3"))) == 2
         text = Path(out.name).read_text()
         assert f"API docs      http://127.0.0.1:{api_port}/docs" in text
         token = re.search(r"admin token   (glt_\S+)", text)
