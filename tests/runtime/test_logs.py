@@ -270,3 +270,28 @@ def test_throttle_lets_one_line_through_from_many_threads(lines: Lines) -> None:
         "WARNING event=quarantined",
         "WARNING event=quarantined suppressed=15999",
     ]
+
+
+def test_flush_reports_a_burst_followed_by_silence(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    logger = logging.getLogger("test.throttle.flush")
+    throttle = Throttle(logger, interval_s=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        for _ in range(5):
+            throttle.warning("bad_payload", device="d1")
+        assert throttle.flush() == 0, "the interval has not passed yet"
+        now[0] = 61.0
+        assert throttle.flush() == 1
+        assert throttle.flush() == 0, "each suppressed line is reported once"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["event=bad_payload device=d1", "event=bad_payload suppressed=4"]
+
+
+def test_flush_forced_at_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("test.throttle.force")
+    throttle = Throttle(logger, interval_s=60.0, clock=lambda: 0.0)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        throttle.warning("bad_payload")
+        throttle.warning("bad_payload")
+        assert throttle.flush(force=True) == 1
+    assert caplog.records[-1].getMessage() == "event=bad_payload suppressed=1"
