@@ -2,11 +2,11 @@
 
 By default a worker claims the lowest free slot N under ``state_dir``
 (``runtime.slots``: a lock held for the life of the process) and becomes
-``ingest-{host}-{N}`` with metrics on ``9108 + N - 1``. Two workers started with
-the same settings therefore get distinct ids (both consume through the shared
-subscription) and distinct ports, and a restarted worker gets its old slot, id
-and persistent session back. An explicit ``client_id`` or ``metrics_port`` wins
-over the slot's.
+``ingest-{host}-{N}`` with metrics on ``metrics_port_base + N - 1`` (9108,
+9109, ...). Two workers started with the same settings therefore get distinct
+ids (both consume through the shared subscription) and distinct ports, and a
+restarted worker gets its old slot, id and persistent session back. An
+explicit ``client_id`` or ``metrics_port`` wins over the slot's.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from ingest.errors import ConfigError
 from ingest.settings import ENV_PREFIX, IngestSettings
 from runtime.slots import SlotError, claim, host_label
 
-METRICS_PORT_BASE = 9108
 SLOT_NAME = "ingest"
 
 
-def slot_identity(number: int, host: str | None = None) -> tuple[str, int]:
-    """(client id, metrics port) of slot ``number`` on this host."""
-    return f"ingest-{host or host_label()}-{number}", METRICS_PORT_BASE + number - 1
+def slot_client_id(number: int, host: str | None = None) -> str:
+    """The client id of slot ``number`` on this host."""
+    return f"ingest-{host or host_label()}-{number}"
 
 
 @contextmanager
@@ -38,10 +37,10 @@ def identity(settings: IngestSettings) -> Iterator[IngestSettings]:
     except SlotError as exc:
         raise ConfigError(f"setting {ENV_PREFIX}STATE_DIR (--state-dir): {exc}") from exc
     with slot:
-        client_id, port = slot_identity(slot.number)
+        port = settings.metrics_port_base + slot.number - 1
         yield settings.model_copy(
             update={
-                "client_id": settings.client_id or client_id,
+                "client_id": settings.client_id or slot_client_id(slot.number),
                 "metrics_port": port if settings.metrics_port is None else settings.metrics_port,
             }
         )

@@ -27,7 +27,7 @@ from ingest.errors import ConfigError
 
 ENV_PREFIX = "GRAMLINK_INGEST_"
 # Defaults decided at start (ingest.identity), as ``--help`` shows them.
-AUTO_DEFAULTS = {"client_id": "ingest-HOST-SLOT", "metrics_port": "9108 + SLOT - 1"}
+AUTO_DEFAULTS = {"client_id": "ingest-HOST-SLOT", "metrics_port": "METRICS_PORT_BASE + SLOT - 1"}
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "password", "secret", "xxx", "todo"})
 
 
@@ -69,7 +69,8 @@ class IngestSettings(BaseSettings):
     max_future_s: float = Field(3600.0, ge=0)
     model_cache_size: int = Field(100_000, ge=100)
 
-    metrics_port: int | None = Field(None, ge=0, le=65_535)  # None: 9108 + slot - 1; 0: off
+    metrics_port: int | None = Field(None, ge=0, le=65_535)  # None: base + slot - 1; 0: off
+    metrics_port_base: int = Field(9108, ge=1, le=65_535 - 63)
     metrics_addr: str = "127.0.0.1"
     pipeline_interval_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
