@@ -34,7 +34,7 @@ from gramlink.children import Child
 from gramlink.demo_provision import CentreCredentials, provision
 from gramlink.services import MosquittoService, ServiceError
 from gramlink.services.process import free_port, wait_until
-from gramlink.stack import DEFAULT_HOME, Stack
+from gramlink.stack import DEFAULT_HOME, INGEST_USER, Stack
 
 DAY_MS = 86_400_000
 
@@ -173,10 +173,10 @@ class Demo:
             cleanup.callback(self._stop_children)
             central = self.stack.mosquitto
             influx = self.stack.influx
-            influx_env = {
+            influx_env = {  # ingest runs with its own broker account, not the admin
                 "GRAMLINK_INGEST_MQTT_URL": central.url,
-                "GRAMLINK_INGEST_MQTT_USERNAME": central.admin_user,
-                "GRAMLINK_INGEST_MQTT_PASSWORD": central.admin_password,
+                "GRAMLINK_INGEST_MQTT_USERNAME": INGEST_USER,
+                "GRAMLINK_INGEST_MQTT_PASSWORD": self.stack.ingest_password,
                 "GRAMLINK_INGEST_INFLUX_URL": influx.url,
                 "GRAMLINK_INGEST_INFLUX_USERNAME": influx.admin_user,
                 "GRAMLINK_INGEST_INFLUX_PASSWORD": influx.admin_password,
