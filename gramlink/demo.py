@@ -5,6 +5,13 @@ and its spokes, one local broker and gateway per centre, the centres' simulated
 devices (with the credentials the API issued, on an accelerated clock replaying
 the past days) and an ingest worker. A live line shows readings published at the
 centres, relayed to the central broker and written to InfluxDB.
+
+Ingest logs in with its own broker account (``gramlink stack``), not the admin.
+The children are supervised like the systemd units run them
+(``gramlink.children``): one that ends for a transient reason, or is killed
+(kill a centre's gateway to watch store-and-forward), is restarted with backoff
+and the output says so; one that stops with a permanent exit code stops the
+demo with its line.
 """
 
 from __future__ import annotations

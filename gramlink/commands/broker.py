@@ -23,6 +23,7 @@ from gramlink.broker_accounts import (
     new_password,
 )
 from mqttlink.endpoint import EndpointError, TlsFileError, TlsFiles
+from runtime.logs import configure
 
 ADMIN_PASSWORD_ENV = "GRAMLINK_BROKER_ADMIN_PASSWORD"
 
@@ -53,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
+    configure("warning")
     admin_password = os.environ.get(ADMIN_PASSWORD_ENV, "")
     if not admin_password:
         print(
