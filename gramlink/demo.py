@@ -225,7 +225,11 @@ class Demo:
             self.child(
                 "ingest",
                 ["ingest"],
-                {**influx_env, "GRAMLINK_INGEST_METRICS_PORT": str(metrics_port)},
+                {
+                    **influx_env,
+                    "GRAMLINK_INGEST_METRICS_PORT": str(metrics_port),
+                    "GRAMLINK_INGEST_STATE_DIR": str(self.work / "ingest"),
+                },
             )
             fleets = [self._start_centre(c, credentials[c], cleanup) for c in credentials]
             relay = RelayCounter(central)
