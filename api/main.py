@@ -116,7 +116,10 @@ def run(settings: ApiSettings) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's lines go through the same handler as ours
+        # uvicorn's lines go through the handler runtime.logs.configure set up, at the
+        # levels it set (uvicorn would otherwise raise its loggers back to INFO).
+        log_config=None,
+        log_level=None,
+        access_log=settings.log_level == "debug",
     )
     return 0
