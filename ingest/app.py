@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ingest.batcher import Batch, Batcher
 from ingest.delivery import Delivery, Stopped
-from ingest.errors import StorageMissing, WriteFatal
+from ingest.errors import ConfigError, StorageMissing, WriteFatal
 from ingest.identity import identity
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_consumer import RawSubscriber
@@ -183,7 +183,13 @@ class Worker:
 
     def run(self) -> int:
         s = self.settings
-        self.metrics.serve(s.metrics_port or 0, s.metrics_addr)
+        try:
+            self.metrics.serve(s.metrics_port or 0, s.metrics_addr)
+        except OSError as exc:  # another process has the port: a setting to change
+            raise ConfigError(
+                f"setting GRAMLINK_INGEST_METRICS_PORT (--metrics-port): "
+                f"{s.metrics_addr}:{s.metrics_port}: {exc.strerror}"
+            ) from exc
         self.subscriber.start()
         log.info(kv("ingest_started", client_id=s.client_id, writer=s.writer, influx=s.influx_url))
         next_pipeline = time.monotonic() + s.pipeline_interval_s

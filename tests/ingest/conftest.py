@@ -104,17 +104,34 @@ def start_worker() -> Iterator[Callable[[IngestSettings], ThreadWorker]]:
         w.stop()
 
 
+def ingest_env(settings: IngestSettings) -> dict[str, str]:
+    """``settings`` as the ``GRAMLINK_INGEST_*`` variables of a ``gramlink ingest`` process."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        secret = getattr(value, "get_secret_value", None)
+        env[f"GRAMLINK_INGEST_{name.upper()}"] = str(secret() if secret else value)
+    return env
+
+
+def run_ingest(settings: IngestSettings) -> subprocess.CompletedProcess[str]:
+    """``gramlink ingest`` to its end (for the ways it stops at start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gramlink", "ingest"],
+        cwd=REPO,
+        env=ingest_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 class ProcessWorker:
     """``python -m gramlink ingest`` as a child process, configured by environment."""
 
     def __init__(self, settings: IngestSettings, log: Path) -> None:
-        env = dict(os.environ)
-        for name, value in settings.model_dump().items():
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            env[f"GRAMLINK_INGEST_{name.upper()}"] = str(value)
+        env = {**os.environ, **ingest_env(settings)}
         self.metrics_port = settings.metrics_port
         self.log = log
         with log.open("ab") as out:

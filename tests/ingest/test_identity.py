@@ -17,7 +17,7 @@ import pytest
 from ingest.identity import identity, slot_client_id
 from runtime.slots import SlotError, claim, host_label
 from tests.factories import unique_id, wait_for
-from tests.ingest.conftest import REPO, count, worker_settings
+from tests.ingest.conftest import REPO, count, run_ingest, worker_settings
 from tests.ingest.test_failures import Stream, all_stored
 
 
@@ -160,3 +160,16 @@ def test_a_restarted_worker_gets_its_slot_back(
         assert f"client_id=ingest-{host_label()}-1 " in worker.log.read_text()
     assert count(influx, "power", centre) == stream.total
     assert os.listdir(tmp_path / "state") == ["ingest-1.lock"]
+
+
+def test_a_busy_metrics_port_is_one_config_line(mosquitto, influx) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_ingest(worker_settings(mosquitto, influx, metrics_port=port))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: setting GRAMLINK_INGEST_METRICS_PORT")
+    assert str(port) in lines[0]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tests.factories import unique_id, wait_for
-from tests.ingest.conftest import REPO, Publisher, count, now_ms, worker_settings
+from tests.ingest.conftest import REPO, Publisher, count, ingest_env, now_ms, worker_settings
 
 VALUE = r'(?:"(?:[^"\\]|\\.)*"|[^\s"=\\]+)'
 LINE = re.compile(
@@ -25,17 +25,12 @@ QUIET = ("httpx", "httpcore", "paho", "urllib3", "uvicorn", "influxdb_client")
 def test_every_line_of_a_run_has_the_one_format(mosquitto, influx, tmp_path: Path) -> None:
     centre = unique_id("c")
     settings = worker_settings(mosquitto, influx, log_level="info", batch_age_ms=20)
-    env = {"PATH": "/usr/bin:/bin"}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            secret = getattr(value, "get_secret_value", None)
-            env[f"GRAMLINK_INGEST_{name.upper()}"] = str(secret() if secret else value)
     stderr = tmp_path / "stderr"
     with stderr.open("w") as err:
         worker = subprocess.Popen(
             [sys.executable, "-m", "gramlink", "ingest"],
             cwd=REPO,
-            env=env,
+            env=ingest_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=err,
         )

@@ -7,14 +7,12 @@ restarted it every 5 s for ever.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 
 import pytest
 
 from runtime.exits import ExitCode
 from tests.factories import unique_id, wait_for
-from tests.ingest.conftest import REPO, Publisher, now_ms, worker_settings
+from tests.ingest.conftest import Publisher, now_ms, run_ingest, worker_settings
 from tests.ingest.test_influx_init import init
 
 
@@ -26,20 +24,7 @@ def stored(influx, db: str, centre: str) -> int:
 
 def test_missing_database_at_start_exits_6_naming_influx_init(mosquitto, influx) -> None:
     db = unique_id("nodb").replace("-", "_")
-    settings = worker_settings(mosquitto, influx, influx_database=db)
-    env = {"PATH": "/usr/bin:/bin"}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            secret = getattr(value, "get_secret_value", None)
-            env[f"GRAMLINK_INGEST_{name.upper()}"] = str(secret() if secret else value)
-    done = subprocess.run(
-        [sys.executable, "-m", "gramlink", "ingest"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_ingest(worker_settings(mosquitto, influx, influx_database=db))
     assert done.returncode == ExitCode.STORAGE_MISSING == 6
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
