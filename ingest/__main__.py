@@ -30,7 +30,7 @@ def start(args: argparse.Namespace) -> int:
 
     try:
         return run(settings)
-    except ConfigError as exc:  # found at start: a state directory, a database
+    except ConfigError as exc:  # found at start: a state directory, a metrics port
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
 
