@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import queue
 import secrets
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -170,21 +171,28 @@ class DynsecSession:
             probe.loop_stop()
 
     def command(self, command: str, **fields: Any) -> dict[str, Any]:
-        """Run one command; its response (with ``error`` when the broker refused it)."""
-        info = self._client.publish(
-            CONTROL, json.dumps({"commands": [{"command": command, **fields}]}), qos=1
-        )
+        """Run one command; its response (with ``error`` when the broker refused it).
+
+        Every admin connection receives every response, so each command carries a
+        ``correlationData`` of its own and other sessions' answers are passed over.
+        """
+        tag = secrets.token_hex(8)
+        body = {"commands": [{"command": command, "correlationData": tag, **fields}]}
+        info = self._client.publish(CONTROL, json.dumps(body), qos=1)
         info.wait_for_publish(self._timeout)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise AccountError(f"{command}: could not send ({mqtt.error_string(info.rc)})")
-        try:
-            answer = self._answers.get(timeout=self._timeout)
-        except queue.Empty:
-            raise AccountError(
-                f"{command}: no answer from dynamic security within {self._timeout:.0f} s"
-            ) from None
-        response: dict[str, Any] = answer.get("responses", [{}])[0]
-        return response
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                answer = self._answers.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                raise AccountError(
+                    f"{command}: no answer from dynamic security within {self._timeout:.0f} s"
+                ) from None
+            for response in answer.get("responses", []):
+                if isinstance(response, dict) and response.get("correlationData") == tag:
+                    return response
 
     def must(self, command: str, **fields: Any) -> dict[str, Any]:
         response = self.command(command, **fields)
