@@ -126,9 +126,10 @@ def run(settings: ApiSettings) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        # Levels come from runtime.logs.configure alone: uvicorn's log_level would set
-        # uvicorn.access back to INFO, one line per request.
+        # uvicorn's lines go through the handler runtime.logs.configure set up, at the
+        # levels it set (uvicorn would otherwise raise its loggers back to INFO).
+        log_config=None,
         log_level=None,
-        log_config=None,  # uvicorn's lines go through the same handler as ours
+        access_log=settings.log_level == "debug",
     )
     return 0

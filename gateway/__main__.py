@@ -7,6 +7,7 @@ import sys
 
 from gateway.errors import ConfigError, StoreError
 from gateway.settings import add_arguments, load
+from runtime.exits import ExitCode
 from runtime.logs import configure
 
 
@@ -17,12 +18,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start(args: argparse.Namespace) -> int:
-    """Shared by ``gramlink gateway``: one line and exit code 1 for bad config."""
+    """Shared by ``gramlink gateway``: one line and exit code 2 for bad config."""
     try:
         settings = load(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
-        return 1
+        return ExitCode.CONFIG
     configure(settings.log_level)
     from gateway.app import run
 
@@ -30,7 +31,7 @@ def start(args: argparse.Namespace) -> int:
         return run(settings)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
-        return 2
+        return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_WORKER, EXIT_LOCAL_DOWN, EXIT_REFUSED = 0, 2, 3, 4
+# runtime.exits: a dead worker thread is a bug (1, restarted); 2 is CONFIG, permanent.
+EXIT_OK, EXIT_WORKER, EXIT_LOCAL_DOWN, EXIT_REFUSED = 0, 1, 3, 4
 
 
 def _secret(value: object) -> str | None:

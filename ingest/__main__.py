@@ -28,7 +28,11 @@ def start(args: argparse.Namespace) -> int:
     configure(settings.log_level)
     from ingest.app import run
 
-    return run(settings)
+    try:
+        return run(settings)
+    except ConfigError as exc:  # found at start: a state directory, a metrics port
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 - ``WriteRejected`` (400/413): the batch is split in halves until the refused
   lines are alone; those go to quarantine (reason ``influx_rejected``), the
   rest is written. Rewriting an accepted point is harmless (same series and time).
+- ``StorageGone`` (404: the database or bucket was dropped): retried the same
+  way, with one error line a minute naming ``gramlink influx init``.
 - ``WriteFatal`` propagates: the worker stops, nothing is acknowledged.
 
 The first failure is logged once, then one "resumed" line when writes succeed again.
@@ -21,7 +23,7 @@ import threading
 import time
 
 from contract.backoff import Backoff
-from ingest.errors import WriteRejected, WriteUnavailable
+from ingest.errors import StorageGone, WriteRejected, WriteUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.quarantine import QuarantineLines, Reason
 from ingest.writers import Writer
@@ -103,6 +105,13 @@ class Delivery:
     def _failed(self, exc: Exception) -> None:
         with self._lock:
             first, self._failing = not self._failing, True
+        if isinstance(exc, StorageGone):
+            self._throttle.error(
+                "influx_storage_missing",
+                error=str(exc)[:300],
+                action="retrying; create it with gramlink influx init",
+            )
+            return
         if first:
             log.warning(kv("influx_write_failing", error=str(exc)[:300], action="retrying"))
 

@@ -17,8 +17,17 @@ from typing import TextIO
 
 FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 # Chatty third-party loggers: WARNING unless the process runs at debug level
-# (httpx logs every InfluxDB write at INFO; uvicorn.access every request).
-QUIET_LOGGERS = ("httpx", "httpcore", "paho", "urllib3", "uvicorn.access", "influxdb_client")
+# (httpx logs every InfluxDB write at INFO; uvicorn.access every request; uvicorn
+# and alembic their start-up in free text: the API says ``event=api_started``).
+QUIET_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "paho",
+    "urllib3",
+    "uvicorn",
+    "alembic",
+    "influxdb_client",
+)
 _PLAIN_SAFE = frozenset(' "=\\')
 
 

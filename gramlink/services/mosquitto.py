@@ -160,8 +160,9 @@ class MosquittoService:
         except (OSError, subprocess.SubprocessError) as exc:
             raise ServiceError(f"mosquitto_ctrl dynsec init failed: {exc}") from exc
         config = json.loads(self.dynsec_file.read_text())
-        # The stack's admin also serves as the service account of a local stack:
-        # it may publish on GramLink topics, not only administer dynamic security.
+        # The stack's admin is the API's login: it publishes commands and twins on
+        # GramLink topics, not only administers dynamic security. Ingest has its
+        # own account (gramlink.broker_accounts, made by Stack.up).
         for role in config["roles"]:
             if role["rolename"] == "admin":
                 role["acls"].append(

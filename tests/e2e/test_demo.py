@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -17,6 +18,22 @@ import pytest
 
 from gramlink.services.process import free_port
 from tests.factories import wait_for
+
+
+def child_pid(home: Path, *args: str) -> int:
+    """The PID of the demo's ``gramlink ARGS...`` child working under ``home``."""
+    want = [a.encode() for a in args]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        inside = str(home.resolve()).encode() in b" ".join(argv)
+        if b"gramlink" in argv and inside and all(a in argv for a in want):
+            return int(proc.name)
+    raise AssertionError(f"no child {args} of the demo in {home}")
 
 
 @pytest.mark.slow
@@ -104,6 +121,22 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
         (reading,) = body["readings"]
         assert 0 <= reading["values"]["battery_soc_pct"] <= 100
         assert isinstance(reading["values"]["seq"], int)
+
+        # Kill one centre's gateway as a user watching store-and-forward would: the demo
+        # restarts it, says so, and readings keep arriving.
+        gateway = child_pid(home, "gateway", "--centre", "hub")
+        os.kill(gateway, signal.SIGKILL)
+        before = written()
+        wait_for(
+            lambda: failed() or "gateway-hub restarted" in Path(out.name).read_text(),
+            60,
+            "the gateway restarted",
+        )
+        assert not failed(), Path(out.name).read_text()[-3000:]
+        assert "gateway-hub ended (killed by SIGKILL); restarting in" in Path(out.name).read_text()
+        assert child_pid(home, "gateway", "--centre", "hub") != gateway
+        wait_for(lambda: failed() or written() >= before + 200, 120, "readings after the restart")
+        assert not failed(), Path(out.name).read_text()[-3000:]
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(120)
