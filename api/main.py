@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from api import errors
+from api.broker import BrokerStartError
 from api.broker_files import FileLogins
 from api.db.session import make_engine, migrate, session_factory
 from api.deps import Components
@@ -21,6 +23,8 @@ from api.routes import audit, centres, devices, health, telemetry, tokens
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
 from api.telemetry import TelemetryReader
+from mqttlink.endpoint import TlsFileError
+from runtime.exits import ExitCode
 
 log = logging.getLogger(__name__)
 DESCRIPTION = """Registry, provisioning and telemetry reads of GramLink.
@@ -30,58 +34,53 @@ Errors are RFC 9457 `application/problem+json`.
 """
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
+def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> FastAPI:
+    """The app; ``dynsec``: an admin session already up (``run`` connects it before
+    serving, so a broker that is down stops the process with one line). Without
+    one the lifespan connects its own and a failure raises ``BrokerStartError``."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.db_url)
-        migrate(engine)
-        sessions = session_factory(engine)
-        dynsec = DynsecClient(
-            settings.mqtt_host,
-            settings.mqtt_port,
-            settings.mqtt_admin_user,
-            settings.mqtt_admin_password.get_secret_value(),
-            timeout=settings.mqtt_timeout_s,
-            batch=settings.dynsec_batch,
-        )
-        dynsec.start()
-        reader = TelemetryReader(
-            settings.influx_url,
-            settings.influx_db,
-            settings.influx_user,
-            settings.influx_password.get_secret_value(),
-            settings.influx_timeout_s,
-        )
-        store = central_logins(settings, dynsec)
-        master = settings.master_secret.get_secret_value().encode()
-        provisioner = Provisioner(master, dynsec, MeasuredLogins(store, metrics))
-        if isinstance(store, FileLogins):
-            with sessions() as session:
-                provisioner.rewrite_central(session, store)
-        presence = None
-        if settings.presence:
-            presence = Presence(
-                settings.mqtt_host,
-                settings.mqtt_port,
-                settings.mqtt_admin_user,
-                settings.mqtt_admin_password.get_secret_value(),
-                sessions,
-                on_gateway_online=provisioner.seed_gateway,
+        with ExitStack() as stack:
+            engine = make_engine(settings.db_url)
+            stack.callback(engine.dispose)
+            migrate(engine)
+            sessions = session_factory(engine)
+            admin = dynsec
+            if admin is None:
+                admin = connect_dynsec(settings)
+                stack.callback(admin.close)
+            reader = TelemetryReader(
+                settings.influx_url,
+                settings.influx_db,
+                settings.influx_user,
+                settings.influx_password.get_secret_value(),
+                settings.influx_timeout_s,
             )
-            presence.start()
-        app.state.components = Components(settings, sessions, provisioner, reader)
-        app.state.presence = presence
-        log.info(
-            "event=api_started db=%s mqtt=%s", engine.url.render_as_string(True), settings.mqtt_url
-        )
-        try:
+            stack.callback(reader.close)
+            store = central_logins(settings, admin)
+            master = settings.master_secret.get_secret_value().encode()
+            provisioner = Provisioner(master, admin, MeasuredLogins(store, metrics))
+            if isinstance(store, FileLogins):
+                with sessions() as session:
+                    provisioner.rewrite_central(session, store)
+            presence = None
+            if settings.presence:
+                presence = Presence(
+                    settings.broker_access(),
+                    sessions,
+                    on_gateway_online=provisioner.seed_gateway,
+                )
+                presence.start()
+                stack.callback(presence.close)
+            app.state.components = Components(settings, sessions, provisioner, reader)
+            app.state.presence = presence
+            log.info(
+                "event=api_started db=%s mqtt=%s",
+                engine.url.render_as_string(True),
+                settings.mqtt_url,
+            )
             yield
-        finally:
-            if presence is not None:
-                presence.close()
-            reader.close()
-            dynsec.close()
-            engine.dispose()
 
     metrics = ApiMetrics()
     app = FastAPI(title="GramLink API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
@@ -94,17 +93,18 @@ def create_app(settings: ApiSettings) -> FastAPI:
     return app
 
 
+def connect_dynsec(settings: ApiSettings) -> DynsecClient:
+    """The admin session, up; ``BrokerStartError`` (one line, exit code) if not."""
+    dynsec = DynsecClient(settings.broker_access(), batch=settings.dynsec_batch)
+    dynsec.start()
+    return dynsec
+
+
 def central_logins(settings: ApiSettings, dynsec: DynsecClient) -> CentralLogins:
     """The broker's own files when they are on this host, else dynamic security."""
     if settings.broker_files_dir is None or settings.broker_pid_file is None:
         return DynsecLogins(dynsec)
-    return FileLogins(
-        settings.broker_files_dir,
-        settings.broker_pid_file,
-        settings.mqtt_host,
-        settings.mqtt_port,
-        timeout=settings.mqtt_timeout_s,
-    )
+    return FileLogins(settings.broker_files_dir, settings.broker_pid_file, settings.broker_access())
 
 
 def _routers(module: object) -> list[APIRouter]:
@@ -112,11 +112,24 @@ def _routers(module: object) -> list[APIRouter]:
 
 
 def run(settings: ApiSettings) -> int:
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's lines go through the same handler as ours
-    )
-    return 0
+    """Connect to the broker, then serve; one line on stderr and an exit code if the
+    broker is down (3), refuses the admin login (4) or a TLS file is bad (2)."""
+    try:
+        dynsec = connect_dynsec(settings)
+    except BrokerStartError as exc:
+        print(f"error: {exc.line}", file=sys.stderr)  # noqa: T201
+        return exc.exit_code
+    except TlsFileError as exc:
+        print(f"error: setting {exc}", file=sys.stderr)  # noqa: T201
+        return ExitCode.CONFIG
+    try:
+        uvicorn.run(
+            create_app(settings, dynsec),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,  # uvicorn's lines go through the same handler as ours
+        )
+    finally:
+        dynsec.close()
+    return ExitCode.OK

@@ -296,7 +296,7 @@ def test_a_malformed_centre_key_stops_the_gateway_with_one_line(
     monkeypatch.setenv("GRAMLINK_GATEWAY_PSEUDONYM_KEY", KEY)
     for bad in ("not base64 at all!", encode_key(b"short")):
         monkeypatch.setenv("GRAMLINK_GATEWAY_CENTRE_KEY", bad)
-        assert start(argparse.Namespace()) == 1
+        assert start(argparse.Namespace()) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1
         assert "GRAMLINK_GATEWAY_CENTRE_KEY" in lines[0]

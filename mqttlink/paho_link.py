@@ -1,4 +1,4 @@
-"""One MQTT v5 connection with a reconnect policy we own.
+"""One MQTT v5 connection over paho, with a reconnect policy we own.
 
 A :class:`MqttLink` runs paho's network loop on its own thread (``mqtt-<name>``),
 connects with a fixed client id, ``clean_start=False`` and a session expiry (so
@@ -6,49 +6,69 @@ the broker keeps our subscriptions and queued messages across drops), and after
 a drop waits a jittered, capped, exponential delay (:class:`Backoff`) before the
 next attempt. The delay resets only after a connection stayed up for
 ``STABLE_S`` seconds, so a broker that accepts and drops at once cannot cause a
-tight loop. A refusal for bad credentials or authorisation is permanent: the
-link stops and reports ``refused`` (the application exits loudly).
+tight loop.
+
+Every reason code is read by value through :mod:`mqttlink.reasons`:
+
+- CONNACK: a permanent code (bad credentials, not authorised, client id not
+  valid, banned, ...) stops the link; a transient one backs off and retries;
+- DISCONNECT from the broker: a permanent code (0x8E session taken over: another
+  process connected with our client id) stops the link; others reconnect;
+- SUBACK: any refused filter stops the link (our filters are fixed, so a refusal
+  means the account lacks the rights);
+- PUBACK: ``on_publish(mid, code)`` gets the code's value; callers decide with
+  :func:`mqttlink.reasons.delivered`.
+
+A link that stops for good sets :attr:`MqttLink.refusal` (the one line to print
+and the exit code) and logs nothing itself: its owner reports it once.
+
+TLS (``mqtts://``): the client's context is built once, in the constructor
+(:func:`mqttlink.endpoint.tls_context`; a bad file raises ``TlsFileError``
+naming the setting). A broker certificate that the configured CA did not sign
+is logged as one error line naming the CA setting (then at most one a minute,
+:class:`runtime.logs.Throttle`) and retried like any connection failure.
+
+paho's own buffers are bounded: ``max_inflight`` unacknowledged QoS 1 publishes
+and ``max_queued`` more waiting; a publish past them returns
+``MQTT_ERR_QUEUE_SIZE`` to the caller, which keeps the message.
 
 Callbacks given to the link run on its network thread and must not block
-(hand off to a queue). paho errors are mapped to :mod:`gateway.errors` here.
+(hand off to a queue).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.backoff import Backoff
-from gateway.settings import Endpoint
-from runtime.logs import kv
+from mqttlink.endpoint import Endpoint, TlsFiles, is_certificate_refusal, tls_context
+from mqttlink.reasons import Refusal, SettingNames, reason, subscription_refused
+from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)
 
 STABLE_S = 10.0
-# CONNACK reason codes that retrying cannot fix.
-_PERMANENT = {
-    "Bad user name or password",
-    "Not authorized",
-    "Client identifier not valid",
-    "Banned",
-    "Bad authentication method",
-}
+NEVER_DOWN = 0.0
 
 OnConnect = Callable[[mqtt.Client, Properties | None], None]
 OnMessage = Callable[[mqtt.MQTTMessage, int], None]
-OnPublish = Callable[[int, bool], None]
+OnPublish = Callable[[int, int], None]
+"""(message id, PUBACK reason code value): ``reasons.delivered(code)`` says if it arrived."""
+
+Subscription = tuple[str, SubscribeOptions]
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Will:
     topic: str
     payload: bytes
@@ -56,26 +76,33 @@ class Will:
     retain: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class LinkOptions:
+    """What a link needs; ``names`` are the settings a refusal line tells a person to fix."""
+
     name: str
     endpoint: Endpoint
     client_id: str
+    names: SettingNames
     username: str | None = None
     password: str | None = None
+    tls: TlsFiles = field(default_factory=TlsFiles)  # used for mqtts:// only
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
+    clean_start: bool = False
     manual_ack: bool = False
     receive_maximum: int | None = None  # announced in CONNECT: broker -> us unacked messages
     will: Will | None = None
-    ca_file: Path | None = None  # trust this CA (PEM) instead of the system's, for mqtts://
+    max_inflight: int = 1000
+    max_queued: int = 10_000
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
-    context: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False  # start without logging connect failures (the owner reports them)
+    context: Mapping[str, str] = field(default_factory=dict)
 
 
 class MqttLink:
-    """A persistent-session MQTT v5 client that reconnects by itself."""
+    """A persistent-session MQTT v5 client that reconnects by itself until refused."""
 
     def __init__(
         self,
@@ -95,15 +122,12 @@ class MqttLink:
             protocol=mqtt.MQTTv5,
             manual_ack=options.manual_ack,
         )
-        # In-flight publishes are bounded by the callers (uplink window, downlink by the
-        # central broker's in-flight limit); paho only resends what we gave it.
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
+        self.client.max_inflight_messages_set(options.max_inflight)
+        self.client.max_queued_messages_set(options.max_queued)
         if options.username is not None:
             self.client.username_pw_set(options.username, options.password)
         if options.endpoint.tls:
-            ca_file = str(options.ca_file) if options.ca_file is not None else None
-            self.client.tls_set_context(ssl.create_default_context(cafile=ca_file))
+            self.client.tls_set_context(tls_context(options.tls))
         if options.will is not None:
             props = Properties(PacketTypes.WILLMESSAGE)
             props.WillDelayInterval = options.will.delay_s
@@ -114,16 +138,23 @@ class MqttLink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
         self.backoff = Backoff(options.backoff_min_s, options.backoff_max_s)
         self.connected = threading.Event()
+        self.attempted = threading.Event()  # set after the first connect attempt's outcome
         self.generation = 0  # +1 per successful CONNACK: stale message ids are never acked
         self.receive_maximum = 65535
         self.down_since: float | None = time.monotonic()
-        self.refused: str | None = None
+        self.refusal: Refusal | None = None
+        self.last_failure: str | None = None
+        self.certificate_refused = False
+        self.quiet = options.quiet  # the owner may set it back to False once it is up
+        self._subscriptions: dict[int, list[str]] = {}
         self._up_since = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{options.name}", daemon=True)
         self._reported_failure = False
+        self._throttle = Throttle(log)
 
     # -- lifecycle (caller's thread) -------------------------------------------------
     def start(self) -> None:
@@ -131,7 +162,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
     def disconnect(self, timeout: float = 3.0) -> None:
@@ -147,9 +178,13 @@ class MqttLink:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def url(self) -> str:
+        return str(self.options.endpoint)
+
     def down_for(self) -> float:
         since = self.down_since
-        return 0.0 if since is None else time.monotonic() - since
+        return NEVER_DOWN if since is None else time.monotonic() - since
 
     def publish(
         self,
@@ -162,6 +197,12 @@ class MqttLink:
         """QoS 1 publish; paho keeps it and resends it after a reconnect until PUBACK."""
         return self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
 
+    def subscribe(self, subscriptions: Sequence[Subscription]) -> None:
+        """Subscribe (call from ``on_connect``); a refused filter stops the link."""
+        result, mid = self.client.subscribe(list(subscriptions))
+        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._subscriptions[mid] = [topic for topic, _ in subscriptions]
+
     def ack(self, mid: int, generation: int) -> None:
         """PUBACK a received message, unless it came on an earlier connection."""
         if generation == self.generation and self.connected.is_set():
@@ -170,7 +211,6 @@ class MqttLink:
     # -- network thread ------------------------------------------------------------------
     def _run(self) -> None:
         first = True
-        ctx = self.options.context
         while not self._stop.is_set():
             try:
                 if first:
@@ -178,32 +218,44 @@ class MqttLink:
                     props.SessionExpiryInterval = self.options.session_expiry_s
                     if self.options.receive_maximum is not None:
                         props.ReceiveMaximum = self.options.receive_maximum
+                    first = False
                     self.client.connect(
                         self.options.endpoint.host,
                         self.options.endpoint.port,
                         keepalive=self.options.keepalive_s,
-                        clean_start=False,
+                        clean_start=self.options.clean_start,
                         properties=props,
                     )
-                    first = False
                 else:
                     self.client.reconnect()
-                self._reported_failure = False
-            except (OSError, ssl.SSLError) as exc:
-                self._report_failure(str(exc))
+            except OSError as exc:  # ssl.SSLError is an OSError too
+                self._connect_failed(exc)
                 self._wait_backoff()
                 continue
-            while not self._stop.is_set() and self.refused is None:
+            while not self._stop.is_set() and self.refusal is None:
                 rc = self.client.loop(timeout=0.05)
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     break
-            if self.refused is not None:
-                log.error(kv("link_refused", link=self.options.name, reason=self.refused, **ctx))
+            if self.refusal is not None:
+                self._mark_down()
+                self._close_socket()
+                self.attempted.set()
                 return
             if self._stop.is_set():
                 return
             self._mark_down()
+            self.attempted.set()
             self._wait_backoff()
+
+    def _close_socket(self) -> None:
+        """After a refusal: DISCONNECT if the broker still talks to us, else just close."""
+        with contextlib.suppress(OSError):
+            if self.client.is_connected():
+                self.client.disconnect()
+                self.client.loop(timeout=0.1)
+            sock = self.client.socket()
+            if sock is not None:
+                sock.close()
 
     def _wait_backoff(self) -> None:
         if self._up_since and time.monotonic() - self._up_since > STABLE_S:
@@ -211,18 +263,38 @@ class MqttLink:
         self._up_since = 0.0
         self._stop.wait(self.backoff.next())
 
-    def _report_failure(self, detail: str) -> None:
-        if not self._reported_failure:
+    def _connect_failed(self, exc: OSError) -> None:
+        detail = str(exc)[:200] or type(exc).__name__
+        self.last_failure = detail
+        ctx = self.options.context
+        self.certificate_refused = is_certificate_refusal(exc)
+        if self.quiet:
+            pass
+        elif self.certificate_refused:
+            self._throttle.error(
+                "broker_certificate_untrusted",
+                link=self.options.name,
+                url=self.url,
+                detail=detail,
+                check=self.options.tls.ca_setting,
+                **ctx,
+            )
+        elif not self._reported_failure:
             log.warning(
                 kv(
                     "link_connect_failed",
                     link=self.options.name,
-                    url=self.options.endpoint,
-                    detail=detail[:200],
-                    **self.options.context,
+                    url=self.url,
+                    detail=detail,
+                    **ctx,
                 )
             )
             self._reported_failure = True
+        self.attempted.set()
+
+    def _refuse(self, what: str, code: int, *, subscription: bool = False) -> None:
+        found = subscription_refused(code) if subscription else reason(code)
+        self.refusal = Refusal.of(what, found, self.url, self.options.names)
 
     def _mark_down(self) -> None:
         if self.connected.is_set():
@@ -235,43 +307,83 @@ class MqttLink:
         client: mqtt.Client,
         userdata: object,
         flags: mqtt.ConnectFlags,
-        reason: mqtt.ReasonCode,
+        code: mqtt.ReasonCode,
         props: Properties | None,
     ) -> None:
-        if reason.is_failure:
-            if str(reason) in _PERMANENT:
-                self.refused = str(reason)
-            else:
-                self._report_failure(f"CONNACK {reason}")
+        found = reason(code.value)
+        if found.failure:
+            self.last_failure = f"CONNACK {found}"
+            if found.permanent:
+                self._refuse(f"{self.options.name} login", found.code)
+            elif not self._reported_failure and not self.quiet:
+                log.warning(
+                    kv(
+                        "link_connect_failed",
+                        link=self.options.name,
+                        url=self.url,
+                        detail=self.last_failure,
+                        **self.options.context,
+                    )
+                )
+                self._reported_failure = True
+            self.attempted.set()
             return
+        self._reported_failure = False
+        self.certificate_refused = False
+        self.last_failure = None
         self.receive_maximum = int(getattr(props, "ReceiveMaximum", 65535) or 65535)
         self.generation += 1
         self._up_since = time.monotonic()
         was_down = self.down_for()
         self.down_since = None
-        self.connected.set()
+        self._subscriptions.clear()
         log.info(
             kv(
                 "link_up",
                 link=self.options.name,
-                url=self.options.endpoint,
+                url=self.url,
                 session_present=flags.session_present,
                 down_s=f"{was_down:.1f}",
                 **self.options.context,
             )
         )
         if self._on_connect_cb is not None:
-            self._on_connect_cb(client, props)
+            self._on_connect_cb(client, props)  # subscriptions go out before anyone publishes
+        self.connected.set()
+        self.attempted.set()
 
     def _on_disconnect(
         self,
         client: mqtt.Client,
         userdata: object,
         flags: mqtt.DisconnectFlags,
-        reason: mqtt.ReasonCode,
+        code: mqtt.ReasonCode,
         props: Properties | None,
     ) -> None:
+        if flags.is_disconnect_packet_from_server:
+            found = reason(code.value)
+            if found.permanent:
+                self._refuse(f"{self.options.name} connection", found.code)
+            elif found.failure:
+                self.last_failure = f"DISCONNECT {found}"
         self._mark_down()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        codes: list[mqtt.ReasonCode],
+        props: Properties | None,
+    ) -> None:
+        filters = self._subscriptions.pop(mid, [])
+        for index, code in enumerate(codes):
+            if code.value >= 0x80:
+                topic = filters[index] if index < len(filters) else "?"
+                self._refuse(
+                    f"{self.options.name} subscription to {topic}", code.value, subscription=True
+                )
+                return
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._on_message_cb is not None:
@@ -282,8 +394,8 @@ class MqttLink:
         client: mqtt.Client,
         userdata: object,
         mid: int,
-        reason: mqtt.ReasonCode,
+        code: mqtt.ReasonCode,
         props: Properties | None,
     ) -> None:
         if self._on_publish_cb is not None:
-            self._on_publish_cb(mid, not reason.is_failure)
+            self._on_publish_cb(mid, code.value)
