@@ -10,8 +10,8 @@ when the oldest waiting row is ``batch_max_age_ms`` old); ``state``,
 (``state`` and ``twin/reported`` retained). Rows are deleted only when the
 PUBACK of the message that carried them says delivered
 (:func:`mqttlink.reasons.delivered`). A PUBACK with an error code (e.g. 0x87 not
-authorized: the account may not publish there) or 0x10 (no matching
-subscribers: nobody stored it) puts the rows back to ready (``Outbox.reject``,
+authorized: the account may not publish there), or 0x10 (no matching
+subscribers: no ingest worker took it) for a batch, puts the rows back to ready (``Outbox.reject``,
 counted in ``rejected_total`` and the health reading), logs one line a minute
 naming the reason, and pauses sending for a backoff delay; nothing is lost.
 
@@ -46,7 +46,7 @@ from contract.topics import PREFIX, Channel
 from gateway.outbox import Outbox, Row, now_ms
 from gateway.pseudonymize import BATCHED
 from mqttlink.paho_link import MqttLink
-from mqttlink.reasons import delivered, reason
+from mqttlink.reasons import NO_MATCHING_SUBSCRIBERS, delivered, reason
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,15 @@ class UplinkCounters:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What a publish in flight carried."""
+
+    rows: list[Row]
+    batch: bool
+    retain: bool
+
+
 def publish_packet_bytes(topic: str, payload_len: int) -> int:
     """Bytes of an MQTT v5 QoS 1 PUBLISH without properties, fixed header included."""
     remaining = 2 + len(topic.encode()) + 2 + 1 + payload_len
@@ -108,7 +117,7 @@ class Uplink:
         self.batch_topic = (
             f"{PREFIX}/{options.centre}/{options.gateway_id}/{Channel.GATEWAY_BATCH.value}"
         )
-        self._pending: dict[int, list[Row]] = {}
+        self._pending: dict[int, _Sent] = {}
         self._acks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         self._throttle = Throttle(log)
         self._wake = threading.Event()
@@ -232,7 +241,7 @@ class Uplink:
             self._paused_until = time.monotonic() + self._backoff.next()
             return
         self.counters.wire_bytes += publish_packet_bytes(topic, len(payload))
-        self._pending[info.mid] = rows
+        self._pending[info.mid] = _Sent(rows, batch=topic == self.batch_topic, retain=retain)
 
     def _drain_acks(self) -> None:
         while True:
@@ -240,10 +249,13 @@ class Uplink:
                 mid, code = self._acks.get_nowait()
             except queue.Empty:
                 return
-            rows = self._pending.pop(mid, None)
-            if rows is None:
+            sent = self._pending.pop(mid, None)
+            if sent is None:
                 continue  # the birth message, or a PUBACK after a release
-            if delivered(code):
+            rows = sent.rows
+            if delivered(code) or (code == NO_MATCHING_SUBSCRIBERS and not sent.batch):
+                # 0x10 on a relayed single: a retained one is kept by the broker, and a
+                # cmd/ack nobody follows must not hold the uplink; only batches need a reader.
                 self.outbox.ack(rows)
                 self.counters.records_acked += len(rows)
                 self._backoff.reset()

@@ -14,8 +14,10 @@ Every reason code is read by value through :mod:`mqttlink.reasons`:
   valid, banned, ...) stops the link; a transient one backs off and retries;
 - DISCONNECT from the broker: a permanent code (0x8E session taken over: another
   process connected with our client id) stops the link; others reconnect;
-- SUBACK: any refused filter stops the link (our filters are fixed, so a refusal
-  means the account lacks the rights);
+- SUBACK: a refused filter of :meth:`MqttLink.subscribe` stops the link (our
+  filters are fixed, so a refusal means the account lacks the rights); a
+  subscription made on ``link.client`` directly is its owner's business (the
+  gateway's dynsec worker retries until an administrator grants the rights);
 - PUBACK: ``on_publish(mid, code)`` gets the code's value; callers decide with
   :func:`mqttlink.reasons.delivered`.
 
@@ -376,10 +378,12 @@ class MqttLink:
         codes: list[mqtt.ReasonCode],
         props: Properties | None,
     ) -> None:
-        filters = self._subscriptions.pop(mid, [])
+        filters = self._subscriptions.pop(mid, None)
+        if filters is None:
+            return  # made on ``client`` directly: its owner reads the SUBACK
         for index, code in enumerate(codes):
             if code.value >= 0x80:
-                topic = filters[index] if index < len(filters) else "?"
+                topic = filters[index] if index < len(filters) else filters[0]
                 self._refuse(
                     f"{self.options.name} subscription to {topic}", code.value, subscription=True
                 )
