@@ -13,7 +13,13 @@ Every reason code is read by value through :mod:`mqttlink.reasons`:
 - CONNACK: a permanent code (bad credentials, not authorised, client id not
   valid, banned, ...) stops the link; a transient one backs off and retries;
 - DISCONNECT from the broker: a permanent code (0x8E session taken over: another
-  process connected with our client id) stops the link; others reconnect;
+  process connected with our client id) stops the link; others reconnect.
+  Mosquitto 2.0 closes the older connection of a taken-over client id without a
+  DISCONNECT, so two processes with one id knock each other off in turn: a link
+  whose connection is closed without a DISCONNECT before it was stable
+  (``STABLE_S``) ``TAKEOVER_LOSSES`` times in a row, each time after a successful
+  reconnect, stops as taken over too (the older process loses first, so the
+  newer one wins);
 - SUBACK: a refused filter of :meth:`MqttLink.subscribe` stops the link (our
   filters are fixed, so a refusal means the account lacks the rights); a
   subscription made on ``link.client`` directly is its owner's business (the
@@ -54,12 +60,19 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.backoff import Backoff
 from mqttlink.endpoint import Endpoint, TlsFiles, is_certificate_refusal, tls_context
-from mqttlink.reasons import Refusal, SettingNames, reason, subscription_refused
+from mqttlink.reasons import (
+    SESSION_TAKEN_OVER,
+    Refusal,
+    SettingNames,
+    reason,
+    subscription_refused,
+)
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)
 
 STABLE_S = 10.0
+TAKEOVER_LOSSES = 3
 NEVER_DOWN = 0.0
 
 OnConnect = Callable[[mqtt.Client, Properties | None], None]
@@ -153,6 +166,8 @@ class MqttLink:
         self.quiet = options.quiet  # the owner may set it back to False once it is up
         self._subscriptions: dict[int, list[str]] = {}
         self._up_since = 0.0
+        self._quick_losses = 0  # connections closed without DISCONNECT before STABLE_S
+        self._told = False  # the broker sent a DISCONNECT before this loss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{options.name}", daemon=True)
         self._reported_failure = False
@@ -247,7 +262,24 @@ class MqttLink:
                 return
             self._mark_down()
             self.attempted.set()
+            if self._taken_over():
+                self._close_socket()
+                return
             self._wait_backoff()
+
+    def _taken_over(self) -> bool:
+        """After a loss: True (and ``refusal`` set) when another process holds our id."""
+        quick = bool(self._up_since) and time.monotonic() - self._up_since < STABLE_S
+        self._quick_losses = self._quick_losses + 1 if quick and not self._told else 0
+        self._told = False
+        if self._quick_losses < TAKEOVER_LOSSES:
+            return False
+        what = (
+            f"{self.options.name} connection (closed by the broker {self._quick_losses} "
+            "times in a row right after connecting)"
+        )
+        self._refuse(what, SESSION_TAKEN_OVER)
+        return True
 
     def _close_socket(self) -> None:
         """After a refusal: DISCONNECT if the broker still talks to us, else just close."""
@@ -266,6 +298,7 @@ class MqttLink:
         self._stop.wait(self.backoff.next())
 
     def _connect_failed(self, exc: OSError) -> None:
+        self._quick_losses = 0
         detail = str(exc)[:200] or type(exc).__name__
         self.last_failure = detail
         ctx = self.options.context
@@ -314,6 +347,7 @@ class MqttLink:
     ) -> None:
         found = reason(code.value)
         if found.failure:
+            self._quick_losses = 0
             self.last_failure = f"CONNACK {found}"
             if found.permanent:
                 self._refuse(f"{self.options.name} login", found.code)
@@ -363,6 +397,7 @@ class MqttLink:
         props: Properties | None,
     ) -> None:
         if flags.is_disconnect_packet_from_server:
+            self._told = True
             found = reason(code.value)
             if found.permanent:
                 self._refuse(f"{self.options.name} connection", found.code)
