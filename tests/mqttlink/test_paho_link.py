@@ -17,6 +17,7 @@ from mqttlink.endpoint import Endpoint
 from mqttlink.paho_link import LinkOptions, MqttLink
 from mqttlink.reasons import NO_MATCHING_SUBSCRIBERS, SettingNames, delivered
 from runtime.exits import ExitCode
+from tests.conftest import BrokerFactory
 from tests.factories import dynsec_admin, unique_id, wait_for
 
 NAMES = SettingNames("X_URL", "X_USER", "X_PASSWORD", client_id="X_CLIENT_ID", ca_file="X_CA")
@@ -78,17 +79,18 @@ def test_another_process_with_our_client_id_takes_the_session_and_we_exit_5(
 
 
 def test_a_refused_subscription_stops_the_link_naming_the_filter(
-    make_link: LinkFactory, mosquitto: MosquittoService
+    make_link: LinkFactory, broker_factory: BrokerFactory
 ) -> None:
+    broker = broker_factory()  # dynsec only: its roles decide subscriptions
     user, password = unique_id("norights"), secrets.token_urlsafe(12)
-    dynsec_admin(mosquitto, [{"command": "createClient", "username": user, "password": password}])
+    dynsec_admin(broker, [{"command": "createClient", "username": user, "password": password}])
     link: MqttLink | None = None
 
     def on_connect(client: object, props: object) -> None:
         assert link is not None
         link.subscribe([("gl/v1/+/+/state", SubscribeOptions(qos=1))])
 
-    link = make_link(username=user, password=password, on_connect=on_connect)
+    link = make_link(broker.url, username=user, password=password, on_connect=on_connect)
     wait_for(lambda: not link.alive, 10, "link stopped")
     assert link.refusal is not None
     assert link.refusal.exit_code is ExitCode.REFUSED
