@@ -168,6 +168,7 @@ class MqttLink:
         self._up_since = 0.0
         self._quick_losses = 0  # connections closed without DISCONNECT before STABLE_S
         self._told = False  # the broker sent a DISCONNECT before this loss
+        self._closing = False  # our own clean DISCONNECT: not worth a warning
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{options.name}", daemon=True)
         self._reported_failure = False
@@ -185,6 +186,7 @@ class MqttLink:
     def disconnect(self, timeout: float = 3.0) -> None:
         """A clean DISCONNECT (the broker discards the Last Will), then stop."""
         if self.connected.is_set():
+            self._closing = True
             self.client.disconnect()
             deadline = time.monotonic() + timeout
             while self.connected.is_set() and time.monotonic() < deadline:
@@ -335,7 +337,8 @@ class MqttLink:
         if self.connected.is_set():
             self.connected.clear()
             self.down_since = time.monotonic()
-            log.warning(kv("link_down", link=self.options.name, **self.options.context))
+            level = logging.INFO if self._closing else logging.WARNING
+            log.log(level, kv("link_down", link=self.options.name, **self.options.context))
 
     def _on_connect(
         self,
