@@ -118,6 +118,10 @@ class DynsecClient:
     def connected(self) -> bool:
         return self._link.connected.is_set()
 
+    @property
+    def link(self) -> MqttLink:
+        return self._link
+
     def _on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
         self._link.subscribe([(CONTROL_RESPONSE_TOPIC, SubscribeOptions(qos=1))])
 

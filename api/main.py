@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
 
 import uvicorn
@@ -24,6 +25,8 @@ from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
 from api.telemetry import TelemetryReader
 from mqttlink.endpoint import TlsFileError
+from mqttlink.paho_link import MqttLink
+from mqttlink.reasons import Refusal
 from runtime.exits import ExitCode
 
 log = logging.getLogger(__name__)
@@ -113,7 +116,9 @@ def _routers(module: object) -> list[APIRouter]:
 
 def run(settings: ApiSettings) -> int:
     """Connect to the broker, then serve; one line on stderr and an exit code if the
-    broker is down (3), refuses the admin login (4) or a TLS file is bad (2)."""
+    broker is down (3), refuses the admin login (4) or a TLS file is bad (2) at start,
+    or if a broker connection is refused for good while serving (4, or 5 when another
+    process took its session)."""
     try:
         dynsec = connect_dynsec(settings)
     except BrokerStartError as exc:
@@ -122,14 +127,55 @@ def run(settings: ApiSettings) -> int:
     except TlsFileError as exc:
         print(f"error: setting {exc}", file=sys.stderr)  # noqa: T201
         return ExitCode.CONFIG
-    try:
-        uvicorn.run(
-            create_app(settings, dynsec),
+    app = create_app(settings, dynsec)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
             log_config=None,  # uvicorn's lines go through the same handler as ours
         )
+    )
+    watch = RefusalWatch(server, lambda: _links(app, dynsec))
+    watch.start()
+    try:
+        server.run()
     finally:
+        watch.stop()
         dynsec.close()
-    return ExitCode.OK
+    if watch.refusal is not None:
+        print(f"error: {watch.refusal.line}", file=sys.stderr)  # noqa: T201
+        return watch.refusal.exit_code
+    return ExitCode.OK if server.started else ExitCode.INTERNAL
+
+
+def _links(app: FastAPI, dynsec: DynsecClient) -> list[MqttLink]:
+    presence: Presence | None = getattr(app.state, "presence", None)
+    return [dynsec.link] + ([presence.link] if presence is not None else [])
+
+
+class RefusalWatch:
+    """Stops the server when a broker connection is refused for good (thread ``refusal-watch``)."""
+
+    def __init__(self, server: uvicorn.Server, links: Callable[[], list[MqttLink]]) -> None:
+        self.refusal: Refusal | None = None
+        self._server = server
+        self._links = links
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="refusal-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            for link in self._links():
+                if link.refusal is not None:
+                    self.refusal = link.refusal
+                    self._server.should_exit = True
+                    return

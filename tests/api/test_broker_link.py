@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from api.broker import BrokerAccess
@@ -138,3 +139,51 @@ def test_a_downlink_the_broker_refuses_raises_with_its_reason(dynsec: DynsecClie
             dynsec.publish_many([("not-ours/anything", b"{}")])  # the admin may publish gl/#
     finally:
         dynsec.close()
+
+
+def test_an_admin_login_refused_while_serving_stops_the_api_with_one_line_and_exit_4(
+    tmp_path: Path, broker_factory: BrokerFactory
+) -> None:
+    broker = broker_factory()  # its admin is disabled below
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GRAMLINK_")}
+    environ.update(
+        {
+            "GRAMLINK_API_MASTER_SECRET": MASTER,
+            "GRAMLINK_API_DB_URL": f"sqlite:///{tmp_path / 'api.sqlite'}",
+            "GRAMLINK_API_PORT": str(port),
+            "GRAMLINK_API_MQTT_URL": broker.url,
+            "GRAMLINK_API_MQTT_ADMIN_PASSWORD": broker.admin_password,
+            "GRAMLINK_API_LOG_LEVEL": "error",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gramlink", "api"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def serving() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        wait_for(serving, 30, "API serving")
+        admin = admin_client(broker)  # kicked too: nobody waits for the answer
+        command = {"commands": [{"command": "disableClient", "username": broker.admin_user}]}
+        admin.publish("$CONTROL/dynamic-security/v1", json.dumps(command), qos=1)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 4
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].endswith(
+        "check GRAMLINK_API_MQTT_ADMIN_USER / GRAMLINK_API_MQTT_ADMIN_PASSWORD"
+    )
