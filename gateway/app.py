@@ -287,7 +287,9 @@ class Gateway:
                     down_s=f"{self.local.down_for():.0f}",
                     last_error=self.local.last_failure or "",
                     action="exit",
-                    check=env_name("local_url"),
+                    check=env_name(
+                        "local_ca_file" if self.local.certificate_refused else "local_url"
+                    ),
                     **self.ctx,
                 )
             )
