@@ -52,10 +52,11 @@ from contract.mqtt_wire import (
 )
 from contract.topics import Channel, Topic, TopicError, subscription
 from firmware_sim.devices.base import Device
-from firmware_sim.link import AUTH_FAILURES, BACKOFF_MAX_S, BACKOFF_MIN_S, CommandSink
+from firmware_sim.link import BACKOFF_MAX_S, BACKOFF_MIN_S, CommandSink
 from firmware_sim.netloop import NetLoop
 from firmware_sim.outbox import Outbox
 from firmware_sim.stats import Counters
+from mqttlink.reasons import reason
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ class RawLink:
             return
         if ack.reason >= 0x80:
             self.counters.errors += 1
-            if ack.reason in AUTH_FAILURES:
+            if reason(ack.reason).permanent:
                 self.fatal = f"broker refused login: reason 0x{ack.reason:02x}"
                 log.error(
                     "event=auth_refused centre=%s client=%s rc=0x%02x",

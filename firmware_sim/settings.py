@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from firmware_sim.errors import ConfigError
+from mqttlink.endpoint import Endpoint, EndpointError, TlsFiles
+from mqttlink.reasons import SettingNames
+
+ENV_PREFIX = "GRAMLINK_SIM_"
+SETTING_NAMES = SettingNames(
+    url=f"{ENV_PREFIX}MQTT_URL",
+    username=f"{ENV_PREFIX}MQTT_USERNAME (or the --credentials file)",
+    password=f"{ENV_PREFIX}MQTT_PASSWORD",
+    ca_file=f"{ENV_PREFIX}MQTT_CA_FILE",
+)
 
 
 class SimSettings(BaseSettings):
@@ -18,6 +27,9 @@ class SimSettings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     centres: int = Field(1, ge=1, le=100_000)
     devices_per_centre: int = Field(7, ge=1, le=1000)
     centre_prefix: str = "c"
@@ -42,13 +54,22 @@ class SimSettings(BaseSettings):
     client: Literal["paho", "raw"] | None = None
     workers: int = Field(1, ge=1, le=64)
 
-    def broker(self) -> tuple[str, int]:
-        parts = urlsplit(self.mqtt_url)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ConfigError(
-                f"GRAMLINK_SIM_MQTT_URL: expected mqtt://host:port, got {self.mqtt_url!r}"
-            )
-        return parts.hostname, parts.port or 1883
+    def broker(self) -> Endpoint:
+        try:
+            return Endpoint.parse(self.mqtt_url)
+        except EndpointError as exc:
+            raise ConfigError(f"{ENV_PREFIX}MQTT_URL: {exc}") from None
+
+    def tls_files(self) -> TlsFiles:
+        """For ``mqtts://``: the CA, client certificate and key, named by their settings."""
+        return TlsFiles(
+            self.mqtt_ca_file,
+            self.mqtt_cert_file,
+            self.mqtt_key_file,
+            ca_setting=f"{ENV_PREFIX}MQTT_CA_FILE",
+            cert_setting=f"{ENV_PREFIX}MQTT_CERT_FILE",
+            key_setting=f"{ENV_PREFIX}MQTT_KEY_FILE",
+        )
 
 
 def load_settings(**overrides: object) -> SimSettings:

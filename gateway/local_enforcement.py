@@ -67,9 +67,9 @@ from gateway.local_auth import (
     LocalBrokerRefused,
     LocalBrokerTimeout,
 )
-from gateway.mqtt_link import MqttLink
 from gateway.outbox import now_ms
 from gateway.quarantine import Quarantine, Rejected
+from mqttlink.paho_link import MqttLink
 from runtime.logs import kv
 
 log = logging.getLogger(__name__)

@@ -35,10 +35,10 @@ from contract.admission import Refusal, Refused, internal_error_detail
 from contract.codec import DecodeError
 from contract.pseudonym import redacted_excerpt
 from contract.topics import Topic, TopicError, subscription
-from gateway.mqtt_link import MqttLink
 from gateway.outbox import NewRow, Outbox, now_ms
 from gateway.pseudonymize import UPSTREAM, Transformer
 from gateway.quarantine import Quarantine, Rejected
+from mqttlink.paho_link import MqttLink
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,9 @@ class LocalIn:
     # -- local network thread ---------------------------------------------------------------
     def on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
         """Subscribe (again) to the centre's device channels after every connect."""
+        assert self.link is not None
         opts = SubscribeOptions(qos=1)
-        client.subscribe([(subscription(ch, self.centre), opts) for ch in UPSTREAM])
+        self.link.subscribe([(subscription(ch, self.centre), opts) for ch in UPSTREAM])
 
     def on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         payload = bytes(msg.payload)

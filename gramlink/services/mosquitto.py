@@ -41,11 +41,13 @@ def dynsec_plugin() -> str:
 
 @dataclass(frozen=True)
 class TlsListener:
-    """A second listener with TLS: server certificate and key (PEM)."""
+    """A second listener with TLS: server certificate and key (PEM); with ``client_ca``
+    every client must present a certificate that CA signed (mutual TLS)."""
 
     port: int
     certfile: Path
     keyfile: Path
+    client_ca: Path | None = None
 
 
 class MosquittoService:
@@ -181,11 +183,14 @@ class MosquittoService:
     def _tls_listener(self) -> list[str]:
         if self.tls is None:
             return []
-        return [
+        lines = [
             f"listener {self.tls.port} {self.bind}",
             f"certfile {self.tls.certfile}",
             f"keyfile {self.tls.keyfile}",
         ]
+        if self.tls.client_ca is not None:
+            lines += [f"cafile {self.tls.client_ca}", "require_certificate true"]
+        return lines
 
     def _login_files(self) -> list[str]:
         if not self.login_files:
