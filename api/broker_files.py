@@ -27,6 +27,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import threading
 import time
 import uuid
@@ -37,10 +38,13 @@ from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 
+from api.broker import BrokerAccess
 from api.logins import LoginChange
 from contract.metrics import DeviceKind
 from contract.provisioning import DEVICE_RECEIVES, DEVICE_SENDS, DynsecOp
 from contract.topics import PREFIX
+from mqttlink.endpoint import Endpoint
+from mqttlink.reasons import reason
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +102,12 @@ class FileLogins:
         self,
         directory: Path,
         pid_file: Path,
-        host: str,
-        port: int,
-        *,
-        timeout: float = 10.0,
+        access: BrokerAccess,
     ) -> None:
         self.directory = directory
         self.pid_file = pid_file
-        self.host, self.port, self.timeout = host, port, timeout
+        self.endpoint, self.timeout = access.endpoint, access.timeout_s
+        self._tls = access.ssl_context()  # built once: the probe runs at every change
         self._lock = threading.Lock()
 
     @property
@@ -175,7 +177,7 @@ class FileLogins:
     def _wait_accepted(self, username: str, password: str) -> None:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            if login_accepted(self.host, self.port, username, password, deadline):
+            if login_accepted(self.endpoint, username, password, deadline, self._tls):
                 return
             time.sleep(0.02)
         raise BrokerFilesError(f"the broker did not load {self.password_file} in {self.timeout} s")
@@ -214,12 +216,22 @@ def _replace(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def login_accepted(host: str, port: int, username: str, password: str, deadline: float) -> bool:
-    """One CONNECT with these credentials: True if the broker answered success."""
+def login_accepted(
+    endpoint: Endpoint,
+    username: str,
+    password: str,
+    deadline: float,
+    tls: ssl.SSLContext | None = None,
+) -> bool:
+    """One CONNECT with these credentials: True if the CONNACK's reason code is success.
+
+    A one-shot probe, not a session, so it is a bare paho client rather than an
+    :class:`mqttlink.paho_link.MqttLink`; ``tls`` is the API's context for ``mqtts://``.
+    """
     outcome: dict[str, bool] = {}
 
-    def on_connect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        outcome["ok"] = not rc.is_failure
+    def on_connect(_c: mqtt.Client, _u: Any, _f: Any, rc: mqtt.ReasonCode, _p: Any) -> None:
+        outcome["ok"] = not reason(rc.value).failure
 
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
@@ -227,9 +239,11 @@ def login_accepted(host: str, port: int, username: str, password: str, deadline:
         protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(username, password)
+    if tls is not None:
+        client.tls_set_context(tls)
     client.on_connect = on_connect
     try:
-        client.connect(host, port, keepalive=10)
+        client.connect(endpoint.host, endpoint.port, keepalive=10)
         while "ok" not in outcome and time.monotonic() < deadline:
             client.loop(timeout=0.05)
         client.disconnect()

@@ -5,10 +5,20 @@ Commands go out in lists (one message may carry hundreds), each with its own
 answer to its command. A list that is not fully answered within the timeout
 raises :class:`DynsecTimeout`.
 
+The connection is a :class:`mqttlink.paho_link.MqttLink` (TLS, reconnects and
+reason codes as every GramLink client); :meth:`DynsecClient.start` waits for it
+and raises :class:`api.broker.BrokerStartError` (one line, an exit code) when the
+broker is down, its certificate untrusted or the admin login refused.
+
 Errors (all :class:`DynsecError`):
 - ``DynsecTimeout`` (retryable): no or partial answer in time, or not connected;
 - ``DynsecRefused`` (permanent): the plugin answered a command with an error
-  other than the "already exists" answers of an idempotent repeat.
+  other than the "already exists" answers of an idempotent repeat;
+- ``DownlinkRefused`` (permanent): the broker answered a downlink publish with an
+  error code (e.g. 0x87 not authorized). A PUBACK 0x10 (no matching subscribers:
+  the gateway never subscribed) is not delivered either; it is counted in
+  ``undelivered_total`` and logged, not raised: the gateway gets its centre's
+  credentials again when it comes online (``Provisioner.seed_gateway``).
 """
 
 from __future__ import annotations
@@ -19,11 +29,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from api.broker import BrokerAccess, wait_up
 from contract.provisioning import CONTROL_RESPONSE_TOPIC, CONTROL_TOPIC, TOLERATED_ERRORS
+from mqttlink.paho_link import MqttLink
+from mqttlink.reasons import NO_MATCHING_SUBSCRIBERS, delivered, reason
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +50,12 @@ class DynsecError(RuntimeError):
 
 class DynsecTimeout(DynsecError):
     pass
+
+
+class DownlinkRefused(DynsecError):
+    def __init__(self, topic: str, code: int) -> None:
+        super().__init__(f"the broker refused a downlink message to {topic}: {reason(code)}")
+        self.code = code
 
 
 class DynsecRefused(DynsecError):
@@ -52,60 +74,66 @@ class _Pending:
 
 
 class DynsecClient:
-    """Owns one paho connection with the broker's dynsec admin account.
+    """Owns one connection with the broker's dynsec admin account.
 
     Besides control commands it publishes downlink messages (QoS 1) to gateways.
-    ``_on_*`` methods run on paho's network thread; callers block in ``execute``.
+    ``_on_*`` methods run on the link's network thread; callers block in ``execute``.
     """
 
     def __init__(
         self,
-        host: str,
-        port: int,
-        username: str,
-        password: str,
+        access: BrokerAccess,
         *,
-        timeout: float = 10.0,
         batch: int = 500,
         client_id: str | None = None,
     ) -> None:
-        self.host, self.port, self.timeout, self.batch = host, port, timeout, batch
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"gl-api-dynsec-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
+        self.access, self.timeout, self.batch = access, access.timeout_s, batch
+        options = access.link_options(
+            "api-dynsec", client_id or f"gl-api-dynsec-{uuid.uuid4().hex[:8]}"
         )
-        self._client.username_pw_set(username, password)
-        self._client.max_inflight_messages_set(100)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        # paho annotates ints, but the delays are plain seconds and sub-second ones work.
-        self._client.reconnect_delay_set(0.2, 10)  # type: ignore[arg-type]
+        self._link = MqttLink(
+            replace(options, quiet=True),
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+            on_publish=self._on_publish,
+        )
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
-        self._subscribed = threading.Event()
-        self._client.on_subscribe = lambda *a: self._subscribed.set()
+        self._pubacks: dict[int, int] = {}  # mid -> a not-delivered PUBACK code, until read
+        self.undelivered_total = 0
 
     def start(self) -> None:
-        self._client.connect_async(self.host, self.port, keepalive=30)
-        self._client.loop_start()
-        if not self._subscribed.wait(self.timeout):
-            raise DynsecTimeout(f"no dynsec admin session with {self.host}:{self.port}")
+        """Connect; raises ``BrokerStartError`` (one line, exit code) if that fails."""
+        self._link.start()
+        try:
+            wait_up(self._link, self.timeout)
+        except BaseException:
+            self._link.stop()
+            raise
+        self._link.quiet = False
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._link.disconnect()
 
     def connected(self) -> bool:
-        return self._client.is_connected()
+        return self._link.connected.is_set()
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            log.error("event=dynsec_connect_failed reason=%s", rc)
-            return
-        client.subscribe(CONTROL_RESPONSE_TOPIC, qos=1)
+    @property
+    def link(self) -> MqttLink:
+        return self._link
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        self._link.subscribe([(CONTROL_RESPONSE_TOPIC, SubscribeOptions(qos=1))])
+
+    def _on_publish(self, mid: int, code: int) -> None:
+        if delivered(code):
+            return  # the usual case: no entry means delivered
+        with self._lock:
+            self._pubacks[mid] = code
+            if len(self._pubacks) > 10_000:  # codes nobody read (bounded)
+                self._pubacks.pop(next(iter(self._pubacks)))
+
+    def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         if msg.topic != CONTROL_RESPONSE_TOPIC:
             return
         try:
@@ -151,11 +179,14 @@ class DynsecClient:
             for c in tagged:
                 self._pending[c["correlationData"]] = pending
         try:
-            info = self._client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
+            self._check_link()
+            info = self._link.client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise DynsecTimeout(f"broker not connected ({mqtt.error_string(info.rc)})")
             deadline = self.timeout + len(tagged) * 0.01
-            if not pending.done.wait(deadline):
+            done = pending.done.wait(deadline)
+            self._take_code(info.mid)  # the plugin's answer, not the PUBACK, says what happened
+            if not done:
                 raise DynsecTimeout(
                     f"{len(pending.waiting)} of {len(tagged)} dynsec commands unanswered "
                     f"after {deadline:.1f} s"
@@ -172,26 +203,49 @@ class DynsecClient:
                 raise DynsecRefused(c["command"], str(error), str(subject))
         return [pending.answers[c["correlationData"]] for c in tagged]
 
+    def _check_link(self) -> None:
+        refusal = self._link.refusal
+        if refusal is not None:
+            raise DynsecTimeout(refusal.line)
+
+    def _take_code(self, mid: int) -> int | None:
+        with self._lock:
+            return self._pubacks.pop(mid, None)
+
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         """Publish (not retained) and wait for the broker's PUBACK."""
-        info = self._client.publish(topic, payload, qos=qos, retain=False)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise DynsecTimeout(f"broker not connected ({mqtt.error_string(info.rc)})")
-        started = time.monotonic()
-        info.wait_for_publish(self.timeout)
-        if not info.is_published():
-            raise DynsecTimeout(f"no PUBACK for {topic} after {time.monotonic() - started:.1f} s")
+        self.publish_many([(topic, payload)], qos=qos)
 
     def publish_many(self, messages: list[tuple[str, bytes]], *, qos: int = 1) -> None:
-        """Publish all (not retained), then wait for every PUBACK."""
-        infos = []
+        """Publish all (not retained), then wait for every PUBACK and read its code.
+
+        Raises ``DynsecTimeout`` when not every PUBACK came in time and
+        ``DownlinkRefused`` for an error code; 0x10 is counted and logged.
+        """
+        self._check_link()
+        sent = []
         for topic, payload in messages:
-            info = self._client.publish(topic, payload, qos=qos, retain=False)
+            info = self._link.client.publish(topic, payload, qos=qos, retain=False)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise DynsecTimeout(f"broker not connected ({mqtt.error_string(info.rc)})")
-            infos.append(info)
-        deadline = time.monotonic() + self.timeout + len(infos) * 0.002
-        for info in infos:
+            sent.append((topic, info))
+        deadline = time.monotonic() + self.timeout + len(sent) * 0.002
+        codes = []
+        for topic, info in sent:
             info.wait_for_publish(max(0.0, deadline - time.monotonic()))
             if not info.is_published():
-                raise DynsecTimeout(f"{len(infos)} downlink messages not all acknowledged")
+                raise DynsecTimeout(f"{len(sent)} downlink messages not all acknowledged")
+            code = self._take_code(info.mid)
+            codes.append((topic, 0 if code is None else code))
+        for topic, code in codes:
+            if delivered(code):
+                continue
+            if code != NO_MATCHING_SUBSCRIBERS:
+                raise DownlinkRefused(topic, code)
+            self.undelivered_total += 1
+            log.warning(
+                "event=downlink_not_delivered topic=%s reason=%s undelivered_total=%d",
+                topic,
+                reason(code),
+                self.undelivered_total,
+            )

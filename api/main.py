@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, asynccontextmanager
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
+from api.broker import BrokerStartError
 from api.broker_files import FileLogins
 from api.db.session import make_engine, migrate, session_factory
 from api.deps import Components
@@ -21,6 +25,10 @@ from api.routes import audit, centres, devices, health, telemetry, tokens
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
 from api.telemetry import TelemetryReader
+from mqttlink.endpoint import TlsFileError
+from mqttlink.paho_link import MqttLink
+from mqttlink.reasons import Refusal
+from runtime.exits import ExitCode
 
 log = logging.getLogger(__name__)
 DESCRIPTION = """Registry, provisioning and telemetry reads of GramLink.
@@ -28,63 +36,67 @@ DESCRIPTION = """Registry, provisioning and telemetry reads of GramLink.
 Authenticate with `Authorization: Bearer <token>` (`gramlink api create-token --role R`).
 Errors are RFC 9457 `application/problem+json`.
 """
+# Swagger UI and ReDoc load their scripts from here (fastapi-offline's copies),
+# never from a CDN: a centre's machine may have no internet.
+DOCS_ASSETS_URL = "/docs-assets"
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
+def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> FastAPI:
+    """The app; ``dynsec``: an admin session already up (``run`` connects it before
+    serving, so a broker that is down stops the process with one line). Without
+    one the lifespan connects its own and a failure raises ``BrokerStartError``."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.db_url)
-        migrate(engine)
-        sessions = session_factory(engine)
-        dynsec = DynsecClient(
-            settings.mqtt_host,
-            settings.mqtt_port,
-            settings.mqtt_admin_user,
-            settings.mqtt_admin_password.get_secret_value(),
-            timeout=settings.mqtt_timeout_s,
-            batch=settings.dynsec_batch,
-        )
-        dynsec.start()
-        reader = TelemetryReader(
-            settings.influx_url,
-            settings.influx_db,
-            settings.influx_user,
-            settings.influx_password.get_secret_value(),
-            settings.influx_timeout_s,
-        )
-        store = central_logins(settings, dynsec)
-        master = settings.master_secret.get_secret_value().encode()
-        provisioner = Provisioner(master, dynsec, MeasuredLogins(store, metrics))
-        if isinstance(store, FileLogins):
-            with sessions() as session:
-                provisioner.rewrite_central(session, store)
-        presence = None
-        if settings.presence:
-            presence = Presence(
-                settings.mqtt_host,
-                settings.mqtt_port,
-                settings.mqtt_admin_user,
-                settings.mqtt_admin_password.get_secret_value(),
-                sessions,
-                on_gateway_online=provisioner.seed_gateway,
+        with ExitStack() as stack:
+            engine = make_engine(settings.db_url)
+            stack.callback(engine.dispose)
+            migrate(engine)
+            sessions = session_factory(engine)
+            admin = dynsec
+            if admin is None:
+                admin = connect_dynsec(settings)
+                stack.callback(admin.close)
+            reader = TelemetryReader(
+                settings.influx_url,
+                settings.influx_db,
+                settings.influx_user,
+                settings.influx_password.get_secret_value(),
+                settings.influx_timeout_s,
             )
-            presence.start()
-        app.state.components = Components(settings, sessions, provisioner, reader)
-        app.state.presence = presence
-        log.info(
-            "event=api_started db=%s mqtt=%s", engine.url.render_as_string(True), settings.mqtt_url
-        )
-        try:
+            stack.callback(reader.close)
+            store = central_logins(settings, admin)
+            master = settings.master_secret.get_secret_value().encode()
+            provisioner = Provisioner(master, admin, MeasuredLogins(store, metrics))
+            if isinstance(store, FileLogins):
+                with sessions() as session:
+                    provisioner.rewrite_central(session, store)
+            presence = None
+            if settings.presence:
+                presence = Presence(
+                    settings.broker_access(),
+                    sessions,
+                    on_gateway_online=provisioner.seed_gateway,
+                )
+                presence.start()
+                stack.callback(presence.close)
+            app.state.components = Components(settings, sessions, provisioner, reader)
+            app.state.presence = presence
+            log.info(
+                "event=api_started db=%s mqtt=%s",
+                engine.url.render_as_string(True),
+                settings.mqtt_url,
+            )
             yield
-        finally:
-            if presence is not None:
-                presence.close()
-            reader.close()
-            dynsec.close()
-            engine.dispose()
 
     metrics = ApiMetrics()
-    app = FastAPI(title="GramLink API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPIOffline(
+        title="GramLink API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL,
+    )
     app.state.metrics = metrics
     app.middleware("http")(metrics.middleware)
     errors.install(app)
@@ -94,17 +106,18 @@ def create_app(settings: ApiSettings) -> FastAPI:
     return app
 
 
+def connect_dynsec(settings: ApiSettings) -> DynsecClient:
+    """The admin session, up; ``BrokerStartError`` (one line, exit code) if not."""
+    dynsec = DynsecClient(settings.broker_access(), batch=settings.dynsec_batch)
+    dynsec.start()
+    return dynsec
+
+
 def central_logins(settings: ApiSettings, dynsec: DynsecClient) -> CentralLogins:
     """The broker's own files when they are on this host, else dynamic security."""
     if settings.broker_files_dir is None or settings.broker_pid_file is None:
         return DynsecLogins(dynsec)
-    return FileLogins(
-        settings.broker_files_dir,
-        settings.broker_pid_file,
-        settings.mqtt_host,
-        settings.mqtt_port,
-        timeout=settings.mqtt_timeout_s,
-    )
+    return FileLogins(settings.broker_files_dir, settings.broker_pid_file, settings.broker_access())
 
 
 def _routers(module: object) -> list[APIRouter]:
@@ -112,11 +125,70 @@ def _routers(module: object) -> list[APIRouter]:
 
 
 def run(settings: ApiSettings) -> int:
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's lines go through the same handler as ours
+    """Connect to the broker, then serve; one line on stderr and an exit code if the
+    broker is down (3), refuses the admin login (4) or a TLS file is bad (2) at start,
+    or if a broker connection is refused for good while serving (4, or 5 when another
+    process took its session)."""
+    try:
+        dynsec = connect_dynsec(settings)
+    except BrokerStartError as exc:
+        print(f"error: {exc.line}", file=sys.stderr)  # noqa: T201
+        return exc.exit_code
+    except TlsFileError as exc:
+        print(f"error: setting {exc}", file=sys.stderr)  # noqa: T201
+        return ExitCode.CONFIG
+    app = create_app(settings, dynsec)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            # uvicorn's lines go through the handler runtime.logs.configure set up, at the
+            # levels it set (uvicorn would otherwise raise its loggers back to INFO).
+            log_config=None,
+            log_level=None,
+            access_log=settings.log_level == "debug",
+        )
     )
-    return 0
+    watch = RefusalWatch(server, lambda: _links(app, dynsec))
+    watch.start()
+    try:
+        server.run()
+    finally:
+        watch.stop()
+        dynsec.close()
+    if watch.refusal is not None:
+        print(f"error: {watch.refusal.line}", file=sys.stderr)  # noqa: T201
+        return watch.refusal.exit_code
+    return ExitCode.OK if server.started else ExitCode.INTERNAL
+
+
+def _links(app: FastAPI, dynsec: DynsecClient) -> list[MqttLink]:
+    presence: Presence | None = getattr(app.state, "presence", None)
+    return [dynsec.link] + ([presence.link] if presence is not None else [])
+
+
+class RefusalWatch:
+    """Stops the server when a broker connection is refused for good (thread ``refusal-watch``)."""
+
+    def __init__(self, server: uvicorn.Server, links: Callable[[], list[MqttLink]]) -> None:
+        self.refusal: Refusal | None = None
+        self._server = server
+        self._links = links
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="refusal-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            for link in self._links():
+                if link.refusal is not None:
+                    self.refusal = link.refusal
+                    self._server.should_exit = True
+                    return

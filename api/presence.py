@@ -8,6 +8,9 @@ every ``interval`` seconds. A device that comes online for the first time
 becomes ``active``. A gateway that comes online (after being offline or never
 seen) is handed to ``on_gateway_online``: the API re-sends it its centre's
 credentials, since updates published before its first subscription reached nobody.
+
+The connection is a :class:`mqttlink.paho_link.MqttLink` built from the API's
+:class:`api.broker.BrokerAccess` (TLS, reconnects and reason codes shared).
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.broker import BrokerAccess
 from api.db.models import Device
 from api.errors import BrokerUnavailable
 from contract.codec import DecodeError, decode
 from contract.metrics import DeviceKind
 from contract.topics import Channel, Topic, TopicError, subscription
+from mqttlink.paho_link import MqttLink
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 100_000
@@ -36,10 +43,7 @@ MAX_PENDING = 100_000
 class Presence:
     def __init__(
         self,
-        host: str,
-        port: int,
-        username: str,
-        password: str,
+        access: BrokerAccess,
         sessions: sessionmaker[Session],
         *,
         interval: float = 0.5,
@@ -54,42 +58,37 @@ class Presence:
         self.dropped = 0
         self.invalid = 0
         self.applied = 0
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"gl-api-presence-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
+        self._link = MqttLink(
+            access.link_options("api-presence", f"gl-api-presence-{uuid.uuid4().hex[:8]}"),
+            on_connect=self._on_connect,
+            on_message=self._on_message,
         )
-        self._client.username_pw_set(username, password)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        # paho annotates ints, but the delays are plain seconds and sub-second ones work.
-        self._client.reconnect_delay_set(0.5, 30)  # type: ignore[arg-type]
-        self._host, self._port = host, port
         self._worker = threading.Thread(target=self._run, name="presence-writer", daemon=True)
 
     def start(self) -> None:
-        self._client.connect_async(self._host, self._port, keepalive=30)
-        self._client.loop_start()
+        self._link.start()
         self._worker.start()
 
     def close(self) -> None:
         self._stop.set()
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._link.disconnect()
         self._worker.join(timeout=5)
         self.flush()
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if not rc.is_failure:
-            client.subscribe(subscription(Channel.STATE), qos=1)
+    @property
+    def link(self) -> MqttLink:
+        return self._link
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        self._link.subscribe([(subscription(Channel.STATE), SubscribeOptions(qos=1))])
+
+    def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         try:
             topic = Topic.parse(msg.topic)
             state = decode(Channel.STATE, bytes(msg.payload))
         except (TopicError, DecodeError) as exc:
             self.invalid += 1
-            log.warning("event=bad_state topic=%s error=%s", msg.topic[:120], exc)
+            log.warning(kv("bad_state", topic=msg.topic[:120], error=exc))  # escaped
             return
         key = (topic.centre, topic.device)
         with self._lock:

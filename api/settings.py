@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.broker import BrokerAccess, env_name
 from contract.provisioning import MIN_KEY_BYTES
+from mqttlink.endpoint import Endpoint, TlsFiles
 
 PLACEHOLDERS = frozenset({"changeme", "change-me", "secret", "password", "xxx"})
 
@@ -21,6 +23,9 @@ class ApiSettings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_admin_user: str = "admin"
     mqtt_admin_password: SecretStr = SecretStr("")
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     mqtt_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     dynsec_batch: Annotated[int, Field(ge=1, le=5000)] = 500
     broker_files_dir: Path | None = None
@@ -50,9 +55,14 @@ class ApiSettings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError("must look like mqtt://host:port")
+        Endpoint.parse(value)
+        return value
+
+    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
         return value
 
     @field_validator("influx_url")
@@ -77,13 +87,22 @@ class ApiSettings(BaseSettings):
             self.broker_pid_file = self.broker_files_dir / "mosquitto.pid"
         return self
 
-    @property
-    def mqtt_host(self) -> str:
-        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
-
-    @property
-    def mqtt_port(self) -> int:
-        return urlsplit(self.mqtt_url).port or 1883
+    def broker_access(self) -> BrokerAccess:
+        """The central broker as every MQTT connection of the API reaches it."""
+        return BrokerAccess(
+            Endpoint.parse(self.mqtt_url),
+            self.mqtt_admin_user,
+            self.mqtt_admin_password.get_secret_value(),
+            TlsFiles(
+                self.mqtt_ca_file,
+                self.mqtt_cert_file,
+                self.mqtt_key_file,
+                ca_setting=env_name("mqtt_ca_file"),
+                cert_setting=env_name("mqtt_cert_file"),
+                key_setting=env_name("mqtt_key_file"),
+            ),
+            timeout_s=self.mqtt_timeout_s,
+        )
 
 
 def describe(exc: Exception) -> str:

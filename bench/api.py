@@ -28,6 +28,7 @@ from api.services.tokens import create_token
 from api.settings import ApiSettings
 from gramlink.services import MosquittoService
 from gramlink.services.process import free_port, wait_until
+from mqttlink.endpoint import Endpoint
 
 KINDS = (
     "router",
@@ -164,7 +165,7 @@ def main() -> int:
         sample = random.Random(2).sample(answer.json()["credentials"], 20)
         accepted = sum(
             login_accepted(
-                broker.bind, broker.port, row["username"], row["password"], time.monotonic() + 5
+                Endpoint.parse(broker.url), row["username"], row["password"], time.monotonic() + 5
             )
             for row in sample
         )

@@ -30,13 +30,18 @@ def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
 
 
 def _fields(model: type[BaseModel], **replace: Any) -> dict[str, Any]:
-    """The model's fields as TypedDict items (optional ones NotRequired), some replaced."""
+    """The model's fields as TypedDict items (optional ones NotRequired), some replaced.
+
+    ``v`` is required: on the wire the schema version is never implied
+    (:func:`contract.codec.decode` refuses a message without it).
+    """
     out: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         annotation = replace.get(name, info.annotation)
         if name not in replace and info.metadata:
             annotation = Annotated[(annotation, *info.metadata)]
-        out[name] = annotation if info.is_required() else NotRequired[annotation]
+        required = info.is_required() or name == "v"
+        out[name] = annotation if required else NotRequired[annotation]
     return out
 
 

@@ -2,11 +2,15 @@
 
 Errors: decoding raises only :class:`DecodeError`, whatever the input; its
 ``reason`` is a :class:`DecodeReason` a program can count and quarantine by.
+A message (and every record of an envelope) must carry ``"v": 1``, the integer:
+without it, or with ``1.0``, ``true``, ``"1"`` or another number, the reason
+is ``wrong_version``.
 Encoding a valid model cannot fail.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterable
 from enum import StrEnum
@@ -17,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from contract.batch_schema import TYPED_BATCH
 from contract.messages import (
     EVENT,
+    SCHEMA_VERSION,
     TELEMETRY,
     Batch,
     BatchRecord,
@@ -75,45 +80,68 @@ class _VersionProbe(BaseModel):
 
 
 _VERSION_PROBE: Final = TypeAdapter(_VersionProbe)
+_NO_VERSION: Final = "v: missing (every message carries the schema version, the integer 1)"
 
 
-def _has_wrong_version(payload: bytes | dict[str, Any]) -> bool:
-    """Looked at only once a payload failed: a ``v`` other than 1 explains everything else."""
+def _version_problem(payload: bytes | dict[str, Any]) -> str | None:
+    """Why ``payload``'s ``v`` is not the integer 1 (None: it is, or not a JSON object).
+
+    Looked at only once a payload failed: a missing or wrong ``v`` explains
+    everything else.
+    """
     try:
         if isinstance(payload, bytes):
             probe = _VERSION_PROBE.validate_json(payload)
         else:
             probe = _VERSION_PROBE.validate_python(payload)
-    except ValidationError:
-        return False
-    return probe.v is not None and probe.v != 1
+    except (ValidationError, ValueError, TypeError, RecursionError):
+        return None
+    if "v" not in probe.model_fields_set:
+        return _NO_VERSION
+    if type(probe.v) is not int or probe.v != SCHEMA_VERSION:
+        shown = json.dumps(probe.v, default=str)[:40]
+        return f"v: {shown} is not the schema version (the integer 1)"
+    return None
 
 
 def _reason(exc: ValidationError, payload: bytes | dict[str, Any]) -> DecodeError:
     errors = exc.errors(include_url=False, include_input=False)
     types = {e["type"] for e in errors}
     if "json_invalid" in types or "json_type" in types:
-        reason = DecodeReason.BAD_JSON
-    elif _has_wrong_version(payload):
-        reason = DecodeReason.WRONG_VERSION
-    elif "union_tag_invalid" in types or "union_tag_not_found" in types:
+        return DecodeError(DecodeReason.BAD_JSON, _first(errors))
+    version = _version_problem(payload)
+    if version is not None:
+        return DecodeError(DecodeReason.WRONG_VERSION, version)
+    if "union_tag_invalid" in types or "union_tag_not_found" in types:
         reason = DecodeReason.UNKNOWN_KIND
     elif types & _RANGE_ERRORS:
         reason = DecodeReason.OUT_OF_RANGE
     else:
         reason = DecodeReason.INVALID
+    return DecodeError(reason, _first(errors))
+
+
+def _first(errors: list[Any]) -> str:
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "payload"
-    return DecodeError(reason, f"{where}: {first['msg']}"[:300])
+    return f"{where}: {first['msg']}"[:300]
+
+
+def _versioned(message: Any) -> Any:
+    """``message`` if it was sent with its ``v`` (a default filled in is not enough)."""
+    if "v" not in message.model_fields_set:
+        raise DecodeError(DecodeReason.WRONG_VERSION, _NO_VERSION)
+    return message
 
 
 def _validate_json(adapter: TypeAdapter[Any], payload: bytes) -> Any:
     try:
-        return adapter.validate_json(payload)
+        message = adapter.validate_json(payload)
     except ValidationError as exc:
         raise _reason(exc, payload) from None
     except (ValueError, TypeError, RecursionError) as exc:  # pydantic-core edge cases
         raise DecodeError(DecodeReason.BAD_JSON, str(exc)[:300]) from None
+    return _versioned(message)
 
 
 def encode(message: BaseModel) -> bytes:
@@ -181,7 +209,7 @@ def decode_record(record: BatchRecord) -> Telemetry[Any, Any] | Event[Any, Any]:
         reading: Telemetry[Any, Any] | Event[Any, Any] = adapter.validate_python(record.p)
     except ValidationError as exc:
         raise _reason(exc, record.p) from None
-    return reading
+    return _versioned(reading)  # type: ignore[no-any-return]
 
 
 class BatchReadings(NamedTuple):

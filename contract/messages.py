@@ -1,6 +1,9 @@
 """Message models, one per row of the topic table in DESIGN.md.
 
-All models are frozen, forbid unknown fields and carry the schema version ``v``.
+All models are frozen, forbid unknown fields and carry the schema version ``v``:
+the integer 1, nothing else (not ``1.0``, not ``true``, not ``"1"``). Built in
+Python, ``v`` defaults to 1; on the wire it is required (:mod:`contract.codec`
+refuses a message without it, reason ``wrong_version``).
 Readings (telemetry and events) are generic over the device kind so that a
 discriminated union on ``kind`` picks the right metrics model in one pass of
 pydantic-core; build them with :func:`telemetry` and :func:`event`.
@@ -19,6 +22,10 @@ SCHEMA_VERSION: Final = 1
 MAX_TS_MS: Final = 4_102_444_800_000  # 2100-01-01: anything later is corruption
 MAX_SEQ: Final = 2**53
 
+# The schema version: an integer (strict: no float, no bool) equal to SCHEMA_VERSION.
+# (``Literal[1]`` would accept ``1.0`` and ``true``: pydantic-core compares literals by value.)
+SchemaVersion = Annotated[int, Field(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
+
 Id = Annotated[str, StringConstraints(pattern=f"^{ID_RE.pattern}$")]
 TimestampMs = Annotated[int, Field(ge=0, le=MAX_TS_MS)]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
@@ -30,7 +37,7 @@ CommandStatus = Literal["accepted", "in_progress", "done", "failed"]
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: SchemaVersion = SCHEMA_VERSION
 
 
 K = TypeVar("K", bound=str)

@@ -132,6 +132,7 @@ class GatewayMetrics(Metrics):
     queue_oldest_s: Annotated[float, Field(ge=0)] | None = None
     uplink_up: bool | None = None
     dropped_total: Count | None = None
+    uplink_rejected_total: Count | None = None  # batches the central broker did not take
 
 
 METRICS_BY_KIND: Final[dict[DeviceKind, type[Metrics]]] = {

@@ -19,10 +19,11 @@ import base64
 import hashlib
 import hmac
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from contract.messages import SchemaVersion
 from contract.metrics import DeviceKind
 from contract.topics import ID_RE, PREFIX, Channel, check_id, topic
 
@@ -48,7 +49,7 @@ class DynsecUpdate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    v: Literal[1] = 1
+    v: SchemaVersion = 1
     op: DynsecOp
     device_id: Id
     kind: DeviceKind
@@ -64,7 +65,7 @@ class DynsecAck(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    v: Literal[1] = 1
+    v: SchemaVersion = 1
     seq: Annotated[int, Field(ge=0, le=2**53)]
     device_id: Id
     ok: bool

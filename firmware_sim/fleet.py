@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from contract.messages import Command, Twin
 from contract.topics import TopicError, check_id
@@ -36,6 +36,7 @@ from firmware_sim.rawlink import RawLink
 from firmware_sim.seeding import stream
 from firmware_sim.stats import Counters, Stats
 from mqttlink.endpoint import TlsFiles, tls_context
+from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ AnyLink = Link | RawLink
 class FleetConfig:
     host: str = "127.0.0.1"
     port: int = 1883
-    tls: TlsFiles | None = None  # mqtts:// (the raw client; TLS files named by their settings)
     centres: int = 1
     devices_per_centre: int = 7
     centre_prefix: str = "c"
@@ -72,6 +72,8 @@ class FleetConfig:
     ota_timeout_s: float = 30.0
     faults: FaultConfig = field(default_factory=FaultConfig)
     client: ClientKind | None = None  # None: raw MQTT in centre mode, paho in device mode
+    tls: bool = False  # mqtts://: TLS with ``tls_files`` (the system's CAs when no CA file)
+    tls_files: TlsFiles = field(default_factory=TlsFiles)
 
     def centre_list(self) -> list[str]:
         ids = list(self.centre_ids) or [
@@ -99,7 +101,9 @@ class Fleet:
         self.counters = Counters()
         self.faults = FaultInjector(config.faults, config.seed)
         self.loop = NetLoop()
-        self._tls = tls_context(config.tls) if config.tls is not None else None
+        # One TLS context for every link (built once; TlsFileError names the setting).
+        self.tls_context = tls_context(config.tls_files) if config.tls else None
+        self.throttle = Throttle(log)  # one certificate error line a minute for the fleet
         self.worker = CommandWorker(self.clock.now_ms, config.ota_timeout_s)
         self.devices: dict[str, Device] = {}
         self.links: list[AnyLink] = []
@@ -151,8 +155,8 @@ class Fleet:
             raise ConfigError(
                 "GRAMLINK_SIM_CLIENT: raw is for per-centre mode (--mode centre) only"
             )
+        extra: dict[str, Any] = {"tls": self.tls_context, "throttle": self.throttle}
         link_cls: type[Link] | type[RawLink] = RawLink if raw else Link
-        extra = {"tls": self._tls} if raw and self._tls is not None else {}
         link = link_cls(
             self.loop,
             name,
@@ -171,7 +175,7 @@ class Fleet:
             max_inflight=cfg.max_inflight,
             max_queued=cfg.max_queued,
             rng=stream(cfg.seed, name, "backoff"),
-            **extra,  # type: ignore[arg-type]
+            **extra,
         )
         self.links.append(link)
         for device in group:

@@ -4,8 +4,21 @@ Owns a paho client driven by the fleet's :class:`NetLoop`. On every connect it
 subscribes to its devices' ``cmd`` and ``twin/desired`` and publishes their
 retained birth ``state``. The Last Will (retained ``online: false``) carries an
 MQTT v5 Will Delay Interval and the session an expiry, so a short drop does not
-flap. Reconnects use jittered, capped backoff owned here; a refused login stops
-the link (counted, logged once) instead of retrying forever.
+flap. Reconnects use jittered, capped backoff owned here.
+
+Reason codes are read by value (:mod:`mqttlink.reasons`): a permanent CONNACK
+refusal, a DISCONNECT 0x8E (another client took the session) or a refused
+subscription stops the link with a :class:`Refusal` (``fatal`` holds its one
+line; counted, logged once); transient ones retry. A PUBACK that is not
+``delivered()`` (an error code, or 0x10: nobody subscribed) is counted in
+``Counters.undelivered``. ``mqtts://``: the fleet builds one ``ssl.SSLContext``
+(``GRAMLINK_SIM_MQTT_CA_FILE`` ...) for every link; a broker certificate that
+CA did not sign is logged once a minute per fleet naming that setting, and
+retried.
+
+This client is driven by the fleet's :class:`NetLoop` (one thread for hundreds
+of devices), so it is not an :class:`mqttlink.paho_link.MqttLink` (a thread per
+connection); it shares the endpoint, TLS and reason table with it.
 
 Buffers: paho's queue per connection is bounded by ``max_queued`` QoS 1
 messages; when it is full (a long offline period) new readings are dropped and
@@ -19,6 +32,7 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,13 +48,16 @@ from contract.messages import Command, Twin
 from contract.topics import Channel, Topic, TopicError, subscription
 from firmware_sim.devices.base import Device
 from firmware_sim.netloop import NetLoop
+from firmware_sim.settings import SETTING_NAMES
 from firmware_sim.stats import Counters
+from mqttlink.endpoint import Endpoint, is_certificate_refusal
+from mqttlink.reasons import Refusal, delivered, reason, subscription_refused
+from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S: Final = 0.5
 BACKOFF_MAX_S: Final = 30.0
-AUTH_FAILURES: Final = frozenset({0x86, 0x87, 0x04, 0x05})  # bad credentials / not authorised
 _RC_QUEUE: Final = mqtt.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
 _RC_NO_CONN: Final = mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
 
@@ -71,6 +88,8 @@ class Link:
         max_inflight: int = 1000,
         max_queued: int = 10_000,
         rng: random.Random | None = None,
+        tls: ssl.SSLContext | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.loop = loop
         self.client_id = client_id
@@ -86,7 +105,10 @@ class Link:
         self.max_outstanding = max(1, max_inflight + max_queued // 2)
         self.rng = rng or random.Random(client_id)
         self.connected = False
-        self.fatal: str | None = None
+        self.fatal: str | None = None  # the refusal's one line
+        self.refusal: Refusal | None = None
+        self.tls = tls
+        self.throttle = throttle or Throttle(log)
         self.offline_until = 0.0  # monotonic: a fault-injected offline period
         self._stopping = False
         self._backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, self.rng)
@@ -105,6 +127,8 @@ class Link:
             client.username_pw_set(username, password)
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(max_queued)
+        if tls is not None:
+            client.tls_set_context(tls)
         will_device = devices[0]
         will_props = Properties(PacketTypes.WILLMESSAGE)
         will_props.WillDelayInterval = will_delay_s
@@ -113,6 +137,7 @@ class Link:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         loop.attach(client)
         loop.every_tick(self._tick)
         self.client = client
@@ -137,9 +162,33 @@ class Link:
                 )
             else:
                 self.client.reconnect()
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError too
             self.counters.errors += 1
+            if is_certificate_refusal(exc):
+                self.throttle.error(
+                    "broker_certificate_untrusted",
+                    url=self.url,
+                    detail=str(exc)[:200],
+                    check=SETTING_NAMES.ca_file,
+                )
             self._schedule_retry(f"connect failed: {exc}")
+
+    @property
+    def url(self) -> str:
+        return str(Endpoint(self.host, self.port, self.tls is not None))
+
+    def _refuse(self, what: str, found_code: int, *, subscription: bool = False) -> None:
+        found = subscription_refused(found_code) if subscription else reason(found_code)
+        self.refusal = Refusal.of(what, found, self.url, SETTING_NAMES)
+        self.fatal = self.refusal.line
+        log.error(
+            "event=link_refused centre=%s client=%s reason=%r detail=%r",
+            self.centre,
+            self.client_id,
+            str(found),
+            self.refusal.line,
+        )
+        self.first_connect.set()
 
     def _schedule_retry(self, why: str) -> None:
         delay = self._backoff.next()
@@ -156,6 +205,11 @@ class Link:
         self._retry_at = time.monotonic() + delay
 
     def _tick(self, now: float) -> None:
+        if self.connected and self.tls is not None:
+            # TLS may hold decrypted packets that epoll cannot see: read them.
+            sock = self.client.socket()
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                self.client.loop_read(64)
         if self._stopping or self.fatal or self.connected:
             return
         if now < self.offline_until:
@@ -167,16 +221,13 @@ class Link:
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: mqtt.ReasonCode, props: Any
     ) -> None:
-        if rc.is_failure:
+        found = reason(rc.value)
+        if found.failure:
             self.counters.errors += 1
-            if rc.value in AUTH_FAILURES:
-                self.fatal = f"broker refused login: {rc}"
-                log.error(
-                    "event=auth_refused centre=%s client=%s rc=%s", self.centre, self.client_id, rc
-                )
-                self.first_connect.set()
+            if found.permanent:
+                self._refuse(f"device login {self.client_id}", found.code)
                 return
-            self._schedule_retry(str(rc))
+            self._schedule_retry(f"CONNACK {found}")
             return
         if self._backoff.attempt or self.first_connect.is_set():
             self.counters.reconnects += 1
@@ -201,12 +252,29 @@ class Link:
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: mqtt.ReasonCode, props: Any
     ) -> None:
         self.connected = False
+        if flags.is_disconnect_packet_from_server and reason(rc.value).permanent:
+            self._refuse(f"device connection {self.client_id}", rc.value)
         if not self._stopping and not self.fatal:
-            self._schedule_retry(f"disconnected: {rc}")
+            self._schedule_retry(f"disconnected: {reason(rc.value)}")
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        codes: list[mqtt.ReasonCode],
+        props: Any,
+    ) -> None:
+        refused = [code.value for code in codes if code.value >= 0x80]
+        if refused:
+            self._refuse(f"subscriptions of {self.client_id}", refused[0], subscription=True)
+            client.disconnect()
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, rc: mqtt.ReasonCode, props: Any
     ) -> None:
+        if not delivered(rc.value):
+            self.counters.undelivered += 1
         with self._count_lock:
             self._done += 1
             room = self._sent - self._done < self.max_outstanding // 2

@@ -6,7 +6,9 @@ scheduler appends PUBLISH packets (encoded by ``mqtt5`` through
 to one buffer per connection and writes it in large chunks. The fleet's
 :class:`NetLoop` thread reads CONNACK, PUBACKs, SUBACKs and commands, and sends
 PINGREQ (keepalive/2; no PINGRESP within the keepalive drops the connection).
-``mqtts://``: the TLS handshake runs on the loop too (non-blocking).
+``mqtts://``: the TLS handshake runs on the loop too (non-blocking); a broker
+certificate the CA did not sign is one line a minute naming the CA setting, and
+retried (as the paho links do).
 A permanent refusal (``mqttlink.reasons`` by value: login, subscription,
 session taken over) stops the link: ``refusal`` and ``fatal`` (its line).
 
@@ -24,6 +26,7 @@ network thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -46,6 +49,7 @@ from firmware_sim.devices.base import Device
 from firmware_sim.link import BACKOFF_MAX_S, BACKOFF_MIN_S, CommandSink
 from firmware_sim.netloop import NetLoop
 from firmware_sim.outbox import Outbox
+from firmware_sim.settings import SETTING_NAMES
 from firmware_sim.stats import Counters
 from mqttlink.endpoint import Endpoint
 from mqttlink.inbox import InboxError
@@ -59,18 +63,14 @@ from mqttlink.session import (
     Will,
     pubacks,
 )
-from mqttlink.transport import WANT_IO, certificate_refusal, handshake, wrap_nonblocking
+from mqttlink.transport import WANT_IO, handshake, wrap_nonblocking
+from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)
 
 MAX_PACKET_BYTES: Final = 256 * 1024  # commands and twins are small
-SIM_SETTINGS: Final = SettingNames(
-    url="GRAMLINK_SIM_MQTT_URL",
-    username="GRAMLINK_SIM_MQTT_USERNAME",
-    password="GRAMLINK_SIM_MQTT_PASSWORD",
-    client_id="GRAMLINK_SIM_CENTRE_PREFIX",
-    ca_file="GRAMLINK_SIM_MQTT_CA_FILE",
-)
+# client ids are sim-{centre}: two simulators with one centre prefix share them
+SIM_SETTINGS: Final = dataclasses.replace(SETTING_NAMES, client_id="GRAMLINK_SIM_CENTRE_PREFIX")
 PublishPacket, PubAckPacket = mqtt5.PublishPacket, mqtt5.PubAckPacket
 
 
@@ -98,6 +98,7 @@ class RawLink:
         rng: random.Random | None = None,
         centre_wide: bool = True,
         tls: ssl.SSLContext | None = None,
+        throttle: Throttle | None = None,
         names: SettingNames = SIM_SETTINGS,
     ) -> None:
         self.loop = loop
@@ -120,6 +121,7 @@ class RawLink:
         self.offline_until = 0.0
         self.first_connect = threading.Event()
         self.tls = tls
+        self.throttle = throttle or Throttle(log)
         self.endpoint = Endpoint(host, port, tls is not None)
         first = devices[0]
         self.session = Session(
@@ -228,12 +230,15 @@ class RawLink:
         if isinstance(sock, ssl.SSLSocket):
             try:
                 step = handshake(sock)
-            except ssl.SSLCertVerificationError as exc:
-                self._refused(
-                    certificate_refusal(
-                        "simulator", str(self.endpoint), self.session.options.names, exc
-                    )
+            except ssl.SSLCertVerificationError as exc:  # as the paho links: a line, retry
+                self.counters.errors += 1
+                self.throttle.error(
+                    "broker_certificate_untrusted",
+                    url=str(self.endpoint),
+                    detail=str(exc)[:200],
+                    check=self.session.options.names.ca_file,
                 )
+                self._drop(f"TLS: {exc}")
                 return
             except OSError as exc:
                 self.counters.errors += 1

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from firmware_sim.errors import ConfigError
-from mqttlink.endpoint import TlsFiles
+from mqttlink.endpoint import Endpoint, EndpointError, TlsFiles
+from mqttlink.reasons import SettingNames
+
+ENV_PREFIX = "GRAMLINK_SIM_"
+SETTING_NAMES = SettingNames(
+    url=f"{ENV_PREFIX}MQTT_URL",
+    username=f"{ENV_PREFIX}MQTT_USERNAME (or the --credentials file)",
+    password=f"{ENV_PREFIX}MQTT_PASSWORD",
+    ca_file=f"{ENV_PREFIX}MQTT_CA_FILE",
+)
 
 
 class SimSettings(BaseSettings):
@@ -46,26 +54,21 @@ class SimSettings(BaseSettings):
     client: Literal["paho", "raw"] | None = None
     workers: int = Field(1, ge=1, le=64)
 
-    def broker(self) -> tuple[str, int]:
-        parts = urlsplit(self.mqtt_url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ConfigError(
-                "GRAMLINK_SIM_MQTT_URL: expected mqtt://host:port or mqtts://host:port,"
-                f" got {self.mqtt_url!r}"
-            )
-        return parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    def broker(self) -> Endpoint:
+        try:
+            return Endpoint.parse(self.mqtt_url)
+        except EndpointError as exc:
+            raise ConfigError(f"{ENV_PREFIX}MQTT_URL: {exc}") from None
 
-    def tls_files(self) -> TlsFiles | None:
-        """The TLS files of an ``mqtts://`` broker (None for ``mqtt://``)."""
-        if urlsplit(self.mqtt_url).scheme != "mqtts":
-            return None
+    def tls_files(self) -> TlsFiles:
+        """For ``mqtts://``: the CA, client certificate and key, named by their settings."""
         return TlsFiles(
             self.mqtt_ca_file,
             self.mqtt_cert_file,
             self.mqtt_key_file,
-            ca_setting="GRAMLINK_SIM_MQTT_CA_FILE",
-            cert_setting="GRAMLINK_SIM_MQTT_CERT_FILE",
-            key_setting="GRAMLINK_SIM_MQTT_KEY_FILE",
+            ca_setting=f"{ENV_PREFIX}MQTT_CA_FILE",
+            cert_setting=f"{ENV_PREFIX}MQTT_CERT_FILE",
+            key_setting=f"{ENV_PREFIX}MQTT_KEY_FILE",
         )
 
 

@@ -21,6 +21,7 @@ class Counters:
     duplicates: int = 0
     reordered: int = 0
     errors: int = 0  # connect failures, refused connects, bad commands (net thread)
+    undelivered: int = 0  # PUBACKs that are not reasons.delivered(): error codes, 0x10 (net)
     bad_commands: int = 0
     commands: int = 0
     reconnects: int = 0

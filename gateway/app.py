@@ -8,11 +8,16 @@ also ``mqtt-local-admin`` (the gateway's dynsec admin connection to the local
 broker, apart from the relay connection so the plugin's answers and PUBACKs
 never mix with relayed messages) and ``dynsec`` (credential updates applied).
 
-Exit codes of :meth:`Gateway.run_until`: 0 stopped on request; 2 a worker
-failed (e.g. the store); 3 the local broker stayed down past
-``local_down_exit_s`` (systemd restarts us); 4 a broker refused our credentials.
-An uplink that stays down is only logged (every ``uplink_down_warn_s``): the
-outbox keeps storing, so the gateway keeps running.
+Exit codes of :meth:`Gateway.run_until` (:class:`runtime.exits.ExitCode`): 0
+stopped on request; 1 a worker failed (e.g. the store); 3 the local broker
+stayed down past ``local_down_exit_s`` (systemd restarts us); 4 a broker refused
+our login, client id or a subscription for good; 5 another process took over our
+session (same client id). Each stop for a broker's reason logs one line
+(``event=broker_refused`` / ``event=local_broker_down``) naming the cause and
+the setting to fix. An uplink that stays down, or whose broker certificate is
+not signed by ``GRAMLINK_GATEWAY_UPLINK_CA_FILE``, is only logged (every
+``uplink_down_warn_s``, certificate errors once a minute): the outbox keeps
+storing, so the gateway keeps running.
 """
 
 from __future__ import annotations
@@ -28,23 +33,23 @@ from paho.mqtt.properties import Properties
 
 from contract.backoff import Backoff
 from contract.provisioning import dynsec_topic
+from gateway.centre_devices import CentreDevices
 from gateway.downlink import Downlink
 from gateway.dynsec_seqs import AppliedSeqs
 from gateway.health import HealthReporter
 from gateway.local_auth import LocalAuth
 from gateway.local_enforcement import DynsecWorker
 from gateway.local_in import LocalIn
-from gateway.mqtt_link import LinkOptions, MqttLink, Will
 from gateway.outbox import Outbox
 from gateway.pseudonymize import Transformer
 from gateway.quarantine import Quarantine
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, env_name
 from gateway.uplink import Uplink, UplinkOptions, gateway_state, state_topic
+from mqttlink.paho_link import LinkOptions, MqttLink, Will
+from runtime.exits import ExitCode
 from runtime.logs import kv
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_WORKER, EXIT_LOCAL_DOWN, EXIT_REFUSED = 0, 2, 3, 4
 
 
 def _secret(value: object) -> str | None:
@@ -60,7 +65,12 @@ class Gateway:
         self.ctx = {"centre": s.centre, "gw": s.gateway_id}
         self.outbox = Outbox(s.db_path, s.disk_budget_bytes, s.sqlite_synchronous)
         self.quarantine = Quarantine(s.db_path, s.quarantine_max_rows)
-        transformer = Transformer(s.centre, s.pseudonym_key.get_secret_value().encode())
+        key = s.centre_key_bytes
+        # The centre's devices and kinds, learnt from credential updates (local enforcement).
+        self.devices = CentreDevices(s.db_path, s.gateway_id) if key is not None else None
+        transformer = Transformer(
+            s.centre, s.pseudonym_key.get_secret_value().encode(), self.devices
+        )
         self.downlink = Downlink(s.centre)
         self.local_in = LocalIn(
             s.centre,
@@ -83,6 +93,8 @@ class Gateway:
                 name="local",
                 endpoint=s.local,
                 client_id=f"{s.gateway_id}-local",
+                names=s.setting_names("local"),
+                tls=s.tls_files("local"),
                 username=s.local_username,
                 password=_secret(s.local_password),
                 manual_ack=True,
@@ -97,9 +109,10 @@ class Gateway:
                 name="uplink",
                 endpoint=s.uplink,
                 client_id=s.gateway_id,
+                names=s.setting_names("uplink"),
+                tls=s.tls_files("uplink"),
                 username=s.uplink_username,
                 password=_secret(s.uplink_password),
-                ca_file=s.uplink_ca_file,
                 manual_ack=True,
                 receive_maximum=s.dynsec_queue,
                 will=Will(
@@ -109,7 +122,7 @@ class Gateway:
             ),
             on_connect=self._on_central_connect,
             on_message=self.downlink.on_message,
-            on_publish=lambda mid, ok: self.uplink.on_puback(mid, ok),
+            on_publish=lambda mid, code: self.uplink.on_puback(mid, code),
         )
         self.uplink = Uplink(
             UplinkOptions(
@@ -131,7 +144,6 @@ class Gateway:
         self.seqs: AppliedSeqs | None = None
         self.admin: MqttLink | None = None
         self.dynsec: DynsecWorker | None = None
-        key = s.centre_key_bytes
         if key is not None:
             self._build_local_enforcement(key, common)
         self.health = HealthReporter(s.gateway_id, self.outbox, s.data_dir)
@@ -145,6 +157,8 @@ class Gateway:
                 name="local-admin",
                 endpoint=s.local,
                 client_id=f"{s.gateway_id}-dynsec",
+                names=s.setting_names("local"),
+                tls=s.tls_files("local"),
                 username=s.local_username,
                 password=_secret(s.local_password),
                 **{**common, "session_expiry_s": 0},  # type: ignore[arg-type]
@@ -153,7 +167,12 @@ class Gateway:
         )
         self.seqs = AppliedSeqs(s.db_path, s.gateway_id)
         auth = LocalAuth(
-            self.admin.client, s.centre, key, timeout=s.dynsec_timeout_s, seqs=self.seqs
+            self.admin.client,
+            s.centre,
+            key,
+            timeout=s.dynsec_timeout_s,
+            seqs=self.seqs,
+            devices=self.devices,
         )
         self.dynsec = DynsecWorker(
             auth,
@@ -236,6 +255,8 @@ class Gateway:
         self.quarantine.close()
         if self.seqs is not None:
             self.seqs.close()
+        if self.devices is not None:
+            self.devices.close()
 
     def report_health(self) -> None:
         self.local_in.submit_own(self.health.reading(self.central.connected.is_set()))
@@ -252,9 +273,9 @@ class Gateway:
         for worker in workers:
             if worker.failure is not None or not worker.alive:
                 log.error(kv("worker_died", worker=type(worker).__name__, **self.ctx))
-                return EXIT_WORKER
+                return ExitCode.INTERNAL
         for link in links:
-            if link.refused is not None:
+            if link.refusal is not None:
                 hint = {}
                 username = link.options.username or ""
                 if link is self.central and "/" not in username:
@@ -263,22 +284,28 @@ class Gateway:
                     kv(
                         "broker_refused",
                         link=link.options.name,
-                        reason=link.refused,
+                        reason=link.refusal.reason,
+                        detail=link.refusal.line,
                         **hint,
                         **self.ctx,
                     )
                 )
-                return EXIT_REFUSED
+                return link.refusal.exit_code
         if self.local.down_for() > s.local_down_exit_s:
             log.error(
                 kv(
                     "local_broker_down",
+                    url=self.local.url,
                     down_s=f"{self.local.down_for():.0f}",
+                    last_error=self.local.last_failure or "",
                     action="exit",
+                    check=env_name(
+                        "local_ca_file" if self.local.certificate_refused else "local_url"
+                    ),
                     **self.ctx,
                 )
             )
-            return EXIT_LOCAL_DOWN
+            return ExitCode.DEPENDENCY_DOWN
         return None
 
     def run_until(self, stop: threading.Event) -> int:
@@ -301,6 +328,8 @@ class Gateway:
                         queued=stats.depth,
                         queued_bytes=stats.bytes,
                         dropped_total=stats.dropped_total,
+                        rejected_total=stats.rejected_total,
+                        last_error=self.central.last_failure or "",
                         **self.ctx,
                     )
                 )
@@ -310,7 +339,7 @@ class Gateway:
             if time.monotonic() >= next_health:
                 self.report_health()
                 next_health = time.monotonic() + s.health_interval_s
-        return EXIT_OK if code is None else code
+        return ExitCode.OK if code is None else code
 
 
 def run(settings: GatewaySettings) -> int:

@@ -28,8 +28,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.codec import DecodeError, decode
 from contract.topics import Channel, Topic, TopicError, subscription
-from gateway.mqtt_link import MqttLink
-from runtime.logs import kv
+from mqttlink.paho_link import MqttLink
+from mqttlink.reasons import delivered, reason
+from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class Downlink:
         self._early: set[int] = set()
         self.relayed_total = 0
         self.rejected_total = 0
+        self.undelivered_total = 0
+        self._throttle = Throttle(log)
         self.add_route(subscription(Channel.CMD, centre), self._relay)
         self.add_route(subscription(Channel.TWIN_DESIRED, centre), self._relay)
 
@@ -68,8 +71,9 @@ class Downlink:
 
     # -- central network thread --------------------------------------------------------------
     def on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        assert self.central is not None
         opts = SubscribeOptions(qos=1, retainAsPublished=True)
-        client.subscribe([(f, opts) for f, _ in self._routes])
+        self.central.subscribe([(f, opts) for f, _ in self._routes])
 
     def on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         for filter_, handler in self._routes:
@@ -112,7 +116,18 @@ class Downlink:
         log.info(kv("downlink_relayed", centre=self.centre, device=topic.device, ch=topic.channel))
 
     # -- local network thread ----------------------------------------------------------------
-    def on_local_puback(self, mid: int, ok: bool) -> None:
+    def on_local_puback(self, mid: int, code: int) -> None:
+        """The local broker answered a relayed copy: the central one is acknowledged.
+
+        Not delivered (no subscriber: the device is offline without a session; or
+        an error code) is counted and logged, not retried: the central copy's
+        retained twin, or the API's command expiry, is the retry policy downlink.
+        """
+        if not delivered(code):
+            self.undelivered_total += 1
+            self._throttle.warning(
+                "downlink_not_delivered", centre=self.centre, reason=reason(code)
+            )
         with self._lock:
             origin = self._pending.pop(mid, None)
             if origin is None:

@@ -6,9 +6,6 @@
     ├── ConfigError                   permanent: a setting is missing or wrong (stop at start)
     ├── StoreError                    permanent: the SQLite outbox cannot be opened or written
     │                                 (disk gone, file corrupt); the process exits non-zero
-    ├── LinkError                     a broker connection failed
-    │   ├── LinkRefused               permanent: bad credentials / not authorised (stop loudly)
-    │   └── LinkDown                  retryable: the broker is unreachable (reconnect with backoff)
     └── LocalAuthError                a credential update was not applied (gateway/local_auth.py)
         ├── BadUpdate                 permanent: not a valid DynsecUpdate (quarantined, acked)
         ├── LocalBrokerRefused        permanent: the dynsec plugin refused it (quarantined, acked)
@@ -17,7 +14,9 @@
 
 A device payload that breaks the contract is not an error of the gateway: it is
 a ``contract.DecodeError`` (or ``TopicError``), counted and quarantined with its
-reason, never raised past the ingest loop.
+reason, never raised past the ingest loop. A broker connection raises nothing
+either: a refusal is a value (``mqttlink.reasons.Refusal`` on ``link.refusal``)
+that the watchdog turns into its exit code.
 """
 
 from __future__ import annotations
@@ -35,17 +34,3 @@ class ConfigError(GatewayError):
 
 class StoreError(GatewayError):
     """The local SQLite store failed (sqlite3 errors are mapped here in outbox/quarantine)."""
-
-
-class LinkError(GatewayError):
-    """A broker connection failed."""
-
-
-class LinkRefused(LinkError):
-    """The broker refused the connection for good (credentials, authorisation)."""
-
-
-class LinkDown(LinkError):
-    """The broker cannot be reached right now."""
-
-    retryable = True

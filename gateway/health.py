@@ -4,7 +4,8 @@
 ``disk_free_mb`` the free space where the outbox lives, ``queue_depth`` and
 ``queue_oldest_s`` the outbox rows and the age of the oldest, ``uplink_up``
 whether the central link is connected, ``dropped_total`` the evictions and
-refusals since the store was created.
+refusals since the store was created, ``uplink_rejected_total`` the messages the
+central broker answered with a PUBACK that is not "delivered" (kept and resent).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class HealthReporter:
             queue_oldest_s=round(oldest, 1),
             uplink_up=uplink_up,
             dropped_total=stats.dropped_total,
+            uplink_rejected_total=stats.rejected_total,
         )
         message = telemetry("gateway", ts=ts, seq=self._seq, metrics=metrics)
         return NewRow(BULK, self.gateway_id, Channel.TELEMETRY.value, encode(message), ts)

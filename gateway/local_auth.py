@@ -13,6 +13,9 @@ an update older than the newest one applied **for the same device** is skipped
 while an older seq of another device is still applied. The newest seq per device
 is kept in a :class:`SeqStore` (in memory by default; the gateway passes the
 SQLite-backed :class:`gateway.dynsec_seqs.AppliedSeqs` so it survives restarts).
+Each applied update also tells an optional :class:`DeviceBook` (the gateway's
+:class:`gateway.centre_devices.CentreDevices`) which devices the centre has and
+their kinds, so local intake can refuse readings of unknown devices or kinds.
 
 Threads: ``apply`` blocks until the local broker answered (or ``timeout``); call
 it from a worker, never from the local client's own network thread. Only
@@ -107,6 +110,14 @@ class SeqStore(Protocol):
     def set_version(self, device: str, credential_version: int) -> None: ...
 
 
+class DeviceBook(Protocol):
+    """The centre's devices, as the applied updates describe them."""
+
+    def learn(self, device: str, kind: str) -> None: ...
+
+    def forget(self, device: str) -> None: ...
+
+
 class MemorySeqs:
     """A :class:`SeqStore` in memory (forgotten at restart)."""
 
@@ -138,6 +149,7 @@ class LocalAuth:
         *,
         timeout: float = 10.0,
         seqs: SeqStore | None = None,
+        devices: DeviceBook | None = None,
     ) -> None:
         self._client = local
         self._centre = check_id(centre, "centre")
@@ -145,6 +157,7 @@ class LocalAuth:
         self._key_id = key_id(centre_key)
         self._timeout = timeout
         self._seqs: SeqStore = seqs if seqs is not None else MemorySeqs()
+        self._devices = devices
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self._cancelled = False
@@ -212,6 +225,11 @@ class LocalAuth:
             self._seqs.set_version(update.device_id, update.credential_version)
         else:
             self._execute(op_commands(update.op, self._centre, update.device_id))
+        if self._devices is not None:
+            if update.op is DynsecOp.DELETE:
+                self._devices.forget(update.device_id)
+            else:
+                self._devices.learn(update.device_id, update.kind.value)
         self._seqs.set(update.device_id, update.seq)
         self.last_seq = max(self.last_seq, update.seq)
         self.applied += 1

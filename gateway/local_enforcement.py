@@ -29,7 +29,10 @@ Outcomes of one message:
   quarantined with its reason (``dynsec_bad_update``, ``dynsec_key_outdated``
   for an update made with a centre key this gateway does not hold, or
   ``dynsec_refused``),
-  then acked, so it never blocks the next update. The excerpt kept has the
+  then acked, so it never blocks the next update. An update whose handling
+  raised an exception nobody expected (a bug) likewise, as ``internal_error``
+  (a store failure still stops the worker: that is the disk, not the update).
+  The excerpt kept has the
   values of unknown fields redacted (a malformed update must not bring a secret
   to disk);
 - ``LocalBrokerTimeout`` (retryable: the local broker is down or slow, or the
@@ -52,9 +55,11 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
+from contract.admission import Refusal, internal_error_detail
 from contract.backoff import Backoff
 from contract.provisioning import DynsecAck, dynsec_ack_topic
 from contract.topics import ID_RE
+from gateway.errors import StoreError
 from gateway.local_auth import (
     BadUpdate,
     KeyOutdated,
@@ -62,9 +67,9 @@ from gateway.local_auth import (
     LocalBrokerRefused,
     LocalBrokerTimeout,
 )
-from gateway.mqtt_link import MqttLink
 from gateway.outbox import now_ms
 from gateway.quarantine import Quarantine, Rejected
+from mqttlink.paho_link import MqttLink
 from runtime.logs import kv
 
 log = logging.getLogger(__name__)
@@ -209,6 +214,12 @@ class DynsecWorker:
                 if self._ready():
                     self.auth.resubscribe()
                 continue
+            except StoreError:
+                raise  # the gateway's disk, not this update: the worker stops
+            except Exception as exc:  # one poison update: set it aside, never stop the worker
+                log.exception(kv("dynsec_internal_error", error=type(exc).__name__, **self.ctx))
+                self._set_aside(update, Refusal.INTERNAL_ERROR.value, internal_error_detail(exc))
+                return
             if backoff.attempt:
                 log.info(kv("dynsec_resumed", attempts=backoff.attempt + 1, **self.ctx))
             self.counters.applied += 1

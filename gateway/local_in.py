@@ -7,7 +7,15 @@ the rest (MQTT flow control): nothing is dropped. The ``ingest`` thread takes
 messages off the queue for up to ``commit_window_ms``, decodes and pseudonymises
 them, stores them (one SQLite transaction) and only then PUBACKs each one to the
 local broker (paho ``manual_ack``). A bad message is quarantined with its reason
-and acknowledged; it never holds an in-flight slot.
+and acknowledged; it never holds an in-flight slot. That includes a message
+whose handling raised an exception nobody expected (a bug): it is quarantined
+as ``internal_error`` (exception type and message), counted
+(``internal_errors``) and acknowledged, and the worker goes on with the next
+one, instead of dying and being handed the same message again after a restart.
+
+Log lines: ``event=quarantined`` is rate-limited per reason (the first, then one
+a minute with ``suppressed=N``); the payload it quotes is cut to 80 bytes,
+patient ids redacted, decoded with ``errors="replace"`` and escaped by ``kv``.
 """
 
 from __future__ import annotations
@@ -23,17 +31,20 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from contract.admission import Refusal, Refused, internal_error_detail
 from contract.codec import DecodeError
+from contract.pseudonym import redacted_excerpt
 from contract.topics import Topic, TopicError, subscription
-from gateway.mqtt_link import MqttLink
 from gateway.outbox import NewRow, Outbox, now_ms
 from gateway.pseudonymize import UPSTREAM, Transformer
 from gateway.quarantine import Quarantine, Rejected
-from runtime.logs import kv
+from mqttlink.paho_link import MqttLink
+from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 5000
+LOG_PAYLOAD_BYTES = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +84,12 @@ class LocalIn:
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
         self.received_total = 0
         self.stored_total = 0
+        self.internal_errors = 0  # messages set aside because handling them raised
         self.last_message_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self.failure: BaseException | None = None
+        self._throttle = Throttle(log)
 
     def attach(self, link: MqttLink) -> None:
         self.link = link
@@ -99,8 +112,9 @@ class LocalIn:
     # -- local network thread ---------------------------------------------------------------
     def on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
         """Subscribe (again) to the centre's device channels after every connect."""
+        assert self.link is not None
         opts = SubscribeOptions(qos=1)
-        client.subscribe([(subscription(ch, self.centre), opts) for ch in UPSTREAM])
+        self.link.subscribe([(subscription(ch, self.centre), opts) for ch in UPSTREAM])
 
     def on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         payload = bytes(msg.payload)
@@ -140,31 +154,26 @@ class LocalIn:
                 rows.append(item)
                 continue
             try:
-                topic = Topic.parse(item.topic)
-                rows.append(self.transformer.row(topic, item.payload, item.rx_ms))
-            except (DecodeError, TopicError) as exc:
-                reason = getattr(exc, "reason", None)
-                rejected.append(
-                    Rejected(
-                        item.rx_ms,
-                        reason.value if reason is not None else "bad_topic",
-                        item.topic,
-                        getattr(exc, "detail", str(exc)),
-                        item.payload,
-                    )
-                )
+                rows.append(self.transformer.row(Topic.parse(item.topic), item.payload, item.rx_ms))
+            except (DecodeError, Refused) as exc:
+                rejected.append(_rejected(item, exc.reason.value, exc.detail))
+            except TopicError as exc:
+                rejected.append(_rejected(item, "bad_topic", str(exc)))
+            except Exception as exc:  # one poison message: set it aside, never stop the worker
+                rejected.append(self._internal_error(item, exc))
         self.quarantine.add(rejected)
         result = self.outbox.append(rows)
         for r in rejected:
-            log.warning(
-                kv(
-                    "quarantined",
-                    centre=self.centre,
-                    topic=r.topic[:120],
-                    reason=r.reason,
-                    detail=r.detail[:160],
-                    payload=r.payload[:80].decode(errors="replace"),
-                )
+            payload = redacted_excerpt(r.payload, LOG_PAYLOAD_BYTES).decode(errors="replace")
+            self._throttle.warning(
+                "quarantined",
+                key=r.reason,
+                centre=self.centre,
+                topic=r.topic[:120],
+                reason=r.reason,
+                detail=r.detail[:160],
+                payload=payload,
+                quarantined_total=self.quarantine.total,
             )
         if result.evicted or result.refused:
             log.warning(
@@ -188,3 +197,22 @@ class LocalIn:
             self.last_message_at = time.monotonic()
         if result.stored:
             self.on_stored()
+
+    def _internal_error(self, item: Incoming, exc: Exception) -> Rejected:
+        self.internal_errors += 1
+        detail = internal_error_detail(exc)
+        if self._throttle.error(
+            "internal_error",
+            key="internal_error_traceback",
+            centre=self.centre,
+            topic=item.topic[:120],
+            error=detail,
+            action="quarantined_acked",
+            internal_errors=self.internal_errors,
+        ):
+            log.error(kv("internal_error_traceback", centre=self.centre), exc_info=exc)
+        return _rejected(item, Refusal.INTERNAL_ERROR.value, detail)
+
+
+def _rejected(item: Incoming, reason: str, detail: str) -> Rejected:
+    return Rejected(item.rx_ms, reason, item.topic, detail, item.payload)

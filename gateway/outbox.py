@@ -4,9 +4,13 @@ Each row is one accepted device message, already pseudonymised and re-encoded:
 ``id, prio, state, device, channel, payload, rx_ms, size``. Rows move through a
 state machine::
 
-    ready (0) --next_batch--> inflight (1) --ack (PUBACK)--> deleted
+    ready (0) --next_batch--> inflight (1) --ack (PUBACK delivered)--> deleted
                  ^                |
-                 +----release-----+   (publish refused; and every inflight row at start-up)
+                 +----release-----+   (paho did not take the publish; and every inflight
+                 |                |    row at start-up)
+                 +----reject------+   (the broker's PUBACK said not delivered: an error
+                                       code or 0x10 no matching subscribers; counted in
+                                       ``rejected_total``, persisted)
 
 Bounds: the sum of row ``size`` stays under ``budget_bytes``. When a new row
 does not fit, ready rows are evicted: bulk telemetry (prio 1) oldest first; only
@@ -91,6 +95,7 @@ class OutboxStats:
     bytes: int
     oldest_rx_ms: int | None
     dropped_total: int
+    rejected_total: int
 
 
 @contextmanager
@@ -123,6 +128,7 @@ class Outbox:
         self._bytes = int(size)
         self._inflight = 0
         self._dropped = self.meta("dropped_total")
+        self._rejected = self.meta("rejected_total")
         self._batch_seq = self.meta("batch_seq")
 
     def close(self) -> None:
@@ -141,6 +147,10 @@ class Outbox:
     def dropped_total(self) -> int:
         return self._dropped
 
+    @property
+    def rejected_total(self) -> int:
+        return self._rejected
+
     def stats(self) -> OutboxStats:
         """Counters for the health reading (any thread: its own read connection)."""
         with _mapped(), self._stats_lock:
@@ -150,7 +160,12 @@ class Outbox:
         oldest = row[0] if row else None
         with self._lock:
             return OutboxStats(
-                self._rows, self._rows - self._inflight, self._bytes, oldest, self._dropped
+                self._rows,
+                self._rows - self._inflight,
+                self._bytes,
+                oldest,
+                self._dropped,
+                self._rejected,
             )
 
     def ready_count(self) -> int:
@@ -293,6 +308,20 @@ class Outbox:
             self._u.execute("COMMIT")
         with self._lock:
             self._inflight -= len(rows)
+
+    def reject(self, rows: Sequence[Row]) -> None:
+        """The broker refused the message carrying these rows: back to ready, counted."""
+        with _mapped():
+            self._u.execute("BEGIN")
+            self._u.executemany("UPDATE outbox SET state = 0 WHERE id = ?", [(r.id,) for r in rows])
+            self._u.execute(
+                "INSERT INTO meta VALUES ('rejected_total', 1) ON CONFLICT(key)"
+                " DO UPDATE SET value = value + 1"
+            )
+            self._u.execute("COMMIT")
+        with self._lock:
+            self._inflight -= len(rows)
+            self._rejected += 1
 
 
 def now_ms() -> int:

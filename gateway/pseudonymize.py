@@ -1,15 +1,19 @@
 """Turn an accepted device message into what the outbox stores.
 
 Decodes with the contract (raising ``DecodeError``/``TopicError`` for bad input),
-replaces a health reading's ``patient_id`` with ``patient_ref`` (HMAC-SHA256
-under the centre key; also a ``patient_id`` key in an event's ``detail``) and
-re-encodes with ``contract.codec.encode``. The raw id never reaches disk.
+refuses a message of a device the centre does not have or of another kind than
+the device's (``contract.admission.Refused``: ``unknown_device``,
+``kind_mismatch``; only once the gateway knows the centre's devices, see
+:mod:`gateway.centre_devices`), replaces a health reading's ``patient_id`` with
+``patient_ref`` (HMAC-SHA256 under the centre key; also a ``patient_id`` key in
+an event's ``detail``) and re-encodes with ``contract.codec.encode``. The raw id never reaches disk.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+from contract.admission import Refusal, Refused, check_kind
 from contract.codec import decode, encode
 from contract.metrics import HEALTH_KINDS, DeviceKind
 from contract.pseudonym import pseudonymize
@@ -26,21 +30,43 @@ UPSTREAM: Final = (
 BATCHED: Final = frozenset({Channel.TELEMETRY.value, Channel.EVENT.value})
 
 
-class Transformer:
-    """Decode, pseudonymise, re-encode: one device message to one outbox row."""
+class DeviceKinds(Protocol):
+    """What the gateway knows of the centre's devices (:class:`gateway.centre_devices`)."""
 
-    def __init__(self, centre: str, key: bytes) -> None:
+    @property
+    def known(self) -> bool: ...
+
+    def kind_of(self, device: str) -> str | None: ...
+
+
+class Transformer:
+    """Decode, check, pseudonymise, re-encode: one device message to one outbox row."""
+
+    def __init__(self, centre: str, key: bytes, devices: DeviceKinds | None = None) -> None:
         self.centre = centre
         self._key = key
+        self._devices = devices
 
     def row(self, topic: Topic, payload: bytes, rx_ms: int) -> NewRow:
+        registered = self._registered_kind(topic.device)
         message: Any = decode(topic.channel, payload)
+        check_kind(topic.device, getattr(message, "kind", None), registered)
         prio = HIGH
         if topic.channel in (Channel.TELEMETRY, Channel.EVENT):
             message = self._scrub(message)
             if topic.channel is Channel.TELEMETRY and DeviceKind(message.kind) not in HEALTH_KINDS:
                 prio = BULK
         return NewRow(prio, topic.device, topic.channel.value, encode(message), rx_ms)
+
+    def _registered_kind(self, device: str) -> str | None:
+        """The device's kind (None: not checked); raises ``unknown_device``."""
+        devices = self._devices
+        if devices is None or not devices.known:
+            return None
+        kind = devices.kind_of(device)
+        if kind is None:
+            raise Refused(Refusal.UNKNOWN_DEVICE, f"{device} is not a device of {self.centre}")
+        return kind
 
     def _scrub(self, message: Any) -> Any:
         metrics = message.metrics

@@ -3,7 +3,8 @@
 A bounded SQLite table (``quarantine`` in the gateway's database): reason (a
 ``contract.DecodeReason`` value, or ``dynsec_bad_update`` / ``dynsec_refused``
 for a credential update from the API that could not be applied), topic, a
-payload excerpt (first 512 bytes), receive time. When it holds ``max_rows``, the
+payload excerpt (first 512 bytes, every ``patient_id`` value redacted:
+``contract.pseudonym.redacted_excerpt``), receive time. When it holds ``max_rows``, the
 oldest entries are deleted (the count ``quarantined_total`` still grows): the
 table is for looking at recent failures, the counter for alerting. Nothing
 quarantined is ever forwarded.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from contract.pseudonym import redacted_excerpt
 from gateway.errors import StoreError
 from gateway.sqlite import connect
 
@@ -74,7 +76,13 @@ class Quarantine:
                 "INSERT INTO quarantine (rx_ms, reason, topic, detail, excerpt)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [
-                    (e.rx_ms, e.reason, e.topic[:256], e.detail[:300], e.payload[:EXCERPT_BYTES])
+                    (
+                        e.rx_ms,
+                        e.reason,
+                        e.topic[:256],
+                        e.detail[:300],
+                        redacted_excerpt(e.payload, EXCERPT_BYTES),
+                    )
                     for e in entries
                 ],
             )

@@ -11,32 +11,18 @@ import base64
 import binascii
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.topics import ID_RE
 from gateway.errors import ConfigError
+from mqttlink.endpoint import Endpoint, TlsFiles
+from mqttlink.reasons import SettingNames
 
 ENV_PREFIX = "GRAMLINK_GATEWAY_"
 MIN_KEY_BYTES = 16
 CENTRE_KEY_BYTES = 32
-
-
-class Endpoint:
-    """A broker address parsed from ``mqtt://host:port`` (or ``mqtts://``)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"not an mqtt:// or mqtts:// URL: {url!r}")
-        self.tls = parts.scheme == "mqtts"
-        self.host = parts.hostname
-        self.port = parts.port or (8883 if self.tls else 1883)
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 class GatewaySettings(BaseSettings):
@@ -49,10 +35,15 @@ class GatewaySettings(BaseSettings):
     local_url: str = "mqtt://127.0.0.1:1883"
     local_username: str | None = None
     local_password: SecretStr | None = None
+    local_ca_file: Path | None = None
+    local_cert_file: Path | None = None
+    local_key_file: Path | None = None
     uplink_url: str
     uplink_username: str | None = None
     uplink_password: SecretStr | None = None
     uplink_ca_file: Path | None = None
+    uplink_cert_file: Path | None = None
+    uplink_key_file: Path | None = None
     data_dir: Path = Path(".gramlink/gateway")
     pseudonym_key: SecretStr
     centre_key: SecretStr | None = None
@@ -88,12 +79,19 @@ class GatewaySettings(BaseSettings):
     @field_validator("local_url", "uplink_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        Endpoint(value)
+        Endpoint.parse(value)
         return value
 
-    @field_validator("uplink_ca_file")
+    @field_validator(
+        "local_ca_file",
+        "local_cert_file",
+        "local_key_file",
+        "uplink_ca_file",
+        "uplink_cert_file",
+        "uplink_key_file",
+    )
     @classmethod
-    def _ca_file(cls, value: Path | None) -> Path | None:
+    def _tls_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"{value} is not a readable file")
         return value
@@ -125,11 +123,33 @@ class GatewaySettings(BaseSettings):
 
     @property
     def local(self) -> Endpoint:
-        return Endpoint(self.local_url)
+        return Endpoint.parse(self.local_url)
 
     @property
     def uplink(self) -> Endpoint:
-        return Endpoint(self.uplink_url)
+        return Endpoint.parse(self.uplink_url)
+
+    def tls_files(self, link: Literal["local", "uplink"]) -> TlsFiles:
+        """The CA / client certificate / key of a link, with the settings they came from."""
+        return TlsFiles(
+            getattr(self, f"{link}_ca_file"),
+            getattr(self, f"{link}_cert_file"),
+            getattr(self, f"{link}_key_file"),
+            ca_setting=env_name(f"{link}_ca_file"),
+            cert_setting=env_name(f"{link}_cert_file"),
+            key_setting=env_name(f"{link}_key_file"),
+        )
+
+    @staticmethod
+    def setting_names(link: Literal["local", "uplink"]) -> SettingNames:
+        """The settings named in a refusal line of a link."""
+        return SettingNames(
+            url=env_name(f"{link}_url"),
+            username=env_name(f"{link}_username"),
+            password=env_name(f"{link}_password"),
+            client_id=env_name("gateway_id"),
+            ca_file=env_name(f"{link}_ca_file"),
+        )
 
     @property
     def db_path(self) -> Path:
@@ -141,6 +161,11 @@ class GatewaySettings(BaseSettings):
         if self.centre_key is None:
             return None
         return parse_centre_key(self.centre_key.get_secret_value())
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``GRAMLINK_GATEWAY_<FIELD>``."""
+    return f"{ENV_PREFIX}{field.upper()}"
 
 
 def parse_centre_key(text: str) -> bytes:

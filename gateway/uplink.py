@@ -8,8 +8,12 @@ never more than the broker's Receive Maximum). Telemetry and events leave in
 when the oldest waiting row is ``batch_max_age_ms`` old); ``state``,
 ``cmd/ack`` and ``twin/reported`` are relayed one to one on their own topics
 (``state`` and ``twin/reported`` retained). Rows are deleted only when the
-PUBACK of the message that carried them arrives; a publish refused by the
-broker puts its rows back to ready and pauses sending for a backoff delay.
+PUBACK of the message that carried them says delivered
+(:func:`mqttlink.reasons.delivered`). A PUBACK with an error code (e.g. 0x87 not
+authorized: the account may not publish there), or 0x10 (no matching
+subscribers: no ingest worker took it) for a batch, puts the rows back to ready (``Outbox.reject``,
+counted in ``rejected_total`` and the health reading), logs one line a minute
+naming the reason, and pauses sending for a backoff delay; nothing is lost.
 
 Live first: when more than two batches are waiting (a backlog after an outage),
 each batch carries ``live_share`` of its records from the newest rows and the
@@ -39,10 +43,11 @@ from contract.backoff import Backoff
 from contract.codec import encode, encode_batch_parts
 from contract.messages import State
 from contract.topics import PREFIX, Channel
-from gateway.mqtt_link import MqttLink
 from gateway.outbox import Outbox, Row, now_ms
 from gateway.pseudonymize import BATCHED
-from runtime.logs import kv
+from mqttlink.paho_link import MqttLink
+from mqttlink.reasons import NO_MATCHING_SUBSCRIBERS, delivered, reason
+from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,15 @@ class UplinkCounters:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What a publish in flight carried."""
+
+    rows: list[Row]
+    batch: bool
+    retain: bool
+
+
 def publish_packet_bytes(topic: str, payload_len: int) -> int:
     """Bytes of an MQTT v5 QoS 1 PUBLISH without properties, fixed header included."""
     remaining = 2 + len(topic.encode()) + 2 + 1 + payload_len
@@ -103,8 +117,9 @@ class Uplink:
         self.batch_topic = (
             f"{PREFIX}/{options.centre}/{options.gateway_id}/{Channel.GATEWAY_BATCH.value}"
         )
-        self._pending: dict[int, list[Row]] = {}
-        self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._pending: dict[int, _Sent] = {}
+        self._acks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        self._throttle = Throttle(log)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._paused_until = 0.0
@@ -153,8 +168,8 @@ class Uplink:
         )
         self._wake.set()
 
-    def on_puback(self, mid: int, ok: bool) -> None:
-        self._acks.put((mid, ok))
+    def on_puback(self, mid: int, code: int) -> None:
+        self._acks.put((mid, code))
         self._wake.set()
 
     # -- uplink thread -----------------------------------------------------------------------
@@ -226,32 +241,38 @@ class Uplink:
             self._paused_until = time.monotonic() + self._backoff.next()
             return
         self.counters.wire_bytes += publish_packet_bytes(topic, len(payload))
-        self._pending[info.mid] = rows
+        self._pending[info.mid] = _Sent(rows, batch=topic == self.batch_topic, retain=retain)
 
     def _drain_acks(self) -> None:
         while True:
             try:
-                mid, ok = self._acks.get_nowait()
+                mid, code = self._acks.get_nowait()
             except queue.Empty:
                 return
-            rows = self._pending.pop(mid, None)
-            if rows is None:
+            sent = self._pending.pop(mid, None)
+            if sent is None:
                 continue  # the birth message, or a PUBACK after a release
-            if ok:
+            rows = sent.rows
+            if delivered(code) or (code == NO_MATCHING_SUBSCRIBERS and not sent.batch):
+                # 0x10 on a relayed single: a retained one is kept by the broker, and a
+                # cmd/ack nobody follows must not hold the uplink; only batches need a reader.
                 self.outbox.ack(rows)
                 self.counters.records_acked += len(rows)
                 self._backoff.reset()
-            else:
-                self.outbox.release(rows)
-                self.counters.rejected += 1
-                pause = self._backoff.next()
-                self._paused_until = time.monotonic() + pause
-                log.error(
-                    kv(
-                        "uplink_rejected",
-                        centre=self.o.centre,
-                        gw=self.o.gateway_id,
-                        rows=len(rows),
-                        retry_in_s=f"{pause:.1f}",
-                    )
-                )
+                continue
+            self.outbox.reject(rows)
+            self.counters.rejected += 1
+            pause = self._backoff.next()
+            self._paused_until = time.monotonic() + pause
+            found = reason(code)
+            self._throttle.error(
+                "uplink_rejected",
+                key=f"uplink_rejected:{code}",
+                centre=self.o.centre,
+                gw=self.o.gateway_id,
+                reason=found,
+                rows=len(rows),
+                kept="yes",
+                retry_in_s=f"{pause:.1f}",
+                rejected_total=self.outbox.rejected_total,
+            )

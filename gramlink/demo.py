@@ -5,6 +5,13 @@ and its spokes, one local broker and gateway per centre, the centres' simulated
 devices (with the credentials the API issued, on an accelerated clock replaying
 the past days) and an ingest worker. A live line shows readings published at the
 centres, relayed to the central broker and written to InfluxDB.
+
+Ingest logs in with its own broker account (``gramlink stack``), not the admin.
+The children are supervised like the systemd units run them
+(``gramlink.children``): one that ends for a transient reason, or is killed
+(kill a centre's gateway to watch store-and-forward), is restarted with backoff
+and the output says so; one that stops with a permanent exit code stops the
+demo with its line.
 """
 
 from __future__ import annotations
@@ -30,11 +37,11 @@ from contract.codec import DecodeError, decode_batch
 from contract.provisioning import mqtt_username
 from contract.topics import Channel, subscription
 from firmware_sim.fleet import Fleet, FleetConfig
-from gramlink.children import Child
+from gramlink.children import Child, PermanentExit, Supervisor, gramlink_argv
 from gramlink.demo_provision import CentreCredentials, provision
 from gramlink.services import MosquittoService, ServiceError
 from gramlink.services.process import free_port, wait_until
-from gramlink.stack import DEFAULT_HOME, Stack
+from gramlink.stack import DEFAULT_HOME, INGEST_USER, Stack
 
 DAY_MS = 86_400_000
 
@@ -117,6 +124,21 @@ def points_written(metrics_url: str) -> tuple[int, int]:
     return int(written), int(quarantined)
 
 
+class WrittenCounter:
+    """Totals across ingest restarts (a restarted worker's counters start again from 0)."""
+
+    def __init__(self) -> None:
+        self._seen = (0, 0)
+        self._base = (0, 0)
+
+    def update(self, written: int, quarantined: int) -> tuple[int, int]:
+        if written >= 0:  # -1: the worker is not answering (restarting)
+            if written < self._seen[0] or quarantined < self._seen[1]:
+                self._base = (self._base[0] + self._seen[0], self._base[1] + self._seen[1])
+            self._seen = (written, quarantined)
+        return self._base[0] + self._seen[0], self._base[1] + self._seen[1]
+
+
 def connects(broker: MosquittoService, username: str, password: str) -> bool:
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-probe-{secrets.token_hex(3)}"
@@ -146,23 +168,16 @@ class Demo:
         self.stack = Stack(self.home, options.mqtt_port, options.influx_port)
         self.hub = "hub"
         self.spokes = [f"spoke{i}" for i in range(1, options.spokes + 1)]
-        self.children: list[Child] = []
+        self.supervisor = Supervisor(say)
         self.local_brokers: list[MosquittoService] = []
 
     def child(self, name: str, args: list[str], env: dict[str, str]) -> Child:
-        process = Child(name, args, env, self.logs)
-        process.start()
-        self.children.append(process)
-        return process
+        """A long-running ``gramlink`` process, restarted when it ends for a transient reason."""
+        return self.supervisor.start(Child(name, gramlink_argv(*args), env, self.logs))
 
     def check_children(self) -> None:
-        for process in self.children:
-            code = process.exit_code()
-            if code is not None:
-                raise ServiceError(
-                    f"{process.name} exited ({code}): {process.last_lines()} "
-                    f"(log {process.log_file})"
-                )
+        """Restart what died for a transient reason; PermanentExit when one stopped for good."""
+        self.supervisor.poll()
 
     def run(self, stop: threading.Event) -> int:
         with ExitStack() as cleanup:
@@ -173,15 +188,15 @@ class Demo:
             cleanup.callback(self._stop_children)
             central = self.stack.mosquitto
             influx = self.stack.influx
-            influx_env = {
+            influx_env = {  # ingest runs with its own broker account, not the admin
                 "GRAMLINK_INGEST_MQTT_URL": central.url,
-                "GRAMLINK_INGEST_MQTT_USERNAME": central.admin_user,
-                "GRAMLINK_INGEST_MQTT_PASSWORD": central.admin_password,
+                "GRAMLINK_INGEST_MQTT_USERNAME": INGEST_USER,
+                "GRAMLINK_INGEST_MQTT_PASSWORD": self.stack.ingest_password,
                 "GRAMLINK_INGEST_INFLUX_URL": influx.url,
                 "GRAMLINK_INGEST_INFLUX_USERNAME": influx.admin_user,
                 "GRAMLINK_INGEST_INFLUX_PASSWORD": influx.admin_password,
             }
-            init = Child("influx-init", ["influx", "init"], influx_env, self.logs)
+            init = Child("influx-init", gramlink_argv("influx", "init"), influx_env, self.logs)
             init.start()
             wait_until(lambda: init.exit_code() is not None, 60, "influx init")
             if init.exit_code() != 0:
@@ -210,7 +225,11 @@ class Demo:
             self.child(
                 "ingest",
                 ["ingest"],
-                {**influx_env, "GRAMLINK_INGEST_METRICS_PORT": str(metrics_port)},
+                {
+                    **influx_env,
+                    "GRAMLINK_INGEST_METRICS_PORT": str(metrics_port),
+                    "GRAMLINK_INGEST_STATE_DIR": str(self.work / "ingest"),
+                },
             )
             fleets = [self._start_centre(c, credentials[c], cleanup) for c in credentials]
             relay = RelayCounter(central)
@@ -290,14 +309,19 @@ class Demo:
     ) -> None:
         started = time.monotonic()
         last = (started, 0, 0, 0)
-        while not stop.wait(2.0):
+        counter = WrittenCounter()
+        next_line = started + 2.0
+        while not stop.wait(0.5):
             self.check_children()
             for fleet in fleets:
                 if fleet.fatal() is not None:
                     raise ServiceError(f"simulated devices: {fleet.fatal()}")
             now = time.monotonic()
+            if now < next_line:
+                continue
+            next_line = now + 2.0
             published = sum(f.stats().readings for f in fleets)
-            written, quarantined = points_written(metrics_url)
+            written, quarantined = counter.update(*points_written(metrics_url))
             dt = max(now - last[0], 1e-6)
             rates = [
                 (published - last[1]) / dt,
@@ -305,10 +329,12 @@ class Demo:
                 (written - last[3]) / dt,
             ]
             connected = sum(f.stats().connected for f in fleets)
+            down = self.supervisor.down()
             say(
                 f"[{now - started:6.0f} s] devices {connected:3d} | published {published:8d} "
                 f"({rates[0]:6.0f}/s) | relayed {relay.records:8d} ({rates[1]:6.0f}/s) | "
                 f"written {written:8d} ({rates[2]:6.0f}/s) | quarantined {quarantined}"
+                + (f" | restarting {', '.join(down)}" if down else "")
             )
             last = (now, published, relay.records, written)
             duration = self.options.duration_s
@@ -326,7 +352,7 @@ class Demo:
         name = f"demo-{secrets.token_hex(2)}"
         maker = Child(
             "create-token",
-            [
+            gramlink_argv(
                 "api",
                 "--stack-home",
                 str(self.home),
@@ -335,7 +361,7 @@ class Demo:
                 "admin",
                 "--name",
                 name,
-            ],
+            ),
             env,
             self.logs,
         )
@@ -353,8 +379,7 @@ class Demo:
             broker.stop()
 
     def _stop_children(self) -> None:
-        for process in reversed(self.children):
-            process.stop()
+        self.supervisor.stop_all()
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -372,6 +397,9 @@ def run_demo(options: DemoOptions) -> int:
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+    except PermanentExit as exc:  # restarting it cannot help: the demo stops, with its line
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return exc.code
     finally:
         signal.signal(signal.SIGINT, previous[0])  # type: ignore[arg-type]
         signal.signal(signal.SIGTERM, previous[1])  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """The local stack: one Mosquitto and one InfluxDB under a home directory.
 
-``home/credentials.json`` (mode 0600) holds the generated admin passwords;
+``home/credentials.json`` (mode 0600) holds the generated admin passwords and the
+password of the ingest workers' own broker account (``gramlink.broker_accounts``);
 ``home/stack.json`` records the ports so ``status`` and ``down`` need no options.
 """
 
@@ -13,30 +14,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gramlink.broker_accounts import AccountError, DynsecSession, ensure_account, ingest_account
 from gramlink.services import InfluxService, MosquittoService, ServiceError
 
 DEFAULT_HOME = Path(".gramlink")
 DEFAULT_MQTT_PORT = 1883
 DEFAULT_INFLUX_PORT = 8086
+INGEST_USER = "ingest"
 
 
 @dataclass(frozen=True)
 class Credentials:
-    mqtt_admin_password: str
+    mqtt_admin_password: str  # the dynsec admin: the API's login
     influx_admin_password: str
+    mqtt_ingest_password: str  # the ingest workers' service account (broker_accounts)
 
     @classmethod
     def load_or_create(cls, home: Path) -> Credentials:
+        """Read ``home/credentials.json``, creating it or adding what an older one lacks."""
         path = home / "credentials.json"
-        if path.exists():
-            data = json.loads(path.read_text())
-            return cls(data["mqtt_admin_password"], data["influx_admin_password"])
-        creds = cls(secrets.token_urlsafe(24), secrets.token_urlsafe(24))
-        home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(creds.__dict__, out, indent=1)
-        return creds
+        data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        fields = [name for name in cls.__dataclass_fields__ if name not in data]
+        for name in fields:
+            data[name] = secrets.token_urlsafe(24)
+        if fields:
+            home.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(data, out, indent=1)
+            os.replace(tmp, path)
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
 class Stack:
@@ -80,6 +88,7 @@ class Stack:
         """Start whatever is not running; harmless when everything already is."""
         self.mosquitto.start()
         try:
+            self._service_accounts()
             self.influx.start()
         except ServiceError:
             self.mosquitto.stop()
@@ -87,6 +96,19 @@ class Stack:
         (self.home / "stack.json").write_text(
             json.dumps({"mqtt_port": self.mqtt_port, "influx_port": self.influx_port})
         )
+
+    def _service_accounts(self) -> None:
+        """The ingest workers' own login (not the admin), with exactly their rights."""
+        broker = self.mosquitto
+        try:
+            with DynsecSession(broker.url, broker.admin_user, broker.admin_password) as session:
+                ensure_account(session, ingest_account(INGEST_USER), self.ingest_password)
+        except AccountError as exc:
+            raise ServiceError(f"ingest account on the stack's broker: {exc}") from exc
+
+    @property
+    def ingest_password(self) -> str:
+        return self.credentials.mqtt_ingest_password
 
     def down(self) -> list[str]:
         """Stop exactly the processes this home started; returns the names stopped."""
@@ -109,6 +131,7 @@ class Stack:
     def endpoints(self) -> dict[str, str]:
         return {
             "mqtt": f"{self.mosquitto.url} (user {self.mosquitto.admin_user})",
+            "ingest login": f"user {INGEST_USER} (password in credentials.json)",
             "influxdb": f"{self.influx.url} (database {self.influx.database}, user admin)",
             "credentials": str(self.home / "credentials.json"),
         }

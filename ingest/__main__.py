@@ -35,6 +35,9 @@ def start(args: argparse.Namespace) -> int:
     except TlsFileError as exc:  # a CA, certificate or key file named by a setting
         print(f"error: setting {exc}", file=sys.stderr)  # noqa: T201
         return int(ExitCode.CONFIG)
+    except ConfigError as exc:  # found at start: a state directory, a metrics port
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return int(ExitCode.CONFIG)
 
 
 if __name__ == "__main__":

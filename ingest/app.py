@@ -25,12 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ingest.batcher import Batch, Batcher
 from ingest.delivery import Delivery, Stopped
-from ingest.errors import WriteFatal
+from ingest.errors import ConfigError, StorageMissing, WriteFatal
+from ingest.identity import identity
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_consumer import RawSubscriber
 from ingest.points import ModelCache, PointBuilder
 from ingest.quarantine import QuarantineLines
 from ingest.settings import IngestSettings
+from ingest.storage import check as check_storage
 from ingest.subscriber import Inbound
 from ingest.writers import Writer
 from runtime.exits import ExitCode
@@ -180,7 +182,13 @@ class Worker:
 
     def run(self) -> int:
         s = self.settings
-        self.metrics.serve(s.metrics_port, s.metrics_addr)
+        try:
+            self.metrics.serve(s.metrics_port or 0, s.metrics_addr)
+        except OSError as exc:  # another process has the port: a setting to change
+            raise ConfigError(
+                f"setting GRAMLINK_INGEST_METRICS_PORT (--metrics-port): "
+                f"{s.metrics_addr}:{s.metrics_port}: {exc.strerror}"
+            ) from exc
         self.subscriber.start()
         log.info(kv("ingest_started", client_id=s.client_id, writer=s.writer, influx=s.influx_url))
         next_pipeline = time.monotonic() + s.pipeline_interval_s
@@ -248,12 +256,18 @@ class Worker:
 
 def run(settings: IngestSettings) -> int:
     """Run one worker until SIGTERM/SIGINT (exit 0) or a fatal error (``runtime.exits``)."""
-    worker = Worker(settings)
+    try:
+        check_storage(settings)
+    except StorageMissing as exc:
+        log.error(kv("storage_missing", error=exc))
+        return ExitCode.STORAGE_MISSING
+    with identity(settings) as settings:
+        worker = Worker(settings)
 
-    def _stop(signum: int, frame: object) -> None:
-        worker.stop.set()
+        def _stop(signum: int, frame: object) -> None:
+            worker.stop.set()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-    return worker.run()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+        return worker.run()

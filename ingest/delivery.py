@@ -7,9 +7,13 @@
 - ``WriteRejected`` (400/413): the batch is split in halves until the refused
   lines are alone; those go to quarantine (reason ``influx_rejected``), the
   rest is written. Rewriting an accepted point is harmless (same series and time).
+- ``StorageGone`` (404: the database or bucket was dropped): retried the same
+  way, with one error line a minute naming ``gramlink influx init``.
 - ``WriteFatal`` propagates: the worker stops, nothing is acknowledged.
 
 The first failure is logged once, then one "resumed" line when writes succeed again.
+Refused lines are logged rate-limited (``event=line_refused``: the first, then one
+a minute with ``suppressed=N``); each is quarantined and counted regardless.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ import threading
 import time
 
 from contract.backoff import Backoff
-from ingest.errors import WriteRejected, WriteUnavailable
+from ingest.errors import StorageGone, WriteRejected, WriteUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.quarantine import QuarantineLines, Reason
 from ingest.writers import Writer
-from runtime.logs import kv
+from runtime.logs import Throttle, kv
 
 log = logging.getLogger("ingest.delivery")
 
@@ -51,6 +55,7 @@ class Delivery:
         self._max = retry_max_s
         self._failing = False
         self._lock = threading.Lock()
+        self._throttle = Throttle(log)
 
     def deliver(self, writer: Writer, lines: list[str]) -> None:
         """Store every line (or its quarantine point); raise Stopped or WriteFatal otherwise."""
@@ -58,7 +63,7 @@ class Delivery:
         if refused:
             notes = []
             for line, detail in refused:
-                log.warning(kv("line_refused", detail=detail[:200], line=line[:200]))
+                self._throttle.warning("line_refused", detail=detail[:200], line=line[:200])
                 self._metrics.quarantined.labels(Reason.INFLUX_REJECTED.value).inc()
                 notes.append(
                     self._quarantine.line(
@@ -100,6 +105,13 @@ class Delivery:
     def _failed(self, exc: Exception) -> None:
         with self._lock:
             first, self._failing = not self._failing, True
+        if isinstance(exc, StorageGone):
+            self._throttle.error(
+                "influx_storage_missing",
+                error=str(exc)[:300],
+                action="retrying; create it with gramlink influx init",
+            )
+            return
         if first:
             log.warning(kv("influx_write_failing", error=str(exc)[:300], action="retrying"))
 

@@ -6,14 +6,26 @@ add ``event`` = the event name and ``detail`` as a JSON string); timestamp =
 ``contract.storage.storage_time_ns(ts, seq)`` in ns.
 
 ``model`` comes from the device's retained birth ``state`` (:class:`ModelCache`);
-until one was seen it is ``unknown``.
+until one was seen it is ``unknown``. The birth's ``kind`` is kept too: it is
+the kind the device's readings must have.
 
 Refused, to quarantine (never re-stamped, never stored as a reading):
 - anything the contract refuses (``DecodeReason``), a topic outside the contract;
 - a raw ``patient_id`` (only the gateway's pseudonym ``patient_ref`` may reach central);
+- a reading of another kind than its device's birth said (``kind_mismatch``: a
+  ``router`` reading on a power unit's topic would otherwise be stored under the
+  power unit in the ``router`` measurement); a device without a birth seen yet
+  is not checked (ingest has no registry: an unprovisioned device is refused by
+  the central broker's ACL, or by its centre's gateway as ``unknown_device``);
 - a device time older than ``max_age_s`` (default: the 90-day raw retention) or
   more than ``max_future_s`` ahead of ingest's clock: a gateway without a
   real-time clock; the original ``ts`` stays visible in the excerpt.
+
+A message whose conversion raises an exception nobody expected (a bug) is
+quarantined as ``internal_error`` (exception type and message; for an envelope,
+only the record that raised), so it is acknowledged with its batch and the
+worker goes on instead of dying and being handed the same message again.
+Quarantines are logged rate-limited per reason (``runtime.logs.Throttle``).
 
 Speed: escaped tag prefixes are cached per (measurement, centre, device, model);
 fields are formatted from a per-model table, without building point objects.
@@ -22,6 +34,7 @@ fields are formatted from a per-model table, without building point objects.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import types
@@ -29,14 +42,18 @@ import typing
 from collections.abc import Callable
 from typing import Any, Final
 
+from contract.admission import Refusal, internal_error_detail, mismatch_detail
 from contract.codec import DecodeError, decode, decode_batch_readings
 from contract.messages import BatchRecord
 from contract.metrics import METRICS_BY_KIND, Metrics, measurement_for
 from contract.storage import storage_time_ns
 from contract.topics import Channel, Topic, TopicError
-from ingest.quarantine import QuarantineLines, Reason, redact
+from ingest.quarantine import QuarantineLines, Reason
+from runtime.logs import Throttle, kv
 
+log = logging.getLogger("ingest.points")
 UNKNOWN_MODEL: Final = "unknown"
+_NO_PROFILE: Final[tuple[str, str | None]] = (UNKNOWN_MODEL, None)
 QuarantineHook = Callable[[str], None]
 
 
@@ -87,24 +104,39 @@ MEASUREMENTS: Final = {kind.value: measurement_for(kind).value for kind in METRI
 
 
 class ModelCache:
-    """Device model per (centre, device), from retained births; bounded, cleared when full."""
+    """Device model and kind per (centre, device), from retained births; bounded.
+
+    Policy when full: forget all (the births of devices still publishing refill it).
+    """
 
     def __init__(self, limit: int = 100_000) -> None:
         self._limit = limit
-        self._models: dict[tuple[str, str], str] = {}
+        self._profiles: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
 
-    def set(self, centre: str, device: str, model: str) -> None:
+    def learn(self, centre: str, device: str, model: str | None, kind: str | None) -> None:
+        """What a birth says; a value it leaves out (a Last Will says neither) is kept."""
+        if model is None and kind is None:
+            return
+        key = (centre, device)
         with self._lock:
-            if len(self._models) >= self._limit:
-                self._models.clear()  # policy when full: forget all, births refill it
-            self._models[(centre, device)] = model
+            old_model, old_kind = self._profiles.get(key, _NO_PROFILE)
+            if len(self._profiles) >= self._limit and key not in self._profiles:
+                self._profiles.clear()
+            self._profiles[key] = (model or old_model, kind or old_kind)
+
+    def set(self, centre: str, device: str, model: str) -> None:
+        self.learn(centre, device, model, None)
 
     def get(self, centre: str, device: str) -> str:
-        return self._models.get((centre, device), UNKNOWN_MODEL)
+        return self._profiles.get((centre, device), _NO_PROFILE)[0]
+
+    def profile(self, centre: str, device: str) -> tuple[str, str | None]:
+        """``(model, kind)``: ``unknown`` and None until a birth said them."""
+        return self._profiles.get((centre, device), _NO_PROFILE)
 
     def __len__(self) -> int:
-        return len(self._models)
+        return len(self._profiles)
 
 
 def format_fields(metrics: Metrics) -> str:
@@ -150,9 +182,25 @@ class PointBuilder:
         self._on_quarantine = on_quarantine
         self._clock = clock
         self._prefixes: dict[tuple[str, str, str, str], str] = {}
+        self._throttle = Throttle(log)
+        self.internal_errors = 0
 
     def convert(self, topic: str, payload: bytes, out: list[str]) -> int:
-        """Append the lines for one message to ``out``; returns the readings it carried."""
+        """Append the lines for one message to ``out``; returns the readings it carried.
+
+        Never raises: a message whose conversion fails unexpectedly ends as one
+        ``internal_error`` quarantine line instead of any lines it began.
+        """
+        mark = len(out)
+        try:
+            return self._convert(topic, payload, out)
+        except Exception as exc:  # one poison message: set it aside, never stop the worker
+            del out[mark:]
+            where = _topic_or_none(topic)
+            self._internal_error(out, exc, topic, where, payload)
+            return 0
+
+    def _convert(self, topic: str, payload: bytes, out: list[str]) -> int:
         try:
             where = Topic.parse(topic)
         except TopicError as exc:
@@ -184,8 +232,16 @@ class PointBuilder:
         for record, error in batch.refused:
             self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
         reading = self._reading
-        for _, device, values in batch.readings:
-            reading(centre, device, values, topic, values, now_ms, out)
+        records = iter(batch.readings)
+        while True:  # no try per record: the loop resumes after a poison record
+            try:
+                for _, device, values in records:
+                    reading(centre, device, values, topic, values, now_ms, out)
+            except Exception as exc:  # one poison record: set it aside, go on with the next
+                where = Topic(centre, device, Channel.TELEMETRY)
+                self._internal_error(out, exc, topic, where, _json_or_repr(values))
+                continue
+            break
         return len(batch.readings) + len(batch.refused)
 
     def _reading(
@@ -216,8 +272,12 @@ class PointBuilder:
             detail = f"ts {ts} more than {self._max_future_ms // 1000} s ahead"
             self._refuse_source(out, Reason.TS_FUTURE, detail, topic, centre, device, source)
             return
-        model = self._models.get(centre, device)
+        model, born_kind = self._models.profile(centre, device)
         kind = values["kind"]
+        if born_kind is not None and kind != born_kind:
+            detail = mismatch_detail(device, kind, born_kind)
+            self._refuse_source(out, Refusal.KIND_MISMATCH, detail, topic, centre, device, source)
+            return
         key = (kind, centre, device, model)
         prefix = self._prefixes.get(key)
         if prefix is None:
@@ -249,8 +309,7 @@ class PointBuilder:
         source: bytes | dict[str, Any],
     ) -> None:
         if isinstance(source, dict):  # a reading from an envelope
-            payload = redact(json.dumps(source, default=str).encode())
-            self._emit(out, reason, detail, topic, payload, centre, device)
+            self._emit(out, reason, detail, topic, _json_or_repr(source), centre, device)
         else:
             self._refuse(
                 out, reason, detail, topic, source, Topic(centre, device, Channel.TELEMETRY)
@@ -259,8 +318,7 @@ class PointBuilder:
     def _refuse_record(
         self, out: list[str], reason: str, detail: str, topic: str, centre: str, record: BatchRecord
     ) -> None:
-        payload = redact(json.dumps(record.p, default=str).encode())
-        self._emit(out, reason, detail, topic, payload, centre, record.dev)
+        self._emit(out, reason, detail, topic, _json_or_repr(record.p), centre, record.dev)
 
     def _refuse(
         self,
@@ -292,3 +350,47 @@ class PointBuilder:
         )
         if self._on_quarantine is not None:
             self._on_quarantine(reason)
+        self._throttle.warning(
+            "quarantined",
+            key=reason,
+            reason=reason,
+            centre=centre,
+            device=device,
+            topic=topic[:120],
+            detail=detail[:160],
+        )
+
+    def _internal_error(
+        self, out: list[str], exc: Exception, topic: str, where: Topic | None, payload: bytes
+    ) -> None:
+        """Quarantine a message (or record) whose conversion raised; log it, rate-limited."""
+        self.internal_errors += 1
+        detail = internal_error_detail(exc)
+        if self._throttle.error(
+            "internal_error",
+            key="internal_error_traceback",
+            topic=topic[:120],
+            error=detail,
+            action="quarantined_acked",
+            internal_errors=self.internal_errors,
+        ):
+            log.error(kv("internal_error_traceback", topic=topic[:120]), exc_info=exc)
+        try:
+            self._refuse(out, Refusal.INTERNAL_ERROR, detail, topic, payload, where)
+        except Exception:  # the quarantine itself fails: nothing left but to say so
+            log.exception(kv("internal_error_unquarantined", topic=topic[:120], error=detail))
+
+
+def _topic_or_none(topic: str) -> Topic | None:
+    try:
+        return Topic.parse(topic)
+    except TopicError:
+        return None
+
+
+def _json_or_repr(value: Any) -> bytes:
+    """A reading from an envelope as bytes for a quarantine excerpt (whatever it holds)."""
+    try:
+        return json.dumps(value, default=str).encode()
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)[:4096].encode(errors="replace")

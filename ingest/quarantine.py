@@ -3,7 +3,9 @@
 Measurement ``contract.storage.QUARANTINE_MEASUREMENT``; tags ``reason`` and,
 when known, ``centre`` and ``device``; fields ``detail``, ``topic`` and
 ``excerpt`` (the payload cut to :data:`EXCERPT_BYTES`, binary shown as
-base64, any ``patient_id`` value redacted). Timestamp: when ingest received it.
+base64, every ``patient_id`` value redacted by the contract's one redaction,
+``contract.pseudonym.redacted_excerpt``, which the gateway's quarantine uses
+too). Timestamp: when ingest received it.
 The quarantine point travels in the same batch as the message's other points,
 so the message is acknowledged only once its quarantine point is stored too.
 """
@@ -11,20 +13,23 @@ so the message is acknowledged only once its quarantine point is stored too.
 from __future__ import annotations
 
 import base64
-import re
 import time
 from enum import StrEnum
 from typing import Final
 
+from contract.pseudonym import redacted_excerpt
 from contract.storage import QUARANTINE_MEASUREMENT
 
 EXCERPT_BYTES: Final = 512
 DETAIL_CHARS: Final = 300
-_PATIENT_ID: Final = re.compile(rb'("patient_id"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
 class Reason(StrEnum):
-    """Why a message or reading was quarantined (``DecodeReason`` values are used as they are)."""
+    """Why a message or reading was quarantined here.
+
+    ``contract.codec.DecodeReason`` and ``contract.admission.Refusal`` values
+    (``kind_mismatch``, ``internal_error``) are used as they are.
+    """
 
     BAD_TOPIC = "bad_topic"
     PATIENT_ID = "patient_id_at_central"
@@ -33,14 +38,9 @@ class Reason(StrEnum):
     INFLUX_REJECTED = "influx_rejected"
 
 
-def redact(payload: bytes) -> bytes:
-    """The payload with every ``"patient_id": "..."`` value replaced."""
-    return _PATIENT_ID.sub(rb'\1"<redacted>"', payload)
-
-
 def excerpt(payload: bytes) -> str:
     """A bounded, printable, patient-safe excerpt of a payload."""
-    cut = redact(payload[: EXCERPT_BYTES * 2])[:EXCERPT_BYTES]
+    cut = redacted_excerpt(payload, EXCERPT_BYTES)
     try:
         return cut.decode()
     except UnicodeDecodeError:

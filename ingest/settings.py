@@ -7,11 +7,19 @@ value stops the process at start with one line naming the setting.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.topics import ID_RE
@@ -20,6 +28,8 @@ from mqttlink.endpoint import Endpoint, EndpointError, TlsFiles
 from mqttlink.reasons import SettingNames
 
 ENV_PREFIX = "GRAMLINK_INGEST_"
+# Defaults decided at start (ingest.identity), as ``--help`` shows them.
+AUTO_DEFAULTS = {"client_id": "ingest-HOST-SLOT", "metrics_port": "METRICS_PORT_BASE + SLOT - 1"}
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "password", "secret", "xxx", "todo"})
 
 
@@ -31,7 +41,7 @@ class IngestSettings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
-    client_id: str = "ingest-1"
+    client_id: str = ""  # empty: ingest-{host}-{slot} (ingest.identity)
     share_group: str = "ingest"
     session_expiry_s: int = Field(7 * 86400, ge=60, le=2**32 - 1)
     receive_maximum: int = Field(10_000, ge=1, le=65_535)
@@ -63,10 +73,12 @@ class IngestSettings(BaseSettings):
     max_future_s: float = Field(3600.0, ge=0)
     model_cache_size: int = Field(100_000, ge=100)
 
-    metrics_port: int = Field(9108, ge=0, le=65_535)
+    metrics_port: int | None = Field(None, ge=0, le=65_535)  # None: base + slot - 1; 0: off
+    metrics_port_base: int = Field(9108, ge=1, le=65_535 - 63)
     metrics_addr: str = "127.0.0.1"
     pipeline_interval_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    state_dir: Path = Field(default_factory=lambda: default_state_dir())
 
     @field_validator("mqtt_url")
     @classmethod
@@ -87,7 +99,9 @@ class IngestSettings(BaseSettings):
 
     @field_validator("client_id", "share_group")
     @classmethod
-    def _ids(cls, value: str) -> str:
+    def _ids(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "client_id" and value == "":
+            return value  # chosen at start from the host and a free slot
         if ID_RE.fullmatch(value) is None:
             raise ValueError(f"must match {ID_RE.pattern}")
         return value
@@ -131,6 +145,12 @@ class IngestSettings(BaseSettings):
         )
 
 
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/gramlink`` (``~/.local/state/gramlink``): where slot locks live."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gramlink"
+
+
 def _usable(secret: SecretStr | None) -> bool:
     return secret is not None and secret.get_secret_value().strip().lower() not in PLACEHOLDERS
 
@@ -163,7 +183,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                 flag, dest=name, default=None, action=argparse.BooleanOptionalAction
             )
             continue
-        shown = "***" if "password" in name or "token" in name else info.default
+        shown = AUTO_DEFAULTS.get(name, info.default)
+        if "password" in name or "token" in name:
+            shown = "***"
+        elif name == "state_dir":
+            shown = default_state_dir()
         parser.add_argument(flag, dest=name, default=None, help=f"{env} (default {shown})")
 
 

@@ -44,5 +44,4 @@ def parse_state(models: ModelCache, topic: str, payload: bytes) -> None:
     except (TopicError, DecodeError) as exc:
         log.info(kv("state_ignored", topic=topic[:120], error=str(exc)[:200]))
         return
-    if state.model:
-        models.set(where.centre, where.device, state.model)
+    models.learn(where.centre, where.device, state.model, state.kind)

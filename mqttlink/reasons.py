@@ -125,9 +125,13 @@ def delivered(code: int) -> bool:
 
 
 def subscription_refused(code: int) -> Reason:
-    """A SUBACK failure code: always permanent for us (the filters are ours and fixed)."""
+    """A SUBACK failure code: always permanent for us (the filters are ours and fixed).
+
+    The fix is the account's rights (0x87 in a SUBACK is an ACL, not a password),
+    unless the broker lacks a feature (shared or wildcard subscriptions).
+    """
     found = reason(code)
-    if found.permanent:
+    if found.fix is Fix.BROKER:
         return found
     return Reason(found.code, found.name, True, Fix.ACL)
 

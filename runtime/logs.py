@@ -17,8 +17,17 @@ from typing import TextIO
 
 FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 # Chatty third-party loggers: WARNING unless the process runs at debug level
-# (httpx logs every InfluxDB write at INFO; uvicorn.access every request).
-QUIET_LOGGERS = ("httpx", "httpcore", "paho", "urllib3", "uvicorn.access", "influxdb_client")
+# (httpx logs every InfluxDB write at INFO; uvicorn.access every request; uvicorn
+# and alembic their start-up in free text: the API says ``event=api_started``).
+QUIET_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "paho",
+    "urllib3",
+    "uvicorn",
+    "alembic",
+    "influxdb_client",
+)
 _PLAIN_SAFE = frozenset(' "=\\')
 
 
@@ -50,7 +59,9 @@ def configure(level: str, *, stream: TextIO | None = None) -> None:
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
     logging.basicConfig(stream=stream or sys.stderr, level=numeric, format=FORMAT, force=True)
-    quiet = logging.NOTSET if numeric <= logging.DEBUG else logging.WARNING
+    # A logger's own level decides alone whether its records reach the handler
+    # (the root's level is not checked again): never below the process's level.
+    quiet = logging.NOTSET if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
 
@@ -74,6 +85,7 @@ class Throttle:
         self._lock = threading.Lock()
         self._next: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._pending: dict[str, tuple[int, str]] = {}  # key -> (level, event) of suppressed lines
 
     def log(self, level: int, event: str, key: str | None = None, **fields: object) -> bool:
         """Log ``event`` unless a line of the same key went out within the interval.
@@ -88,13 +100,34 @@ class Throttle:
         with self._lock:
             if now < self._next.get(key, 0.0):
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                self._pending[key] = (level, event)
                 return False
+            self._pending.pop(key, None)
             self._next[key] = now + self._interval_s
             suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             fields["suppressed"] = suppressed
         self._logger.log(level, kv(event, **fields))
         return True
+
+    def flush(self, *, force: bool = False) -> int:
+        """Write the count of lines suppressed under each key whose interval has passed.
+
+        Call it from a periodic loop (and with ``force`` at shutdown), so that a
+        burst followed by silence still ends with its ``suppressed=N`` line.
+        Returns the number of lines written.
+        """
+        now = self._clock()
+        due: list[tuple[int, str, int]] = []
+        with self._lock:
+            for key, (level, event) in list(self._pending.items()):
+                if force or now >= self._next.get(key, 0.0):
+                    due.append((level, event, self._suppressed.pop(key, 0)))
+                    del self._pending[key]
+                    self._next[key] = now + self._interval_s
+        for level, event, count in due:
+            self._logger.log(level, kv(event, suppressed=count))
+        return len(due)
 
     def warning(self, event: str, key: str | None = None, **fields: object) -> bool:
         return self.log(logging.WARNING, event, key, **fields)

@@ -14,21 +14,37 @@ from pathlib import Path
 import pytest
 
 from gramlink.services import InfluxService, MosquittoService
+from gramlink.services.mosquitto import TlsListener
 from gramlink.services.process import free_port
+from tests.tls import Pki, make_pki
 
 BrokerFactory = Callable[..., MosquittoService]
 InfluxFactory = Callable[[], InfluxService]
 
 
 @pytest.fixture(scope="session")
-def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Test certificates made by openssl (``tests/tls.py``)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def broker_factory(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[BrokerFactory]:
     started: list[MosquittoService] = []
 
-    def make(*, login_files: bool = False) -> MosquittoService:
-        """A broker; ``login_files`` makes it central (the API's password/ACL files)."""
+    def make(
+        *, login_files: bool = False, tls: bool = False, client_certs: bool = False
+    ) -> MosquittoService:
+        """A broker; ``login_files`` makes it central (the API's password/ACL files);
+        ``tls`` adds a TLS listener (``broker.tls_url``) with a certificate of the
+        session's ``pki``; ``client_certs`` makes that listener require client certificates."""
         home = tmp_path_factory.mktemp("mosquitto")
+        listener = None
+        if tls:
+            client_ca = pki.ca if client_certs else None
+            listener = TlsListener(free_port(), pki.cert, pki.key, client_ca)
         broker = MosquittoService(
-            home, free_port(), secrets.token_urlsafe(16), login_files=login_files
+            home, free_port(), secrets.token_urlsafe(16), login_files=login_files, tls=listener
         )
         broker.start()
         started.append(broker)
@@ -59,6 +75,12 @@ def influx_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxF
 def mosquitto(broker_factory: BrokerFactory) -> MosquittoService:
     """The shared central broker; use a unique centre id per test."""
     return broker_factory(login_files=True)
+
+
+@pytest.fixture(scope="session")
+def tls_mosquitto(broker_factory: BrokerFactory) -> MosquittoService:
+    """A central broker with a TLS listener too (``tls_url``), shared; unique centre per test."""
+    return broker_factory(login_files=True, tls=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 import uuid
@@ -88,3 +89,19 @@ def admin_client(broker: MosquittoService, **kwargs: object) -> mqtt.Client:
 def close(client: mqtt.Client) -> None:
     client.disconnect()
     client.loop_stop()
+
+
+def dynsec_admin(broker: MosquittoService, commands: list[dict[str, object]]) -> None:
+    """Run dynsec commands as the broker's admin and wait for every answer to be a success."""
+    client = admin_client(broker)
+    answers = Received()
+    client.on_message = answers.on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.subscribe("$CONTROL/dynamic-security/v1/response", qos=1)
+    assert subscribed.wait(5)
+    client.publish("$CONTROL/dynamic-security/v1", json.dumps({"commands": commands}), qos=1)
+    wait_for(lambda: bool(answers.messages), 5, "dynsec answer")
+    responses = json.loads(answers.payloads()[0])["responses"]
+    assert all("error" not in r for r in responses), responses
+    close(client)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gramlink.demo import DemoOptions, run_demo
 from gramlink.stack import DEFAULT_HOME
+from runtime.logs import configure
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
+    # The simulated devices run in this process: their warnings use the one format.
+    configure("warning")
     return run_demo(
         DemoOptions(
             home=args.home,

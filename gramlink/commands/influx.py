@@ -7,6 +7,7 @@ import sys
 
 from ingest.errors import IngestError
 from ingest.settings import add_options, from_args
+from runtime.logs import configure
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     from ingest.retention import init
 
+    configure("warning")  # the changes are printed below
     try:
         changed = init(from_args(args))
     except IngestError as exc:

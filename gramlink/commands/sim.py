@@ -11,6 +11,7 @@ from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.settings import SimSettings, load_settings
 from firmware_sim.workers import WorkerFleet
+from runtime.exits import ExitCode
 from runtime.logs import configure
 
 DAY_MS = 86_400_000
@@ -18,7 +19,12 @@ DAY_MS = 86_400_000
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("sim", help="simulate centre devices (routers, power, health)")
-    p.add_argument("--mqtt-url", help="broker, mqtt://host:port (default mqtt://127.0.0.1:1883)")
+    p.add_argument(
+        "--mqtt-url", help="broker, mqtt://host:port or mqtts:// (default mqtt://127.0.0.1:1883)"
+    )
+    p.add_argument("--mqtt-ca-file", help="CA (PEM) that signed the broker's TLS certificate")
+    p.add_argument("--mqtt-cert-file", help="client certificate (PEM), with --mqtt-key-file")
+    p.add_argument("--mqtt-key-file", help="client certificate's key (PEM)")
     p.add_argument("--username", dest="mqtt_username", help="MQTT user when no credentials file")
     p.add_argument("--password", dest="mqtt_password", help="prefer GRAMLINK_SIM_MQTT_PASSWORD")
     p.add_argument("--centres", type=int)
@@ -58,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def fleet_config(s: SimSettings) -> FleetConfig:
     from firmware_sim.credentials import load_credentials
 
-    host, port = s.broker()
+    endpoint = s.broker()
     creds = load_credentials(s.credentials) if s.credentials else {}
     now = time.time_ns() // 1_000_000
     backfill = s.backfill_days > 0
@@ -73,9 +79,10 @@ def fleet_config(s: SimSettings) -> FleetConfig:
         qos0_burst_size=s.qos0_burst_size,
     )
     return FleetConfig(
-        host=host,
-        port=port,
-        tls=s.tls_files(),
+        host=endpoint.host,
+        port=endpoint.port,
+        tls=endpoint.tls,
+        tls_files=s.tls_files(),
         centres=s.centres,
         devices_per_centre=s.devices_per_centre,
         centre_prefix=s.centre_prefix,
@@ -106,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
         )
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     if not config.username and not config.credentials:
         print(
             "error: GRAMLINK_SIM_MQTT_USERNAME: no MQTT login (or --credentials)", file=sys.stderr
         )
-        return 2
+        return ExitCode.CONFIG
     centres = len(config.centre_list())
     devices = centres * config.devices_per_centre
     print(
@@ -134,5 +141,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"\r{final.line()}   ", file=sys.stderr, flush=True)
     if fleet.fatal():
         print(f"error: {fleet.fatal()}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.REFUSED
+    return ExitCode.OK

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gramlink.services import ServiceError
 from gramlink.stack import DEFAULT_HOME, Stack
+from runtime.logs import configure
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
+    configure("warning")
     try:
         stack = Stack(args.home, args.mqtt_port, args.influx_port)
         if args.action == "up":

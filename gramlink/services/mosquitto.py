@@ -41,11 +41,13 @@ def dynsec_plugin() -> str:
 
 @dataclass(frozen=True)
 class TlsListener:
-    """A second listener with TLS: server certificate and key (PEM)."""
+    """A second listener with TLS: server certificate and key (PEM); with ``client_ca``
+    every client must present a certificate that CA signed (mutual TLS)."""
 
     port: int
     certfile: Path
     keyfile: Path
+    client_ca: Path | None = None
 
 
 class MosquittoService:
@@ -160,8 +162,9 @@ class MosquittoService:
         except (OSError, subprocess.SubprocessError) as exc:
             raise ServiceError(f"mosquitto_ctrl dynsec init failed: {exc}") from exc
         config = json.loads(self.dynsec_file.read_text())
-        # The stack's admin also serves as the service account of a local stack:
-        # it may publish on GramLink topics, not only administer dynamic security.
+        # The stack's admin is the API's login: it publishes commands and twins on
+        # GramLink topics, not only administers dynamic security. Ingest has its
+        # own account (gramlink.broker_accounts, made by Stack.up).
         for role in config["roles"]:
             if role["rolename"] == "admin":
                 role["acls"].append(
@@ -180,11 +183,14 @@ class MosquittoService:
     def _tls_listener(self) -> list[str]:
         if self.tls is None:
             return []
-        return [
+        lines = [
             f"listener {self.tls.port} {self.bind}",
             f"certfile {self.tls.certfile}",
             f"keyfile {self.tls.keyfile}",
         ]
+        if self.tls.client_ca is not None:
+            lines += [f"cafile {self.tls.client_ca}", "require_certificate true"]
+        return lines
 
     def _login_files(self) -> list[str]:
         if not self.login_files:

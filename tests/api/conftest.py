@@ -185,14 +185,18 @@ def api_factory(
     opened: list[TestClient] = []
 
     def make(
-        db_url: str | None = None, broker: MosquittoService | None = None, logins: str = "files"
+        db_url: str | None = None,
+        broker: MosquittoService | None = None,
+        logins: str = "files",
+        **extra: object,
     ) -> Api:
+        """``extra``: more settings (e.g. ``mqtt_url`` of a TLS listener, ``mqtt_ca_file``)."""
         broker = broker or mosquitto
         files = {"broker_files_dir": broker.home} if logins == "files" else {}
         settings = ApiSettings(  # type: ignore[arg-type]
             **files,
+            **{"mqtt_url": broker.url, **extra},
             db_url=db_url or f"sqlite:///{tmp_path / unique_id('api')}.sqlite",
-            mqtt_url=broker.url,
             mqtt_admin_password=broker.admin_password,
             influx_url=influx.url,
             influx_password=influx.admin_password,

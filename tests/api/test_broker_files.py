@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from api.broker import BrokerAccess
 from api.broker_files import BrokerFilesError, FileLogins
 from api.logins import LoginChange
 from api.settings import ApiSettings
 from contract.metrics import DeviceKind
 from contract.provisioning import DynsecOp
+from mqttlink.endpoint import Endpoint, TlsFiles
 from tests.api.conftest import MASTER, ApiFactory
 from tests.api.mqtt_helpers import refused
 from tests.conftest import BrokerFactory
@@ -87,7 +89,10 @@ def test_a_pid_file_naming_another_process_is_never_signalled(
     broker = broker_factory(login_files=True)
     stale = tmp_path / "stale.pid"
     stale.write_text(str(os.getpid()))  # SIGHUP would end this very test process
-    files = FileLogins(broker.home, stale, broker.bind, broker.port, timeout=2)
+    access = BrokerAccess(
+        Endpoint.parse(broker.url), broker.admin_user, broker.admin_password, TlsFiles(), 2
+    )
+    files = FileLogins(broker.home, stale, access)
     change = LoginChange(DynsecOp.UPSERT, "c-1", "d-1", DeviceKind.ROUTER, "a-password")
     with pytest.raises(BrokerFilesError, match="not a mosquitto process"):
         files.apply([change])

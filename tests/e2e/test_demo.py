@@ -3,9 +3,12 @@ local brokers and gateways, the central broker, ingest and InfluxDB, then a clea
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,22 @@ import pytest
 
 from gramlink.services.process import free_port
 from tests.factories import wait_for
+
+
+def child_pid(home: Path, *args: str) -> int:
+    """The PID of the demo's ``gramlink ARGS...`` child working under ``home``."""
+    want = [a.encode() for a in args]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        inside = str(home.resolve()).encode() in b" ".join(argv)
+        if b"gramlink" in argv and inside and all(a in argv for a in want):
+            return int(proc.name)
+    raise AssertionError(f"no child {args} of the demo in {home}")
 
 
 @pytest.mark.slow
@@ -67,6 +86,24 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
         ).json()
         centres = {s["tags"]["centre"] for s in answer["results"][0]["series"]}
         assert centres == {"hub", "spoke1"}
+        # Provisioned through the API, every device is known to its gateway with its kind.
+        refused = httpx.get(
+            f"http://127.0.0.1:{influx_port}/query",
+            params={
+                "db": "gramlink",
+                "u": "admin",
+                "p": creds["influx_admin_password"],
+                "q": 'SELECT count("detail") FROM "quarantine" GROUP BY "reason"',
+            },
+        ).json()
+        reasons = {s["tags"]["reason"] for s in refused["results"][0].get("series", [])}
+        for store in home.rglob("gateway/*.sqlite3"):  # each centre gateway's own quarantine
+            with contextlib.closing(sqlite3.connect(store)) as db:
+                reasons |= {r for (r,) in db.execute("SELECT DISTINCT reason FROM quarantine")}
+                (known,) = db.execute("SELECT count(*) FROM centre_devices").fetchone()
+                assert known > 0, f"{store}: the gateway learnt no device from the API"
+        assert not reasons & {"unknown_device", "kind_mismatch", "internal_error"}, reasons
+        assert len(list(home.rglob("gateway/*.sqlite3"))) == 2
         text = Path(out.name).read_text()
         assert f"API docs      http://127.0.0.1:{api_port}/docs" in text
         token = re.search(r"admin token   (glt_\S+)", text)
@@ -84,6 +121,22 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
         (reading,) = body["readings"]
         assert 0 <= reading["values"]["battery_soc_pct"] <= 100
         assert isinstance(reading["values"]["seq"], int)
+
+        # Kill one centre's gateway as a user watching store-and-forward would: the demo
+        # restarts it, says so, and readings keep arriving.
+        gateway = child_pid(home, "gateway", "--centre", "hub")
+        os.kill(gateway, signal.SIGKILL)
+        before = written()
+        wait_for(
+            lambda: failed() or "gateway-hub restarted" in Path(out.name).read_text(),
+            60,
+            "the gateway restarted",
+        )
+        assert not failed(), Path(out.name).read_text()[-3000:]
+        assert "gateway-hub ended (killed by SIGKILL); restarting in" in Path(out.name).read_text()
+        assert child_pid(home, "gateway", "--centre", "hub") != gateway
+        wait_for(lambda: failed() or written() >= before + 200, 120, "readings after the restart")
+        assert not failed(), Path(out.name).read_text()[-3000:]
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(120)

@@ -18,8 +18,8 @@ from mqttlink.endpoint import TlsFiles
 from tests.factories import close, unique_id, wait_for
 from tests.firmware_sim.conftest import MONDAY_10_IST, FleetFactory
 from tests.firmware_sim.test_fleet import acks, decoded, send, watch
-from tests.gateway.test_tls import Pki, pki, tls_central  # noqa: F401  (fixtures)
 from tests.ingest.test_mqtt_consumer import FreezingProxy
+from tests.tls import Pki
 
 
 def test_centre_link_runs_commands_and_loses_nothing_across_a_cut(
@@ -119,38 +119,49 @@ def test_centre_link_retries_a_refused_connect_until_the_broker_is_up(
         broker.stop()
 
 
-def test_centre_link_publishes_over_tls_and_refuses_a_foreign_ca(
-    pki: Pki,  # noqa: F811
-    tls_central: MosquittoService,  # noqa: F811
+def test_centre_link_publishes_over_tls_and_retries_a_foreign_ca_with_one_line(
+    pki: Pki,
+    tls_mosquitto: MosquittoService,
     make_fleet: FleetFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    assert tls_central.tls is not None
+    assert tls_mosquitto.tls is not None
     centre = unique_id("tl")
-    client, got = watch(tls_central, centre)  # on the plain listener of the same broker
+    client, got = watch(tls_mosquitto, centre)  # on the plain listener of the same broker
     try:
         fleet = make_fleet(
-            broker=tls_central,
+            broker=tls_mosquitto,
             centre_ids=(centre,),
             mode="centre",
             accelerate=600,
             host="localhost",
-            port=tls_central.tls.port,
-            tls=TlsFiles(ca_file=pki.ca, ca_setting="GRAMLINK_SIM_MQTT_CA_FILE"),
+            port=tls_mosquitto.tls.port,
+            tls=True,
+            tls_files=TlsFiles(ca_file=pki.ca, ca_setting="GRAMLINK_SIM_MQTT_CA_FILE"),
         )
+        assert isinstance(fleet.links[0], RawLink) and fleet.links[0].tls is not None
         wait_for(lambda: len(decoded(got, Channel.TELEMETRY)) >= 10, 20, "readings over TLS")
         fleet.stop(drain_s=2)
         refused = make_fleet(
-            broker=tls_central,
+            broker=tls_mosquitto,
             start=False,
-            centre_ids=(unique_id("tx"),),
+            centre_ids=(unique_id("tx"), unique_id("tx")),
             mode="centre",
             host="localhost",
-            port=tls_central.tls.port,
-            tls=TlsFiles(ca_file=pki.other_ca, ca_setting="GRAMLINK_SIM_MQTT_CA_FILE"),
+            port=tls_mosquitto.tls.port,
+            tls=True,
+            tls_files=TlsFiles(ca_file=pki.other_ca, ca_setting="GRAMLINK_SIM_MQTT_CA_FILE"),
         )
         refused.start()
-        wait_for(lambda: refused.fatal() is not None, 20, "the link refused")
-        assert "GRAMLINK_SIM_MQTT_CA_FILE" in (refused.fatal() or "")
+        wait_for(lambda: refused.stats().errors >= 4, 20, "connects refused, retried")
+        assert not any(link.connected for link in refused.links) and refused.fatal() is None
+        naming = [
+            r.getMessage()
+            for r in caplog.records
+            if "broker_certificate_untrusted" in r.getMessage()
+        ]
+        assert len(naming) == 1  # two links, several attempts: one line a minute
+        assert "check=GRAMLINK_SIM_MQTT_CA_FILE" in naming[0]
     finally:
         close(client)
 

@@ -58,7 +58,8 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     def make(
         centre: str, local: MosquittoService, central: MosquittoService, **extra: Any
     ) -> Gateway:
-        gw = Gateway(settings_for(centre, local, central, tmp_path / "gw", **extra))
+        data_dir = extra.pop("data_dir", tmp_path / "gw")
+        gw = Gateway(settings_for(centre, local, central, data_dir, **extra))
         gw.start()
         started.append(gw)
         return gw

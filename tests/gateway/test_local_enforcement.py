@@ -8,7 +8,6 @@ with ``contract.provisioning``, exactly as a provisioned device would hold them.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import secrets
 import threading
@@ -31,7 +30,14 @@ from contract.provisioning import (
 from gateway.__main__ import start
 from gateway.app import Gateway
 from gramlink.services import MosquittoService
-from tests.factories import Received, admin_client, close, connect_client, wait_for
+from tests.factories import (
+    Received,
+    admin_client,
+    close,
+    connect_client,
+    dynsec_admin,
+    wait_for,
+)
 from tests.gateway.conftest import KEY, GatewayFactory
 from tests.gateway.sim import Collector, Devices, router_reading, wait_until_flowing
 
@@ -296,7 +302,7 @@ def test_a_malformed_centre_key_stops_the_gateway_with_one_line(
     monkeypatch.setenv("GRAMLINK_GATEWAY_PSEUDONYM_KEY", KEY)
     for bad in ("not base64 at all!", encode_key(b"short")):
         monkeypatch.setenv("GRAMLINK_GATEWAY_CENTRE_KEY", bad)
-        assert start(argparse.Namespace()) == 1
+        assert start(argparse.Namespace()) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1
         assert "GRAMLINK_GATEWAY_CENTRE_KEY" in lines[0]
@@ -350,22 +356,6 @@ def test_an_update_waits_unacknowledged_while_the_local_broker_is_down(
     assert not connects(local, api.user(router1), api.password(router1, 1))
 
 
-def _dynsec_admin(broker: MosquittoService, commands: list[dict[str, object]]) -> None:
-    """Run dynsec commands as the broker's admin and wait for every answer to be a success."""
-    client = admin_client(broker)
-    answers = Received()
-    client.on_message = answers.on_message
-    subscribed = threading.Event()
-    client.on_subscribe = lambda *a: subscribed.set()
-    client.subscribe("$CONTROL/dynamic-security/v1/response", qos=1)
-    assert subscribed.wait(5)
-    client.publish("$CONTROL/dynamic-security/v1", json.dumps({"commands": commands}), qos=1)
-    wait_for(lambda: bool(answers.messages), 5, "dynsec answer")
-    responses = json.loads(answers.payloads()[0])["responses"]
-    assert all("error" not in r for r in responses), responses
-    close(client)
-
-
 @pytest.mark.slow
 def test_without_dynsec_rights_updates_are_retried_unacknowledged_until_granted(
     broker_factory: BrokerFactory,
@@ -380,7 +370,7 @@ def test_without_dynsec_rights_updates_are_retried_unacknowledged_until_granted(
         {"acltype": t, "topic": "gl/#", "allow": True}
         for t in ("publishClientSend", "publishClientReceive", "subscribePattern")
     ]
-    _dynsec_admin(
+    dynsec_admin(
         local,
         [
             {"command": "createRole", "rolename": "relay", "acls": acls},
@@ -419,7 +409,7 @@ def test_without_dynsec_rights_updates_are_retried_unacknowledged_until_granted(
     assert api.ack(1) is None
     assert not connects(local, api.user(device), api.password(device))
 
-    _dynsec_admin(  # the fix in the field: make the gateway's local account a dynsec admin
+    dynsec_admin(  # the fix in the field: make the gateway's local account a dynsec admin
         local,
         [{"command": "addClientRole", "username": "relay", "rolename": "admin"}],
     )

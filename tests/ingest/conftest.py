@@ -18,6 +18,7 @@ from contract.codec import encode, encode_batch_parts
 from contract.messages import State, telemetry
 from contract.metrics import PowerMetrics
 from contract.topics import Channel, topic
+from gramlink.broker_accounts import DynsecSession, ensure_account, ingest_account, new_password
 from gramlink.services import InfluxService, MosquittoService
 from gramlink.services.process import free_port
 from ingest.app import Worker
@@ -27,19 +28,36 @@ from tests.factories import admin_client, close, unique_id, wait_for
 REPO = Path(__file__).resolve().parents[2]
 
 
+_LOGINS: dict[tuple[Path, str], tuple[str, str]] = {}
+
+
+def ingest_login(broker: MosquittoService, group: str) -> tuple[str, str]:
+    """An ingest service account for ``group`` (exactly its rights, as ``gramlink stack up``
+    makes one), created once per broker and group: workers run as it, never as the admin."""
+    key = (broker.home, group)
+    if key not in _LOGINS:
+        username, password = f"ingest-{group}", new_password()
+        with DynsecSession(broker.url, broker.admin_user, broker.admin_password) as session:
+            ensure_account(session, ingest_account(username, group), password)
+        _LOGINS[key] = (username, password)
+    return _LOGINS[key]
+
+
 def worker_settings(
     broker: MosquittoService, influx: InfluxService, **overrides: object
 ) -> IngestSettings:
+    group = str(overrides.get("share_group") or unique_id("g"))
+    username, password = ingest_login(broker, group)
     values: dict[str, object] = {
         "mqtt_url": f"mqtt://{broker.bind}:{broker.port}",
-        "mqtt_username": broker.admin_user,
-        "mqtt_password": broker.admin_password,
+        "mqtt_username": username,
+        "mqtt_password": password,
         "influx_url": influx.url,
         "influx_database": influx.database,
         "influx_username": influx.admin_user,
         "influx_password": influx.admin_password,
         "client_id": unique_id("ingest"),
-        "share_group": unique_id("g"),
+        "share_group": group,
         "metrics_port": 0,
         "pipeline_interval_s": 0,
         "batch_age_ms": 50,
@@ -86,17 +104,34 @@ def start_worker() -> Iterator[Callable[[IngestSettings], ThreadWorker]]:
         w.stop()
 
 
+def ingest_env(settings: IngestSettings) -> dict[str, str]:
+    """``settings`` as the ``GRAMLINK_INGEST_*`` variables of a ``gramlink ingest`` process."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        secret = getattr(value, "get_secret_value", None)
+        env[f"GRAMLINK_INGEST_{name.upper()}"] = str(secret() if secret else value)
+    return env
+
+
+def run_ingest(settings: IngestSettings) -> subprocess.CompletedProcess[str]:
+    """``gramlink ingest`` to its end (for the ways it stops at start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gramlink", "ingest"],
+        cwd=REPO,
+        env=ingest_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 class ProcessWorker:
     """``python -m gramlink ingest`` as a child process, configured by environment."""
 
     def __init__(self, settings: IngestSettings, log: Path) -> None:
-        env = dict(os.environ)
-        for name, value in settings.model_dump().items():
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            env[f"GRAMLINK_INGEST_{name.upper()}"] = str(value)
+        env = {**os.environ, **ingest_env(settings)}
         self.metrics_port = settings.metrics_port
         self.log = log
         with log.open("ab") as out:

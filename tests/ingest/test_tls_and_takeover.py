@@ -4,6 +4,7 @@ worker processes deliberately given one client id."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -12,23 +13,30 @@ from gramlink.services.process import free_port
 from ingest.app import Worker
 from runtime.exits import ExitCode
 from tests.factories import unique_id, wait_for
-from tests.gateway.test_tls import Pki, pki, tls_central  # noqa: F401  (fixtures)
-from tests.ingest.conftest import Publisher, count, distinct_seqs, now_ms, worker_settings
+from tests.ingest.conftest import (
+    Publisher,
+    count,
+    distinct_seqs,
+    ingest_env,
+    now_ms,
+    worker_settings,
+)
+from tests.tls import Pki
 
 
 def test_readings_cross_a_tls_listener_into_influxdb(
-    pki: Pki,  # noqa: F811
-    tls_central: MosquittoService,  # noqa: F811
+    pki: Pki,
+    tls_mosquitto: MosquittoService,
     influx: InfluxService,
     start_worker,
 ) -> None:
     settings = worker_settings(
-        tls_central, influx, mqtt_url=tls_central.tls_url, mqtt_ca_file=pki.ca
+        tls_mosquitto, influx, mqtt_url=tls_mosquitto.tls_url, mqtt_ca_file=pki.ca
     )
     w = start_worker(settings)
     assert w.worker.subscriber.endpoint.tls
     centre = unique_id("c")
-    pub = Publisher(tls_central)  # on the plain listener of the same broker
+    pub = Publisher(tls_mosquitto)  # on the plain listener of the same broker
     n = pub.readings(centre, ["pw-1", "pw-2"], range(300), now_ms() - 60_000)
     n += pub.envelopes(centre, "gw-1", ["pw-3"], range(200), now_ms() - 60_000, per=50)
     pub.flush()
@@ -38,12 +46,12 @@ def test_readings_cross_a_tls_listener_into_influxdb(
 
 
 def test_a_broker_certificate_from_another_ca_stops_ingest_naming_the_ca_setting(
-    pki: Pki,  # noqa: F811
-    tls_central: MosquittoService,  # noqa: F811
+    pki: Pki,
+    tls_mosquitto: MosquittoService,
     influx: InfluxService,
 ) -> None:
     settings = worker_settings(
-        tls_central, influx, mqtt_url=tls_central.tls_url, mqtt_ca_file=pki.other_ca
+        tls_mosquitto, influx, mqtt_url=tls_mosquitto.tls_url, mqtt_ca_file=pki.other_ca
     )
     worker = Worker(settings)
     code: list[int] = []
@@ -57,17 +65,16 @@ def test_a_broker_certificate_from_another_ca_stops_ingest_naming_the_ca_setting
 
 
 def test_a_missing_ca_file_stops_ingest_at_start_with_one_line(
-    tls_central: MosquittoService,  # noqa: F811
+    tls_mosquitto: MosquittoService,
     influx: InfluxService,
     tmp_path: Path,
 ) -> None:
     settings = worker_settings(
-        tls_central, influx, mqtt_url=tls_central.tls_url, mqtt_ca_file=tmp_path / "none.pem"
+        tls_mosquitto, influx, mqtt_url=tls_mosquitto.tls_url, mqtt_ca_file=tmp_path / "none.pem"
     )
-    env = {f"GRAMLINK_INGEST_{k.upper()}": str(v) for k, v in _plain(settings).items()}
     done = subprocess.run(
-        [".venv/bin/python", "-m", "gramlink", "ingest"],
-        env=env,
+        [sys.executable, "-m", "gramlink", "ingest"],
+        env=ingest_env(settings),
         capture_output=True,
         text=True,
         timeout=60,
@@ -98,12 +105,3 @@ def test_of_two_workers_with_one_client_id_the_newer_wins_and_the_older_exits_5(
     pub.flush()
     pub.close()
     wait_for(lambda: count(influx, "power", centre) >= n, 30, "the newer one stores")
-
-
-def _plain(settings) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    out: dict[str, object] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        out[name] = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-    return out

@@ -152,7 +152,7 @@ def test_a_refused_subscription_is_a_refusal_with_exit_4(broker_factory) -> None
     assert caught.value.refusal.exit_code == ExitCode.REFUSED
     line = caught.value.refusal.line
     assert line.startswith("test subscription gl/v1/+/+/telemetry: ")
-    assert "0x87 not authorized; check T_USERNAME / T_PASSWORD" in line
+    assert "the account lacks the rights (0x87 not authorized); check T_USERNAME" in line
 
 
 def test_the_older_of_two_sessions_with_one_client_id_is_told_it_was_taken_over(drivers) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from gramlink.services.process import free_port
+from gramlink.stack import Credentials, Stack
+from tests.factories import close, connect_client
 
 
 def gramlink(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,7 +44,19 @@ def test_up_twice_status_down(stack_home: Path) -> None:
 
     creds = stack_home / "credentials.json"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
-    assert set(json.loads(creds.read_text())) == {"mqtt_admin_password", "influx_admin_password"}
+    assert set(json.loads(creds.read_text())) == {
+        "mqtt_admin_password",
+        "influx_admin_password",
+        "mqtt_ingest_password",
+    }
+
+    # ingest's own account (not the admin) logs in; the admin's password is not its.
+    ingest_password = json.loads(creds.read_text())["mqtt_ingest_password"]
+    stack = Stack(stack_home)
+    for password, refused in ((ingest_password, False), (stack.mosquitto.admin_password, True)):
+        client, rc = connect_client(stack.mosquitto, username="ingest", password=password)
+        close(client)
+        assert rc is not None and rc.is_failure is refused
 
     status = gramlink("stack", "status", "--home", str(stack_home))
     assert status.returncode == 0
@@ -76,3 +90,13 @@ def test_down_leaves_a_foreign_pid_alone(stack_home: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_an_older_home_gets_the_ingest_password_added(tmp_path: Path) -> None:
+    old = {"mqtt_admin_password": "a" * 20, "influx_admin_password": "b" * 20}
+    (tmp_path / "credentials.json").write_text(json.dumps(old))
+    creds = Credentials.load_or_create(tmp_path)
+    assert (creds.mqtt_admin_password, creds.influx_admin_password) == ("a" * 20, "b" * 20)
+    assert len(creds.mqtt_ingest_password) >= 24
+    assert stat.S_IMODE((tmp_path / "credentials.json").stat().st_mode) == 0o600
+    assert Credentials.load_or_create(tmp_path) == creds  # kept from now on

@@ -7,8 +7,10 @@ import json
 import httpx
 import paho.mqtt.client as mqtt
 
+from api.broker import BrokerAccess
 from api.dynsec import DynsecClient
 from gramlink.services import InfluxService, MosquittoService
+from mqttlink.endpoint import Endpoint, TlsFiles
 from tests.conftest import BrokerFactory
 from tests.factories import Received, admin_client, close, connect_client, unique_id, wait_for
 
@@ -83,7 +85,10 @@ def test_an_older_home_that_allowed_every_delivery_is_fixed_at_start(
     config["defaultACLAccess"]["publishClientReceive"] = True  # Mosquitto's own default
     broker.dynsec_file.write_text(json.dumps(config))
     broker.start()
-    dynsec = DynsecClient(broker.bind, broker.port, broker.admin_user, broker.admin_password)
+    access = BrokerAccess(
+        Endpoint.parse(broker.url), broker.admin_user, broker.admin_password, TlsFiles()
+    )
+    dynsec = DynsecClient(access)
     dynsec.start()
     acls = [
         {"acltype": "subscribePattern", "topic": "#", "allow": True},

@@ -1,0 +1,121 @@
+"""The shared paho link against a real Mosquitto: refusals stop it with the right
+exit code and line, transient failures retry, PUBACK codes reach the caller by value."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gramlink.services import MosquittoService
+from gramlink.services.process import free_port
+from mqttlink.endpoint import Endpoint
+from mqttlink.paho_link import LinkOptions, MqttLink
+from mqttlink.reasons import NO_MATCHING_SUBSCRIBERS, SettingNames, delivered
+from runtime.exits import ExitCode
+from tests.conftest import BrokerFactory
+from tests.factories import dynsec_admin, unique_id, wait_for
+
+NAMES = SettingNames("X_URL", "X_USER", "X_PASSWORD", client_id="X_CLIENT_ID", ca_file="X_CA")
+LinkFactory = Callable[..., MqttLink]
+
+
+@pytest.fixture
+def make_link(mosquitto: MosquittoService) -> Iterator[LinkFactory]:
+    links: list[MqttLink] = []
+
+    def make(url: str | None = None, **extra: Any) -> MqttLink:
+        values: dict[str, Any] = {
+            "name": "test",
+            "endpoint": Endpoint.parse(url or mosquitto.url),
+            "client_id": unique_id("link"),
+            "names": NAMES,
+            "username": mosquitto.admin_user,
+            "password": mosquitto.admin_password,
+            "backoff_min_s": 0.05,
+            "backoff_max_s": 0.2,
+        }
+        callbacks = {k: extra.pop(k) for k in ("on_connect", "on_publish") if k in extra}
+        values.update(extra)
+        link = MqttLink(LinkOptions(**values), **callbacks)
+        link.start()
+        links.append(link)
+        return link
+
+    yield make
+    for link in links:
+        link.disconnect()
+
+
+def test_a_refused_login_stops_the_link_with_exit_4_and_names_the_credentials(
+    make_link: LinkFactory,
+) -> None:
+    link = make_link(password="wrong-" + secrets.token_hex(4))
+    wait_for(lambda: not link.alive, 10, "link stopped")
+    assert link.refusal is not None
+    assert link.refusal.exit_code is ExitCode.REFUSED
+    assert "refused us: 0x8" in link.refusal.line
+    assert link.refusal.line.endswith("check X_USER / X_PASSWORD")
+
+
+def test_another_process_with_our_client_id_takes_the_session_and_we_exit_5(
+    make_link: LinkFactory,
+) -> None:
+    client_id = unique_id("twin")
+    first = make_link(client_id=client_id)
+    wait_for(first.connected.is_set, 10, "first up")
+    second = make_link(client_id=client_id)
+    wait_for(lambda: not first.alive, 10, "first stopped")
+    assert first.refusal is not None
+    assert first.refusal.exit_code is ExitCode.SESSION_TAKEN_OVER
+    assert "another process connected with the same client id" in first.refusal.line
+    assert first.refusal.line.endswith("check X_CLIENT_ID")
+    wait_for(second.connected.is_set, 10, "second up")
+    assert second.refusal is None and second.alive  # the newer one wins
+
+
+def test_a_refused_subscription_stops_the_link_naming_the_filter(
+    make_link: LinkFactory, broker_factory: BrokerFactory
+) -> None:
+    broker = broker_factory()  # dynsec only: its roles decide subscriptions
+    user, password = unique_id("norights"), secrets.token_urlsafe(12)
+    dynsec_admin(broker, [{"command": "createClient", "username": user, "password": password}])
+    link: MqttLink | None = None
+
+    def on_connect(client: object, props: object) -> None:
+        assert link is not None
+        link.subscribe([("gl/v1/+/+/state", SubscribeOptions(qos=1))])
+
+    link = make_link(broker.url, username=user, password=password, on_connect=on_connect)
+    wait_for(lambda: not link.alive, 10, "link stopped")
+    assert link.refusal is not None
+    assert link.refusal.exit_code is ExitCode.REFUSED
+    assert "subscription to gl/v1/+/+/state" in link.refusal.line
+    assert "lacks the rights (0x87 not authorized)" in link.refusal.line
+
+
+def test_a_broker_that_is_down_is_retried_not_refused(make_link: LinkFactory) -> None:
+    link = make_link(url=f"mqtt://127.0.0.1:{free_port()}")
+    wait_for(lambda: link.backoff.attempt >= 3, 10, "retries")
+    assert link.alive and link.refusal is None
+    assert link.down_for() > 0 and link.last_failure
+
+
+def test_puback_codes_reach_the_caller_by_value(make_link: LinkFactory) -> None:
+    codes: dict[int, int] = {}
+    done = threading.Event()
+
+    def on_publish(mid: int, code: int) -> None:
+        codes[mid] = code
+        done.set()
+
+    link = make_link(on_publish=on_publish)
+    wait_for(link.connected.is_set, 10, "up")
+    info = link.publish(f"gl/v1/{unique_id('c')}/nobody/telemetry", b"{}")
+    assert done.wait(5)
+    assert codes[info.mid] == NO_MATCHING_SUBSCRIBERS
+    assert not delivered(codes[info.mid])
