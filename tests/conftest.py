@@ -24,11 +24,12 @@ InfluxFactory = Callable[[], InfluxService]
 def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
     started: list[MosquittoService] = []
 
-    def make(*, login_files: bool = False) -> MosquittoService:
-        """A broker; ``login_files`` makes it central (the API's password/ACL files)."""
+    def make(*, login_files: bool = False, centre: bool = False) -> MosquittoService:
+        """A broker; ``login_files`` makes it central (the API's password/ACL files),
+        ``centre`` a centre broker running the shipped ``centre_broker.conf``."""
         home = tmp_path_factory.mktemp("mosquitto")
         broker = MosquittoService(
-            home, free_port(), secrets.token_urlsafe(16), login_files=login_files
+            home, free_port(), secrets.token_urlsafe(16), login_files=login_files, centre=centre
         )
         broker.start()
         started.append(broker)
