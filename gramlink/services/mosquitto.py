@@ -28,8 +28,12 @@ from gramlink.services.process import PidProcess, ServiceError, port_in_use, wai
 
 __all__ = ["ADMIN_USER", "MosquittoService", "TlsListener"]
 
+# The central broker's queue per offline session (ingest's, a gateway's downlink):
+# bounded by payload bytes. The message count must not bind first, also for
+# devices publishing straight here (readings of about 60 bytes and up):
+# 256 MiB / 60 B is about 4.5 million (it was 2,000,000, which bound at 120 MB).
 MAX_QUEUED_BYTES: Final = 256 * 1024 * 1024
-MAX_QUEUED_MESSAGES: Final = 2_000_000
+MAX_QUEUED_MESSAGES: Final = 5_000_000
 
 
 class MosquittoService:
