@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.app import Gateway
@@ -133,3 +134,32 @@ def test_a_broker_certificate_from_another_ca_is_refused_and_readings_wait(
     wait_for(kept, 15, "readings kept in the outbox")
     assert not site.gateway.central.connected.is_set()
     assert site.collector.of("router-1") == []
+
+
+def test_centre_broker_from_the_shipped_config_serves_its_optional_tls_listener(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """``gramlink centre-broker install --tls-port ...``: devices that can do TLS log in there."""
+    tls_port = free_port()
+    broker = MosquittoService(
+        tmp_path / "centre",
+        free_port(),
+        secrets.token_urlsafe(16),
+        tls=TlsListener(tls_port, pki.cert, pki.key),
+        centre=True,
+    )
+    broker.start()
+    try:
+        outcome: list[mqtt.ReasonCode] = []
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.tls_set(ca_certs=str(pki.ca))
+        client.username_pw_set(broker.admin_user, broker.admin_password)
+        client.on_connect = lambda c, u, flags, rc, props: outcome.append(rc)
+        client.connect("localhost", tls_port, keepalive=10)
+        client.loop_start()
+        wait_for(lambda: bool(outcome), 10, "CONNACK over TLS")
+        client.disconnect()
+        client.loop_stop()
+        assert not outcome[0].is_failure
+    finally:
+        broker.stop()

@@ -155,6 +155,15 @@ def test_install_writes_the_drop_in_and_dynsec_once_and_is_idempotent(box: Debia
     assert "listener 1884 127.0.0.1" in conf.read_text()
 
 
+def test_install_adds_the_tls_listener_when_asked(box: DebianBox) -> None:
+    cert, key = box.root / "centre.pem", box.root / "centre.key"
+    result = box.install("--tls-port", "8883", "--certfile", str(cert), "--keyfile", str(key))
+    assert result.returncode == 0, result.stderr
+    found = settings(box.conf_dir / "gramlink-centre.conf")
+    assert found["listener"] == [f"{box.port} 127.0.0.1", "8883 127.0.0.1"]
+    assert found["certfile"] == [str(cert)] and found["keyfile"] == [str(key)]
+
+
 def test_install_refuses_a_partial_tls_listener(box: DebianBox) -> None:
     result = box.install("--tls-port", "8883")
     assert result.returncode == 2
