@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.subscribeoptions import SubscribeOptions
 import pytest
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.topics import Channel, topic
 from gramlink.broker_accounts import DynsecSession, ensure_account, ingest_account
