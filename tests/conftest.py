@@ -33,7 +33,10 @@ def broker_factory(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterat
     started: list[MosquittoService] = []
 
     def make(
-        *, login_files: bool = False, tls: bool = False, client_certs: bool = False,
+        *,
+        login_files: bool = False,
+        tls: bool = False,
+        client_certs: bool = False,
         centre: bool = False,
     ) -> MosquittoService:
         """A broker; ``login_files`` makes it central (the API's password/ACL files);
@@ -46,7 +49,11 @@ def broker_factory(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterat
             client_ca = pki.ca if client_certs else None
             listener = TlsListener(free_port(), pki.cert, pki.key, client_ca)
         broker = MosquittoService(
-            home, free_port(), secrets.token_urlsafe(16), login_files=login_files, tls=listener,
+            home,
+            free_port(),
+            secrets.token_urlsafe(16),
+            login_files=login_files,
+            tls=listener,
             centre=centre,
         )
         broker.start()
