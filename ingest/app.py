@@ -25,12 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ingest.batcher import Batch, Batcher
 from ingest.delivery import Delivery, Stopped
-from ingest.errors import ConfigError, StorageMissing, WriteFatal
+from ingest.errors import ConfigError, StorageMissing, WriteError, WriteFatal
 from ingest.identity import identity
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_consumer import RawSubscriber
 from ingest.points import ModelCache, PointBuilder
 from ingest.quarantine import QuarantineLines
+from ingest.sequences import SequenceLedger
 from ingest.settings import IngestSettings
 from ingest.storage import check as check_storage
 from ingest.subscriber import Inbound, Subscriber
@@ -88,6 +89,7 @@ class Worker:
             retry_max_s=settings.retry_max_s,
         )
         self.metrics.subscribed.set_function(lambda: float(self.subscriber.subscribed))
+        self.sequences = SequenceLedger(settings.client_id)
         self._slots = threading.Semaphore(settings.write_concurrency)
         self._local = threading.local()
         self._writers: list[Writer] = []
@@ -109,7 +111,8 @@ class Worker:
 
     def _write(self, batch: Batch) -> None:
         try:
-            self.delivery.deliver(self._writer(), batch.lines)
+            refused = self.delivery.deliver(self._writer(), batch.lines)
+            self.sequences.stored(batch.lines, set(refused))
         except Stopped:
             return
         except WriteFatal as exc:
@@ -136,6 +139,14 @@ class Worker:
                 self.metrics.unacked.dec(len(ready.acks))  # before: new ones follow the acks
                 if ready.acks:
                     self.subscriber.ack_many(ready.acks)
+
+    def _report_sequences(self) -> None:
+        try:
+            self.sequences.report(self._writer().write)
+        except WriteError as exc:  # kept for the next report
+            log.warning(kv("sequences_report_failed", error=str(exc)[:300], action="retrying"))
+        except Exception as exc:  # outermost frame of a pool job: say so, keep running
+            log.exception(kv("sequences_report_crashed", error=exc))
 
     # --- decode thread ------------------------------------------------------------
 
@@ -193,6 +204,7 @@ class Worker:
         self.subscriber.start()
         log.info(kv("ingest_started", client_id=s.client_id, writer=s.writer, influx=s.influx_url))
         next_pipeline = time.monotonic() + s.pipeline_interval_s
+        next_sequences = time.monotonic() + s.sequence_interval_s
         while not self.stop.is_set():
             now = time.monotonic()
             wait = min(max(self.batcher.due_in(now), 0.0), 0.5)
@@ -211,6 +223,9 @@ class Worker:
                 next_pipeline = now + s.pipeline_interval_s
                 self.batcher.lines.append(self.metrics.pipeline_line(time.time_ns()))
                 self.batcher.add_ack(None, 0)
+            if s.sequence_interval_s and now >= next_sequences:
+                next_sequences = now + s.sequence_interval_s
+                self._pool.submit(self._report_sequences)
             if self.batcher.full() or self.batcher.due_in(now) <= 0:
                 self._flush()
             if self._check_health(now):
@@ -239,6 +254,8 @@ class Worker:
             time.sleep(0.05)
         self.abort.set()
         self._pool.shutdown(wait=True)
+        if not self.fatal and self.settings.sequence_interval_s:
+            self._report_sequences()
         self.subscriber.stop()
         for writer in self._writers:
             with contextlib.suppress(Exception):

@@ -1,0 +1,213 @@
+"""The worker's ledger of stored readings, reported as ``sequences`` points.
+
+After InfluxDB accepted a batch (``Worker._write``), :meth:`SequenceLedger.stored`
+notes the (centre, device, seq, device time) of every reading line in it that
+was stored (lines InfluxDB refused went to quarantine instead). Every
+``pipeline_interval_s`` :meth:`SequenceLedger.report` writes one
+``contract.sequences`` point per device that had readings stored since the
+last report, stamped with the time of the write (so the API reads reports in
+arrival order), and forgets them once InfluxDB accepted the report.
+
+Bounds and policy: per device a list of runs of consecutive seqs (a device's
+readings mostly arrive in order, so one run per device per interval); at most
+``max_devices`` devices are held between two reports. When full, a new device's
+readings are not noted and counted in ``dropped`` (the API then shows them as
+a gap that closes if a later redelivery is noted, else is given up as lost
+after its horizon: a false alarm, never a hidden loss).
+
+A report that fails (InfluxDB down) is merged back and retried at the next
+interval. A worker killed before its report loses only the report, not the
+readings: the API shows a gap which the redelivery of those unacknowledged
+messages, or nothing at all, explains; a range reported twice is harmless
+(the API's merge is idempotent).
+
+A device whose seq goes back while its device time goes forward restarted its
+numbering: its later readings are reported as a separate point (a new segment),
+never merged with the earlier ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from contract.metrics import Measurement
+from contract.sequences import MAX_SPANS_CHARS, SEQUENCES_MEASUREMENT, Span, format_spans
+from contract.storage import SEQ_SLOTS
+
+READING_MEASUREMENTS: Final = frozenset(m.value for m in Measurement)
+
+
+def parse_reading(line: str) -> tuple[str, str, int, int] | None:
+    """``(centre, device, seq, device ms)`` of a reading line as ``ingest.points`` writes it.
+
+    Tags ``centre``, ``device``, ``model`` first, ``seq`` always the last field, then
+    the storage time (ns). Anything else (quarantine, pipeline points) gives None.
+    """
+    comma = line.find(",")
+    if line[:comma] not in READING_MEASUREMENTS or not line.startswith(",centre=", comma):
+        return None
+    device_at = line.find(",device=", comma)
+    model_at = line.find(",model=", device_at)
+    head, _, stamp = line.rpartition(" ")
+    seq_at = head.rfind("seq=")
+    if device_at < 0 or model_at < 0 or seq_at < 1 or head[seq_at - 1] not in " ,":
+        return None
+    try:
+        seq = int(head[seq_at + 4 : -1])
+        ns = int(stamp)
+    except ValueError:
+        return None
+    return line[comma + 8 : device_at], line[device_at + 8 : model_at], seq, ns // SEQ_SLOTS
+
+
+@dataclass(slots=True)
+class _Segment:
+    """Runs ``[lo, hi, ts_lo, ts_hi]`` of one device within one numbering."""
+
+    runs: list[list[int]] = field(default_factory=list)
+    high: int = -1
+    ts_high: int = 0
+
+    def add(self, seq: int, ts: int) -> None:
+        runs = self.runs
+        if runs:
+            last = runs[-1]
+            if seq == last[1] + 1:
+                last[1], last[3] = seq, ts
+            elif not last[0] <= seq <= last[1]:
+                runs.append([seq, seq, ts, ts])
+        else:
+            runs.append([seq, seq, ts, ts])
+        if seq > self.high:
+            self.high, self.ts_high = seq, ts
+
+    def spans(self) -> list[Span]:
+        merged: list[list[int]] = []
+        for run in sorted(self.runs):
+            if merged and run[0] <= merged[-1][1] + 1:
+                top = merged[-1]
+                if run[1] > top[1]:
+                    top[1], top[3] = run[1], run[3]
+            else:
+                merged.append(list(run))
+        return [Span(lo, hi, ts_lo, ts_hi) for lo, hi, ts_lo, ts_hi in merged]
+
+
+Key = tuple[str, str]
+
+
+class SequenceLedger:
+    def __init__(self, worker: str, max_devices: int = 200_000) -> None:
+        self.worker = worker
+        self.max_devices = max_devices
+        self.dropped = 0
+        self.reported = 0
+        self._pending: dict[Key, list[_Segment]] = {}
+        self._lock = threading.Lock()
+        self._last_ns = 0
+
+    def stored(self, lines: Iterable[str], refused: Collection[str] = ()) -> int:
+        """Note the readings among ``lines`` (all stored except ``refused``); returns how many."""
+        noted: list[tuple[Key, int, int]] = []
+        for line in lines:
+            found = parse_reading(line)
+            if found is None or (refused and line in refused):
+                continue
+            centre, device, seq, ts = found
+            noted.append(((centre, device), seq, ts))
+        with self._lock:
+            pending = self._pending
+            for key, seq, ts in noted:
+                segments = pending.get(key)
+                if segments is None:
+                    if len(pending) >= self.max_devices:
+                        self.dropped += 1
+                        continue
+                    segments = pending[key] = [_Segment()]
+                segment = segments[-1]
+                if seq <= segment.high and ts > segment.ts_high:  # numbering restarted
+                    segment = _Segment()
+                    segments.append(segment)
+                segment.add(seq, ts)
+        return len(noted)
+
+    def pending_devices(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def report(self, write: Callable[[bytes], None]) -> int:
+        """Write one point per device (and segment) noted since the last report.
+
+        Returns the points written. If ``write`` raises, everything is kept for the
+        next report and the exception propagates.
+        """
+        with self._lock:
+            taken, self._pending = self._pending, {}
+        if not taken:
+            return 0
+        try:
+            lines = self._lines(taken)
+            write("\n".join(lines).encode())
+        except BaseException:
+            self._merge_back(taken)
+            raise
+        self.reported += len(lines)
+        return len(lines)
+
+    def _lines(self, taken: dict[Key, list[_Segment]]) -> list[str]:
+        now = max(time.time_ns(), self._last_ns + 1)
+        worker = self.worker
+        lines: list[str] = []
+        top = now
+        for (centre, device), segments in taken.items():
+            stamp = now
+            for segment in segments:
+                spans = segment.spans()
+                for chunk in _chunks(spans):
+                    count = sum(s.size for s in chunk)
+                    lines.append(
+                        f"{SEQUENCES_MEASUREMENT},centre={centre},device={device},worker={worker} "
+                        f'spans="{format_spans(chunk)}",count={count}i,high={chunk[-1].hi}i '
+                        f"{stamp}"
+                    )
+                    stamp += 1  # points of one device in one report never share a time
+            top = max(top, stamp)
+        self._last_ns = top
+        return lines
+
+    def _merge_back(self, taken: dict[Key, list[_Segment]]) -> None:
+        with self._lock:
+            newer, self._pending = self._pending, taken
+            for key, segments in newer.items():
+                mine = self._pending.get(key)
+                if mine is None:
+                    self._pending[key] = segments
+                    continue
+                for segment in segments:  # replay in order: restarts are detected again
+                    for lo, hi, ts_lo, ts_hi in segment.runs:
+                        target = mine[-1]
+                        if lo <= target.high and ts_lo > target.ts_high:
+                            target = _Segment()
+                            mine.append(target)
+                        target.runs.append([lo, hi, ts_lo, ts_hi])
+                        if hi > target.high:
+                            target.high, target.ts_high = hi, ts_hi
+
+
+def _chunks(spans: list[Span]) -> Iterable[list[Span]]:
+    """Spans cut so that no ``spans`` field passes InfluxDB's string limit."""
+    chunk: list[Span] = []
+    size = 0
+    for span in spans:
+        cost = 60  # generous bound of one formatted span
+        if chunk and size + cost > MAX_SPANS_CHARS:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(span)
+        size += cost
+    if chunk:
+        yield chunk
