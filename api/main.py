@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from sqlalchemy.orm import Session, sessionmaker
 
 from api import errors
+from api.accounting import SequenceAccounting
 from api.broker_files import FileLogins
 from api.db.session import make_engine, migrate, session_factory
 from api.deps import Components
@@ -18,7 +20,8 @@ from api.dynsec import DynsecClient
 from api.logins import CentralLogins, DynsecLogins
 from api.metrics import ApiMetrics, MeasuredLogins
 from api.presence import Presence
-from api.routes import audit, centres, devices, health, telemetry, tokens
+from api.routes import audit, centres, devices, health, sequences, telemetry, tokens
+from api.sequence_feed import SequenceFeed
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
 from api.telemetry import TelemetryReader
@@ -73,7 +76,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 on_gateway_online=provisioner.seed_gateway,
             )
             presence.start()
+        accounting = None
+        if settings.sequence_interval_s:
+            accounting = sequence_accounting(settings, sessions)
+            accounting.register(metrics.registry)
+            accounting.start()
         app.state.components = Components(settings, sessions, provisioner, reader)
+        app.state.accounting = accounting
         app.state.presence = presence
         log.info(
             "event=api_started db=%s mqtt=%s", engine.url.render_as_string(True), settings.mqtt_url
@@ -81,6 +90,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             yield
         finally:
+            if accounting is not None:
+                accounting.close()
+                metrics.registry.unregister(accounting)
+                accounting.feed.close()
             if presence is not None:
                 presence.close()
             reader.close()
@@ -98,10 +111,30 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.metrics = metrics
     app.middleware("http")(metrics.middleware)
     errors.install(app)
-    for module in (centres, devices, telemetry, tokens, audit, health):
+    for module in (centres, devices, telemetry, sequences, tokens, audit, health):
         for router in _routers(module):
             app.include_router(router)
     return app
+
+
+def sequence_accounting(
+    settings: ApiSettings, sessions: sessionmaker[Session]
+) -> SequenceAccounting:
+    feed = SequenceFeed(
+        settings.influx_url,
+        settings.influx_db,
+        settings.influx_user,
+        settings.influx_password.get_secret_value(),
+        settings.influx_timeout_s,
+    )
+    return SequenceAccounting(
+        sessions,
+        feed,
+        interval_s=settings.sequence_interval_s,
+        lag_s=settings.sequence_lag_s,
+        grace_s=settings.sequence_grace_s,
+        horizon_s=settings.sequence_horizon_s,
+    )
 
 
 def central_logins(settings: ApiSettings, dynsec: DynsecClient) -> CentralLogins:

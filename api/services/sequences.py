@@ -1,0 +1,358 @@
+"""Per-device sequence accounting: merging the ``sequences`` reports of every ingest worker.
+
+A report says "these readings of device D (spans of seqs) were stored", at the
+time it was written (arrival order). Per device the registry keeps the current
+numbering (``epoch``): the lowest and highest seq seen, and gaps:
+
+- ``open``: seqs between stored ones that no worker has reported yet;
+- ``closed``: filled later than ``grace`` after they opened (a late reading:
+  a redelivery, a resend after a receipt timeout);
+- ``lost``: still open ``horizon`` after they opened (given up; counted).
+
+A gap filled within ``grace`` is two workers' reports crossing (worker B wrote
+seqs 1-100, worker A 101-200, A reported first): it is removed without a trace.
+Open gaps younger than ``grace`` are shown as ``settling`` and not counted.
+
+The merge is idempotent: seqs already accounted for (a batch stored twice, a
+report written twice, a report re-read) change nothing.
+
+Restarted numbering (a device reboot that resets its counter): a span that
+starts at or below the highest seq while its first reading is newer in device
+time than the reading holding the highest seq starts a new epoch. The old
+epoch's open gaps stay open (they can still be filled: readings whose device
+time is not after the old epoch's last reading are matched against them) and
+are given up after the horizon like any other. Accounting starts at the first
+seq seen: readings before it are not known to be missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.orm import Session
+
+from api.db.models import SequenceCheckpoint, SequenceGap, SequenceState
+from contract.sequences import Span
+
+OPEN, CLOSED, LOST = "open", "closed", "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    centre: str
+    device: str
+    at_ns: int
+    spans: list[Span]
+
+
+@dataclass(slots=True)
+class Merged:
+    """What one merge changed (for logs and metrics)."""
+
+    reports: int = 0
+    new_readings: int = 0
+    late_readings: int = 0
+    opened_gaps: int = 0
+    resets: int = 0
+    lost_readings: int = 0
+    devices: set[tuple[str, str]] = field(default_factory=set)
+
+
+class Accountant:
+    def __init__(self, *, grace_ns: int, horizon_ns: int) -> None:
+        self.grace_ns = grace_ns
+        self.horizon_ns = horizon_ns
+
+    # --- merging reports -----------------------------------------------------------
+
+    def merge(self, session: Session, reports: list[Report], merged: Merged) -> None:
+        for report in sorted(reports, key=lambda r: r.at_ns):
+            if not report.spans:
+                continue
+            key = (report.centre, report.device)
+            state = session.get(SequenceState, key)
+            merged.reports += 1
+            merged.devices.add(key)
+            for span in report.spans:
+                if state is None:
+                    state = _new_state(report, span)
+                    session.add(state)
+                    merged.new_readings += span.size
+                    continue
+                self._span(session, state, span, report.at_ns, merged)
+            assert state is not None
+            state.last_report_ns = max(state.last_report_ns, report.at_ns)
+
+    def _span(
+        self, session: Session, state: SequenceState, span: Span, at: int, merged: Merged
+    ) -> None:
+        if span.lo <= state.high and span.ts_lo > state.high_ts:  # numbering restarted
+            state.epoch += 1
+            state.resets += 1
+            state.prev_high_ts = state.high_ts
+            state.low, state.high, state.high_ts = span.lo, span.hi, span.ts_hi
+            state.stored += span.size
+            merged.resets += 1
+            merged.new_readings += span.size
+            return
+        if state.epoch > 1 and span.ts_hi <= state.prev_high_ts:  # an earlier numbering's
+            filled = self._fill(session, state, span.lo, span.hi, at, older=True)
+            state.stored += filled
+            merged.late_readings += filled
+            return
+        lo, hi = span.lo, span.hi
+        if lo < state.low:  # below everything seen in this numbering
+            top = min(hi, state.low - 1)
+            if top < state.low - 1:
+                self._open(session, state, top + 1, state.low - 1, at, merged)
+            state.stored += top - lo + 1
+            merged.new_readings += top - lo + 1
+            state.low = lo
+            lo = top + 1
+        if lo <= hi and lo <= state.high:
+            filled = self._fill(session, state, lo, min(hi, state.high), at, older=False)
+            state.stored += filled
+            merged.late_readings += filled
+            lo = state.high + 1
+        if lo <= hi:  # above the highest
+            if lo > state.high + 1:
+                self._open(session, state, state.high + 1, lo - 1, at, merged)
+            state.stored += hi - lo + 1
+            merged.new_readings += hi - lo + 1
+            state.high, state.high_ts = hi, span.ts_hi
+
+    def _open(
+        self, session: Session, state: SequenceState, lo: int, hi: int, at: int, merged: Merged
+    ) -> None:
+        session.add(
+            SequenceGap(
+                centre=state.centre,
+                device=state.device,
+                epoch=state.epoch,
+                lo=lo,
+                hi=hi,
+                status=OPEN,
+                opened_ns=at,
+            )
+        )
+        merged.opened_gaps += 1
+
+    def _fill(
+        self, session: Session, state: SequenceState, lo: int, hi: int, at: int, *, older: bool
+    ) -> int:
+        """Fill the open gaps within ``lo..hi``; returns the readings that were missing."""
+        session.flush()
+        epoch_match = SequenceGap.epoch < state.epoch if older else SequenceGap.epoch == state.epoch
+        gaps = session.scalars(
+            select(SequenceGap)
+            .where(
+                SequenceGap.centre == state.centre,
+                SequenceGap.device == state.device,
+                SequenceGap.status == OPEN,
+                epoch_match,
+                SequenceGap.lo <= hi,
+                SequenceGap.hi >= lo,
+            )
+            .order_by(SequenceGap.epoch.desc(), SequenceGap.lo)
+        ).all()
+        filled = 0
+        taken: list[tuple[int, int]] = []  # one reading fills at most one gap
+        for gap in gaps:
+            f_lo, f_hi = max(gap.lo, lo), min(gap.hi, hi)
+            if any(a <= f_hi and f_lo <= b for a, b in taken):
+                continue
+            taken.append((f_lo, f_hi))
+            filled += f_hi - f_lo + 1
+            if at - gap.opened_ns > self.grace_ns:
+                state.late_gaps += 1
+                state.late_readings += f_hi - f_lo + 1
+                session.add(
+                    SequenceGap(
+                        centre=gap.centre,
+                        device=gap.device,
+                        epoch=gap.epoch,
+                        lo=f_lo,
+                        hi=f_hi,
+                        status=CLOSED,
+                        opened_ns=gap.opened_ns,
+                        ended_ns=at,
+                    )
+                )
+            if f_lo == gap.lo and f_hi == gap.hi:
+                session.delete(gap)
+            elif f_lo == gap.lo:
+                gap.lo = f_hi + 1
+            elif f_hi == gap.hi:
+                gap.hi = f_lo - 1
+            else:  # a hole in the middle: split
+                session.add(
+                    SequenceGap(
+                        centre=gap.centre,
+                        device=gap.device,
+                        epoch=gap.epoch,
+                        lo=f_hi + 1,
+                        hi=gap.hi,
+                        status=OPEN,
+                        opened_ns=gap.opened_ns,
+                    )
+                )
+                gap.hi = f_lo - 1
+        return filled
+
+    # --- giving up ---------------------------------------------------------------
+
+    def give_up(self, session: Session, now_ns: int, merged: Merged) -> None:
+        """Open gaps older than the horizon become lost; ended gaps older than it go."""
+        limit = now_ns - self.horizon_ns
+        expired = session.scalars(
+            select(SequenceGap).where(SequenceGap.status == OPEN, SequenceGap.opened_ns < limit)
+        ).all()
+        for gap in expired:
+            state = session.get(SequenceState, (gap.centre, gap.device))
+            size = gap.hi - gap.lo + 1
+            if state is not None:
+                state.lost_gaps += 1
+                state.lost_readings += size
+            gap.status, gap.ended_ns = LOST, now_ns
+            merged.lost_readings += size
+            merged.devices.add((gap.centre, gap.device))
+        session.execute(
+            delete(SequenceGap).where(SequenceGap.status != OPEN, SequenceGap.ended_ns < limit)
+        )
+
+
+def _new_state(report: Report, span: Span) -> SequenceState:
+    return SequenceState(
+        centre=report.centre,
+        device=report.device,
+        epoch=1,
+        low=span.lo,
+        high=span.hi,
+        high_ts=span.ts_hi,
+        prev_high_ts=-1,
+        stored=span.size,
+        late_gaps=0,
+        late_readings=0,
+        lost_gaps=0,
+        lost_readings=0,
+        resets=0,
+        first_report_ns=report.at_ns,
+        last_report_ns=report.at_ns,
+    )
+
+
+# --- checkpoint ------------------------------------------------------------------------
+
+
+def checkpoint(session: Session) -> int | None:
+    row = session.get(SequenceCheckpoint, 1)
+    return None if row is None else row.until_ns
+
+
+def set_checkpoint(session: Session, until_ns: int) -> None:
+    row = session.get(SequenceCheckpoint, 1)
+    if row is None:
+        session.add(SequenceCheckpoint(id=1, until_ns=until_ns))
+    else:
+        row.until_ns = until_ns
+
+
+# --- reading the accounting back -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CentreTotals:
+    devices: int
+    stored: int
+    open_gaps: int
+    open_readings: int
+    late_gaps: int
+    late_readings: int
+    lost_gaps: int
+    lost_readings: int
+    resets: int
+
+
+def states_of(session: Session, centre: str) -> list[SequenceState]:
+    return list(
+        session.scalars(
+            select(SequenceState)
+            .where(SequenceState.centre == centre)
+            .order_by(SequenceState.device)
+        )
+    )
+
+
+def gaps_of(session: Session, centre: str, device: str, limit: int) -> list[SequenceGap]:
+    """Open gaps first (oldest first), then the most recently ended ones."""
+    base = select(SequenceGap).where(SequenceGap.centre == centre, SequenceGap.device == device)
+    opened = session.scalars(
+        base.where(SequenceGap.status == OPEN).order_by(SequenceGap.opened_ns).limit(limit)
+    ).all()
+    ended = session.scalars(
+        base.where(SequenceGap.status != OPEN)
+        .order_by(SequenceGap.ended_ns.desc())
+        .limit(max(limit - len(opened), 0))
+    ).all()
+    return [*opened, *ended]
+
+
+def open_counts(
+    session: Session, settled_before_ns: int, centre: str | None = None
+) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """Per device: (open gaps, readings in them, settling gaps) for open gaps."""
+    settled = case((SequenceGap.opened_ns <= settled_before_ns, 1), else_=0)
+    size = SequenceGap.hi - SequenceGap.lo + 1
+    query = (
+        select(
+            SequenceGap.centre,
+            SequenceGap.device,
+            func.sum(settled),
+            func.sum(size * settled),
+            func.count(),
+        )
+        .where(SequenceGap.status == OPEN)
+        .group_by(SequenceGap.centre, SequenceGap.device)
+    )
+    if centre is not None:
+        query = query.where(SequenceGap.centre == centre)
+    out: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for c, d, gaps, readings, total in session.execute(query):
+        out[(c, d)] = (int(gaps or 0), int(readings or 0), int(total) - int(gaps or 0))
+    return out
+
+
+def totals_by_centre(session: Session, settled_before_ns: int) -> dict[str, CentreTotals]:
+    opened: dict[str, list[int]] = {}
+    for (c, _d), (gaps, readings, _settling) in open_counts(session, settled_before_ns).items():
+        acc = opened.setdefault(c, [0, 0])
+        acc[0] += gaps
+        acc[1] += readings
+    rows = session.execute(
+        select(
+            SequenceState.centre,
+            func.count(),
+            func.sum(SequenceState.stored),
+            func.sum(SequenceState.late_gaps),
+            func.sum(SequenceState.late_readings),
+            func.sum(SequenceState.lost_gaps),
+            func.sum(SequenceState.lost_readings),
+            func.sum(SequenceState.resets),
+        ).group_by(SequenceState.centre)
+    )
+    out: dict[str, CentreTotals] = {}
+    for c, devices, stored, late_g, late_r, lost_g, lost_r, resets in rows:
+        gaps, readings = opened.get(c, [0, 0])
+        out[c] = CentreTotals(
+            devices=int(devices),
+            stored=int(stored or 0),
+            open_gaps=gaps,
+            open_readings=readings,
+            late_gaps=int(late_g or 0),
+            late_readings=int(late_r or 0),
+            lost_gaps=int(lost_g or 0),
+            lost_readings=int(lost_r or 0),
+            resets=int(resets or 0),
+        )
+    return out
