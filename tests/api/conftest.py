@@ -185,7 +185,10 @@ def api_factory(
     opened: list[TestClient] = []
 
     def make(
-        db_url: str | None = None, broker: MosquittoService | None = None, logins: str = "files"
+        db_url: str | None = None,
+        broker: MosquittoService | None = None,
+        logins: str = "files",
+        **overrides: object,
     ) -> Api:
         broker = broker or mosquitto
         files = {"broker_files_dir": broker.home} if logins == "files" else {}
@@ -197,6 +200,7 @@ def api_factory(
             influx_url=influx.url,
             influx_password=influx.admin_password,
             master_secret=MASTER,
+            **overrides,
         )
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
