@@ -122,7 +122,9 @@ def test_a_hole_is_shown_open_then_closed_late_when_filled(
             database=influx.database,
         )
         series = body["results"][0].get("series")
-        return dict(zip(series[0]["columns"], series[0]["values"][0], strict=True)) if series else None
+        if not series:
+            return None
+        return dict(zip(series[0]["columns"], series[0]["values"][0], strict=True))
 
     wait_for(lambda: (pipeline_point() or {}).get("late") == 5, 10, "the pipeline point")
     assert (pipeline_point() or {}).get("open") == 0
@@ -206,16 +208,16 @@ def test_a_replayed_batch_is_not_counted_twice(
     ts0 = now_ms() - 600_000
     publisher.envelopes(centre, gateway, devices, range(1, 101), ts0)
     publisher.flush()
-    wait_for(
-        lambda: centre_sequence(api, centre)["totals"]["readings_stored"] == 300, 30, "stored"
-    )
+    wait_for(lambda: centre_sequence(api, centre)["totals"]["readings_stored"] == 300, 30, "stored")
     written = worker.worker.metrics.points._value.get()
     publisher.envelopes(centre, gateway, devices, range(1, 101), ts0)  # the same batches again
     publisher.flush()
     ledger = worker.worker.sequences
     wait_for(
-        lambda: worker.worker.metrics.points._value.get() >= written + 300
-        and ledger.pending_devices() == 0,
+        lambda: (
+            worker.worker.metrics.points._value.get() >= written + 300
+            and ledger.pending_devices() == 0
+        ),
         30,
         "the replay stored and reported",
     )
