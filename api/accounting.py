@@ -54,6 +54,7 @@ class SequenceAccounting(Collector):
         lag_s: float,
         grace_s: float,
         horizon_s: float,
+        check_after_s: float,
     ) -> None:
         self._sessions = sessions
         self.feed = feed
@@ -61,6 +62,7 @@ class SequenceAccounting(Collector):
         self._lag_ns = int(lag_s * S)
         self._grace_ns = int(grace_s * S)
         self._horizon_ns = int(horizon_s * S)
+        self._check_after_ns = int(check_after_s * S)
         self._accountant = Accountant(grace_ns=self._grace_ns, horizon_ns=self._horizon_ns)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sequence-accounting", daemon=True)
@@ -113,13 +115,21 @@ class SequenceAccounting(Collector):
                 self._accountant.merge(session, reports, merged)
                 set_checkpoint(session, until)
                 self.until_ns = until
-            self._accountant.give_up(session, now_ns, merged)
+            lookup = self.feed.stored_seqs
+            self._accountant.check(session, now_ns, self._check_after_ns, lookup, merged)
+            self._accountant.give_up(session, now_ns, merged, lookup)
             session.flush()
             totals = totals_by_centre(session, now_ns - self._grace_ns)
         self._totals = totals
         self.polls += 1
         self.reports += merged.reports
-        if merged.opened_gaps or merged.late_readings or merged.lost_readings or merged.resets:
+        if (
+            merged.opened_gaps
+            or merged.late_readings
+            or merged.lost_readings
+            or merged.recovered_readings
+            or merged.resets
+        ):
             log.info(
                 kv(
                     "sequence_accounting",
@@ -128,6 +138,7 @@ class SequenceAccounting(Collector):
                     gaps_opened=merged.opened_gaps,
                     readings_late=merged.late_readings,
                     readings_lost=merged.lost_readings,
+                    readings_recovered=merged.recovered_readings,
                     resets=merged.resets,
                 )
             )
@@ -153,6 +164,10 @@ class SequenceAccounting(Collector):
             "readings_late": ("readings stored after the grace period", "late_readings"),
             "gaps_lost": ("gaps given up after the horizon", "lost_gaps"),
             "readings_lost": ("readings given up as lost after the horizon", "lost_readings"),
+            "readings_recovered": (
+                "readings found in storage that no worker had reported",
+                "recovered",
+            ),
             "resets": ("devices that restarted their numbering", "resets"),
         }
         for name, (doc, attr) in counters.items():

@@ -134,6 +134,7 @@ def sequence_accounting(
         lag_s=settings.sequence_lag_s,
         grace_s=settings.sequence_grace_s,
         horizon_s=settings.sequence_horizon_s,
+        check_after_s=settings.sequence_check_after_s,
     )
 
 

@@ -239,6 +239,7 @@ class SequenceCounts(BaseModel):
     readings_late: int = 0
     gaps_lost: int = 0
     readings_lost: int = 0
+    readings_recovered: int = 0
     resets: int = 0
 
 

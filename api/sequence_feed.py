@@ -15,10 +15,12 @@ from typing import Any, Final
 
 import httpx
 
+from api.db.models import SequenceGap
 from api.errors import TelemetryUnavailable
 from api.services.sequences import CentreTotals, Report
+from contract.metrics import Measurement
 from contract.sequences import SEQUENCES_MEASUREMENT, SpanError, parse_spans
-from contract.storage import PIPELINE_MEASUREMENT
+from contract.storage import PIPELINE_MEASUREMENT, SEQ_SLOTS
 
 PAGE: Final = 10_000
 SOURCE: Final = "accounting"
@@ -57,6 +59,31 @@ class SequenceFeed:
                 return
             offset += PAGE
 
+    def stored_seqs(self, gap: SequenceGap) -> list[int]:
+        """The seqs of ``gap`` that are stored after all (between its device times)."""
+        measurements = ", ".join(f'"{m.value}"' for m in Measurement)
+        seqs: list[int] = []
+        offset = 0
+        while True:
+            query = (
+                f'SELECT "seq" FROM {measurements} WHERE "centre" = $centre AND '
+                '"device" = $device AND time >= $start AND time < $end AND '
+                f'"seq" >= $lo AND "seq" <= $hi LIMIT {PAGE} OFFSET {offset}'
+            )
+            params = {
+                "centre": gap.centre,
+                "device": gap.device,
+                "start": gap.ts_before * SEQ_SLOTS,
+                "end": (gap.ts_after + 1) * SEQ_SLOTS,
+                "lo": gap.lo,
+                "hi": gap.hi,
+            }
+            rows = self._query(query, params)
+            seqs.extend(int(row["seq"]) for row in rows if row.get("seq") is not None)
+            if len(rows) < PAGE:
+                return seqs
+            offset += PAGE
+
     def write_totals(self, totals: dict[str, CentreTotals], now_ns: int) -> None:
         """One ``pipeline,source=accounting,centre=C`` point per centre."""
         if not totals:
@@ -66,7 +93,8 @@ class SequenceFeed:
             f"devices={t.devices}i,readings_stored={t.stored}i,open_gaps={t.open_gaps}i,"
             f"open_readings={t.open_readings}i,gaps_closed_late={t.late_gaps}i,"
             f"readings_late={t.late_readings}i,gaps_lost={t.lost_gaps}i,"
-            f"readings_lost={t.lost_readings}i,seq_resets={t.resets}i {now_ns}"
+            f"readings_lost={t.lost_readings}i,readings_recovered={t.recovered}i,"
+            f"seq_resets={t.resets}i {now_ns}"
             for centre, t in sorted(totals.items())
         ]
         try:

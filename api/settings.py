@@ -42,6 +42,7 @@ class ApiSettings(BaseSettings):
     sequence_lag_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     sequence_grace_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     sequence_horizon_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
+    sequence_check_after_s: Annotated[float, Field(ge=0)] = 600.0
 
     @field_validator("master_secret")
     @classmethod

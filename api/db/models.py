@@ -101,6 +101,7 @@ class SequenceState(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=1)
     low: Mapped[int] = mapped_column(BigInteger)
     high: Mapped[int] = mapped_column(BigInteger)
+    low_ts: Mapped[int] = mapped_column(BigInteger)  # device time (ms) of ``low``
     high_ts: Mapped[int] = mapped_column(BigInteger)  # device time (ms) of ``high``
     prev_high_ts: Mapped[int] = mapped_column(BigInteger, default=-1)  # of the epoch before
     stored: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -108,6 +109,7 @@ class SequenceState(Base):
     late_readings: Mapped[int] = mapped_column(BigInteger, default=0)
     lost_gaps: Mapped[int] = mapped_column(BigInteger, default=0)
     lost_readings: Mapped[int] = mapped_column(BigInteger, default=0)
+    recovered_readings: Mapped[int] = mapped_column(BigInteger, default=0)
     resets: Mapped[int] = mapped_column(Integer, default=0)
     first_report_ns: Mapped[int] = mapped_column(BigInteger)
     last_report_ns: Mapped[int] = mapped_column(BigInteger)
@@ -131,6 +133,10 @@ class SequenceGap(Base):
     status: Mapped[str] = mapped_column(String(8))
     opened_ns: Mapped[int] = mapped_column(BigInteger)
     ended_ns: Mapped[int | None] = mapped_column(BigInteger)
+    # device times (ms) of the stored readings either side: where to look in storage
+    ts_before: Mapped[int] = mapped_column(BigInteger)
+    ts_after: Mapped[int] = mapped_column(BigInteger)
+    checked_ns: Mapped[int | None] = mapped_column(BigInteger)  # looked up in storage
 
 
 class SequenceCheckpoint(Base):

@@ -28,6 +28,7 @@ COUNTED = (
     "readings_late",
     "gaps_lost",
     "readings_lost",
+    "readings_recovered",
     "resets",
 )
 
@@ -57,6 +58,7 @@ def _summary(
         readings_late=state.late_readings,
         gaps_lost=state.lost_gaps,
         readings_lost=state.lost_readings,
+        readings_recovered=state.recovered_readings,
         resets=state.resets,
         first_report_at=_time(state.first_report_ns),
         last_report_at=_time(state.last_report_ns),

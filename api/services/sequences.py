@@ -27,6 +27,7 @@ seq seen: readings before it are not known to be missing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import case, delete, func, select
@@ -36,6 +37,9 @@ from api.db.models import SequenceCheckpoint, SequenceGap, SequenceState
 from contract.sequences import Span
 
 OPEN, CLOSED, LOST = "open", "closed", "lost"
+CHECKS_PER_ROUND = 200
+# The seqs of a gap found in storage (between its device times ``ts_before``..``ts_after``).
+Lookup = Callable[[SequenceGap], Iterable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,7 @@ class Merged:
     reports: int = 0
     new_readings: int = 0
     late_readings: int = 0
+    recovered_readings: int = 0
     opened_gaps: int = 0
     resets: int = 0
     lost_readings: int = 0
@@ -92,6 +97,7 @@ class Accountant:
             state.resets += 1
             state.prev_high_ts = state.high_ts
             state.low, state.high, state.high_ts = span.lo, span.hi, span.ts_hi
+            state.low_ts = span.ts_lo
             state.stored += span.size
             merged.resets += 1
             merged.new_readings += span.size
@@ -105,10 +111,11 @@ class Accountant:
         if lo < state.low:  # below everything seen in this numbering
             top = min(hi, state.low - 1)
             if top < state.low - 1:
-                self._open(session, state, top + 1, state.low - 1, at, merged)
+                gap = (top + 1, state.low - 1, span.ts_hi, state.low_ts)
+                self._open(session, state, *gap, at, merged)
             state.stored += top - lo + 1
             merged.new_readings += top - lo + 1
-            state.low = lo
+            state.low, state.low_ts = lo, span.ts_lo
             lo = top + 1
         if lo <= hi and lo <= state.high:
             filled = self._fill(session, state, lo, min(hi, state.high), at, older=False)
@@ -117,13 +124,22 @@ class Accountant:
             lo = state.high + 1
         if lo <= hi:  # above the highest
             if lo > state.high + 1:
-                self._open(session, state, state.high + 1, lo - 1, at, merged)
+                gap = (state.high + 1, lo - 1, state.high_ts, span.ts_lo)
+                self._open(session, state, *gap, at, merged)
             state.stored += hi - lo + 1
             merged.new_readings += hi - lo + 1
             state.high, state.high_ts = hi, span.ts_hi
 
     def _open(
-        self, session: Session, state: SequenceState, lo: int, hi: int, at: int, merged: Merged
+        self,
+        session: Session,
+        state: SequenceState,
+        lo: int,
+        hi: int,
+        ts_before: int,
+        ts_after: int,
+        at: int,
+        merged: Merged,
     ) -> None:
         session.add(
             SequenceGap(
@@ -134,6 +150,8 @@ class Accountant:
                 hi=hi,
                 status=OPEN,
                 opened_ns=at,
+                ts_before=min(ts_before, ts_after),
+                ts_after=max(ts_before, ts_after),
             )
         )
         merged.opened_gaps += 1
@@ -164,51 +182,49 @@ class Accountant:
                 continue
             taken.append((f_lo, f_hi))
             filled += f_hi - f_lo + 1
-            if at - gap.opened_ns > self.grace_ns:
-                state.late_gaps += 1
-                state.late_readings += f_hi - f_lo + 1
-                session.add(
-                    SequenceGap(
-                        centre=gap.centre,
-                        device=gap.device,
-                        epoch=gap.epoch,
-                        lo=f_lo,
-                        hi=f_hi,
-                        status=CLOSED,
-                        opened_ns=gap.opened_ns,
-                        ended_ns=at,
-                    )
-                )
-            if f_lo == gap.lo and f_hi == gap.hi:
-                session.delete(gap)
-            elif f_lo == gap.lo:
-                gap.lo = f_hi + 1
-            elif f_hi == gap.hi:
-                gap.hi = f_lo - 1
-            else:  # a hole in the middle: split
-                session.add(
-                    SequenceGap(
-                        centre=gap.centre,
-                        device=gap.device,
-                        epoch=gap.epoch,
-                        lo=f_hi + 1,
-                        hi=gap.hi,
-                        status=OPEN,
-                        opened_ns=gap.opened_ns,
-                    )
-                )
-                gap.hi = f_lo - 1
+            late = at - gap.opened_ns > self.grace_ns
+            _take(session, state, gap, f_lo, f_hi, at, CLOSED if late else None)
         return filled
 
-    # --- giving up ---------------------------------------------------------------
+    # --- checking storage, giving up -------------------------------------------------
 
-    def give_up(self, session: Session, now_ns: int, merged: Merged) -> None:
-        """Open gaps older than the horizon become lost; ended gaps older than it go."""
+    def check(
+        self, session: Session, now_ns: int, after_ns: int, lookup: Lookup, merged: Merged
+    ) -> None:
+        """Look up in storage, once, the open gaps older than ``after_ns``.
+
+        Readings found there were stored but never reported (a worker killed between
+        its write and its report, a ledger that was full): they close their gap as
+        ``recovered``, neither late nor lost.
+        """
+        due = session.scalars(
+            select(SequenceGap)
+            .where(
+                SequenceGap.status == OPEN,
+                SequenceGap.checked_ns.is_(None),
+                SequenceGap.opened_ns < now_ns - after_ns,
+            )
+            .order_by(SequenceGap.opened_ns)
+            .limit(CHECKS_PER_ROUND)
+        ).all()
+        for gap in due:
+            self._recover(session, gap, now_ns, lookup, merged)
+
+    def give_up(
+        self, session: Session, now_ns: int, merged: Merged, lookup: Lookup | None = None
+    ) -> None:
+        """Open gaps older than the horizon become lost (after a last look in storage);
+        ended gaps older than it are forgotten."""
         limit = now_ns - self.horizon_ns
         expired = session.scalars(
             select(SequenceGap).where(SequenceGap.status == OPEN, SequenceGap.opened_ns < limit)
         ).all()
         for gap in expired:
+            if lookup is not None:
+                self._recover(session, gap, now_ns, lookup, merged)
+                session.flush()
+                if gap not in session or gap.status != OPEN:
+                    continue
             state = session.get(SequenceState, (gap.centre, gap.device))
             size = gap.hi - gap.lo + 1
             if state is not None:
@@ -221,6 +237,89 @@ class Accountant:
             delete(SequenceGap).where(SequenceGap.status != OPEN, SequenceGap.ended_ns < limit)
         )
 
+    def _recover(
+        self, session: Session, gap: SequenceGap, now_ns: int, lookup: Lookup, merged: Merged
+    ) -> None:
+        found = lookup(gap)
+        state = session.get(SequenceState, (gap.centre, gap.device))
+        pieces = [gap]
+        for lo, hi in reversed(_runs(found)):  # from the top: ``gap`` keeps the lower part
+            if state is None or gap not in session:
+                break
+            upper = _take(session, state, gap, lo, hi, now_ns, None)
+            if upper is not None:
+                pieces.append(upper)
+            state.recovered_readings += hi - lo + 1
+            state.stored += hi - lo + 1
+            merged.recovered_readings += hi - lo + 1
+        for piece in pieces:
+            piece.checked_ns = now_ns
+
+
+def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
+def _take(
+    session: Session,
+    state: SequenceState,
+    gap: SequenceGap,
+    f_lo: int,
+    f_hi: int,
+    at: int,
+    record: str | None,
+) -> SequenceGap | None:
+    """Remove ``f_lo..f_hi`` from an open gap; ``record``: keep it as a closed row.
+
+    Returns the new row holding the gap's upper part when the fill split it.
+    """
+    if record is not None:
+        state.late_gaps += 1
+        state.late_readings += f_hi - f_lo + 1
+        session.add(
+            SequenceGap(
+                centre=gap.centre,
+                device=gap.device,
+                epoch=gap.epoch,
+                lo=f_lo,
+                hi=f_hi,
+                status=record,
+                opened_ns=gap.opened_ns,
+                ended_ns=at,
+                ts_before=gap.ts_before,
+                ts_after=gap.ts_after,
+            )
+        )
+    upper = None
+    if f_lo == gap.lo and f_hi == gap.hi:
+        session.delete(gap)
+    elif f_lo == gap.lo:
+        gap.lo = f_hi + 1
+    elif f_hi == gap.hi:
+        gap.hi = f_lo - 1
+    else:  # a hole in the middle: split
+        upper = SequenceGap(
+            centre=gap.centre,
+            device=gap.device,
+            epoch=gap.epoch,
+            lo=f_hi + 1,
+            hi=gap.hi,
+            status=OPEN,
+            opened_ns=gap.opened_ns,
+            ts_before=gap.ts_before,
+            ts_after=gap.ts_after,
+            checked_ns=gap.checked_ns,
+        )
+        session.add(upper)
+        gap.hi = f_lo - 1
+    return upper
+
 
 def _new_state(report: Report, span: Span) -> SequenceState:
     return SequenceState(
@@ -231,11 +330,13 @@ def _new_state(report: Report, span: Span) -> SequenceState:
         high=span.hi,
         high_ts=span.ts_hi,
         prev_high_ts=-1,
+        low_ts=span.ts_lo,
         stored=span.size,
         late_gaps=0,
         late_readings=0,
         lost_gaps=0,
         lost_readings=0,
+        recovered_readings=0,
         resets=0,
         first_report_ns=report.at_ns,
         last_report_ns=report.at_ns,
@@ -271,6 +372,7 @@ class CentreTotals:
     late_readings: int
     lost_gaps: int
     lost_readings: int
+    recovered: int
     resets: int
 
 
@@ -338,11 +440,12 @@ def totals_by_centre(session: Session, settled_before_ns: int) -> dict[str, Cent
             func.sum(SequenceState.late_readings),
             func.sum(SequenceState.lost_gaps),
             func.sum(SequenceState.lost_readings),
+            func.sum(SequenceState.recovered_readings),
             func.sum(SequenceState.resets),
         ).group_by(SequenceState.centre)
     )
     out: dict[str, CentreTotals] = {}
-    for c, devices, stored, late_g, late_r, lost_g, lost_r, resets in rows:
+    for c, devices, stored, late_g, late_r, lost_g, lost_r, recovered, resets in rows:
         gaps, readings = opened.get(c, [0, 0])
         out[c] = CentreTotals(
             devices=int(devices),
@@ -353,6 +456,7 @@ def totals_by_centre(session: Session, settled_before_ns: int) -> dict[str, Cent
             late_readings=int(late_r or 0),
             lost_gaps=int(lost_g or 0),
             lost_readings=int(lost_r or 0),
+            recovered=int(recovered or 0),
             resets=int(resets or 0),
         )
     return out

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db.models import SequenceState
+from api.db.models import SequenceGap, SequenceState
 from api.db.session import make_engine, migrate, session_factory
 from api.services.sequences import Accountant, Merged, Report, open_counts, totals_by_centre
 from contract.sequences import Span, format_spans, parse_spans
@@ -133,3 +134,35 @@ def test_centre_totals_add_up(ledger: Ledger, sessions: sessionmaker[Session]) -
         totals = totals_by_centre(session, T0 + HORIZON + 100 * S)["c1"]
     assert (totals.devices, totals.stored, totals.lost_readings) == (1, 34, 2)
     assert (totals.open_gaps, totals.open_readings) == (1, 4)
+
+
+def test_gaps_found_in_storage_are_recovered_before_anything_is_lost(
+    ledger: Ledger, sessions: sessionmaker[Session]
+) -> None:
+    ledger.report(0, (1, 10), (18, 20))  # 11-17 stored by a worker that died before reporting?
+    asked: list[tuple[int, int, int, int]] = []
+
+    def stored(found: set[int]) -> Callable[[SequenceGap], Iterable[int]]:
+        def lookup(gap: SequenceGap) -> Iterable[int]:
+            asked.append((gap.lo, gap.hi, gap.ts_before, gap.ts_after))
+            return [s for s in found if gap.lo <= s <= gap.hi]
+
+        return lookup
+
+    merged = Merged()
+    with sessions.begin() as session:
+        ledger.accountant.check(session, T0 + 700 * S, 600 * S, stored({12, 13, 15}), merged)
+    assert asked == [(11, 17, TS0 + 10_000, TS0 + 18_000)]  # where to look: device times
+    assert merged.recovered_readings == 3
+    assert ledger.open(800) == (3, 4, 0)  # 11, 14, 16-17
+    with sessions.begin() as session:  # looked up once only
+        ledger.accountant.check(session, T0 + 900 * S, 600 * S, stored({11}), Merged())
+    assert ledger.open(901) == (3, 4, 0)
+
+    merged = Merged()
+    with sessions.begin() as session:  # a last look before giving up
+        ledger.accountant.give_up(session, T0 + HORIZON + S, merged, stored({11}))
+    assert (merged.recovered_readings, merged.lost_readings) == (1, 3)
+    state = ledger.state()
+    assert (state.recovered_readings, state.lost_readings, state.stored) == (4, 3, 17)
+    assert state.late_readings == 0

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("epoch", sa.Integer, nullable=False),
         sa.Column("low", BIG, nullable=False),
         sa.Column("high", BIG, nullable=False),
+        sa.Column("low_ts", BIG, nullable=False),
         sa.Column("high_ts", BIG, nullable=False),
         sa.Column("prev_high_ts", BIG, nullable=False),
         sa.Column("stored", BIG, nullable=False),
@@ -30,6 +31,7 @@ def upgrade() -> None:
         sa.Column("late_readings", BIG, nullable=False),
         sa.Column("lost_gaps", BIG, nullable=False),
         sa.Column("lost_readings", BIG, nullable=False),
+        sa.Column("recovered_readings", BIG, nullable=False),
         sa.Column("resets", sa.Integer, nullable=False),
         sa.Column("first_report_ns", BIG, nullable=False),
         sa.Column("last_report_ns", BIG, nullable=False),
@@ -45,6 +47,9 @@ def upgrade() -> None:
         sa.Column("status", sa.String(8), nullable=False),
         sa.Column("opened_ns", BIG, nullable=False),
         sa.Column("ended_ns", BIG),
+        sa.Column("ts_before", BIG, nullable=False),
+        sa.Column("ts_after", BIG, nullable=False),
+        sa.Column("checked_ns", BIG),
     )
     op.create_index("ix_sequence_gaps_device", "sequence_gaps", ["centre", "device", "status"])
     op.create_index("ix_sequence_gaps_status_opened", "sequence_gaps", ["status", "opened_ns"])
