@@ -90,6 +90,7 @@ class Worker:
         )
         self.metrics.subscribed.set_function(lambda: float(self.subscriber.subscribed))
         self.sequences = SequenceLedger(settings.client_id)
+        self.sequences.register(self.metrics.registry)
         self._slots = threading.Semaphore(settings.write_concurrency)
         self._local = threading.local()
         self._writers: list[Writer] = []

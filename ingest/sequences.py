@@ -34,6 +34,10 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from contract.metrics import Measurement
 from contract.sequences import MAX_SPANS_CHARS, SEQUENCES_MEASUREMENT, Span, format_spans
 from contract.storage import SEQ_SLOTS
@@ -100,7 +104,7 @@ class _Segment:
 Key = tuple[str, str]
 
 
-class SequenceLedger:
+class SequenceLedger(Collector):
     def __init__(self, worker: str, max_devices: int = 200_000) -> None:
         self.worker = worker
         self.max_devices = max_devices
@@ -134,6 +138,26 @@ class SequenceLedger:
                     segments.append(segment)
                 segment.add(seq, ts)
         return len(noted)
+
+    def register(self, registry: CollectorRegistry) -> None:
+        registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "gramlink_ingest_sequence_points",
+            "sequences points written (one per device per report)",
+            value=self.reported,
+        )
+        yield CounterMetricFamily(
+            "gramlink_ingest_sequence_dropped",
+            "stored readings not noted for the report (ledger full)",
+            value=self.dropped,
+        )
+        yield GaugeMetricFamily(
+            "gramlink_ingest_sequence_pending_devices",
+            "devices with stored readings not yet reported",
+            value=self.pending_devices(),
+        )
 
     def pending_devices(self) -> int:
         with self._lock:

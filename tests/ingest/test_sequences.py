@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from contract.codec import encode
 from contract.messages import telemetry
@@ -53,6 +54,17 @@ def test_stored_readings_are_reported_as_spans_of_their_device() -> None:
     assert (spans[0].ts_lo, spans[0].ts_hi) == (TS0 + 1, TS0 + 3)
     assert "count=5i,high=6i" in line
     assert reported(ledger) == []  # forgotten once written
+
+
+def test_the_ledger_is_on_the_worker_metrics() -> None:
+    registry = CollectorRegistry()
+    ledger = SequenceLedger("w-1")
+    ledger.register(registry)
+    ledger.stored(lines_for([1, 2]) + lines_for([1], device="pw-2"))
+    assert registry.get_sample_value("gramlink_ingest_sequence_pending_devices") == 2
+    reported(ledger)
+    assert registry.get_sample_value("gramlink_ingest_sequence_points_total") == 2
+    assert registry.get_sample_value("gramlink_ingest_sequence_pending_devices") == 0
 
 
 def test_a_failed_report_is_kept_for_the_next() -> None:
