@@ -4,7 +4,9 @@ Every ``sequence_interval_s`` one thread (started and closed by the lifespan):
 
 1. reads the ``sequences`` reports written after the checkpoint and at least
    ``sequence_lag_s`` ago (a report becomes readable up to a write timeout after
-   the time it carries; the lag also covers clock skew between hosts);
+   the time it carries; the lag also covers clock skew between hosts), at most
+   ``WINDOW_NS`` of them per round (behind, e.g. after the API was down, it goes
+   on with the next window at once); the very first round starts ``START_NS`` back;
 2. merges them into the registry (``api.services.sequences``), gives up open
    gaps older than ``sequence_horizon_s``, moves the checkpoint, in one transaction;
 3. refreshes the per-centre totals behind the Prometheus metrics and writes them
@@ -42,6 +44,8 @@ from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 S = 1_000_000_000
+WINDOW_NS = 60 * S  # reports read per round at most: catching up goes window by window
+START_NS = 3600 * S  # the first round starts this far back (earlier reports are not read)
 
 
 class SequenceAccounting(Collector):
@@ -72,6 +76,7 @@ class SequenceAccounting(Collector):
         self.reports = 0
         self.failures = 0
         self.until_ns = 0
+        self.behind = False
 
     def register(self, registry: CollectorRegistry) -> None:
         registry.register(self)
@@ -100,6 +105,8 @@ class SequenceAccounting(Collector):
                 if self._failing:
                     log.warning(kv("sequence_accounting_resumed"))
                 self._failing = False
+                if self.behind:  # catching up: the next window at once
+                    continue
             self._stop.wait(self._interval)
 
     def poll(self, now_ns: int) -> Merged:
@@ -109,7 +116,9 @@ class SequenceAccounting(Collector):
         with self._sessions.begin() as session:
             after = checkpoint(session)
             if after is None:
-                after = until - self._horizon_ns
+                after = until - START_NS
+            until = min(until, after + WINDOW_NS)
+            self.behind = until < now_ns - self._lag_ns
             if until > after:
                 reports = list(self.feed.reports(after, until))
                 self._accountant.merge(session, reports, merged)

@@ -72,6 +72,7 @@ class Accountant:
     # --- merging reports -----------------------------------------------------------
 
     def merge(self, session: Session, reports: list[Report], merged: Merged) -> None:
+        _preload(session, {(r.centre, r.device) for r in reports})
         for report in sorted(reports, key=lambda r: r.at_ns):
             if not report.spans:
                 continue
@@ -319,6 +320,20 @@ def _take(
         session.add(upper)
         gap.hi = f_lo - 1
     return upper
+
+
+def _preload(session: Session, keys: set[tuple[str, str]]) -> None:
+    """Load the states of a round's devices in a few queries (then ``get`` finds them)."""
+    by_centre: dict[str, list[str]] = {}
+    for centre, device in keys:
+        by_centre.setdefault(centre, []).append(device)
+    for centre, devices in by_centre.items():
+        for i in range(0, len(devices), 500):
+            session.scalars(
+                select(SequenceState).where(
+                    SequenceState.centre == centre, SequenceState.device.in_(devices[i : i + 500])
+                )
+            ).all()
 
 
 def _new_state(report: Report, span: Span) -> SequenceState:
