@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ingest.batcher import Batch, Batcher
 from ingest.delivery import Delivery, Stopped
-from ingest.errors import ConfigError, StorageMissing, WriteError, WriteFatal
+from ingest.errors import ConfigError, StorageMissing, WriteFatal
 from ingest.identity import identity
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_consumer import RawSubscriber
@@ -91,6 +91,7 @@ class Worker:
         self.metrics.subscribed.set_function(lambda: float(self.subscriber.subscribed))
         self.sequences = SequenceLedger(settings.client_id)
         self.sequences.register(self.metrics.registry)
+        self._reporting = threading.Event()  # a report job is queued: never more than one
         self._slots = threading.Semaphore(settings.write_concurrency)
         self._local = threading.local()
         self._writers: list[Writer] = []
@@ -143,11 +144,9 @@ class Worker:
 
     def _report_sequences(self) -> None:
         try:
-            self.sequences.report(self._writer().write)
-        except WriteError as exc:  # kept for the next report
-            log.warning(kv("sequences_report_failed", error=str(exc)[:300], action="retrying"))
-        except Exception as exc:  # outermost frame of a pool job: say so, keep running
-            log.exception(kv("sequences_report_crashed", error=exc))
+            self.sequences.flush(self._writer().write)
+        finally:
+            self._reporting.clear()
 
     # --- decode thread ------------------------------------------------------------
 
@@ -226,7 +225,9 @@ class Worker:
                 self.batcher.add_ack(None, 0)
             if s.sequence_interval_s and now >= next_sequences:
                 next_sequences = now + s.sequence_interval_s
-                self._pool.submit(self._report_sequences)
+                if not self._reporting.is_set():
+                    self._reporting.set()
+                    self._pool.submit(self._report_sequences)
             if self.batcher.full() or self.batcher.due_in(now) <= 0:
                 self._flush()
             if self._check_health(now):

@@ -28,6 +28,7 @@ never merged with the earlier ones.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -41,6 +42,10 @@ from prometheus_client.registry import Collector
 from contract.metrics import Measurement
 from contract.sequences import MAX_SPANS_CHARS, SEQUENCES_MEASUREMENT, Span, format_spans
 from contract.storage import SEQ_SLOTS
+from ingest.errors import WriteError
+from runtime.logs import Throttle, kv
+
+log = logging.getLogger("ingest.sequences")
 
 READING_MEASUREMENTS: Final = frozenset(m.value for m in Measurement)
 
@@ -113,6 +118,7 @@ class SequenceLedger(Collector):
         self._pending: dict[Key, list[_Segment]] = {}
         self._lock = threading.Lock()
         self._last_ns = 0
+        self._throttle = Throttle(log)
 
     def stored(self, lines: Iterable[str], refused: Collection[str] = ()) -> int:
         """Note the readings among ``lines`` (all stored except ``refused``); returns how many."""
@@ -162,6 +168,17 @@ class SequenceLedger(Collector):
     def pending_devices(self) -> int:
         with self._lock:
             return len(self._pending)
+
+    def flush(self, write: Callable[[bytes], None]) -> None:
+        """:meth:`report`, for a worker's pool job: failures are logged (rate-limited), kept."""
+        try:
+            self.report(write)
+        except WriteError as exc:  # kept for the next report
+            self._throttle.warning(
+                "sequences_report_failed", error=str(exc)[:300], action="retrying"
+            )
+        except Exception as exc:  # outermost frame of a pool job: say so, keep running
+            log.exception(kv("sequences_report_crashed", error=exc))
 
     def report(self, write: Callable[[bytes], None]) -> int:
         """Write one point per device (and segment) noted since the last report.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from api.db.models import SequenceGap, SequenceState
 from api.db.session import make_engine, migrate, session_factory
 from api.services.sequences import Accountant, Merged, Report, open_counts, totals_by_centre
 from contract.sequences import Span, format_spans, parse_spans
+from tests.api.conftest import Postgres
 
 S = 1_000_000_000
 GRACE, HORIZON = 30 * S, 7 * 86_400 * S
@@ -19,11 +20,17 @@ T0 = 1_764_000_000 * S  # report times (arrival)
 TS0 = 1_764_000_000_000  # device times (ms)
 
 
-@pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'seq.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'seq.sqlite'}"
+    else:
+        pg: Postgres = request.getfixturevalue("postgres")
+        url = pg.url(pg.create_database())
+    engine = make_engine(url)
     migrate(engine)
-    return session_factory(engine)
+    yield session_factory(engine)
+    engine.dispose()
 
 
 class Ledger:
