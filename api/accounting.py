@@ -32,14 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import TelemetryUnavailable
 from api.sequence_feed import SequenceFeed
-from api.services.sequences import (
-    Accountant,
-    CentreTotals,
-    Merged,
-    checkpoint,
-    set_checkpoint,
-    totals_by_centre,
-)
+from api.services.sequence_views import CentreTotals, totals_by_centre
+from api.services.sequences import Accountant, Merged, checkpoint, set_checkpoint
 from runtime.logs import kv
 
 log = logging.getLogger(__name__)

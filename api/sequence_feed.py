@@ -17,7 +17,8 @@ import httpx
 
 from api.db.models import SequenceGap
 from api.errors import TelemetryUnavailable
-from api.services.sequences import CentreTotals, Report
+from api.services.sequence_views import CentreTotals
+from api.services.sequences import Report
 from contract.metrics import Measurement
 from contract.sequences import SEQUENCES_MEASUREMENT, SpanError, parse_spans
 from contract.storage import PIPELINE_MEASUREMENT, SEQ_SLOTS

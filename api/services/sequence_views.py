@@ -1,11 +1,12 @@
-"""The sequence accounting as the API shows it (``/v1/devices/{id}/sequence``, centres)."""
+"""The sequence accounting as the API shows it: per device, per centre, totals for metrics."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from api.db.models import Device, SequenceGap, SequenceState
@@ -16,7 +17,7 @@ from api.schemas import (
     SequenceGapPublic,
     SequenceSummary,
 )
-from api.services.sequences import OPEN, gaps_of, open_counts, states_of
+from api.services.sequences import OPEN
 
 MAX_GAPS = 100
 COUNTED = (
@@ -114,3 +115,106 @@ def centre_sequence(session: Session, centre: str, grace_ns: int) -> CentreSeque
 
 def _now_ns() -> int:
     return time.time_ns()
+
+
+# --- totals and listings ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CentreTotals:
+    devices: int
+    stored: int
+    open_gaps: int
+    open_readings: int
+    late_gaps: int
+    late_readings: int
+    lost_gaps: int
+    lost_readings: int
+    recovered: int
+    resets: int
+
+
+def states_of(session: Session, centre: str) -> list[SequenceState]:
+    return list(
+        session.scalars(
+            select(SequenceState)
+            .where(SequenceState.centre == centre)
+            .order_by(SequenceState.device)
+        )
+    )
+
+
+def gaps_of(session: Session, centre: str, device: str, limit: int) -> list[SequenceGap]:
+    """Open gaps first (oldest first), then the most recently ended ones."""
+    base = select(SequenceGap).where(SequenceGap.centre == centre, SequenceGap.device == device)
+    opened = session.scalars(
+        base.where(SequenceGap.status == OPEN).order_by(SequenceGap.opened_ns).limit(limit)
+    ).all()
+    ended = session.scalars(
+        base.where(SequenceGap.status != OPEN)
+        .order_by(SequenceGap.ended_ns.desc())
+        .limit(max(limit - len(opened), 0))
+    ).all()
+    return [*opened, *ended]
+
+
+def open_counts(
+    session: Session, settled_before_ns: int, centre: str | None = None
+) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """Per device: (open gaps, readings in them, settling gaps) for open gaps."""
+    settled = case((SequenceGap.opened_ns <= settled_before_ns, 1), else_=0)
+    size = SequenceGap.hi - SequenceGap.lo + 1
+    query = (
+        select(
+            SequenceGap.centre,
+            SequenceGap.device,
+            func.sum(settled),
+            func.sum(size * settled),
+            func.count(),
+        )
+        .where(SequenceGap.status == OPEN)
+        .group_by(SequenceGap.centre, SequenceGap.device)
+    )
+    if centre is not None:
+        query = query.where(SequenceGap.centre == centre)
+    out: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for c, d, gaps, readings, total in session.execute(query):
+        out[(c, d)] = (int(gaps or 0), int(readings or 0), int(total) - int(gaps or 0))
+    return out
+
+
+def totals_by_centre(session: Session, settled_before_ns: int) -> dict[str, CentreTotals]:
+    opened: dict[str, list[int]] = {}
+    for (c, _d), (gaps, readings, _settling) in open_counts(session, settled_before_ns).items():
+        acc = opened.setdefault(c, [0, 0])
+        acc[0] += gaps
+        acc[1] += readings
+    rows = session.execute(
+        select(
+            SequenceState.centre,
+            func.count(),
+            func.sum(SequenceState.stored),
+            func.sum(SequenceState.late_gaps),
+            func.sum(SequenceState.late_readings),
+            func.sum(SequenceState.lost_gaps),
+            func.sum(SequenceState.lost_readings),
+            func.sum(SequenceState.recovered_readings),
+            func.sum(SequenceState.resets),
+        ).group_by(SequenceState.centre)
+    )
+    out: dict[str, CentreTotals] = {}
+    for c, devices, stored, late_g, late_r, lost_g, lost_r, recovered, resets in rows:
+        gaps, readings = opened.get(c, [0, 0])
+        out[c] = CentreTotals(
+            devices=int(devices),
+            stored=int(stored or 0),
+            open_gaps=gaps,
+            open_readings=readings,
+            late_gaps=int(late_g or 0),
+            late_readings=int(late_r or 0),
+            lost_gaps=int(lost_g or 0),
+            lost_readings=int(lost_r or 0),
+            recovered=int(recovered or 0),
+            resets=int(resets or 0),
+        )
+    return out

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db.models import SequenceGap, SequenceState
 from api.db.session import make_engine, migrate, session_factory
-from api.services.sequences import Accountant, Merged, Report, open_counts, totals_by_centre
+from api.services.sequence_views import open_counts, totals_by_centre
+from api.services.sequences import Accountant, Merged, Report
 from contract.sequences import Span, format_spans, parse_spans
 from tests.api.conftest import Postgres
 
