@@ -128,7 +128,7 @@ class SequenceAccounting(Collector):
         self.reports += merged.reports
         if (
             merged.opened_gaps
-            or merged.late_readings
+            or merged.filled_readings
             or merged.lost_readings
             or merged.recovered_readings
             or merged.resets
@@ -139,7 +139,7 @@ class SequenceAccounting(Collector):
                     reports=merged.reports,
                     devices=len(merged.devices),
                     gaps_opened=merged.opened_gaps,
-                    readings_late=merged.late_readings,
+                    readings_filled=merged.filled_readings,
                     readings_lost=merged.lost_readings,
                     readings_recovered=merged.recovered_readings,
                     resets=merged.resets,

@@ -56,7 +56,7 @@ class Merged:
 
     reports: int = 0
     new_readings: int = 0
-    late_readings: int = 0
+    filled_readings: int = 0  # filled a gap: late, or reports crossing within the grace
     recovered_readings: int = 0
     opened_gaps: int = 0
     resets: int = 0
@@ -106,7 +106,7 @@ class Accountant:
         if state.epoch > 1 and span.ts_hi <= state.prev_high_ts:  # an earlier numbering's
             filled = self._fill(session, state, span.lo, span.hi, at, older=True)
             state.stored += filled
-            merged.late_readings += filled
+            merged.filled_readings += filled
             return
         lo, hi = span.lo, span.hi
         if lo < state.low:  # below everything seen in this numbering
@@ -121,7 +121,7 @@ class Accountant:
         if lo <= hi and lo <= state.high:
             filled = self._fill(session, state, lo, min(hi, state.high), at, older=False)
             state.stored += filled
-            merged.late_readings += filled
+            merged.filled_readings += filled
             lo = state.high + 1
         if lo <= hi:  # above the highest
             if lo > state.high + 1:
