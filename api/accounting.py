@@ -183,7 +183,7 @@ class SequenceAccounting(Collector):
         )
         yield CounterMetricFamily(
             "gramlink_sequence_reports_invalid",
-            "sequence reports skipped (unparsable spans)",
+            "device entries of sequence reports skipped (unparsable)",
             value=self.feed.invalid,
         )
         yield CounterMetricFamily(

@@ -1,10 +1,11 @@
 """InfluxDB side of the sequence accounting: read ``sequences`` reports, write totals.
 
 Reads with InfluxQL over ``/query`` (time bounds as bind parameters), pages of
-``PAGE`` rows; writes the accounting's ``pipeline`` points with the 1.x HTTP
-``/write`` (what ingest's v1 writer uses). Both map httpx and InfluxDB errors to
-:class:`api.errors.TelemetryUnavailable` (retryable): the caller tries again at
-its next interval. A report whose ``spans`` do not parse is skipped and counted.
+``PAGE`` points (each holds many devices' entries); writes the accounting's
+``pipeline`` points with the 1.x HTTP ``/write`` (what ingest's v1 writer uses).
+Both map httpx and InfluxDB errors to :class:`api.errors.TelemetryUnavailable`
+(retryable): the caller tries again at its next interval. An entry that does not
+parse is skipped and counted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from api.errors import TelemetryUnavailable
 from api.services.sequence_views import CentreTotals
 from api.services.sequences import Report
 from contract.metrics import Measurement
-from contract.sequences import SEQUENCES_MEASUREMENT, SpanError, parse_spans
+from contract.sequences import SEQUENCES_MEASUREMENT, parse_entries
 from contract.storage import PIPELINE_MEASUREMENT, SEQ_SLOTS
 
 PAGE: Final = 10_000
@@ -41,21 +42,17 @@ class SequenceFeed:
         offset = 0
         while True:
             query = (
-                f'SELECT "centre", "device", "spans" FROM "{SEQUENCES_MEASUREMENT}" '
+                f'SELECT "entries" FROM "{SEQUENCES_MEASUREMENT}" '
                 f"WHERE time > $after AND time <= $until LIMIT {PAGE} OFFSET {offset}"
             )
             rows = self._query(query, {"after": after_ns, "until": until_ns})
             for row in rows:
-                centre, device, spans = row.get("centre"), row.get("device"), row.get("spans")
-                if not isinstance(centre, str) or not isinstance(device, str):
-                    self.invalid += 1
-                    continue
-                try:
-                    parsed = parse_spans(spans if isinstance(spans, str) else "")
-                except SpanError:
-                    self.invalid += 1
-                    continue
-                yield Report(centre, device, int(row["time"]), parsed)
+                text = row.get("entries")
+                entries, bad = parse_entries(text if isinstance(text, str) else "")
+                self.invalid += bad
+                at = int(row["time"])
+                for entry in entries:
+                    yield Report(entry.centre, entry.device, at, entry.spans)
             if len(rows) < PAGE:
                 return
             offset += PAGE

@@ -3,27 +3,26 @@
 After InfluxDB accepted a batch (``Worker._write``), :meth:`SequenceLedger.stored`
 notes the (centre, device, seq, device time) of every reading line in it that
 was stored (lines InfluxDB refused went to quarantine instead). Every
-``pipeline_interval_s`` :meth:`SequenceLedger.report` writes one
-``contract.sequences`` point per device that had readings stored since the
-last report, stamped with the time of the write (so the API reads reports in
-arrival order), and forgets them once InfluxDB accepted the report.
+``sequence_interval_s`` :meth:`SequenceLedger.report` writes the spans of every
+device that had readings stored since the last report as ``contract.sequences``
+points (one per report, more if the entries pass 60 KB), stamped with the time
+of the write (so the API reads reports in arrival order), and forgets them once
+InfluxDB accepted the report.
 
 Bounds and policy: per device a list of runs of consecutive seqs (a device's
 readings mostly arrive in order, so one run per device per interval); at most
 ``max_devices`` devices are held between two reports. When full, a new device's
-readings are not noted and counted in ``dropped`` (the API then shows them as
-a gap that closes if a later redelivery is noted, else is given up as lost
-after its horizon: a false alarm, never a hidden loss).
+readings are not noted and counted in ``dropped`` (the API shows them as a gap
+until it finds them in storage).
 
 A report that fails (InfluxDB down) is merged back and retried at the next
 interval. A worker killed before its report loses only the report, not the
-readings: the API shows a gap which the redelivery of those unacknowledged
-messages, or nothing at all, explains; a range reported twice is harmless
-(the API's merge is idempotent).
+readings: the API finds them in storage when it looks its old gaps up; a range
+reported twice is harmless (the API's merge is idempotent).
 
 A device whose seq goes back while its device time goes forward restarted its
-numbering: its later readings are reported as a separate point (a new segment),
-never merged with the earlier ones.
+numbering: its later readings are reported as a separate entry (a new segment),
+after the earlier ones, never merged with them.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from contract.metrics import Measurement
-from contract.sequences import MAX_SPANS_CHARS, SEQUENCES_MEASUREMENT, Span, format_spans
+from contract.sequences import SEQUENCES_MEASUREMENT, Entry, Span, format_entries
 from contract.storage import SEQ_SLOTS
 from ingest.errors import WriteError
 from runtime.logs import Throttle, kv
@@ -201,23 +200,18 @@ class SequenceLedger(Collector):
 
     def _lines(self, taken: dict[Key, list[_Segment]]) -> list[str]:
         now = max(time.time_ns(), self._last_ns + 1)
-        worker = self.worker
-        lines: list[str] = []
-        top = now
-        for (centre, device), segments in taken.items():
-            stamp = now
-            for segment in segments:
-                spans = segment.spans()
-                for chunk in _chunks(spans):
-                    count = sum(s.size for s in chunk)
-                    lines.append(
-                        f"{SEQUENCES_MEASUREMENT},centre={centre},device={device},worker={worker} "
-                        f'spans="{format_spans(chunk)}",count={count}i,high={chunk[-1].hi}i '
-                        f"{stamp}"
-                    )
-                    stamp += 1  # points of one device in one report never share a time
-            top = max(top, stamp)
-        self._last_ns = top
+        entries = (
+            Entry(centre, device, segment.spans())
+            for (centre, device), segments in taken.items()
+            for segment in segments
+        )
+        lines = [
+            f"{SEQUENCES_MEASUREMENT},worker={self.worker} "
+            f'entries="{chunk.text}",devices={chunk.devices}i,readings={chunk.readings}i '
+            f"{now + i}"  # the points of one report never share a time
+            for i, chunk in enumerate(format_entries(entries))
+        ]
+        self._last_ns = now + len(lines)
         return lines
 
     def _merge_back(self, taken: dict[Key, list[_Segment]]) -> None:
@@ -237,18 +231,3 @@ class SequenceLedger(Collector):
                         target.runs.append([lo, hi, ts_lo, ts_hi])
                         if hi > target.high:
                             target.high, target.ts_high = hi, ts_hi
-
-
-def _chunks(spans: list[Span]) -> Iterable[list[Span]]:
-    """Spans cut so that no ``spans`` field passes InfluxDB's string limit."""
-    chunk: list[Span] = []
-    size = 0
-    for span in spans:
-        cost = 60  # generous bound of one formatted span
-        if chunk and size + cost > MAX_SPANS_CHARS:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(span)
-        size += cost
-    if chunk:
-        yield chunk

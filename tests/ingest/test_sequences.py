@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from contract.codec import encode
 from contract.messages import telemetry
 from contract.metrics import PowerMetrics
-from contract.sequences import parse_spans
+from contract.sequences import parse_entries
 from ingest.errors import WriteUnavailable
 from ingest.points import ModelCache, PointBuilder
 from ingest.quarantine import QuarantineLines
@@ -38,8 +38,10 @@ def reported(ledger: SequenceLedger) -> list[str]:
     return b"\n".join(bodies).decode().splitlines()
 
 
-def spans_of(line: str) -> str:
-    return line.split('spans="', 1)[1].split('"', 1)[0]
+def entries_of(line: str) -> list[tuple[str, str, list[tuple[int, int]]]]:
+    entries, bad = parse_entries(line.split('entries="', 1)[1].split('"', 1)[0])
+    assert bad == 0
+    return [(e.centre, e.device, [(s.lo, s.hi) for s in e.spans]) for e in entries]
 
 
 def test_stored_readings_are_reported_as_spans_of_their_device() -> None:
@@ -47,12 +49,12 @@ def test_stored_readings_are_reported_as_spans_of_their_device() -> None:
     lines = lines_for([1, 2, 3, 7, 5, 6, 3])  # out of order and one twice
     refused = {lines[3]}  # InfluxDB refused seq 7: quarantined, not stored
     assert ledger.stored(lines, refused) == 6
-    [line] = reported(ledger)
-    assert line.startswith("sequences,centre=c-1,device=pw-1,worker=w-1 ")
-    spans = parse_spans(spans_of(line))
-    assert [(s.lo, s.hi) for s in spans] == [(1, 3), (5, 6)]
-    assert (spans[0].ts_lo, spans[0].ts_hi) == (TS0 + 1, TS0 + 3)
-    assert "count=5i,high=6i" in line
+    ledger.stored(lines_for([4], device="pw-2"))
+    [line] = reported(ledger)  # one point for every device
+    assert line.startswith("sequences,worker=w-1 ")
+    assert entries_of(line) == [("c-1", "pw-1", [(1, 3), (5, 6)]), ("c-1", "pw-2", [(4, 4)])]
+    assert f'entries="c-1/pw-1=1-3:{TS0 + 1}:{TS0 + 3},' in line  # device times of the ends
+    assert ",devices=2i,readings=6i " in line
     assert reported(ledger) == []  # forgotten once written
 
 
@@ -63,7 +65,7 @@ def test_the_ledger_is_on_the_worker_metrics() -> None:
     ledger.stored(lines_for([1, 2]) + lines_for([1], device="pw-2"))
     assert registry.get_sample_value("gramlink_ingest_sequence_pending_devices") == 2
     reported(ledger)
-    assert registry.get_sample_value("gramlink_ingest_sequence_points_total") == 2
+    assert registry.get_sample_value("gramlink_ingest_sequence_points_total") == 1
     assert registry.get_sample_value("gramlink_ingest_sequence_pending_devices") == 0
 
 
@@ -79,14 +81,22 @@ def test_a_failed_report_is_kept_for_the_next() -> None:
     ledger.flush(down)  # as the worker's pool job does it: logged, not raised
     ledger.stored(lines_for([3, 4]))
     [line] = reported(ledger)
-    assert [(s.lo, s.hi) for s in parse_spans(spans_of(line))] == [(1, 4)]
+    assert entries_of(line) == [("c-1", "pw-1", [(1, 4)])]
 
 
 def test_a_restarted_numbering_is_reported_apart() -> None:
     ledger = SequenceLedger("w-1")
     ledger.stored(lines_for([10, 11, 12]))
     ledger.stored(lines_for([1, 2], ts0=TS0 + 60_000))  # seq back, device time forward
-    first, second = reported(ledger)
-    assert [(s.lo, s.hi) for s in parse_spans(spans_of(first))] == [(10, 12)]
-    assert [(s.lo, s.hi) for s in parse_spans(spans_of(second))] == [(1, 2)]
-    assert first.rsplit(" ", 1)[1] != second.rsplit(" ", 1)[1]  # two points, not one overwritten
+    [line] = reported(ledger)
+    assert entries_of(line) == [("c-1", "pw-1", [(10, 12)]), ("c-1", "pw-1", [(1, 2)])]
+
+
+def test_a_report_too_large_for_one_field_is_split_over_points() -> None:
+    ledger = SequenceLedger("w-1")
+    ledger.stored(lines_for(list(range(1, 6000, 2))))  # 3,000 one-reading spans
+    lines = reported(ledger)
+    assert len(lines) > 1
+    assert len({line.rsplit(" ", 1)[1] for line in lines}) == len(lines)  # none overwritten
+    spans = [span for line in lines for _, _, found in entries_of(line) for span in found]
+    assert spans == [(seq, seq) for seq in range(1, 6000, 2)]
