@@ -24,7 +24,7 @@ from contract.metrics import Measurement
 from contract.sequences import SEQUENCES_MEASUREMENT, parse_entries
 from contract.storage import PIPELINE_MEASUREMENT, SEQ_SLOTS
 
-PAGE: Final = 10_000
+PAGE: Final = 100  # points of up to 60 KB each
 SOURCE: Final = "accounting"
 
 
