@@ -114,7 +114,6 @@ class Worker:
     def _write(self, batch: Batch) -> None:
         try:
             refused = self.delivery.deliver(self._writer(), batch.lines)
-            self.sequences.stored(batch.lines, set(refused))
         except Stopped:
             return
         except WriteFatal as exc:
@@ -130,6 +129,7 @@ class Worker:
             return
         finally:
             self._slots.release()
+        self.sequences.note(batch.lines, refused)
         self._acknowledge(batch)
 
     def _acknowledge(self, batch: Batch) -> None:

@@ -108,12 +108,21 @@ class SequenceLedger(Collector):
         self.worker = worker
         self.max_devices = max_devices
         self.dropped = 0
+        self.failures = 0
         self.reported = 0
         self._pending: dict[Key, list[_Segment]] = {}
         self._lock = threading.Lock()
         self._last_ns = 0
         self._keys: dict[str, Key] = {}
         self._throttle = Throttle(log)
+
+    def note(self, lines: list[str], refused: list[str]) -> None:
+        """:meth:`stored` for the writer threads: never raises (a bug is logged, counted)."""
+        try:
+            self.stored(lines, set(refused))
+        except Exception as exc:  # the batch is stored: acknowledge it whatever happens here
+            self.failures += 1
+            self._throttle.error("sequences_note_failed", error=repr(exc)[:300])
 
     def stored(self, lines: Iterable[str], refused: Collection[str] = ()) -> int:
         """Note the readings among ``lines`` (all stored except ``refused``); returns how many.
