@@ -100,3 +100,11 @@ def test_a_report_too_large_for_one_field_is_split_over_points() -> None:
     assert len({line.rsplit(" ", 1)[1] for line in lines}) == len(lines)  # none overwritten
     spans = [span for line in lines for _, _, found in entries_of(line) for span in found]
     assert spans == [(seq, seq) for seq in range(1, 6000, 2)]
+
+
+def test_a_gateways_own_health_readings_are_not_accounted() -> None:
+    """Their seq is the gateway's clock (gateway/health.py), not a counter: never a gap."""
+    ledger = SequenceLedger("w-1")
+    line = "gateway,centre=c-1,device=gw-1,model=pi cpu_pct=1.0,seq=1764000000000i 1"
+    assert ledger.stored([line]) == 0
+    assert reported(ledger) == []
