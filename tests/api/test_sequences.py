@@ -274,3 +274,25 @@ def test_readings_stored_by_a_worker_that_never_reported_are_found_not_lost(
     assert seen["readings_recovered"] == silent_points() - unseen
     assert seen["readings_recovered"] > 0
     assert (seen["readings_lost"], seen["readings_late"]) == (0, 0)
+
+
+def test_a_device_that_restarts_its_numbering_starts_a_new_epoch(
+    api_factory: ApiFactory,
+    mosquitto: MosquittoService,
+    influx: InfluxService,
+    workers: Callable[[IngestSettings], ThreadWorker],
+    publisher: Publisher,
+) -> None:
+    api = api_factory(**FAST, sequence_grace_s=1.0)
+    centre, device = api.centre(), unique_id("pw")
+    assert api.post_device(centre, device, kind="power").status_code == 201
+    workers(reporting_worker(mosquitto, influx))
+    ts0 = now_ms() - 3_600_000
+    send(publisher, centre, device, range(1, 51), ts0)
+    wait_for(lambda: device_sequence(api, device)["highest_seq"] == 50, 30, "first numbering")
+    send(publisher, centre, device, range(1, 21), ts0 + 1_800_000)  # rebooted: from 1 again
+    wait_for(lambda: device_sequence(api, device)["resets"] == 1, 30, "the restart seen")
+    wait_for(lambda: device_sequence(api, device)["highest_seq"] == 20, 30, "second numbering")
+    seen = device_sequence(api, device)
+    assert (seen["epoch"], seen["readings_stored"], seen["lowest_seq"]) == (2, 70, 1)
+    assert (seen["open_gaps"], seen["readings_late"], seen["gaps"]) == (0, 0, [])
