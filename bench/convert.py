@@ -72,20 +72,25 @@ def _base_type(info: Any) -> type:
     raise TypeError(info.annotation)
 
 
-def metric_values(rng: random.Random, kind: str) -> dict[str, Any]:
-    """A random, valid metrics set of ``kind`` (never ``patient_id``)."""
+def metric_values(rng: random.Random, kind: str, names: list[str] | None = None) -> dict[str, Any]:
+    """A random, valid metrics set of ``kind`` (never ``patient_id``), of ``names`` if given."""
     from contract.metrics import METRICS_BY_KIND, DeviceKind
 
     model = METRICS_BY_KIND[DeviceKind(kind)]
     out: dict[str, Any] = {}
+    fixed = names
     names = [n for n in model.model_fields if n != "patient_id"]
-    chosen = rng.sample(names, rng.randint(1, len(names)))
-    for name in sorted(chosen, key=names.index) if rng.random() < 0.7 else chosen:
+    chosen = [] if fixed is not None else rng.sample(names, rng.randint(1, len(names)))
+    if fixed is not None:
+        chosen = fixed
+    elif rng.random() < 0.7:
+        chosen = sorted(chosen, key=names.index)
+    for name in chosen:
         info = model.model_fields[name]
         base = _base_type(info)
         lo, hi = _bounds(info)
         if name == "patient_ref":
-            out[name] = "%064x" % rng.getrandbits(256)
+            out[name] = f"{rng.getrandbits(256):064x}"
         elif base is bool:
             out[name] = rng.random() < 0.5
         elif base is int:
@@ -101,15 +106,25 @@ def metric_values(rng: random.Random, kind: str) -> dict[str, Any]:
                 out[name] = rng.uniform(low, high)  # full precision
             else:
                 out[name] = round(rng.uniform(low, high), rng.randint(0, 3))
-        if rng.random() < 0.05:
+        if fixed is None and rng.random() < 0.05:
             out[name] = None  # an explicit null: left out of the point
     if all(v is None for v in out.values()):
         out[names[0]] = True if _base_type(model.model_fields[names[0]]) is bool else 1
     return out
 
 
-def reading(rng: random.Random, kind: str, seq: int, *, event: bool | None = None) -> dict[str, Any]:
-    """A valid reading (telemetry, or an event when ``event``) as a dict."""
+def reading(
+    rng: random.Random,
+    kind: str,
+    seq: int,
+    *,
+    event: bool | None = None,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """A valid reading (telemetry, or an event when ``event``) as a dict.
+
+    ``names``: the metrics it carries (by default a random set).
+    """
     is_event = rng.random() < 0.25 if event is None else event
     ts = NOW_MS - rng.randint(0, 80 * 86_400_000) + rng.randint(0, 60_000)
     body: dict[str, Any] = {"v": 1, "kind": kind, "ts": ts, "seq": seq}
@@ -125,7 +140,7 @@ def reading(rng: random.Random, kind: str, seq: int, *, event: bool | None = Non
                 for i in range(rng.randint(1, 3))
             }
     else:
-        body["metrics"] = metric_values(rng, kind)
+        body["metrics"] = metric_values(rng, kind, names)
     if rng.random() < 0.5:
         body = dict(rng.sample(list(body.items()), len(body)))  # key order must not matter
     return body
@@ -307,8 +322,8 @@ def builder(births: list[Birth]) -> Any:
 def workload(name: str, records: int) -> tuple[list[Birth], list[tuple[str, bytes]], int]:
     """Valid telemetry only (the steady state): births, messages, the readings they carry.
 
-    Every device was born (model and kind known); router and power readings
-    dominate, as in a centre.
+    Every device was born (model and kind known) and reports the same metrics
+    each time (its own random set); router and power readings dominate.
     """
     rng = random.Random(1)
     kinds = ("router", "power", "gateway", *_HEALTH)
@@ -319,6 +334,7 @@ def workload(name: str, records: int) -> tuple[list[Birth], list[tuple[str, byte
         for kind in kinds
         for i in range(5)
     ]
+    reported = {(b.device, b.kind): list(metric_values(rng, b.kind or "router")) for b in births}
     messages: list[tuple[str, bytes]] = []
     total = 3000
     per_message = records if name == "envelope" else 1
@@ -328,7 +344,8 @@ def workload(name: str, records: int) -> tuple[list[Birth], list[tuple[str, byte
         for i in range(per_message):
             kind = rng.choices(kinds, weights)[0]
             device = f"{kind[:2]}-{rng.randrange(5)}"
-            body = reading(rng, kind, n * per_message + i, event=False)
+            names = reported[(device, kind)]
+            body = reading(rng, kind, n * per_message + i, event=False, names=names)
             if name == "single":
                 messages.append((f"gl/v1/{centre}/{device}/telemetry", _dump(body, rng)))
             else:
@@ -395,17 +412,21 @@ def main() -> int:
     if args.baseline is not None:
         trees = {"baseline": args.baseline.resolve(), "this tree": here}
     load = os.getloadavg()
-    print(f"# {platform.node()} {platform.processor() or platform.machine()} "
-          f"{os.cpu_count()} cpus, python {platform.python_version()}, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()} "
+        f"{os.cpu_count()} cpus, python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for run in range(args.runs):
         for name, tree in trees.items():
             got = _run(tree, args)
             results[name].append(got)
-            print(f"run {run + 1} {name:9s} " + "  ".join(f"{w} {v:.2f} µs" for w, v in got.items()),
-                  flush=True)
+            print(
+                f"run {run + 1} {name:9s} " + "  ".join(f"{w} {v:.2f} µs" for w, v in got.items()),
+                flush=True,
+            )
     print(f"median CPU µs per reading ({args.records} readings per envelope):")
     for name, runs in results.items():
         medians = {w: statistics.median(r[w] for r in runs) for w in runs[0]}
