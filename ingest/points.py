@@ -43,10 +43,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from contract.admission import Refusal, internal_error_detail, mismatch_detail
-from contract.codec import DecodeError, decode, decode_batch_readings
+from contract.codec import DecodeError, decode_batch_readings, decode_reading
 from contract.messages import BatchRecord
 from contract.metrics import METRICS_BY_KIND, Metrics, measurement_for
-from contract.storage import storage_time_ns
+from contract.storage import SEQ_SLOTS
 from contract.topics import Channel, Topic, TopicError
 from ingest.quarantine import QuarantineLines, Reason
 from runtime.logs import Throttle, kv
@@ -113,6 +113,8 @@ class ModelCache:
         self._limit = limit
         self._profiles: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
+        # grows with every change: whoever caches what a profile implies checks it
+        self.generation = 0
 
     def learn(self, centre: str, device: str, model: str | None, kind: str | None) -> None:
         """What a birth says; a value it leaves out (a Last Will says neither) is kept."""
@@ -121,9 +123,13 @@ class ModelCache:
         key = (centre, device)
         with self._lock:
             old_model, old_kind = self._profiles.get(key, _NO_PROFILE)
+            profile = (model or old_model, kind or old_kind)
             if len(self._profiles) >= self._limit and key not in self._profiles:
                 self._profiles.clear()
-            self._profiles[key] = (model or old_model, kind or old_kind)
+                self.generation += 1
+            if self._profiles.get(key) != profile:
+                self._profiles[key] = profile
+                self.generation += 1
 
     def set(self, centre: str, device: str, model: str) -> None:
         self.learn(centre, device, model, None)
@@ -162,6 +168,34 @@ def format_field_values(kinds: dict[str, str], values: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
+_BOOLS: Final = {True: "true", False: "false"}
+_TEMPLATES: Final = {"f": "%s=%%r", "i": "%s=%%di", "b": "%s=%%s", "s": "%s=%%s"}
+
+
+class _Shape(typing.NamedTuple):
+    """How to format one set of metric names (in the order validation gives them)."""
+
+    template: str  # ``name=%r,...,seq=%di %d``: one ``%`` for the whole line after the tags
+    convert: tuple[tuple[int, str], ...]  # (position, "b" or "s"): values to turn into text
+
+
+_NO_SHAPE: Final = _Shape("", ())
+
+
+def _shape(kinds: dict[str, str], names: tuple[str, ...]) -> _Shape:
+    """The shape of ``names`` (``_NO_SHAPE``: a name without a field, e.g. ``patient_id``)."""
+    parts, convert = [], []
+    for position, name in enumerate(names):
+        kind = kinds.get(name)
+        if kind is None:
+            return _NO_SHAPE
+        parts.append(_TEMPLATES[kind] % name)
+        if kind in ("b", "s"):
+            convert.append((position, kind))
+    parts.append("seq=%di %d")
+    return _Shape(",".join(parts), tuple(convert))
+
+
 class PointBuilder:
     """Turns one MQTT message into lines (readings and quarantine points)."""
 
@@ -181,7 +215,12 @@ class PointBuilder:
         self._max_future_ms = int(max_future_s * 1000)
         self._on_quarantine = on_quarantine
         self._clock = clock
-        self._prefixes: dict[tuple[str, str, str, str], str] = {}
+        # escaped ``measurement,tags `` per (centre, device, kind) of a device whose
+        # kind is not refused; valid while the model cache's generation is the same
+        self._prefixes: dict[tuple[str, str, str], str] = {}
+        self._generation = -1
+        self._shapes: dict[str, dict[tuple[str, ...], _Shape]] = {kind: {} for kind in FIELD_KINDS}
+        self._topics: dict[str, Topic] = {}
         self._throttle = Throttle(log)
         self.internal_errors = 0
 
@@ -201,11 +240,20 @@ class PointBuilder:
             return 0
 
     def _convert(self, topic: str, payload: bytes, out: list[str]) -> int:
-        try:
-            where = Topic.parse(topic)
-        except TopicError as exc:
-            self._refuse(out, Reason.BAD_TOPIC, str(exc), topic, payload)
-            return 0
+        where = self._topics.get(topic)
+        if where is None:
+            try:
+                where = Topic.parse(topic)
+            except TopicError as exc:
+                self._refuse(out, Reason.BAD_TOPIC, str(exc), topic, payload)
+                return 0
+            if len(self._topics) >= 100_000:
+                self._topics.clear()  # bounded: parsed again on demand
+            self._topics[topic] = where
+        generation = self._models.generation
+        if generation != self._generation:  # a birth changed a model or kind
+            self._prefixes.clear()
+            self._generation = generation
         now_ms = int(self._clock() * 1000)
         if where.channel is Channel.GATEWAY_BATCH:
             return self._envelope(where, topic, payload, now_ms, out)
@@ -213,11 +261,11 @@ class PointBuilder:
             self._refuse(out, Reason.BAD_TOPIC, "not a reading channel", topic, payload, where)
             return 0
         try:
-            reading = decode(where.channel, payload)
+            reading = decode_reading(where.channel, payload)
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
-        self._reading(where.centre, where.device, reading.__dict__, topic, payload, now_ms, out)
+        self._reading(where.centre, where.device, reading, topic, payload, now_ms, out)
         return 1
 
     def _envelope(
@@ -254,15 +302,12 @@ class PointBuilder:
         now_ms: int,
         out: list[str],
     ) -> None:
-        """One validated reading (a model's ``__dict__`` or a dict from the contract)."""
+        """One validated reading, a dict from the contract (``decode_reading``, an envelope)."""
         metrics = values.get("metrics")
-        if metrics is not None:
-            if not isinstance(metrics, dict):
-                metrics = metrics.__dict__  # plain dict reads: pydantic's __getattr__ is slow
-            if metrics.get("patient_id") is not None:
-                detail = "a raw patient_id reached central (the gateway must pseudonymise it)"
-                self._refuse_source(out, Reason.PATIENT_ID, detail, topic, centre, device, source)
-                return
+        if metrics is not None and metrics.get("patient_id") is not None:
+            detail = "a raw patient_id reached central (the gateway must pseudonymise it)"
+            self._refuse_source(out, Reason.PATIENT_ID, detail, topic, centre, device, source)
+            return
         ts = values["ts"]
         if ts < now_ms - self._max_age_ms:
             detail = f"ts {ts} older than {self._max_age_ms // 1000} s"
@@ -272,20 +317,32 @@ class PointBuilder:
             detail = f"ts {ts} more than {self._max_future_ms // 1000} s ahead"
             self._refuse_source(out, Reason.TS_FUTURE, detail, topic, centre, device, source)
             return
-        model, born_kind = self._models.profile(centre, device)
         kind = values["kind"]
-        if born_kind is not None and kind != born_kind:
-            detail = mismatch_detail(device, kind, born_kind)
-            self._refuse_source(out, Refusal.KIND_MISMATCH, detail, topic, centre, device, source)
-            return
-        key = (kind, centre, device, model)
-        prefix = self._prefixes.get(key)
+        prefix = self._prefixes.get((centre, device, kind))
         if prefix is None:
-            if len(self._prefixes) >= 200_000:
-                self._prefixes.clear()  # bounded: rebuilt on demand
-            measurement = MEASUREMENTS[kind]
-            prefix = f"{measurement},centre={centre},device={device},model={_escape_tag(model)} "
-            self._prefixes[key] = prefix
+            prefix, born_kind = self._prefix(centre, device, kind)
+            if prefix is None:
+                detail = mismatch_detail(device, kind, born_kind or "")
+                self._refuse_source(
+                    out, Refusal.KIND_MISMATCH, detail, topic, centre, device, source
+                )
+                return
+        seq = values["seq"]
+        time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS  # contract.storage.storage_time_ns
+        if metrics is not None and "name" not in values and None not in metrics.values():
+            names = tuple(metrics)
+            shapes = self._shapes[kind]
+            shape = shapes.get(names)
+            if shape is None:
+                shape = shapes[names] = _shape(FIELD_KINDS[kind], names)
+            if shape is not _NO_SHAPE:
+                args = list(metrics.values())
+                for position, field_kind in shape.convert:
+                    value = args[position]
+                    args[position] = _BOOLS[value] if field_kind == "b" else _string_field(value)
+                args += (seq, time_ns)
+                out.append(prefix + shape.template % tuple(args))
+                return
         fields = "" if metrics is None else format_field_values(FIELD_KINDS[kind], metrics)
         name = values.get("name")
         if name is not None:  # an event
@@ -294,9 +351,20 @@ class PointBuilder:
             if event_detail:
                 extra += f",detail={_string_field(json.dumps(event_detail, sort_keys=True))}"
             fields = f"{fields},{extra}" if fields else extra
-        seq = values["seq"]
         sep = "," if fields else ""
-        out.append(f"{prefix}{fields}{sep}seq={seq}i {storage_time_ns(ts, seq)}")
+        out.append(f"{prefix}{fields}{sep}seq={seq}i {time_ns}")
+
+    def _prefix(self, centre: str, device: str, kind: str) -> tuple[str | None, str | None]:
+        """``(measurement,tags , born kind)``; no prefix if the device was born another kind."""
+        model, born_kind = self._models.profile(centre, device)
+        if born_kind is not None and kind != born_kind:
+            return None, born_kind
+        if len(self._prefixes) >= 200_000:
+            self._prefixes.clear()  # bounded: rebuilt on demand
+        measurement = MEASUREMENTS[kind]
+        prefix = f"{measurement},centre={centre},device={device},model={_escape_tag(model)} "
+        self._prefixes[(centre, device, kind)] = prefix
+        return prefix, born_kind
 
     def _refuse_source(
         self,
