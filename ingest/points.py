@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import types
@@ -169,31 +170,44 @@ def format_field_values(kinds: dict[str, str], values: dict[str, Any]) -> str:
 
 
 _BOOLS: Final = {True: "true", False: "false"}
-_TEMPLATES: Final = {"f": "%s=%%r", "i": "%s=%%di", "b": "%s=%%s", "s": "%s=%%s"}
+_FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
+_CACHE_LIMIT: Final = 200_000  # entries per cache; a full cache is emptied and refills
+LineMaker = Callable[[dict[str, Any], int, int], str]
+"""``(metrics, seq, time_ns) -> line`` for readings of one device with one set of metric names."""
 
 
-class _Shape(typing.NamedTuple):
-    """How to format one set of metric names (in the order validation gives them)."""
+def compile_line(prefix: str, kinds: dict[str, str], names: tuple[str, ...]) -> LineMaker | None:
+    """A function writing the line of a reading with exactly the metrics ``names``, in order.
 
-    template: str  # ``name=%r,...,seq=%di %d``: one ``%`` for the whole line after the tags
-    convert: tuple[tuple[int, str], ...]  # (position, "b" or "s"): values to turn into text
-
-
-_NO_SHAPE: Final = _Shape("", ())
-
-
-def _shape(kinds: dict[str, str], names: tuple[str, ...]) -> _Shape:
-    """The shape of ``names`` (``_NO_SHAPE``: a name without a field, e.g. ``patient_id``)."""
-    parts, convert = [], []
-    for position, name in enumerate(names):
+    The same text as ``prefix + format_field_values(kinds, metrics)`` plus ``seq``
+    and the time, for metrics dicts with these keys and no None value; one
+    f-string, without a loop over the fields. None if a name has no field
+    (``patient_id``) or is not a plain identifier. ``prefix`` is data, not code.
+    """
+    parts = []
+    for name in names:
         kind = kinds.get(name)
-        if kind is None:
-            return _NO_SHAPE
-        parts.append(_TEMPLATES[kind] % name)
-        if kind in ("b", "s"):
-            convert.append((position, kind))
-    parts.append("seq=%di %d")
-    return _Shape(",".join(parts), tuple(convert))
+        if kind is None or _FIELD_NAME.fullmatch(name) is None:
+            return None
+        value = f'm["{name}"]'
+        if kind == "f":
+            parts.append(f"{name}={{{value}!r}}")  # floats: validated as float
+        elif kind == "i":
+            parts.append(f"{name}={{{value}}}i")
+        elif kind == "b":
+            parts.append(f"{name}={{bools[{value}]}}")
+        else:
+            parts.append(f"{name}={{string_field({value})}}")
+    parts.append("seq={seq}i {t}")
+    template = "{prefix}" + ",".join(parts)
+    source = (
+        "def line(m, seq, t, prefix=prefix, bools=bools, string_field=string_field):\n"
+        f"    return f'{template}'\n"
+    )
+    scope: dict[str, Any] = {"prefix": prefix, "bools": _BOOLS, "string_field": _string_field}
+    exec(source, scope)  # names checked above; prefix and values are arguments
+    maker: LineMaker = scope["line"]
+    return maker
 
 
 class PointBuilder:
@@ -219,7 +233,9 @@ class PointBuilder:
         # kind is not refused; valid while the model cache's generation is the same
         self._prefixes: dict[tuple[str, str, str], str] = {}
         self._generation = -1
-        self._shapes: dict[str, dict[tuple[str, ...], _Shape]] = {kind: {} for kind in FIELD_KINDS}
+        # the whole line's shape per (centre, device, kind, metric names): for a
+        # reading that needs no check beyond those :meth:`_fast` makes
+        self._lines: dict[tuple[str, str, str, tuple[str, ...]], LineMaker] = {}
         self._topics: dict[str, Topic] = {}
         self._throttle = Throttle(log)
         self.internal_errors = 0
@@ -247,12 +263,13 @@ class PointBuilder:
             except TopicError as exc:
                 self._refuse(out, Reason.BAD_TOPIC, str(exc), topic, payload)
                 return 0
-            if len(self._topics) >= 100_000:
-                self._topics.clear()  # bounded: parsed again on demand
+            if len(self._topics) >= _CACHE_LIMIT:
+                self._topics.clear()
             self._topics[topic] = where
         generation = self._models.generation
         if generation != self._generation:  # a birth changed a model or kind
             self._prefixes.clear()
+            self._lines.clear()
             self._generation = generation
         now_ms = int(self._clock() * 1000)
         if where.channel is Channel.GATEWAY_BATCH:
@@ -265,8 +282,37 @@ class PointBuilder:
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
-        self._reading(where.centre, where.device, reading, topic, payload, now_ms, out)
+        line = self._fast(where.centre, where.device, reading, now_ms)
+        if line is not None:
+            out.append(line)
+        else:
+            self._reading(where.centre, where.device, reading, topic, payload, now_ms, out)
         return 1
+
+    def _fast(self, centre: str, device: str, values: dict[str, Any], now_ms: int) -> str | None:
+        """The line of a reading like one already stored, without a check failing; else None.
+
+        A telemetry reading whose device, kind and metric names were seen in a
+        reading that passed :meth:`_reading` (so its kind is the device's),
+        with no ``patient_id``, no null metric and a plausible ``ts``: the
+        same line :meth:`_reading` would write. (Inlined in :meth:`_envelope`.)
+        """
+        metrics = values.get("metrics")
+        ts = values["ts"]
+        if (
+            metrics is None
+            or "name" in values
+            or "patient_id" in metrics
+            or None in metrics.values()
+            or ts < now_ms - self._max_age_ms
+            or ts > now_ms + self._max_future_ms
+        ):
+            return None
+        line = self._lines.get((centre, device, values["kind"], tuple(metrics)))
+        if line is None:
+            return None
+        seq = values["seq"]
+        return line(metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS)
 
     def _envelope(
         self, where: Topic, topic: str, payload: bytes, now_ms: int, out: list[str]
@@ -279,11 +325,27 @@ class PointBuilder:
         centre = where.centre
         for record, error in batch.refused:
             self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
-        reading = self._reading
+        reading, lines, append = self._reading, self._lines, out.append
+        oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
         records = iter(batch.readings)
         while True:  # no try per record: the loop resumes after a poison record
             try:
                 for _, device, values in records:
+                    # :meth:`_fast`, inlined (a call per reading costs)
+                    metrics = values.get("metrics")
+                    ts = values["ts"]
+                    if (
+                        metrics is not None
+                        and oldest <= ts <= newest
+                        and "name" not in values
+                        and "patient_id" not in metrics
+                        and None not in metrics.values()
+                    ):
+                        line = lines.get((centre, device, values["kind"], tuple(metrics)))
+                        if line is not None:
+                            seq = values["seq"]
+                            append(line(metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS))
+                            continue
                     reading(centre, device, values, topic, values, now_ms, out)
             except Exception as exc:  # one poison record: set it aside, go on with the next
                 where = Topic(centre, device, Channel.TELEMETRY)
@@ -331,17 +393,12 @@ class PointBuilder:
         time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS  # contract.storage.storage_time_ns
         if metrics is not None and "name" not in values and None not in metrics.values():
             names = tuple(metrics)
-            shapes = self._shapes[kind]
-            shape = shapes.get(names)
-            if shape is None:
-                shape = shapes[names] = _shape(FIELD_KINDS[kind], names)
-            if shape is not _NO_SHAPE:
-                args = list(metrics.values())
-                for position, field_kind in shape.convert:
-                    value = args[position]
-                    args[position] = _BOOLS[value] if field_kind == "b" else _string_field(value)
-                args += (seq, time_ns)
-                out.append(prefix + shape.template % tuple(args))
+            line = compile_line(prefix, FIELD_KINDS[kind], names)
+            if line is not None:
+                if len(self._lines) >= _CACHE_LIMIT:
+                    self._lines.clear()
+                self._lines[(centre, device, kind, names)] = line
+                out.append(line(metrics, seq, time_ns))
                 return
         fields = "" if metrics is None else format_field_values(FIELD_KINDS[kind], metrics)
         name = values.get("name")
@@ -359,8 +416,8 @@ class PointBuilder:
         model, born_kind = self._models.profile(centre, device)
         if born_kind is not None and kind != born_kind:
             return None, born_kind
-        if len(self._prefixes) >= 200_000:
-            self._prefixes.clear()  # bounded: rebuilt on demand
+        if len(self._prefixes) >= _CACHE_LIMIT:
+            self._prefixes.clear()
         measurement = MEASUREMENTS[kind]
         prefix = f"{measurement},centre={centre},device={device},model={_escape_tag(model)} "
         self._prefixes[(centre, device, kind)] = prefix
