@@ -27,12 +27,21 @@ only the record that raised), so it is acknowledged with its batch and the
 worker goes on instead of dying and being handed the same message again.
 Quarantines are logged rate-limited per reason (``runtime.logs.Throttle``).
 
-Speed: escaped tag prefixes are cached per (measurement, centre, device, model);
-fields are formatted from a per-model table, without building point objects.
+Speed (``bench/convert.py``; docs/performance.md): readings are validated into
+plain dicts (``contract.codec.decode_reading``, ``decode_batch_readings``), not
+models; a topic is parsed once; per (centre, device) the escaped tag prefix per
+kind, and per (kind, metric names) a compiled f-string writing the whole line
+(:func:`compile_line`), are cached. A birth that changes a device's model or
+kind makes ingest forget that device's entries (``ModelCache.changes_since``).
+A reading whose line is cached and that none of the checks above refuses goes
+the short way (:meth:`PointBuilder._fast`); every other reading the long way
+(``_reading``), which fills the caches. The lines are byte-identical either
+way (``tests/ingest/test_convert_golden.py``).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import re
@@ -55,6 +64,7 @@ from runtime.logs import Throttle, kv
 log = logging.getLogger("ingest.points")
 UNKNOWN_MODEL: Final = "unknown"
 _NO_PROFILE: Final[tuple[str, str | None]] = (UNKNOWN_MODEL, None)
+_CHANGE_LOG: Final = 4096  # profile changes remembered for changes_since
 QuarantineHook = Callable[[str], None]
 
 
@@ -115,7 +125,10 @@ class ModelCache:
         self._profiles: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
         # grows with every change: whoever caches what a profile implies checks it
+        # and asks :meth:`changes_since` which devices to forget
         self.generation = 0
+        self._changes: collections.deque[tuple[int, tuple[str, str]]] = collections.deque()
+        self._complete_since = 0  # changes after this generation are all in _changes
 
     def learn(self, centre: str, device: str, model: str | None, kind: str | None) -> None:
         """What a birth says; a value it leaves out (a Last Will says neither) is kept."""
@@ -128,9 +141,21 @@ class ModelCache:
             if len(self._profiles) >= self._limit and key not in self._profiles:
                 self._profiles.clear()
                 self.generation += 1
+                self._changes.clear()
+                self._complete_since = self.generation
             if self._profiles.get(key) != profile:
                 self._profiles[key] = profile
                 self.generation += 1
+                self._changes.append((self.generation, key))
+                if len(self._changes) > _CHANGE_LOG:
+                    self._complete_since = self._changes.popleft()[0]
+
+    def changes_since(self, generation: int) -> list[tuple[str, str]] | None:
+        """The (centre, device) whose profile changed after ``generation``; None: too many."""
+        with self._lock:
+            if generation < self._complete_since:
+                return None
+            return [key for changed, key in self._changes if changed > generation]
 
     def set(self, centre: str, device: str, model: str) -> None:
         self.learn(centre, device, model, None)
@@ -172,17 +197,17 @@ def format_field_values(kinds: dict[str, str], values: dict[str, Any]) -> str:
 _BOOLS: Final = {True: "true", False: "false"}
 _FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
 _CACHE_LIMIT: Final = 200_000  # entries per cache; a full cache is emptied and refills
-LineMaker = Callable[[dict[str, Any], int, int], str]
-"""``(metrics, seq, time_ns) -> line`` for readings of one device with one set of metric names."""
+LineMaker = Callable[[str, dict[str, Any], int, int], str]
+"""``(prefix, metrics, seq, time_ns) -> line`` for readings with one set of metric names."""
 
 
-def compile_line(prefix: str, kinds: dict[str, str], names: tuple[str, ...]) -> LineMaker | None:
+def compile_line(kinds: dict[str, str], names: tuple[str, ...]) -> LineMaker | None:
     """A function writing the line of a reading with exactly the metrics ``names``, in order.
 
     The same text as ``prefix + format_field_values(kinds, metrics)`` plus ``seq``
     and the time, for metrics dicts with these keys and no None value; one
     f-string, without a loop over the fields. None if a name has no field
-    (``patient_id``) or is not a plain identifier. ``prefix`` is data, not code.
+    (``patient_id``) or is not a plain identifier.
     """
     parts = []
     for name in names:
@@ -201,13 +226,22 @@ def compile_line(prefix: str, kinds: dict[str, str], names: tuple[str, ...]) -> 
     parts.append("seq={seq}i {t}")
     template = "{prefix}" + ",".join(parts)
     source = (
-        "def line(m, seq, t, prefix=prefix, bools=bools, string_field=string_field):\n"
+        "def line(prefix, m, seq, t, bools=bools, string_field=string_field):\n"
         f"    return f'{template}'\n"
     )
-    scope: dict[str, Any] = {"prefix": prefix, "bools": _BOOLS, "string_field": _string_field}
-    exec(source, scope)  # names checked above; prefix and values are arguments
+    scope: dict[str, Any] = {"bools": _BOOLS, "string_field": _string_field}
+    exec(source, scope)  # names checked above; values are arguments
     maker: LineMaker = scope["line"]
     return maker
+
+
+class _Line(typing.NamedTuple):
+    prefix: str
+    make: LineMaker
+
+
+_NO_LINES: Final[dict[tuple[str, tuple[str, ...]], _Line]] = {}
+_NO_PREFIXES: Final[dict[str, str]] = {}
 
 
 class PointBuilder:
@@ -229,13 +263,13 @@ class PointBuilder:
         self._max_future_ms = int(max_future_s * 1000)
         self._on_quarantine = on_quarantine
         self._clock = clock
-        # escaped ``measurement,tags `` per (centre, device, kind) of a device whose
-        # kind is not refused; valid while the model cache's generation is the same
-        self._prefixes: dict[tuple[str, str, str], str] = {}
-        self._generation = -1
-        # the whole line's shape per (centre, device, kind, metric names): for a
-        # reading that needs no check beyond those :meth:`_fast` makes
-        self._lines: dict[tuple[str, str, str, tuple[str, ...]], LineMaker] = {}
+        # per (centre, device), forgotten when its profile changes (a birth):
+        # the escaped ``measurement,tags `` per kind its readings may have, and
+        # (prefix, line maker) per (kind, metric names) for :meth:`_fast`
+        self._prefixes: dict[tuple[str, str], dict[str, str]] = {}
+        self._lines: dict[tuple[str, str], dict[tuple[str, tuple[str, ...]], _Line]] = {}
+        self._generation = self._models.generation
+        self._makers: dict[tuple[str, tuple[str, ...]], LineMaker | None] = {}
         self._topics: dict[str, Topic] = {}
         self._throttle = Throttle(log)
         self.internal_errors = 0
@@ -268,9 +302,7 @@ class PointBuilder:
             self._topics[topic] = where
         generation = self._models.generation
         if generation != self._generation:  # a birth changed a model or kind
-            self._prefixes.clear()
-            self._lines.clear()
-            self._generation = generation
+            self._forget(generation)
         now_ms = int(self._clock() * 1000)
         if where.channel is Channel.GATEWAY_BATCH:
             return self._envelope(where, topic, payload, now_ms, out)
@@ -288,6 +320,18 @@ class PointBuilder:
         else:
             self._reading(where.centre, where.device, reading, topic, payload, now_ms, out)
         return 1
+
+    def _forget(self, generation: int) -> None:
+        """Forget what was cached for the devices whose profile changed since last time."""
+        changed = self._models.changes_since(self._generation)
+        if changed is None:
+            self._prefixes.clear()
+            self._lines.clear()
+        else:
+            for key in changed:
+                self._prefixes.pop(key, None)
+                self._lines.pop(key, None)
+        self._generation = generation
 
     def _fast(self, centre: str, device: str, values: dict[str, Any], now_ms: int) -> str | None:
         """The line of a reading like one already stored, without a check failing; else None.
@@ -308,11 +352,11 @@ class PointBuilder:
             or ts > now_ms + self._max_future_ms
         ):
             return None
-        line = self._lines.get((centre, device, values["kind"], tuple(metrics)))
+        line = self._lines.get((centre, device), _NO_LINES).get((values["kind"], tuple(metrics)))
         if line is None:
             return None
         seq = values["seq"]
-        return line(metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS)
+        return line.make(line.prefix, metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS)
 
     def _envelope(
         self, where: Topic, topic: str, payload: bytes, now_ms: int, out: list[str]
@@ -341,10 +385,13 @@ class PointBuilder:
                         and "patient_id" not in metrics
                         and None not in metrics.values()
                     ):
-                        line = lines.get((centre, device, values["kind"], tuple(metrics)))
+                        line = lines.get((centre, device), _NO_LINES).get(
+                            (values["kind"], tuple(metrics))
+                        )
                         if line is not None:
                             seq = values["seq"]
-                            append(line(metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS))
+                            time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS
+                            append(line.make(line.prefix, metrics, seq, time_ns))
                             continue
                     reading(centre, device, values, topic, values, now_ms, out)
             except Exception as exc:  # one poison record: set it aside, go on with the next
@@ -380,7 +427,7 @@ class PointBuilder:
             self._refuse_source(out, Reason.TS_FUTURE, detail, topic, centre, device, source)
             return
         kind = values["kind"]
-        prefix = self._prefixes.get((centre, device, kind))
+        prefix = self._prefixes.get((centre, device), _NO_PREFIXES).get(kind)
         if prefix is None:
             prefix, born_kind = self._prefix(centre, device, kind)
             if prefix is None:
@@ -393,12 +440,13 @@ class PointBuilder:
         time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS  # contract.storage.storage_time_ns
         if metrics is not None and "name" not in values and None not in metrics.values():
             names = tuple(metrics)
-            line = compile_line(prefix, FIELD_KINDS[kind], names)
-            if line is not None:
+            make = self._maker(kind, names)
+            if make is not None:
                 if len(self._lines) >= _CACHE_LIMIT:
                     self._lines.clear()
-                self._lines[(centre, device, kind, names)] = line
-                out.append(line(metrics, seq, time_ns))
+                lines = self._lines.setdefault((centre, device), {})
+                lines[(kind, names)] = _Line(prefix, make)
+                out.append(make(prefix, metrics, seq, time_ns))
                 return
         fields = "" if metrics is None else format_field_values(FIELD_KINDS[kind], metrics)
         name = values.get("name")
@@ -420,8 +468,17 @@ class PointBuilder:
             self._prefixes.clear()
         measurement = MEASUREMENTS[kind]
         prefix = f"{measurement},centre={centre},device={device},model={_escape_tag(model)} "
-        self._prefixes[(centre, device, kind)] = prefix
+        self._prefixes.setdefault((centre, device), {})[kind] = prefix
         return prefix, born_kind
+
+    def _maker(self, kind: str, names: tuple[str, ...]) -> LineMaker | None:
+        """The compiled line maker of ``names`` (shared by every device of ``kind``)."""
+        key = (kind, names)
+        if key not in self._makers:
+            if len(self._makers) >= _CACHE_LIMIT:
+                self._makers.clear()
+            self._makers[key] = compile_line(FIELD_KINDS[kind], names)
+        return self._makers[key]
 
     def _refuse_source(
         self,

@@ -70,3 +70,29 @@ def test_a_percent_sign_in_a_model_is_kept() -> None:
         assert line.startswith(
             "router,centre=c-1,device=r-1,model=100%{x}s wan_up=true,cpu_pct=5.5,"
         )
+
+
+@pytest.mark.parametrize("envelope", [False, True], ids=["single", "envelope"])
+def test_a_birth_after_many_others_still_counts(envelope: bool) -> None:
+    """More births between two readings than the model cache's change log holds."""
+    points = builder([])
+    points._models.learn("c-1", "r-1", "first", "router")
+    assert " " in convert(points, 1, envelope)
+    for i in range(5000):
+        points._models.learn("c-2", f"d-{i}", "m", "power")
+    points._models.learn("c-1", "r-1", "second", "router")
+    assert convert(points, 2, envelope).startswith("router,centre=c-1,device=r-1,model=second ")
+
+
+def test_a_birth_of_one_device_leaves_the_others_alone() -> None:
+    points = builder([])
+    other = b'{"v":1,"kind":"router","ts":%d,"seq":1,"metrics":{"cpu_pct":1.5}}' % NOW_MS
+    for seq in (1, 2):
+        out: list[str] = []
+        points.convert("gl/v1/c-1/r-2/telemetry", other, out)
+        convert(points, seq, False)
+    points._models.learn("c-1", "r-1", "new", "router")
+    out = []
+    points.convert("gl/v1/c-1/r-2/telemetry", other, out)
+    assert out[0].startswith("router,centre=c-1,device=r-2,model=unknown cpu_pct=1.5,")
+    assert convert(points, 3, False).startswith("router,centre=c-1,device=r-1,model=new ")
