@@ -383,6 +383,38 @@ def measure(name: str, records: int, seconds: float) -> float:
     return min(rounds)
 
 
+def parts(records: int, seconds: float) -> dict[str, float]:
+    """Where an envelope's CPU goes: each step alone, µs per reading (this tree only)."""
+    from pydantic import TypeAdapter
+
+    from contract.batch_schema import TYPED_BATCH
+    from contract.codec import _inflate, decode_batch_readings
+
+    births, messages, readings = workload("envelope", records)
+    raws = [_inflate(payload) for _, payload in messages]
+    untyped = TypeAdapter(Any)
+    b = builder(births)
+    steps = {
+        "inflate": lambda: [_inflate(payload) for _, payload in messages],
+        "parse JSON only": lambda: [untyped.validate_json(raw) for raw in raws],
+        "parse + validate": lambda: [TYPED_BATCH.validate_json(raw) for raw in raws],
+        "decode_batch_readings": lambda: [decode_batch_readings(p) for _, p in messages],
+        "convert": lambda: [b.convert(topic, p, []) for topic, p in messages],
+    }
+    out = {}
+    for name, step in steps.items():
+        step()
+        best = []
+        for _ in range(5):
+            done, start = 0, time.process_time()
+            while time.process_time() - start < seconds / 25:
+                step()
+                done += readings
+            best.append((time.process_time() - start) / done * 1e6)
+        out[name] = min(best)
+    return out
+
+
 def _worker(args: argparse.Namespace) -> None:
     result = {w: measure(w, args.records, args.seconds) for w in ("envelope", "single")}
     print(json.dumps(result))
@@ -403,7 +435,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs (alternated with --baseline)")
     parser.add_argument("--baseline", type=Path, help="another source tree to compare with")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--parts", action="store_true", help="time an envelope's steps apart")
     args = parser.parse_args()
+    if args.parts:
+        for name, us in parts(args.records, args.seconds).items():
+            print(f"{name:24s} {us:.2f} µs per reading")
+        return 0
     if args.worker:
         _worker(args)
         return 0

@@ -245,11 +245,13 @@ def decode_reading(channel: Channel, payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_MESSAGE_BYTES:
         raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        reading: dict[str, Any] | None = TYPED_READINGS[channel].validate_json(payload)
+        reading: dict[str, Any] = TYPED_READINGS[channel].validate_json(payload)
     except (ValidationError, ValueError, TypeError, RecursionError):
-        reading = None
-    if reading is None or _metrics_empty(reading):
         return _reading_dict(decode(channel, payload))  # the models' verdict and error
+    metrics = reading.get("metrics")
+    maybe_empty = metrics is not None and (not metrics or None in metrics.values())
+    if maybe_empty and _metrics_empty(reading):
+        return _reading_dict(decode(channel, payload))
     return reading
 
 
