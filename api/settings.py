@@ -98,13 +98,11 @@ class ApiSettings(BaseSettings):
             Endpoint.parse(self.mqtt_url),
             self.mqtt_admin_user,
             self.mqtt_admin_password.get_secret_value(),
-            TlsFiles(
+            TlsFiles.named(
                 self.mqtt_ca_file,
                 self.mqtt_cert_file,
                 self.mqtt_key_file,
-                ca_setting=env_name("mqtt_ca_file"),
-                cert_setting=env_name("mqtt_cert_file"),
-                key_setting=env_name("mqtt_key_file"),
+                prefix=env_name("mqtt_"),
             ),
             timeout_s=self.mqtt_timeout_s,
         )

@@ -62,13 +62,8 @@ class SimSettings(BaseSettings):
 
     def tls_files(self) -> TlsFiles:
         """For ``mqtts://``: the CA, client certificate and key, named by their settings."""
-        return TlsFiles(
-            self.mqtt_ca_file,
-            self.mqtt_cert_file,
-            self.mqtt_key_file,
-            ca_setting=f"{ENV_PREFIX}MQTT_CA_FILE",
-            cert_setting=f"{ENV_PREFIX}MQTT_CERT_FILE",
-            key_setting=f"{ENV_PREFIX}MQTT_KEY_FILE",
+        return TlsFiles.named(
+            self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file, prefix=f"{ENV_PREFIX}MQTT_"
         )
 
 

@@ -131,13 +131,11 @@ class GatewaySettings(BaseSettings):
 
     def tls_files(self, link: Literal["local", "uplink"]) -> TlsFiles:
         """The CA / client certificate / key of a link, with the settings they came from."""
-        return TlsFiles(
+        return TlsFiles.named(
             getattr(self, f"{link}_ca_file"),
             getattr(self, f"{link}_cert_file"),
             getattr(self, f"{link}_key_file"),
-            ca_setting=env_name(f"{link}_ca_file"),
-            cert_setting=env_name(f"{link}_cert_file"),
-            key_setting=env_name(f"{link}_key_file"),
+            prefix=env_name(f"{link}_"),
         )
 
     @staticmethod

@@ -126,13 +126,8 @@ class IngestSettings(BaseSettings):
         return Endpoint.parse(self.mqtt_url)
 
     def tls_files(self) -> TlsFiles:
-        return TlsFiles(
-            self.mqtt_ca_file,
-            self.mqtt_cert_file,
-            self.mqtt_key_file,
-            ca_setting=f"{ENV_PREFIX}MQTT_CA_FILE",
-            cert_setting=f"{ENV_PREFIX}MQTT_CERT_FILE",
-            key_setting=f"{ENV_PREFIX}MQTT_KEY_FILE",
+        return TlsFiles.named(
+            self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file, prefix=f"{ENV_PREFIX}MQTT_"
         )
 
     def setting_names(self) -> SettingNames:

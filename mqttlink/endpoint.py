@@ -62,6 +62,27 @@ class TlsFiles:
     cert_setting: str = "cert_file"
     key_setting: str = "key_file"
 
+    @classmethod
+    def named(
+        cls,
+        ca_file: Path | None,
+        cert_file: Path | None,
+        key_file: Path | None,
+        *,
+        prefix: str,
+        suffix: str = "",
+    ) -> TlsFiles:
+        """Files from the settings ``{prefix}CA_FILE{suffix}``, ``{prefix}CERT_FILE{suffix}``
+        and ``{prefix}KEY_FILE{suffix}`` (e.g. ``GRAMLINK_INGEST_MQTT_`` or ``--``)."""
+        return cls(
+            ca_file,
+            cert_file,
+            key_file,
+            ca_setting=f"{prefix}CA_FILE{suffix}",
+            cert_setting=f"{prefix}CERT_FILE{suffix}",
+            key_setting=f"{prefix}KEY_FILE{suffix}",
+        )
+
 
 def tls_context(files: TlsFiles) -> ssl.SSLContext:
     """A client context trusting ``files.ca_file`` (else the system's CAs), with an optional
