@@ -31,7 +31,7 @@ from firmware_sim.faults import FaultConfig
 from firmware_sim.fleet import Fleet, FleetConfig
 from gramlink.broker_accounts import DynsecSession, ensure_account, ingest_account, new_password
 from gramlink.services import InfluxService, MosquittoService
-from gramlink.services.process import free_port
+from gramlink.services.process import free_port, port_in_use
 from tests.factories import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,9 +189,7 @@ class Rig:
         self.load = load
         workdir.mkdir(parents=True, exist_ok=True)
         self.influx = InfluxService(workdir / "influxdb", free_port(), secrets.token_urlsafe(16))
-        self.central = MosquittoService(
-            workdir / "central", free_port(), secrets.token_urlsafe(16)
-        )
+        self.central = MosquittoService(workdir / "central", free_port(), secrets.token_urlsafe(16))
         self.centre_broker = _centre_broker(workdir / "centre")
         self.proxy = UplinkProxy(self.central.port)
         self.ingest_metrics_port = free_port()
@@ -245,6 +243,12 @@ class Rig:
             raise AssertionError("the simulated centre did not connect to its broker")
         return fleet
 
+    def restart(self, service: MosquittoService | InfluxService) -> None:
+        """Start a stopped or killed service again on its port (the kernel may hold the
+        port for a moment after a SIGKILL)."""
+        wait_for(lambda: not port_in_use(service.bind, service.port), 10, "the port freed")
+        service.start()
+
     # --- ingest ------------------------------------------------------------------------
     def _ingest_child(self) -> Child:
         username, password = "ingest", new_password()
@@ -270,9 +274,7 @@ class Rig:
 
     def ingest_metric(self, name: str) -> float | None:
         try:
-            text = httpx.get(
-                f"http://127.0.0.1:{self.ingest_metrics_port}/metrics", timeout=2
-            ).text
+            text = httpx.get(f"http://127.0.0.1:{self.ingest_metrics_port}/metrics", timeout=2).text
         except httpx.HTTPError:
             return None
         for line in text.splitlines():

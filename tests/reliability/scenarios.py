@@ -22,13 +22,13 @@ from pathlib import Path
 from gateway.settings import GatewaySettings
 from tests.factories import wait_for
 from tests.reliability.rig import Load, Rig
-from tests.reliability.tally import Published, Tally, stored, stored_upto
+from tests.reliability.tally import BatchWatch, Published, Tally, stored, stored_upto
 
 WARM_S = 3.0  # readings of this many seconds are stored before the fault
 AFTER_S = 3.0  # devices keep publishing this long after the fault's end
 POLL_S = 0.25
-RECOVERY_LIMIT_S = 60.0
-STALL_S = 15.0  # no more readings stored for this long: the rest is lost
+RECOVERY_LIMIT_S = 30.0
+STALL_S = 10.0  # no more readings stored for this long: the rest is lost
 OUTAGE_S = 10.0
 RECEIPT_TIMEOUT_S = 3.0
 
@@ -43,14 +43,23 @@ def hold(seconds: float) -> None:
     time.sleep(seconds)
 
 
-Fault = Callable[[Rig, Published], str]
+@dataclass(frozen=True)
+class Outcome:
+    """What a fault reports: a note for the table, and for an outage of the gateway the
+    readings the centre broker had to queue meanwhile."""
+
+    note: str = ""
+    queued: int | None = None
+
+
+Fault = Callable[[Rig, Published], Outcome]
 
 
 @dataclass(frozen=True)
 class Scenario:
     key: str  # test id and centre id
     title: str  # the table's row
-    fault: Fault  # applies the fault; returns when it is over, with a note for the table
+    fault: Fault  # applies the fault; returns when it is over
     load: Load = field(default_factory=Load)
     gateway_env: dict[str, str] = field(default_factory=dict)
     receipts_needed: bool = False  # readings are lost without storage receipts
@@ -59,26 +68,44 @@ class Scenario:
 # --- faults -----------------------------------------------------------------------------------
 
 
-def central_sigterm(rig: Rig, published: Published) -> str:
+def central_sigterm(rig: Rig, published: Published) -> Outcome:
     rig.central.stop()
-    rig.central.start()
-    return ""
+    rig.restart(rig.central)
+    return Outcome()
 
 
-def central_sigkill(rig: Rig, published: Published) -> str:
-    rig.central.kill()
-    rig.central.start()
-    return ""
+def central_sigkill(rig: Rig, published: Published) -> Outcome:
+    with BatchWatch(rig.central, rig.centre) as watch:
+        watch.next_batch()  # killed a few ms after it took (and acknowledged) a batch
+        rig.central.kill()
+    rig.restart(rig.central)
+    return Outcome("killed a few ms after it took a batch")
 
 
-def influx_past_receipt_timeout(rig: Rig, published: Published) -> str:
+def central_sigkill_queued(rig: Rig, published: Published) -> Outcome:
+    """The broker holds readings for the ingest worker (down for a moment) when it dies:
+    what it acknowledged since its last save of the persistence file is gone with it."""
+    assert rig.ingest is not None
+    rig.ingest.kill()
+    hold(2)
+    with BatchWatch(rig.central, rig.centre) as watch:
+        watch.next_batch()
+        rig.central.kill()
+    rig.restart(rig.central)
+    rig.restart_ingest()
+    return Outcome("ingest down 2 s, broker killed a few ms after it took a batch")
+
+
+def influx_past_receipt_timeout(rig: Rig, published: Published) -> Outcome:
     rig.influx.stop()
     hold(RECEIPT_TIMEOUT_S + 7)
-    rig.influx.start()
-    return f"InfluxDB down {RECEIPT_TIMEOUT_S + 7:.0f} s, receipt timeout {RECEIPT_TIMEOUT_S:.0f} s"
+    rig.restart(rig.influx)
+    return Outcome(
+        f"InfluxDB down {RECEIPT_TIMEOUT_S + 7:.0f} s, receipt timeout {RECEIPT_TIMEOUT_S:.0f} s"
+    )
 
 
-def ingest_killed_mid_write(rig: Rig, published: Published) -> str:
+def ingest_killed_mid_write(rig: Rig, published: Published) -> Outcome:
     assert rig.ingest is not None
     kills = 3
     for _ in range(kills):
@@ -90,59 +117,59 @@ def ingest_killed_mid_write(rig: Rig, published: Published) -> str:
         )
         rig.ingest.kill()
         rig.restart_ingest()
-    return f"SIGKILL x{kills} while writing"
+    return Outcome(f"SIGKILL x{kills} while writing")
 
 
-def gateway_killed_10s(rig: Rig, published: Published) -> str:
+def gateway_killed_10s(rig: Rig, published: Published) -> Outcome:
     assert rig.gateway is not None
     rig.gateway.kill()
     before = len(published.snapshot())
     hold(OUTAGE_S)
     queued = len(published.snapshot()) - before
     rig.gateway.start()
-    return f"{queued} readings queued at the centre broker"
+    return Outcome(f"{queued} readings queued at the centre broker", queued)
 
 
-def uplink_cut(rig: Rig, published: Published) -> str:
+def uplink_cut(rig: Rig, published: Published) -> Outcome:
     rig.proxy.cut()
     hold(OUTAGE_S)
     rig.proxy.restore()
-    return f"uplink refused {OUTAGE_S:.0f} s"
+    return Outcome(f"uplink refused {OUTAGE_S:.0f} s")
 
 
-def gateway_sigkill(rig: Rig, published: Published) -> str:
+def gateway_sigkill(rig: Rig, published: Published) -> Outcome:
     assert rig.gateway is not None
     rig.gateway.kill()
     rig.gateway.start()
-    return "restarted at once"
+    return Outcome("restarted at once")
 
 
-def ingest_sigkill(rig: Rig, published: Published) -> str:
+def ingest_sigkill(rig: Rig, published: Published) -> Outcome:
     assert rig.ingest is not None
     rig.ingest.kill()
     rig.restart_ingest()
-    return "restarted at once"
+    return Outcome("restarted at once")
 
 
-def influx_down(rig: Rig, published: Published) -> str:
+def influx_down(rig: Rig, published: Published) -> Outcome:
     rig.influx.stop()
     hold(5)
-    rig.influx.start()
-    return "InfluxDB down 5 s"
+    rig.restart(rig.influx)
+    return Outcome("InfluxDB down 5 s")
 
 
-def malformed_input(rig: Rig, published: Published) -> str:
+def malformed_input(rig: Rig, published: Published) -> Outcome:
     hold(5)
-    return "5 % of readings malformed"
+    return Outcome("5 % of readings malformed")
 
 
 RECEIPT_ENV = {"GRAMLINK_GATEWAY_RECEIPT_TIMEOUT_S": str(RECEIPT_TIMEOUT_S)}
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("central-sigterm", "central broker restarted (SIGTERM)", central_sigterm,
-             receipts_needed=True),
-    Scenario("central-sigkill", "central broker SIGKILLed and restarted", central_sigkill,
-             receipts_needed=True),
+    Scenario("central-sigterm", "central broker restarted (SIGTERM)", central_sigterm),
+    Scenario("central-sigkill", "central broker SIGKILLed and restarted", central_sigkill),
+    Scenario("central-sigkill-queued", "central broker SIGKILLed, readings queued for ingest",
+             central_sigkill_queued, receipts_needed=True),
     Scenario("influx-past-receipt", "InfluxDB down past the receipt timeout",
              influx_past_receipt_timeout, gateway_env=RECEIPT_ENV),
     Scenario("ingest-kill-mid-write", "ingest SIGKILLed between write and receipt",
@@ -221,7 +248,7 @@ def run(scenario: Scenario, workdir: Path) -> Tally:
             lambda: len(stored(rig.influx, centre)) >= flowing, 60, "readings flowing to storage"
         )
 
-        note = scenario.fault(rig, published)
+        outcome = scenario.fault(rig, published)
         fault_end = time.monotonic()
         upto = published.snapshot()
         stopper = threading.Timer(AFTER_S, fleet.stop, kwargs={"drain_s": 10})
@@ -238,9 +265,12 @@ def run(scenario: Scenario, workdir: Path) -> Tally:
         keys = published.snapshot()
         _settle(rig, keys)
         points = stored(rig.influx, centre)
+        note = outcome.note
         if scenario.load.malformed_rate:
-            note += f"; {published.malformed} malformed, {_gateway_quarantined(rig)} quarantined"
-        return Tally.of(scenario.title, keys, points, published.malformed, recovery_s, note)
+            note += f": {published.malformed} sent, {_gateway_quarantined(rig)} quarantined"
+        return Tally.of(
+            scenario.title, keys, points, published.malformed, recovery_s, note, outcome.queued
+        )
     finally:
         if published is not None:
             published.close()

@@ -113,6 +113,41 @@ class Published:
             return set(self.keys)
 
 
+class BatchWatch:
+    """A client of the central broker that sees the gateway's batches arrive, so a fault can
+    strike right after the broker took one (and acknowledged it to the gateway)."""
+
+    def __init__(self, broker: MosquittoService, centre: str) -> None:
+        self.broker = broker
+        self.centre = centre
+        self.arrived = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.username_pw_set(broker.admin_user, broker.admin_password)
+        self.client.on_message = lambda c, u, m: self.arrived.set()
+
+    def __enter__(self) -> BatchWatch:
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect(self.broker.bind, self.broker.port)
+        self.client.loop_start()
+        self.client.subscribe(f"gl/v1/{self.centre}/+/_gateway/batch", qos=0)
+        wait_for(subscribed.is_set, 10, "the batch watch subscribed")
+        return self
+
+    def next_batch(self, timeout: float = 10) -> None:
+        self.arrived.clear()
+        if not self.arrived.wait(timeout):
+            raise AssertionError(f"no batch reached the central broker within {timeout:.0f} s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()  # harmless when the broker is already gone
+        self.client.loop_stop()
+
+
 def _probe_stored(influx: InfluxService, centre: str) -> bool:
     body = influx.query(
         f"SELECT count(\"seq\") FROM router WHERE centre = '{centre}' AND device = '{PROBE}'",
@@ -171,6 +206,7 @@ class Tally:
     malformed: int
     recovery_s: float | None  # fault end -> everything published until then stored
     note: str = ""
+    queued: int | None = None  # readings the centre broker queued during a gateway outage
 
     @classmethod
     def of(
@@ -181,6 +217,7 @@ class Tally:
         malformed: int,
         recovery_s: float | None,
         note: str = "",
+        queued: int | None = None,
     ) -> Tally:
         keys = set(points)
         return cls(
@@ -193,6 +230,7 @@ class Tally:
             malformed=malformed,
             recovery_s=recovery_s,
             note=note,
+            queued=queued,
         )
 
     @property
