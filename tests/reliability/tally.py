@@ -53,7 +53,7 @@ class Published:
             protocol=mqtt.MQTTv5,
         )
         client.username_pw_set(self.broker.admin_user, self.broker.admin_password)
-        client.reconnect_delay_set(0.1, 1.0)
+        client.reconnect_delay_set(1, 2)
         client.max_queued_messages_set(0)
         subscribed = threading.Event()
 
