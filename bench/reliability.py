@@ -77,11 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     chosen: list[Scenario] = [s for s in SCENARIOS if not args.only or s.key in args.only]
     when = machine_line()
     rows: list[Tally] = []
+    failures: list[str] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gramlink-reliability-") as tmp:
         for scenario in chosen:
             t0 = time.monotonic()
-            tally = run(scenario, Path(tmp) / scenario.key)
+            try:
+                tally = run(scenario, Path(tmp) / scenario.key)
+            except Exception as exc:  # one scenario's failure is a row of the table
+                failures.append(f"{scenario.key}: {exc}")
+                print(f"{scenario.key}: FAILED {exc}", file=sys.stderr, flush=True)
+                continue
             rows.append(tally)
             print(
                 f"{scenario.key}: published={tally.published} stored={tally.stored} "
@@ -91,11 +97,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     text = f"Measured {when}; {time.monotonic() - started:.0f} s in all.\n\n{table(rows)}"
+    if failures:
+        text += "\n\nScenarios that could not be measured:\n\n" + "\n".join(
+            f"- {line}" for line in failures
+        )
     print(text)
     if not args.no_write and not args.only:
         write(DOC, text)
         print(f"written to {DOC}", file=sys.stderr)
-    return 0 if all(t.clean and t.recovery_s is not None for t in rows) else 1
+    clean = all(t.clean and t.recovery_s is not None for t in rows)
+    return 0 if clean and not failures else 1
 
 
 if __name__ == "__main__":

@@ -129,6 +129,10 @@ class UplinkProxy:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+class ProcessDied(AssertionError):
+    """The gateway or the ingest worker exited on its own during a scenario."""
+
+
 class Child:
     """One ``python -m gramlink ...`` process with its environment and a log file."""
 
@@ -138,8 +142,10 @@ class Child:
         self.env = env
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.wanted = False  # started by us and not since stopped or killed on purpose
 
     def start(self) -> None:
+        self.wanted = True
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gramlink", *self.argv],
@@ -155,12 +161,21 @@ class Child:
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
 
+    def died(self) -> str | None:
+        """If the process ended without being told to: its exit code and last log lines."""
+        if not self.wanted or self.proc is None or self.proc.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-4:]
+        return f"{self.name} exited with {self.proc.returncode}: " + " | ".join(tail)
+
     def signal(self, sig: signal.Signals) -> None:
+        self.wanted = False
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(30)
 
     def stop(self) -> None:
+        self.wanted = False
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.terminate()
@@ -214,6 +229,15 @@ class Rig:
         for thing in reversed(self._started):
             with contextlib.suppress(Exception):
                 thing.stop() if not isinstance(thing, UplinkProxy) else thing.close()
+
+    def alive(self) -> bool:
+        """True, or raise if the gateway or the ingest worker ended by itself (a crash fails
+        the scenario, named with the process's last log lines)."""
+        for child in (self.gateway, self.ingest):
+            failure = child.died() if child is not None else None
+            if failure is not None:
+                raise ProcessDied(failure)
+        return True
 
     def start_fleet(self) -> Fleet:
         load = self.load

@@ -198,6 +198,7 @@ def _recovery(rig: Rig, upto: set[tuple[str, int]], fault_end: float) -> float |
     want = {d: sum(1 for dev, _ in upto if dev == d) for d in highest}
     deadline = fault_end + RECOVERY_LIMIT_S
     while time.monotonic() < deadline:
+        rig.alive()
         try:
             have = stored_upto(rig.influx, rig.centre, highest)
         except Exception:  # InfluxDB still starting: not recovered yet
@@ -212,6 +213,7 @@ def _settle(rig: Rig, published: set[tuple[str, int]]) -> None:
     """Until every published reading is stored, or none more arrives for STALL_S."""
     last, progress_at = -1, time.monotonic()
     while (count := len(published & set(stored(rig.influx, rig.centre)))) < len(published):
+        rig.alive()
         if count != last:
             last, progress_at = count, time.monotonic()
         elif time.monotonic() - progress_at > STALL_S:
@@ -245,7 +247,9 @@ def run(scenario: Scenario, workdir: Path) -> Tally:
         fleet = rig.start_fleet()
         flowing = int(scenario.load.rate * WARM_S)
         wait_for(
-            lambda: len(stored(rig.influx, centre)) >= flowing, 60, "readings flowing to storage"
+            lambda: rig.alive() and len(stored(rig.influx, centre)) >= flowing,
+            60,
+            "readings flowing to storage",
         )
 
         outcome = scenario.fault(rig, published)
