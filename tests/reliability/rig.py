@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import httpx
 
@@ -66,7 +66,6 @@ class UplinkProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
-        self._closed = False
 
     @property
     def url(self) -> str:
@@ -92,8 +91,7 @@ class UplinkProxy:
     def restore(self) -> None:
         self.start()
 
-    def close(self) -> None:
-        self._closed = True
+    def stop(self) -> None:
         self.cut()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -127,6 +125,10 @@ class UplinkProxy:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class Stoppable(Protocol):
+    def stop(self) -> object: ...
 
 
 class ProcessDied(AssertionError):
@@ -206,7 +208,7 @@ class Rig:
         self.ingest: Child | None = None
         self.gateway: Child | None = None
         self.fleet: Fleet | None = None
-        self._started: list[Any] = []
+        self._started: list[Stoppable] = []
 
     # --- lifetime ----------------------------------------------------------------------
     def start(self) -> None:
@@ -228,7 +230,7 @@ class Rig:
             self.fleet.stop(drain_s=2)
         for thing in reversed(self._started):
             with contextlib.suppress(Exception):
-                thing.stop() if not isinstance(thing, UplinkProxy) else thing.close()
+                thing.stop()
 
     def alive(self) -> bool:
         """True, or raise if the gateway or the ingest worker ended by itself (a crash fails

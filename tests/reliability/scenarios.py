@@ -105,16 +105,19 @@ def influx_past_receipt_timeout(rig: Rig, published: Published) -> Outcome:
     )
 
 
+def _wait_writing(rig: Rig) -> None:
+    """Until ingest stored 50 more points: it is in the middle of its write rounds."""
+    before = sum(stored(rig.influx, rig.centre).values())
+    wait_for(
+        lambda: sum(stored(rig.influx, rig.centre).values()) > before + 50, 30, "ingest writing"
+    )
+
+
 def ingest_killed_mid_write(rig: Rig, published: Published) -> Outcome:
     assert rig.ingest is not None
     kills = 3
     for _ in range(kills):
-        before = sum(stored(rig.influx, rig.centre).values())
-        wait_for(
-            lambda b=before: sum(stored(rig.influx, rig.centre).values()) > b + 50,  # type: ignore[misc]
-            30,
-            "ingest writing",
-        )
+        _wait_writing(rig)
         rig.ingest.kill()
         rig.restart_ingest()
     return Outcome(f"SIGKILL x{kills} while writing")
