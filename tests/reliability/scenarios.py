@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.settings import GatewaySettings
+from gramlink.services.process import ServiceError
 from tests.factories import wait_for
 from tests.reliability.rig import Load, Rig
 from tests.reliability.tally import BatchWatch, Published, Tally, stored, stored_upto
@@ -56,13 +57,21 @@ Fault = Callable[[Rig, Published], Outcome]
 
 
 @dataclass(frozen=True)
+class WithoutReceipts:
+    """How a scenario fails on a tree without storage receipts (issue #11, items 1 and 7)."""
+
+    reason: str
+    always: bool  # failed in every run measured (a strict xfail), else only sometimes
+
+
+@dataclass(frozen=True)
 class Scenario:
     key: str  # test id and centre id
     title: str  # the table's row
     fault: Fault  # applies the fault; returns when it is over
     load: Load = field(default_factory=Load)
     gateway_env: dict[str, str] = field(default_factory=dict)
-    receipts_needed: bool = False  # readings are lost without storage receipts
+    without_receipts: WithoutReceipts | None = None  # how it fails on a tree without them
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -172,11 +181,16 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("central-sigterm", "central broker restarted (SIGTERM)", central_sigterm),
     Scenario("central-sigkill", "central broker SIGKILLed and restarted", central_sigkill),
     Scenario("central-sigkill-queued", "central broker SIGKILLed, readings queued for ingest",
-             central_sigkill_queued, receipts_needed=True),
+             central_sigkill_queued, without_receipts=WithoutReceipts(
+                 "the gateway deletes a batch on the broker's PUBACK: what the broker "
+                 "acknowledged since its last save dies with it (lost), and a batch ingest "
+                 "had written goes again under model=unknown (duplicated)", always=True)),
     Scenario("influx-past-receipt", "InfluxDB down past the receipt timeout",
              influx_past_receipt_timeout, gateway_env=RECEIPT_ENV),
     Scenario("ingest-kill-mid-write", "ingest SIGKILLed between write and receipt",
-             ingest_killed_mid_write),
+             ingest_killed_mid_write, without_receipts=WithoutReceipts(
+                 "a batch written before the kill is delivered again while ingest has not yet "
+                 "seen the device's birth: a second point under model=unknown", always=False)),
     Scenario("gateway-kill-10s", "gateway SIGKILLed for 10 s", gateway_killed_10s),
     Scenario("uplink-cut", "uplink cut", uplink_cut),
     Scenario("gateway-sigkill", "gateway SIGKILL", gateway_sigkill),
@@ -238,13 +252,27 @@ def _gateway_quarantined(rig: Rig) -> int:
     return total
 
 
+def _start_rig(workdir: Path, centre: str, scenario: Scenario, attempts: int = 3) -> Rig:
+    """A started rig; new ports when one picked was taken meanwhile (a busy machine's
+    outgoing connections use the same range as :func:`free_port`)."""
+    for attempt in range(1, attempts + 1):
+        rig = Rig(workdir / f"try{attempt}", centre, scenario.load, scenario.gateway_env)
+        try:
+            rig.start()
+            return rig
+        except ServiceError as exc:
+            rig.close()
+            if "in use" not in str(exc) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 def run(scenario: Scenario, workdir: Path) -> Tally:
     """One scenario from start to teardown; every process it started is ended."""
     centre = f"rel-{scenario.key}"[:32]
-    rig = Rig(workdir, centre, scenario.load, scenario.gateway_env)
+    rig = _start_rig(workdir, centre, scenario)
     published: Published | None = None
     try:
-        rig.start()
         published = Published(rig.centre_broker, centre).start()
         published.probe(rig.influx)
         fleet = rig.start_fleet()
