@@ -5,9 +5,14 @@ tags ``centre``, ``device``, ``model``; fields = the metrics + ``seq`` (events
 add ``event`` = the event name and ``detail`` as a JSON string); timestamp =
 ``contract.storage.storage_time_ns(ts, seq)`` in ns.
 
-``model`` comes from the device's retained birth ``state`` (:class:`ModelCache`);
-until one was seen it is ``unknown``. The birth's ``kind`` is kept too: it is
-the kind the device's readings must have.
+``model`` depends only on the message, so a reading stored twice (a gateway
+resending a batch whose receipt it did not get, after an ingest restart) lands
+on the same point: a gateway envelope's record carries its device's model
+(``BatchRecord.m``, stamped by the gateway from the API's registry or the
+device's birth); a record without one, and every reading a device publishes
+directly, is stored under ``model=unknown`` (docs/architecture.md, "Stored
+series"). The retained births (:class:`ModelCache`) are still read for the
+device's ``kind``: the kind its readings must have.
 
 Refused, to quarantine (never re-stamped, never stored as a reading):
 - anything the contract refuses (``DecodeReason``), a topic outside the contract;
@@ -55,6 +60,7 @@ log = logging.getLogger("ingest.points")
 UNKNOWN_MODEL: Final = "unknown"
 _NO_PROFILE: Final[tuple[str, str | None]] = (UNKNOWN_MODEL, None)
 QuarantineHook = Callable[[str], None]
+EnvelopeHook = Callable[[str, str, int], None]  # (centre, gateway, seq) converted
 
 
 def _escape_tag(value: str) -> str:
@@ -173,6 +179,7 @@ class PointBuilder:
         max_age_s: float,
         max_future_s: float,
         on_quarantine: QuarantineHook | None = None,
+        on_envelope: EnvelopeHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._models = models
@@ -180,6 +187,7 @@ class PointBuilder:
         self._max_age_ms = int(max_age_s * 1000)
         self._max_future_ms = int(max_future_s * 1000)
         self._on_quarantine = on_quarantine
+        self._on_envelope = on_envelope
         self._clock = clock
         self._prefixes: dict[tuple[str, str, str, str], str] = {}
         self._throttle = Throttle(log)
@@ -217,7 +225,8 @@ class PointBuilder:
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
-        self._reading(where.centre, where.device, reading.__dict__, topic, payload, now_ms, out)
+        values = reading.__dict__
+        self._reading(where.centre, where.device, values, topic, payload, now_ms, out, None)
         return 1
 
     def _envelope(
@@ -232,16 +241,19 @@ class PointBuilder:
         for record, error in batch.refused:
             self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
         reading = self._reading
-        records = iter(batch.readings)
+        models = batch.models or [None] * len(batch.readings)
+        records = iter(zip(batch.readings, models, strict=True))
         while True:  # no try per record: the loop resumes after a poison record
             try:
-                for _, device, values in records:
-                    reading(centre, device, values, topic, values, now_ms, out)
+                for (_, device, values), model in records:
+                    reading(centre, device, values, topic, values, now_ms, out, model)
             except Exception as exc:  # one poison record: set it aside, go on with the next
                 where = Topic(centre, device, Channel.TELEMETRY)
                 self._internal_error(out, exc, topic, where, _json_or_repr(values))
                 continue
             break
+        if self._on_envelope is not None:
+            self._on_envelope(centre, batch.gw, batch.seq)
         return len(batch.readings) + len(batch.refused)
 
     def _reading(
@@ -253,8 +265,10 @@ class PointBuilder:
         source: bytes | dict[str, Any],
         now_ms: int,
         out: list[str],
+        model: str | None,
     ) -> None:
-        """One validated reading (a model's ``__dict__`` or a dict from the contract)."""
+        """One validated reading (a model's ``__dict__`` or a dict from the contract);
+        ``model``: what its envelope record says (None: ``unknown``)."""
         metrics = values.get("metrics")
         if metrics is not None:
             if not isinstance(metrics, dict):
@@ -272,7 +286,9 @@ class PointBuilder:
             detail = f"ts {ts} more than {self._max_future_ms // 1000} s ahead"
             self._refuse_source(out, Reason.TS_FUTURE, detail, topic, centre, device, source)
             return
-        model, born_kind = self._models.profile(centre, device)
+        born_kind = self._models.profile(centre, device)[1]
+        if model is None:
+            model = UNKNOWN_MODEL
         kind = values["kind"]
         if born_kind is not None and kind != born_kind:
             detail = mismatch_detail(device, kind, born_kind)
