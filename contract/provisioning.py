@@ -24,8 +24,8 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contract.messages import SchemaVersion
-from contract.receipts import RECEIPT_CHANNEL
 from contract.metrics import DeviceKind
+from contract.receipts import RECEIPT_CHANNEL
 from contract.topics import ID_RE, PREFIX, Channel, check_id, topic
 
 DYNSEC_CHANNEL: Final = "_gateway/dynsec"
