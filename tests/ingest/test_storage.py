@@ -47,7 +47,7 @@ def test_every_reading_once_with_tags_fields_and_time(mosquitto, influx, start_w
     assert len(got) == 1
     row = got[0]
     assert row["time"] == storage_time_ns(ts0 + 42, 42)
-    assert row["model"] == "luminous, 2kva"
+    assert row["model"] == "unknown"  # the envelope's records carry no model (``m``)
     assert row["pv_power_w"] == 42.0
     assert row["grid_present"] is True
 
