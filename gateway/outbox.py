@@ -380,7 +380,7 @@ class Outbox:
         gone: dict[int, tuple[int, int]] = {}
         with _mapped():
             cur = self._u.cursor()
-            cur.execute("BEGIN")
+            cur.execute("BEGIN IMMEDIATE")  # reads then writes: take the write lock first
             try:
                 for first, last in ranges:
                     for state, count, size in cur.execute(
