@@ -81,7 +81,12 @@ def test_a_gateway_has_its_centres_subtree_only(central: Api, mosquitto: Mosquit
     assert creds["username"] == f"{centre}/{gateway}"
     watcher = Watcher(mosquitto)
     try:
-        own = [topic(centre, "any-device", Channel.TELEMETRY), topic(centre, gateway, Channel.CMD)]
+        # what it relays for any device of its centre (never a storage receipt: see
+        # tests/gateway/test_receipts.py)
+        own = [
+            topic(centre, "any-device", Channel.TELEMETRY),
+            topic(centre, "any-device", Channel.CMD_ACK),
+        ]
         foreign = [topic(other_centre, "any-device", Channel.TELEMETRY)]
         marker = topic(centre, gateway, Channel.STATE)
         arrived = publishes(
