@@ -333,6 +333,15 @@ def main() -> int:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
         results.append(("live throughput (device -> central)", f"{rate:,.0f} readings/s"))
+        with collector.lock:
+            live_receipts = collector.receipt_bytes / max(1, collector.records)
+            live_batches = collector.batches
+        results.append(
+            (
+                "live: downlink bytes/reading for storage receipts",
+                f"{live_receipts:.3f} B ({live_batches:,} batches)",
+            )
+        )
         print(f"  {rate:,.0f} readings/s ({elapsed:.1f} s)")
 
         print(f"[2/3] drain of a {args.backlog:,}-reading backlog, live at {args.live_rate}/s")
