@@ -7,10 +7,13 @@ from __future__ import annotations
 import queue
 import secrets
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from contract.codec import encode
+from contract.messages import State
 from contract.provisioning import client_acls, mqtt_username, role_name
 from contract.receipts import encode_receipt, receipt_topic
 from gramlink.broker_accounts import ingest_account
@@ -171,3 +174,32 @@ def test_only_ingest_publishes_receipts_and_a_gateway_reads_only_its_own(
     for client in [*clients, ingest]:
         client.disconnect()
         client.loop_stop()
+
+
+def test_each_record_carries_the_model_of_the_last_birth_across_a_restart(
+    local_broker: MosquittoService,
+    broker_factory: BrokerFactory,
+    make_gateway: GatewayFactory,
+    centre: str,
+    tmp_path: Path,
+) -> None:
+    central = broker_factory()
+    collector = Collector(central, centre).start()
+    devices = Devices(local_broker, centre)
+    gw = make_gateway(centre, local_broker, central, data_dir=tmp_path / "gw")
+    wait_for(lambda: gw.central.connected.is_set() and gw.local.connected.is_set(), 10, "up")
+    devices.publish("router-1", "telemetry", router_reading(0))  # before any birth: no model
+    wait_for(lambda: len(collector.of("router-1")) >= 1, 15, "first reading")
+    birth = encode(State(online=True, kind="router", model="rb951"))
+    devices.publish("router-1", "state", birth)
+    devices.publish("router-1", "telemetry", router_reading(1))
+    wait_for(lambda: len(collector.of("router-1")) >= 2, 15, "second reading")
+    gw.stop()
+    # Restarted, the gateway still knows the model (kept in its database).
+    again = make_gateway(centre, local_broker, central, data_dir=tmp_path / "gw")
+    wait_for(lambda: again.central.connected.is_set() and again.local.connected.is_set(), 10, "up")
+    devices.publish("router-1", "telemetry", router_reading(2))
+    wait_for(lambda: len(collector.of("router-1")) >= 3, 15, "third reading")
+    assert [a.model for a in collector.of("router-1")] == [None, "rb951", "rb951"]
+    devices.close()
+    collector.close()
