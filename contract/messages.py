@@ -69,7 +69,7 @@ class State(Message):
 
     online: bool
     kind: Literal[tuple(k.value for k in DeviceKind)] | None = None  # type: ignore[valid-type]
-    model: Model | None = None
+    model: Annotated[str, StringConstraints(max_length=64)] | None = None
     fw: Annotated[str, StringConstraints(max_length=64)] | None = None
     ts: TimestampMs | None = None
 
