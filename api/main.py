@@ -11,8 +11,10 @@ from contextlib import ExitStack, asynccontextmanager
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from sqlalchemy.orm import Session, sessionmaker
 
 from api import errors
+from api.accounting import SequenceAccounting
 from api.broker import BrokerStartError
 from api.broker_files import FileLogins
 from api.db.session import make_engine, migrate, session_factory
@@ -21,7 +23,8 @@ from api.dynsec import DynsecClient
 from api.logins import CentralLogins, DynsecLogins
 from api.metrics import ApiMetrics, MeasuredLogins
 from api.presence import Presence
-from api.routes import audit, centres, devices, health, telemetry, tokens
+from api.routes import audit, centres, devices, health, sequences, telemetry, tokens
+from api.sequence_feed import SequenceFeed
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
 from api.telemetry import TelemetryReader
@@ -80,7 +83,16 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 )
                 presence.start()
                 stack.callback(presence.close)
+            accounting = None
+            if settings.sequence_interval_s:
+                accounting = sequence_accounting(settings, sessions)
+                accounting.register(metrics.registry)
+                stack.callback(accounting.feed.close)
+                stack.callback(metrics.registry.unregister, accounting)
+                accounting.start()
+                stack.callback(accounting.close)
             app.state.components = Components(settings, sessions, provisioner, reader)
+            app.state.accounting = accounting
             app.state.presence = presence
             log.info(
                 "event=api_started db=%s mqtt=%s",
@@ -100,7 +112,7 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
     app.state.metrics = metrics
     app.middleware("http")(metrics.middleware)
     errors.install(app)
-    for module in (centres, devices, telemetry, tokens, audit, health):
+    for module in (centres, devices, telemetry, sequences, tokens, audit, health):
         for router in _routers(module):
             app.include_router(router)
     return app
@@ -111,6 +123,27 @@ def connect_dynsec(settings: ApiSettings) -> DynsecClient:
     dynsec = DynsecClient(settings.broker_access(), batch=settings.dynsec_batch)
     dynsec.start()
     return dynsec
+
+
+def sequence_accounting(
+    settings: ApiSettings, sessions: sessionmaker[Session]
+) -> SequenceAccounting:
+    feed = SequenceFeed(
+        settings.influx_url,
+        settings.influx_db,
+        settings.influx_user,
+        settings.influx_password.get_secret_value(),
+        settings.influx_timeout_s,
+    )
+    return SequenceAccounting(
+        sessions,
+        feed,
+        interval_s=settings.sequence_interval_s,
+        lag_s=settings.sequence_lag_s,
+        grace_s=settings.sequence_grace_s,
+        horizon_s=settings.sequence_horizon_s,
+        check_after_s=settings.sequence_check_after_s,
+    )
 
 
 def central_logins(settings: ApiSettings, dynsec: DynsecClient) -> CentralLogins:

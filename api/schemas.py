@@ -216,3 +216,50 @@ class TelemetryAnswer(BaseModel):
     measurement: str
     window: str | None = None
     readings: list[Reading]
+
+
+class SequenceGapPublic(BaseModel):
+    """Missing readings ``first_seq..last_seq`` of one numbering (``epoch``) of a device."""
+
+    epoch: int
+    first_seq: int
+    last_seq: int
+    readings: int
+    status: Literal["settling", "open", "closed", "lost"]
+    opened_at: datetime
+    ended_at: datetime | None
+
+
+class SequenceCounts(BaseModel):
+    readings_stored: int = 0
+    open_gaps: int = 0
+    open_readings: int = 0
+    settling_gaps: int = 0
+    gaps_closed_late: int = 0
+    readings_late: int = 0
+    gaps_lost: int = 0
+    readings_lost: int = 0
+    readings_recovered: int = 0
+    resets: int = 0
+
+
+class SequenceSummary(SequenceCounts):
+    device_id: str
+    centre_id: str
+    reported: bool
+    epoch: int | None = None
+    lowest_seq: int | None = None
+    highest_seq: int | None = None
+    first_report_at: datetime | None = None
+    last_report_at: datetime | None = None
+
+
+class DeviceSequence(SequenceSummary):
+    gaps: list[SequenceGapPublic]
+
+
+class CentreSequence(BaseModel):
+    centre_id: str
+    devices_reported: int
+    totals: SequenceCounts
+    devices: list[SequenceSummary]

@@ -43,6 +43,11 @@ class ApiSettings(BaseSettings):
     page_max: Annotated[int, Field(ge=1, le=10_000)] = 500
     bulk_max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    sequence_interval_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    sequence_lag_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    sequence_grace_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    sequence_horizon_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
+    sequence_check_after_s: Annotated[float, Field(ge=0)] = 600.0
 
     @field_validator("master_secret")
     @classmethod

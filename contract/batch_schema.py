@@ -1,12 +1,13 @@
-"""A whole gateway envelope validated in one pydantic-core pass, into plain dicts.
+"""A whole gateway envelope (or one reading) validated in one pydantic-core pass, into dicts.
 
-Used by :func:`contract.codec.decode_batch_readings`. The schema is *derived*
-from the models in :mod:`contract.messages` and :mod:`contract.metrics` (same
-fields, same constraints, strict, unknown fields forbidden), so it cannot drift
-from them; only the output differs: validated dicts instead of model instances,
-which is what makes it cheaper (no model objects per record). Two rules of the
-models are not in this schema and are checked by the caller: a metrics set needs
-at least one metric (``Metrics._not_empty``), and anything failing here is
+Used by :func:`contract.codec.decode_batch_readings` and
+:func:`contract.codec.decode_reading`. The schema is *derived* from the models
+in :mod:`contract.messages` and :mod:`contract.metrics` (same fields, same
+constraints, strict, unknown fields forbidden), so it cannot drift from them;
+only the output differs: validated dicts instead of model instances, which is
+what makes it cheaper (no model objects per reading). Two rules of the models
+are not in this schema and are checked by the caller: a metrics set needs at
+least one metric (``Metrics._not_empty``), and anything failing here is
 re-validated by the models to get the same error and reason.
 """
 
@@ -60,14 +61,20 @@ def _readings(generic: type[BaseModel], channel: str) -> Any:
     return Annotated[Union[tuple(members)], Field(discriminator="kind")]  # noqa: UP007
 
 
+_TELEMETRY: Final = _readings(Telemetry, "telemetry")
+_EVENT: Final = _readings(Event, "event")
 _TELEMETRY_RECORD: Final = _typed_dict(
-    "TelemetryRecord",
-    _fields(BatchRecord, ch=Literal["telemetry"], p=_readings(Telemetry, "telemetry")),
+    "TelemetryRecord", _fields(BatchRecord, ch=Literal["telemetry"], p=_TELEMETRY)
 )
 _EVENT_RECORD: Final = _typed_dict(
-    "EventRecord", _fields(BatchRecord, ch=Literal["event"], p=_readings(Event, "event"))
+    "EventRecord", _fields(BatchRecord, ch=Literal["event"], p=_EVENT)
 )
 _RECORD: Final = Annotated[Union[_TELEMETRY_RECORD, _EVENT_RECORD], Field(discriminator="ch")]  # noqa: UP007
 TYPED_BATCH: Final[TypeAdapter[dict[str, Any]]] = TypeAdapter(
     _typed_dict("TypedBatch", _fields(Batch, records=list[_RECORD]))  # type: ignore[valid-type]
 )
+TYPED_READINGS: Final[dict[str, TypeAdapter[dict[str, Any]]]] = {
+    "telemetry": TypeAdapter(_TELEMETRY),
+    "event": TypeAdapter(_EVENT),
+}
+"""One reading (a single telemetry or event message) by channel, into a plain dict."""

@@ -19,7 +19,7 @@ from typing import Any, Final, NamedTuple
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from contract.batch_schema import TYPED_BATCH
+from contract.batch_schema import TYPED_BATCH, TYPED_READINGS
 from contract.messages import (
     EVENT,
     SCHEMA_VERSION,
@@ -239,8 +239,33 @@ class BatchReadings(NamedTuple):
 
 
 def _metrics_empty(reading: dict[str, Any]) -> bool:
+    """True if ``reading`` has a metrics set without a metric (``Metrics._not_empty``)."""
     metrics = reading.get("metrics")
-    return metrics is not None and list(metrics.values()).count(None) == len(metrics)
+    if metrics is None or (metrics and None not in metrics.values()):
+        return False  # the common case, without a Python-level loop
+    return all(value is None for value in metrics.values())
+
+
+def decode_reading(channel: Channel, payload: bytes) -> dict[str, Any]:
+    """:func:`decode` of a telemetry or event message, as a validated plain dict.
+
+    The same rules and the same :class:`DecodeError` as :func:`decode` (whose
+    models decide every refusal); the dict is what
+    :func:`decode_batch_readings` gives for a record (optional fields may be
+    absent or None, ``metrics`` a dict). Cheaper than the models: no model
+    objects are built for a valid message.
+    """
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        reading: dict[str, Any] = TYPED_READINGS[channel].validate_json(payload)
+    except (ValidationError, ValueError, TypeError, RecursionError):
+        return _reading_dict(decode(channel, payload))  # the models' verdict and error
+    metrics = reading.get("metrics")
+    maybe_empty = metrics is not None and (not metrics or None in metrics.values())
+    if maybe_empty and _metrics_empty(reading):
+        return _reading_dict(decode(channel, payload))
+    return reading
 
 
 def _reading_dict(reading: Telemetry[Any, Any] | Event[Any, Any]) -> dict[str, Any]:
@@ -265,10 +290,17 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
     except (ValidationError, ValueError, TypeError, RecursionError):
         typed = None
     if typed is not None:
-        records = typed["records"]
-        if not any(_metrics_empty(r["p"]) for r in records):
-            readings = [(r["ch"], r["dev"], r["p"]) for r in records]
-            models = [r.get("m") for r in records]
+        readings = []
+        models: list[str | None] = []
+        for r in typed["records"]:
+            p = r["p"]
+            metrics = p.get("metrics")
+            maybe_empty = metrics is not None and (not metrics or None in metrics.values())
+            if maybe_empty and _metrics_empty(p):
+                break
+            readings.append((r["ch"], r["dev"], p))
+            models.append(r.get("m"))
+        else:
             return BatchReadings(typed["gw"], typed["seq"], readings, [], models)
     batch: Batch = _validate_json(_BATCH, raw)
     good: list[tuple[str, str, dict[str, Any]]] = []

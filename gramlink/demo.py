@@ -249,7 +249,10 @@ class Demo:
 
     def _start_centre(self, centre: str, creds: CentreCredentials, cleanup: ExitStack) -> Fleet:
         local = MosquittoService(
-            self.work / centre / "mosquitto", free_port(), self.secrets["local_admin_password"]
+            self.work / centre / "mosquitto",
+            free_port(),
+            self.secrets["local_admin_password"],
+            centre=True,  # the shipped centre_broker.conf
         )
         local.start()
         self.local_brokers.append(local)

@@ -34,6 +34,7 @@ from ingest.metrics import IngestMetrics
 from ingest.mqtt_consumer import RawSubscriber
 from ingest.points import ModelCache, PointBuilder
 from ingest.quarantine import QuarantineLines
+from ingest.sequences import SequenceLedger
 from ingest.settings import IngestSettings
 from ingest.storage import check as check_storage
 from ingest.subscriber import Inbound
@@ -94,6 +95,9 @@ class Worker:
             retry_max_s=settings.retry_max_s,
         )
         self.metrics.subscribed.set_function(lambda: float(self.subscriber.subscribed))
+        self.sequences = SequenceLedger(settings.client_id)
+        self.sequences.register(self.metrics.registry)
+        self._reporting = threading.Event()  # a report job is queued: never more than one
         self._slots = threading.Semaphore(settings.write_concurrency)
         self._local = threading.local()
         self._writers: list[Writer] = []
@@ -115,7 +119,7 @@ class Worker:
 
     def _write(self, batch: Batch) -> None:
         try:
-            self.delivery.deliver(self._writer(), batch.lines)
+            refused = self.delivery.deliver(self._writer(), batch.lines)
         except Stopped:
             return
         except WriteFatal as exc:
@@ -127,6 +131,7 @@ class Worker:
             return
         finally:
             self._slots.release()
+        self.sequences.note(batch.lines, refused)
         self._acknowledge(batch)
 
     def _fail(self, line: str, code: ExitCode) -> None:
@@ -162,6 +167,12 @@ class Worker:
         receipts.labels("sent").inc(sent)
         if sent < len(messages):  # not connected: the gateway sends the batch again later
             receipts.labels("skipped").inc(len(messages) - sent)
+
+    def _report_sequences(self) -> None:
+        try:
+            self.sequences.flush(self._writer().write)
+        finally:
+            self._reporting.clear()
 
     # --- decode thread ------------------------------------------------------------
 
@@ -219,6 +230,7 @@ class Worker:
         self.subscriber.start()
         log.info(kv("ingest_started", client_id=s.client_id, writer=s.writer, influx=s.influx_url))
         next_pipeline = time.monotonic() + s.pipeline_interval_s
+        next_sequences = time.monotonic() + s.sequence_interval_s
         while not self.stop.is_set():
             now = time.monotonic()
             wait = min(max(self.batcher.due_in(now), 0.0), 0.5)
@@ -237,6 +249,11 @@ class Worker:
                 next_pipeline = now + s.pipeline_interval_s
                 self.batcher.lines.append(self.metrics.pipeline_line(time.time_ns()))
                 self.batcher.add_ack(None, 0)
+            if s.sequence_interval_s and now >= next_sequences:
+                next_sequences = now + s.sequence_interval_s
+                if not self._reporting.is_set():
+                    self._reporting.set()
+                    self._pool.submit(self._report_sequences)
             if self.batcher.full() or self.batcher.due_in(now) <= 0:
                 self._flush()
             if self._check_health(now):
@@ -270,6 +287,8 @@ class Worker:
             time.sleep(0.05)
         self.abort.set()
         self._pool.shutdown(wait=True)
+        if not self.fatal and self.settings.sequence_interval_s:
+            self._report_sequences()
         self.subscriber.stop()
         for writer in self._writers:
             with contextlib.suppress(Exception):

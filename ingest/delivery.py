@@ -57,8 +57,11 @@ class Delivery:
         self._lock = threading.Lock()
         self._throttle = Throttle(log)
 
-    def deliver(self, writer: Writer, lines: list[str]) -> None:
-        """Store every line (or its quarantine point); raise Stopped or WriteFatal otherwise."""
+    def deliver(self, writer: Writer, lines: list[str]) -> list[str]:
+        """Store every line (or its quarantine point); raise Stopped or WriteFatal otherwise.
+
+        Returns the lines InfluxDB refused (quarantined instead of stored).
+        """
         refused = self._store(writer, lines)
         if refused:
             notes = []
@@ -78,6 +81,7 @@ class Delivery:
             still = self._store(writer, notes)
             for line, detail in still:  # cannot happen with our own well-formed lines
                 log.error(kv("quarantine_refused", detail=detail[:200], line=line[:200]))
+        return [line for line, _ in refused]
 
     def _store(self, writer: Writer, lines: list[str]) -> list[tuple[str, str]]:
         body = "\n".join(lines).encode()

@@ -10,9 +10,9 @@ resending a batch whose receipt it did not get, after an ingest restart) lands
 on the same point: a gateway envelope's record carries its device's model
 (``BatchRecord.m``, stamped by the gateway from the API's registry or the
 device's birth); a record without one, and every reading a device publishes
-directly, is stored under ``model=unknown`` (docs/architecture.md, "Stored
-series"). The retained births (:class:`ModelCache`) are still read for the
-device's ``kind``: the kind its readings must have.
+directly, is stored under ``model=unknown`` (docs/architecture.md, "Delivery,
+as built"). The retained births (:class:`ModelCache`) still give the device's
+``kind``: the kind its readings must have.
 
 Refused, to quarantine (never re-stamped, never stored as a reading):
 - anything the contract refuses (``DecodeReason``), a topic outside the contract;
@@ -32,14 +32,24 @@ only the record that raised), so it is acknowledged with its batch and the
 worker goes on instead of dying and being handed the same message again.
 Quarantines are logged rate-limited per reason (``runtime.logs.Throttle``).
 
-Speed: escaped tag prefixes are cached per (measurement, centre, device, model);
-fields are formatted from a per-model table, without building point objects.
+Speed (``bench/convert.py``; docs/performance.md): readings are validated into
+plain dicts (``contract.codec.decode_reading``, ``decode_batch_readings``), not
+models; a topic is parsed once; per (centre, device) the escaped tag prefix per
+kind, and per (kind, metric names) a compiled f-string writing the whole line
+(:func:`compile_line`), are cached. A birth that changes a device's model or
+kind makes ingest forget that device's entries (``ModelCache.changes_since``).
+A reading whose line is cached and that none of the checks above refuses goes
+the short way (:meth:`PointBuilder._fast`); every other reading the long way
+(``_reading``), which fills the caches. The lines are byte-identical either
+way (``tests/ingest/test_convert_golden.py``).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import re
 import threading
 import time
 import types
@@ -48,10 +58,10 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from contract.admission import Refusal, internal_error_detail, mismatch_detail
-from contract.codec import DecodeError, decode, decode_batch_readings
+from contract.codec import DecodeError, decode_batch_readings, decode_reading
 from contract.messages import BatchRecord
 from contract.metrics import METRICS_BY_KIND, Metrics, measurement_for
-from contract.storage import storage_time_ns
+from contract.storage import SEQ_SLOTS
 from contract.topics import Channel, Topic, TopicError
 from ingest.quarantine import QuarantineLines, Reason
 from runtime.logs import Throttle, kv
@@ -59,6 +69,7 @@ from runtime.logs import Throttle, kv
 log = logging.getLogger("ingest.points")
 UNKNOWN_MODEL: Final = "unknown"
 _NO_PROFILE: Final[tuple[str, str | None]] = (UNKNOWN_MODEL, None)
+_CHANGE_LOG: Final = 4096  # profile changes remembered for changes_since
 QuarantineHook = Callable[[str], None]
 EnvelopeHook = Callable[[str, str, int], None]  # (centre, gateway, seq) converted
 
@@ -119,6 +130,11 @@ class ModelCache:
         self._limit = limit
         self._profiles: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
+        # grows with every change: whoever caches what a profile implies checks it
+        # and asks :meth:`changes_since` which devices to forget
+        self.generation = 0
+        self._changes: collections.deque[tuple[int, tuple[str, str]]] = collections.deque()
+        self._complete_since = 0  # changes after this generation are all in _changes
 
     def learn(self, centre: str, device: str, model: str | None, kind: str | None) -> None:
         """What a birth says; a value it leaves out (a Last Will says neither) is kept."""
@@ -127,9 +143,25 @@ class ModelCache:
         key = (centre, device)
         with self._lock:
             old_model, old_kind = self._profiles.get(key, _NO_PROFILE)
+            profile = (model or old_model, kind or old_kind)
             if len(self._profiles) >= self._limit and key not in self._profiles:
                 self._profiles.clear()
-            self._profiles[key] = (model or old_model, kind or old_kind)
+                self.generation += 1
+                self._changes.clear()
+                self._complete_since = self.generation
+            if self._profiles.get(key) != profile:
+                self._profiles[key] = profile
+                self.generation += 1
+                self._changes.append((self.generation, key))
+                if len(self._changes) > _CHANGE_LOG:
+                    self._complete_since = self._changes.popleft()[0]
+
+    def changes_since(self, generation: int) -> list[tuple[str, str]] | None:
+        """The (centre, device) whose profile changed after ``generation``; None: too many."""
+        with self._lock:
+            if generation < self._complete_since:
+                return None
+            return [key for changed, key in self._changes if changed > generation]
 
     def set(self, centre: str, device: str, model: str) -> None:
         self.learn(centre, device, model, None)
@@ -168,6 +200,57 @@ def format_field_values(kinds: dict[str, str], values: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
+_BOOLS: Final = {True: "true", False: "false"}
+_FIELD_NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
+_CACHE_LIMIT: Final = 200_000  # entries per cache; a full cache is emptied and refills
+LineMaker = Callable[[str, dict[str, Any], int, int], str]
+"""``(prefix, metrics, seq, time_ns) -> line`` for readings with one set of metric names."""
+
+
+def compile_line(kinds: dict[str, str], names: tuple[str, ...]) -> LineMaker | None:
+    """A function writing the line of a reading with exactly the metrics ``names``, in order.
+
+    The same text as ``prefix + format_field_values(kinds, metrics)`` plus ``seq``
+    and the time, for metrics dicts with these keys and no None value; one
+    f-string, without a loop over the fields. None if a name has no field
+    (``patient_id``) or is not a plain identifier.
+    """
+    parts = []
+    for name in names:
+        kind = kinds.get(name)
+        if kind is None or _FIELD_NAME.fullmatch(name) is None:
+            return None
+        value = f'm["{name}"]'
+        if kind == "f":
+            parts.append(f"{name}={{{value}!r}}")  # floats: validated as float
+        elif kind == "i":
+            parts.append(f"{name}={{{value}}}i")
+        elif kind == "b":
+            parts.append(f"{name}={{bools[{value}]}}")
+        else:
+            parts.append(f"{name}={{string_field({value})}}")
+    parts.append("seq={seq}i {t}")
+    template = "{prefix}" + ",".join(parts)
+    source = (
+        "def line(prefix, m, seq, t, bools=bools, string_field=string_field):\n"
+        f"    return f'{template}'\n"
+    )
+    scope: dict[str, Any] = {"bools": _BOOLS, "string_field": _string_field}
+    exec(source, scope)  # names checked above; values are arguments
+    maker: LineMaker = scope["line"]
+    return maker
+
+
+class _Line(typing.NamedTuple):
+    prefix: str
+    make: LineMaker
+
+
+# keys: (kind, the record's model or None, metric names) and (kind, model or None)
+_NO_LINES: Final[dict[tuple[str, str | None, tuple[str, ...]], _Line]] = {}
+_NO_PREFIXES: Final[dict[tuple[str, str | None], str]] = {}
+
+
 class PointBuilder:
     """Turns one MQTT message into lines (readings and quarantine points)."""
 
@@ -189,7 +272,16 @@ class PointBuilder:
         self._on_quarantine = on_quarantine
         self._on_envelope = on_envelope
         self._clock = clock
-        self._prefixes: dict[tuple[str, str, str, str], str] = {}
+        # per (centre, device), forgotten when its profile changes (a birth):
+        # the escaped ``measurement,tags `` per kind its readings may have, and
+        # (prefix, line maker) per (kind, metric names) for :meth:`_fast`
+        self._prefixes: dict[tuple[str, str], dict[tuple[str, str | None], str]] = {}
+        self._lines: dict[
+            tuple[str, str], dict[tuple[str, str | None, tuple[str, ...]], _Line]
+        ] = {}
+        self._generation = self._models.generation
+        self._makers: dict[tuple[str, tuple[str, ...]], LineMaker | None] = {}
+        self._topics: dict[str, Topic] = {}
         self._throttle = Throttle(log)
         self.internal_errors = 0
 
@@ -209,11 +301,19 @@ class PointBuilder:
             return 0
 
     def _convert(self, topic: str, payload: bytes, out: list[str]) -> int:
-        try:
-            where = Topic.parse(topic)
-        except TopicError as exc:
-            self._refuse(out, Reason.BAD_TOPIC, str(exc), topic, payload)
-            return 0
+        where = self._topics.get(topic)
+        if where is None:
+            try:
+                where = Topic.parse(topic)
+            except TopicError as exc:
+                self._refuse(out, Reason.BAD_TOPIC, str(exc), topic, payload)
+                return 0
+            if len(self._topics) >= _CACHE_LIMIT:
+                self._topics.clear()
+            self._topics[topic] = where
+        generation = self._models.generation
+        if generation != self._generation:  # a birth changed a model or kind
+            self._forget(generation)
         now_ms = int(self._clock() * 1000)
         if where.channel is Channel.GATEWAY_BATCH:
             return self._envelope(where, topic, payload, now_ms, out)
@@ -221,13 +321,55 @@ class PointBuilder:
             self._refuse(out, Reason.BAD_TOPIC, "not a reading channel", topic, payload, where)
             return 0
         try:
-            reading = decode(where.channel, payload)
+            reading = decode_reading(where.channel, payload)
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
-        values = reading.__dict__
-        self._reading(where.centre, where.device, values, topic, payload, now_ms, out, None)
+        line = self._fast(where.centre, where.device, reading, now_ms)
+        if line is not None:
+            out.append(line)
+        else:
+            self._reading(where.centre, where.device, reading, topic, payload, now_ms, out, None)
         return 1
+
+    def _forget(self, generation: int) -> None:
+        """Forget what was cached for the devices whose profile changed since last time."""
+        changed = self._models.changes_since(self._generation)
+        if changed is None:
+            self._prefixes.clear()
+            self._lines.clear()
+        else:
+            for key in changed:
+                self._prefixes.pop(key, None)
+                self._lines.pop(key, None)
+        self._generation = generation
+
+    def _fast(self, centre: str, device: str, values: dict[str, Any], now_ms: int) -> str | None:
+        """The line of a reading like one already stored, without a check failing; else None.
+
+        A telemetry reading whose device, kind and metric names were seen in a
+        reading that passed :meth:`_reading` (so its kind is the device's),
+        with no ``patient_id``, no null metric and a plausible ``ts``: the
+        same line :meth:`_reading` would write. (Inlined in :meth:`_envelope`.)
+        """
+        metrics = values.get("metrics")
+        ts = values["ts"]
+        if (
+            metrics is None
+            or "name" in values
+            or "patient_id" in metrics
+            or None in metrics.values()
+            or ts < now_ms - self._max_age_ms
+            or ts > now_ms + self._max_future_ms
+        ):
+            return None
+        line = self._lines.get((centre, device), _NO_LINES).get(
+            (values["kind"], None, tuple(metrics))
+        )
+        if line is None:
+            return None
+        seq = values["seq"]
+        return line.make(line.prefix, metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS)
 
     def _envelope(
         self, where: Topic, topic: str, payload: bytes, now_ms: int, out: list[str]
@@ -240,12 +382,31 @@ class PointBuilder:
         centre = where.centre
         for record, error in batch.refused:
             self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
-        reading = self._reading
+        reading, lines, append = self._reading, self._lines, out.append
+        oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
         models = batch.models or [None] * len(batch.readings)
         records = iter(zip(batch.readings, models, strict=True))
         while True:  # no try per record: the loop resumes after a poison record
             try:
                 for (_, device, values), model in records:
+                    # :meth:`_fast`, inlined (a call per reading costs)
+                    metrics = values.get("metrics")
+                    ts = values["ts"]
+                    if (
+                        metrics is not None
+                        and oldest <= ts <= newest
+                        and "name" not in values
+                        and "patient_id" not in metrics
+                        and None not in metrics.values()
+                    ):
+                        line = lines.get((centre, device), _NO_LINES).get(
+                            (values["kind"], model, tuple(metrics))
+                        )
+                        if line is not None:
+                            seq = values["seq"]
+                            time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS
+                            append(line.make(line.prefix, metrics, seq, time_ns))
+                            continue
                     reading(centre, device, values, topic, values, now_ms, out, model)
             except Exception as exc:  # one poison record: set it aside, go on with the next
                 where = Topic(centre, device, Channel.TELEMETRY)
@@ -267,16 +428,13 @@ class PointBuilder:
         out: list[str],
         model: str | None,
     ) -> None:
-        """One validated reading (a model's ``__dict__`` or a dict from the contract);
+        """One validated reading, a dict from the contract (``decode_reading``, an envelope);
         ``model``: what its envelope record says (None: ``unknown``)."""
         metrics = values.get("metrics")
-        if metrics is not None:
-            if not isinstance(metrics, dict):
-                metrics = metrics.__dict__  # plain dict reads: pydantic's __getattr__ is slow
-            if metrics.get("patient_id") is not None:
-                detail = "a raw patient_id reached central (the gateway must pseudonymise it)"
-                self._refuse_source(out, Reason.PATIENT_ID, detail, topic, centre, device, source)
-                return
+        if metrics is not None and metrics.get("patient_id") is not None:
+            detail = "a raw patient_id reached central (the gateway must pseudonymise it)"
+            self._refuse_source(out, Reason.PATIENT_ID, detail, topic, centre, device, source)
+            return
         ts = values["ts"]
         if ts < now_ms - self._max_age_ms:
             detail = f"ts {ts} older than {self._max_age_ms // 1000} s"
@@ -286,22 +444,28 @@ class PointBuilder:
             detail = f"ts {ts} more than {self._max_future_ms // 1000} s ahead"
             self._refuse_source(out, Reason.TS_FUTURE, detail, topic, centre, device, source)
             return
-        born_kind = self._models.profile(centre, device)[1]
-        if model is None:
-            model = UNKNOWN_MODEL
         kind = values["kind"]
-        if born_kind is not None and kind != born_kind:
-            detail = mismatch_detail(device, kind, born_kind)
-            self._refuse_source(out, Refusal.KIND_MISMATCH, detail, topic, centre, device, source)
-            return
-        key = (kind, centre, device, model)
-        prefix = self._prefixes.get(key)
+        prefix = self._prefixes.get((centre, device), _NO_PREFIXES).get((kind, model))
         if prefix is None:
-            if len(self._prefixes) >= 200_000:
-                self._prefixes.clear()  # bounded: rebuilt on demand
-            measurement = MEASUREMENTS[kind]
-            prefix = f"{measurement},centre={centre},device={device},model={_escape_tag(model)} "
-            self._prefixes[key] = prefix
+            prefix, born_kind = self._prefix(centre, device, kind, model)
+            if prefix is None:
+                detail = mismatch_detail(device, kind, born_kind or "")
+                self._refuse_source(
+                    out, Refusal.KIND_MISMATCH, detail, topic, centre, device, source
+                )
+                return
+        seq = values["seq"]
+        time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS  # contract.storage.storage_time_ns
+        if metrics is not None and "name" not in values and None not in metrics.values():
+            names = tuple(metrics)
+            make = self._maker(kind, names)
+            if make is not None:
+                if len(self._lines) >= _CACHE_LIMIT:
+                    self._lines.clear()
+                lines = self._lines.setdefault((centre, device), {})
+                lines[(kind, model, names)] = _Line(prefix, make)
+                out.append(make(prefix, metrics, seq, time_ns))
+                return
         fields = "" if metrics is None else format_field_values(FIELD_KINDS[kind], metrics)
         name = values.get("name")
         if name is not None:  # an event
@@ -310,9 +474,35 @@ class PointBuilder:
             if event_detail:
                 extra += f",detail={_string_field(json.dumps(event_detail, sort_keys=True))}"
             fields = f"{fields},{extra}" if fields else extra
-        seq = values["seq"]
         sep = "," if fields else ""
-        out.append(f"{prefix}{fields}{sep}seq={seq}i {storage_time_ns(ts, seq)}")
+        out.append(f"{prefix}{fields}{sep}seq={seq}i {time_ns}")
+
+    def _prefix(
+        self, centre: str, device: str, kind: str, model: str | None
+    ) -> tuple[str | None, str | None]:
+        """``(measurement,tags , born kind)``; no prefix if the device was born another kind.
+
+        The ``model`` tag is the record's ``model`` (None: ``unknown``), never the birth's.
+        """
+        born_kind = self._models.profile(centre, device)[1]
+        if born_kind is not None and kind != born_kind:
+            return None, born_kind
+        if len(self._prefixes) >= _CACHE_LIMIT:
+            self._prefixes.clear()
+        measurement = MEASUREMENTS[kind]
+        tag = _escape_tag(UNKNOWN_MODEL if model is None else model)
+        prefix = f"{measurement},centre={centre},device={device},model={tag} "
+        self._prefixes.setdefault((centre, device), {})[(kind, model)] = prefix
+        return prefix, born_kind
+
+    def _maker(self, kind: str, names: tuple[str, ...]) -> LineMaker | None:
+        """The compiled line maker of ``names`` (shared by every device of ``kind``)."""
+        key = (kind, names)
+        if key not in self._makers:
+            if len(self._makers) >= _CACHE_LIMIT:
+                self._makers.clear()
+            self._makers[key] = compile_line(FIELD_KINDS[kind], names)
+        return self._makers[key]
 
     def _refuse_source(
         self,

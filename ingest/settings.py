@@ -77,6 +77,7 @@ class IngestSettings(BaseSettings):
     metrics_port_base: int = Field(9108, ge=1, le=65_535 - 63)
     metrics_addr: str = "127.0.0.1"
     pipeline_interval_s: float = Field(10.0, ge=0)
+    sequence_interval_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
 

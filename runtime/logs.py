@@ -25,6 +25,8 @@ QUIET_LOGGERS = (
     "paho",
     "urllib3",
     "uvicorn",
+    "uvicorn.access",  # uvicorn sets these two itself when it is given a log level
+    "uvicorn.error",
     "alembic",
     "influxdb_client",
 )

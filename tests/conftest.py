@@ -33,18 +33,28 @@ def broker_factory(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterat
     started: list[MosquittoService] = []
 
     def make(
-        *, login_files: bool = False, tls: bool = False, client_certs: bool = False
+        *,
+        login_files: bool = False,
+        tls: bool = False,
+        client_certs: bool = False,
+        centre: bool = False,
     ) -> MosquittoService:
         """A broker; ``login_files`` makes it central (the API's password/ACL files);
         ``tls`` adds a TLS listener (``broker.tls_url``) with a certificate of the
-        session's ``pki``; ``client_certs`` makes that listener require client certificates."""
+        session's ``pki``; ``client_certs`` makes that listener require client certificates;
+        ``centre`` a centre broker running the shipped ``centre_broker.conf``."""
         home = tmp_path_factory.mktemp("mosquitto")
         listener = None
         if tls:
             client_ca = pki.ca if client_certs else None
             listener = TlsListener(free_port(), pki.cert, pki.key, client_ca)
         broker = MosquittoService(
-            home, free_port(), secrets.token_urlsafe(16), login_files=login_files, tls=listener
+            home,
+            free_port(),
+            secrets.token_urlsafe(16),
+            login_files=login_files,
+            tls=listener,
+            centre=centre,
         )
         broker.start()
         started.append(broker)

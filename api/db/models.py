@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -79,3 +89,60 @@ class AuditEntry(Base):
     entity_id: Mapped[str] = mapped_column(String(32), index=True)
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SequenceState(Base):
+    """Sequence accounting of one device (``api.services.sequences``); times in ns."""
+
+    __tablename__ = "sequence_states"
+
+    centre: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device: Mapped[str] = mapped_column(String(32), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=1)
+    low: Mapped[int] = mapped_column(BigInteger)
+    high: Mapped[int] = mapped_column(BigInteger)
+    low_ts: Mapped[int] = mapped_column(BigInteger)  # device time (ms) of ``low``
+    high_ts: Mapped[int] = mapped_column(BigInteger)  # device time (ms) of ``high``
+    prev_high_ts: Mapped[int] = mapped_column(BigInteger, default=-1)  # of the epoch before
+    stored: Mapped[int] = mapped_column(BigInteger, default=0)
+    late_gaps: Mapped[int] = mapped_column(BigInteger, default=0)
+    late_readings: Mapped[int] = mapped_column(BigInteger, default=0)
+    lost_gaps: Mapped[int] = mapped_column(BigInteger, default=0)
+    lost_readings: Mapped[int] = mapped_column(BigInteger, default=0)
+    recovered_readings: Mapped[int] = mapped_column(BigInteger, default=0)
+    resets: Mapped[int] = mapped_column(Integer, default=0)
+    first_report_ns: Mapped[int] = mapped_column(BigInteger)
+    last_report_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class SequenceGap(Base):
+    """Missing readings ``lo..hi`` of one device: ``open``, ``closed`` (late) or ``lost``."""
+
+    __tablename__ = "sequence_gaps"
+    __table_args__ = (
+        Index("ix_sequence_gaps_device", "centre", "device", "status"),
+        Index("ix_sequence_gaps_status_opened", "status", "opened_ns"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    centre: Mapped[str] = mapped_column(String(32))
+    device: Mapped[str] = mapped_column(String(32))
+    epoch: Mapped[int] = mapped_column(Integer)
+    lo: Mapped[int] = mapped_column(BigInteger)
+    hi: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(8))
+    opened_ns: Mapped[int] = mapped_column(BigInteger)
+    ended_ns: Mapped[int | None] = mapped_column(BigInteger)
+    # device times (ms) of the stored readings either side: where to look in storage
+    ts_before: Mapped[int] = mapped_column(BigInteger)
+    ts_after: Mapped[int] = mapped_column(BigInteger)
+    checked_ns: Mapped[int | None] = mapped_column(BigInteger)  # looked up in storage
+
+
+class SequenceCheckpoint(Base):
+    """One row: the ``sequences`` reports up to ``until_ns`` were merged."""
+
+    __tablename__ = "sequence_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    until_ns: Mapped[int] = mapped_column(BigInteger)

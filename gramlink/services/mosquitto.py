@@ -1,53 +1,39 @@
 """A Mosquitto 2.0 broker with the dynamic-security plugin, anonymous access off.
 
-The broker queues up to 256 MiB per offline persistent session (not Mosquitto's
-default of 1,000 messages) and saves its persistence file every second, so a
-consumer that is down for minutes, or a broker restart, loses nothing.
+Two configurations. The central broker's (the default, ``gramlink stack``) is
+written here: it queues up to 256 MiB per offline persistent session (not
+Mosquitto's default of 1,000 messages) and saves its persistence file every
+second, so a consumer that is down for minutes, or a broker restart, loses
+nothing. A centre broker (``centre=True``) runs exactly the shipped
+``centre_broker.conf`` as installed by ``gramlink centre-broker install``: a
+drop-in in ``home/conf.d`` loaded by a main file that stands in for Debian's
+stock ``mosquitto.conf`` (persistence location, log, ``include_dir``).
 """
 
 from __future__ import annotations
 
 import getpass
-import json
 import shutil
 import signal
-import subprocess
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import paho.mqtt.client as mqtt
 
+from gramlink.services.centre_broker import CentreBroker, TlsListener, dynsec_plugin, install
+from gramlink.services.dynsec_file import ADMIN_USER, deny_delivery_by_default, init_dynsec
 from gramlink.services.process import PidProcess, ServiceError, port_in_use, wait_until
 
-DYNSEC_PLUGIN_CANDIDATES: Final = (
-    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
-    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
-    "/usr/lib/mosquitto_dynamic_security.so",
-)
+__all__ = ["ADMIN_USER", "MosquittoService", "TlsListener"]
+
+# The central broker's queue per offline session (ingest's, a gateway's downlink):
+# bounded by payload bytes. The message count must not bind first, also for
+# devices publishing straight here (readings of about 60 bytes and up):
+# 256 MiB / 60 B is about 4.5 million (it was 2,000,000, which bound at 120 MB).
 MAX_QUEUED_BYTES: Final = 256 * 1024 * 1024
-MAX_QUEUED_MESSAGES: Final = 2_000_000
-ADMIN_USER: Final = "admin"
-
-
-def dynsec_plugin() -> str:
-    for candidate in DYNSEC_PLUGIN_CANDIDATES:
-        if Path(candidate).exists():
-            return candidate
-    raise ServiceError("mosquitto dynamic-security plugin not found (apt-get install mosquitto)")
-
-
-@dataclass(frozen=True)
-class TlsListener:
-    """A second listener with TLS: server certificate and key (PEM); with ``client_ca``
-    every client must present a certificate that CA signed (mutual TLS)."""
-
-    port: int
-    certfile: Path
-    keyfile: Path
-    client_ca: Path | None = None
+MAX_QUEUED_MESSAGES: Final = 5_000_000
 
 
 class MosquittoService:
@@ -62,8 +48,12 @@ class MosquittoService:
         *,
         login_files: bool = False,
         tls: TlsListener | None = None,
+        centre: bool = False,
     ) -> None:
+        if centre and login_files:
+            raise ServiceError("a centre broker has no login files (dynamic security only)")
         self.home = home
+        self.centre = centre
         self.login_files = login_files
         self.tls = tls
         self.port = port
@@ -95,9 +85,11 @@ class MosquittoService:
         if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
             raise ServiceError("mosquitto not found (apt-get install mosquitto)")
         self.home.mkdir(parents=True, exist_ok=True)
-        if not self.dynsec_file.exists():
-            self._init_dynsec()
-        self._deny_delivery_by_default()
+        if self.centre:
+            install(self.centre_broker, self.admin_password)
+        elif not self.dynsec_file.exists():
+            init_dynsec(self.dynsec_file, self.admin_password)
+        deny_delivery_by_default(self.dynsec_file)  # also fixes an older home
         if self.login_files:
             for path in (self.password_file, self.acl_file):
                 if not path.exists():
@@ -138,41 +130,6 @@ class MosquittoService:
             raise ServiceError(f"mosquitto exited at start: {failure}")
         return port_in_use(self.bind, self.port) and self.answers()
 
-    def _deny_delivery_by_default(self) -> None:
-        """Mosquitto's own ACL file grants every SUBSCRIBE and checks only delivery,
-        so delivery must be denied unless a role allows it (dynsec allows it by
-        default); each GramLink role lists what its client may receive. Applied at
-        every start (the broker is stopped), so an older home is fixed too."""
-        config = json.loads(self.dynsec_file.read_text())
-        access = config.setdefault("defaultACLAccess", {})
-        if access.get("publishClientReceive") is not False:
-            access["publishClientReceive"] = False
-            self.dynsec_file.write_text(json.dumps(config, indent=1))
-            self.dynsec_file.chmod(0o600)
-
-    def _init_dynsec(self) -> None:
-        binary = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
-        try:
-            subprocess.run(
-                [binary, "dynsec", "init", str(self.dynsec_file), ADMIN_USER, self.admin_password],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise ServiceError(f"mosquitto_ctrl dynsec init failed: {exc}") from exc
-        config = json.loads(self.dynsec_file.read_text())
-        # The stack's admin is the API's login: it publishes commands and twins on
-        # GramLink topics, not only administers dynamic security. Ingest has its
-        # own account (gramlink.broker_accounts, made by Stack.up).
-        for role in config["roles"]:
-            if role["rolename"] == "admin":
-                role["acls"].append(
-                    {"acltype": "publishClientSend", "topic": "gl/#", "allow": True}
-                )
-        self.dynsec_file.write_text(json.dumps(config, indent=1))
-        self.dynsec_file.chmod(0o600)
-
     @property
     def tls_url(self) -> str:
         """``mqtts://localhost:port`` of the TLS listener (the name its certificate carries)."""
@@ -197,7 +154,35 @@ class MosquittoService:
             return []
         return [f"password_file {self.password_file}", f"acl_file {self.acl_file}"]
 
+    @property
+    def centre_broker(self) -> CentreBroker:
+        """Where ``gramlink centre-broker install`` puts a centre broker's files here."""
+        return CentreBroker(
+            conf_dir=self.home / "conf.d",
+            dynsec_file=self.dynsec_file,
+            listen_address=self.bind,
+            port=self.port,
+            tls=self.tls,
+        )
+
     def _config(self) -> str:
+        return self._debian_main_config() if self.centre else self._central_config()
+
+    def _debian_main_config(self) -> str:
+        """What Debian's stock mosquitto.conf says, with this home's paths."""
+        return "\n".join(
+            [
+                f"# stands in for Debian's /etc/mosquitto/mosquitto.conf; home {self.home}",
+                f"user {getpass.getuser()}",
+                "persistence true",
+                f"persistence_location {self.home}/",
+                f"log_dest file {self.home}/mosquitto.log",
+                f"include_dir {self.centre_broker.conf_dir}",
+                "",
+            ]
+        )
+
+    def _central_config(self) -> str:
         return "\n".join(
             [
                 f"# written by gramlink; home {self.home}",

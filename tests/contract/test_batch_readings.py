@@ -13,11 +13,14 @@ from hypothesis import strategies as st
 from contract.codec import (
     DecodeError,
     DecodeReason,
+    decode,
     decode_batch,
     decode_batch_readings,
+    decode_reading,
     decode_record,
     encode_batch_parts,
 )
+from contract.topics import Channel
 from tests.contract.test_codec import TS, readings
 
 scalars = (
@@ -137,3 +140,51 @@ def test_envelope_errors_are_decode_batch_errors() -> None:
         with pytest.raises(DecodeError) as quick:
             decode_batch_readings(payload)
         assert (quick.value.reason, quick.value.detail) == (slow.value.reason, slow.value.detail)
+
+
+def single_reference(channel: Channel, payload: bytes) -> Any:
+    """What :func:`decode` (the models) says about one message: the reading, or the error."""
+    try:
+        return ("ok", norm(decode(channel, payload).model_dump()))
+    except DecodeError as exc:
+        return ("refused", exc.reason, exc.detail)
+
+
+def single_fast(channel: Channel, payload: bytes) -> Any:
+    try:
+        return ("ok", norm({"v": 1, **decode_reading(channel, payload)}))
+    except DecodeError as exc:
+        return ("refused", exc.reason, exc.detail)
+
+
+@given(mutated(), st.sampled_from(["compact", "spaced", "v_last"]))
+@settings(max_examples=300, deadline=None)
+def test_decode_reading_says_what_decode_says(record: Any, layout: str) -> None:
+    """A single message: the same reading (as a dict), or the same reason and detail."""
+    channel, p = record
+    if layout == "v_last" and "v" in p:
+        p = {**{k: v for k, v in p.items() if k != "v"}, "v": p["v"]}
+    separators = (",", ":") if layout == "compact" else (", ", ": ")
+    payload = json.dumps(p, separators=separators).encode()
+    assert single_fast(Channel(channel), payload) == single_reference(Channel(channel), payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"kind":"router","ts":1,"seq":1,"metrics":{"cpu_pct":5}}',
+        b'{"v":1.0,"kind":"router","ts":1,"seq":1,"metrics":{"cpu_pct":5}}',
+        b'{"v":true,"kind":"router","ts":1,"seq":1,"metrics":{"cpu_pct":5}}',
+        b'{"v":1,"kind":"router","ts":1,"seq":1,"metrics":{"cpu_pct":null}}',
+        b'{"v":1,"kind":"router","ts":1,"seq":1,"metrics":{}}',
+        b'{"v":1,"kind":"toaster","ts":1,"seq":1,"metrics":{"cpu_pct":5}}',
+        b'{"v":1,"kind":"router","ts":-1,"seq":1,"metrics":{"cpu_pct":5}}',
+        b'{"v":1,"kind":"router","ts":1,"seq":1,"metrics":{"cpu_pct":5}',
+        b"\xff\xfe",
+        b'{"v":1,"pad":"' + b"x" * 17_000 + b'"}',
+    ],
+)
+def test_decode_reading_refuses_what_decode_refuses(payload: bytes) -> None:
+    got = single_fast(Channel.TELEMETRY, payload)
+    assert got[0] == "refused"
+    assert got == single_reference(Channel.TELEMETRY, payload)

@@ -19,9 +19,10 @@ GatewayFactory = Callable[..., Gateway]
 
 
 @pytest.fixture(scope="session")
-def local_broker(broker_factory: Callable[[], MosquittoService]) -> MosquittoService:
-    """The centres' local broker shared by tests that do not stop it (unique centre each)."""
-    return broker_factory()
+def local_broker(broker_factory: Callable[..., MosquittoService]) -> MosquittoService:
+    """The centres' local broker shared by tests that do not stop it (unique centre each):
+    exactly the shipped centre configuration (``gramlink centre-broker install``)."""
+    return broker_factory(centre=True)
 
 
 @pytest.fixture

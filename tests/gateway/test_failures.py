@@ -18,7 +18,7 @@ from tests.gateway.conftest import KEY, GatewayFactory
 from tests.gateway.sim import Collector, Devices, bp_event, router_reading, wait_until_flowing
 
 pytestmark = pytest.mark.slow
-BrokerFactory = Callable[[], MosquittoService]
+BrokerFactory = Callable[..., MosquittoService]
 
 
 def test_uplink_outage_loses_nothing_and_stores_nothing_twice(

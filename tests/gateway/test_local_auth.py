@@ -29,7 +29,7 @@ def _refused(broker: MosquittoService, device: str, password: str) -> bool:
 
 @pytest.fixture(scope="module")
 def local(broker_factory: BrokerFactory) -> MosquittoService:
-    return broker_factory()
+    return broker_factory(centre=True)
 
 
 @pytest.fixture

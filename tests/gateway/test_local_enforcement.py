@@ -43,7 +43,7 @@ from tests.factories import (
 from tests.gateway.conftest import KEY, GatewayFactory
 from tests.gateway.sim import Collector, Devices, router_reading, wait_until_flowing
 
-BrokerFactory = Callable[[], MosquittoService]
+BrokerFactory = Callable[..., MosquittoService]
 MASTER = secrets.token_bytes(32)
 
 
@@ -333,7 +333,7 @@ def test_an_update_waits_unacknowledged_while_the_local_broker_is_down(
     centre: str,
     api: FakeApi,
 ) -> None:
-    local = broker_factory()
+    local = broker_factory(centre=True)
     gw = start_gateway(make_gateway, centre, local, mosquitto)
     router1 = api.dev("router-1")
     api.first(api.dev("router-0"))
@@ -366,7 +366,7 @@ def test_without_dynsec_rights_updates_are_retried_unacknowledged_until_granted(
     centre: str,
     api: FakeApi,
 ) -> None:
-    local = broker_factory()
+    local = broker_factory(centre=True)
     relay_password = secrets.token_urlsafe(16)
     acls = [
         {"acltype": t, "topic": "gl/#", "allow": True}

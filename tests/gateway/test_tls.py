@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.__main__ import start
 from gateway.app import Gateway
 from gramlink.services import MosquittoService
+from gramlink.services.mosquitto import TlsListener
+from gramlink.services.process import free_port
 from tests.conftest import BrokerFactory
 from tests.factories import wait_for
 from tests.gateway.conftest import KEY, GatewayFactory
@@ -129,3 +133,32 @@ def test_a_tls_file_that_is_not_pem_stops_the_gateway_with_one_line_naming_it(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     assert "GRAMLINK_GATEWAY_UPLINK_CA_FILE" in lines[0]
+
+
+def test_centre_broker_from_the_shipped_config_serves_its_optional_tls_listener(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """``gramlink centre-broker install --tls-port ...``: devices that can do TLS log in there."""
+    tls_port = free_port()
+    broker = MosquittoService(
+        tmp_path / "centre",
+        free_port(),
+        secrets.token_urlsafe(16),
+        tls=TlsListener(tls_port, pki.cert, pki.key),
+        centre=True,
+    )
+    broker.start()
+    try:
+        outcome: list[mqtt.ReasonCode] = []
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.tls_set(ca_certs=str(pki.ca))
+        client.username_pw_set(broker.admin_user, broker.admin_password)
+        client.on_connect = lambda c, u, flags, rc, props: outcome.append(rc)
+        client.connect("localhost", tls_port, keepalive=10)
+        client.loop_start()
+        wait_for(lambda: bool(outcome), 10, "CONNACK over TLS")
+        client.disconnect()
+        client.loop_stop()
+        assert not outcome[0].is_failure
+    finally:
+        broker.stop()

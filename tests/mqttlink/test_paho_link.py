@@ -115,7 +115,9 @@ def test_puback_codes_reach_the_caller_by_value(make_link: LinkFactory) -> None:
 
     link = make_link(on_publish=on_publish)
     wait_for(link.connected.is_set, 10, "up")
-    info = link.publish(f"gl/v1/{unique_id('c')}/nobody/telemetry", b"{}")
+    # A channel no consumer subscribes to (ingest's persistent sessions of earlier
+    # tests still match every telemetry topic).
+    info = link.publish(f"gl/v1/{unique_id('c')}/nobody/unread/{unique_id('t')}", b"{}")
     assert done.wait(5)
     assert codes[info.mid] == NO_MATCHING_SUBSCRIBERS
     assert not delivered(codes[info.mid])
