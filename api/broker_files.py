@@ -9,7 +9,8 @@ files costs O(N): 25-72 ms with 10,000-30,000 logins (docs/api.md).
   and reloading both refuses new connections and drops an open one.
 - ``clients.acl``: fixed ``pattern`` lines that give each username
   ``{centre}/{device}`` exactly its own device topics, plus one ``user`` section per
-  gateway for its centre's subtree (per-user sections make the broker's parser
+  gateway for its centre's device channels and its own ``_gateway/...`` topics, and
+  no other gateway's storage receipts (per-user sections make the broker's parser
   quadratic, so devices get none).
 
 A change set is written under a file lock (several API processes may share the
@@ -41,8 +42,15 @@ import paho.mqtt.client as mqtt
 from api.broker import BrokerAccess
 from api.logins import LoginChange
 from contract.metrics import DeviceKind
-from contract.provisioning import DEVICE_RECEIVES, DEVICE_SENDS, DynsecOp
-from contract.topics import PREFIX
+from contract.provisioning import (
+    DEVICE_RECEIVES,
+    DEVICE_SENDS,
+    DYNSEC_ACK_CHANNEL,
+    DYNSEC_CHANNEL,
+    DynsecOp,
+)
+from contract.receipts import RECEIPT_CHANNEL
+from contract.topics import PREFIX, Channel
 from mqttlink.endpoint import Endpoint
 from mqttlink.reasons import reason
 
@@ -63,24 +71,45 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
     return f"$7${PBKDF2_ITERATIONS}${encoded_salt}${base64.b64encode(digest).decode()}"
 
 
+# What a gateway relays and sends for itself, and what it reads, under its centre
+# (``+``: any device of the centre); Mosquitto's acl_file checks ``deny`` lines
+# before any grant, so receipts are granted by name (only the gateway's own) and
+# never by a wildcard that would let a gateway write or read another's.
+GATEWAY_WRITES: Final = (
+    *(channel.value for channel in DEVICE_SENDS),
+    Channel.GATEWAY_BATCH.value,
+    DYNSEC_ACK_CHANNEL,
+)
+GATEWAY_READS: Final = tuple(channel.value for channel in DEVICE_RECEIVES)
+
+
+def gateway_acl(username: str, centre: str) -> list[str]:
+    """The acl_file section of one gateway (``username`` is ``{centre}/{gateway}``)."""
+    base = f"{PREFIX}/{centre}"
+    own = f"{PREFIX}/{username}"
+    lines = [f"user {username}"]
+    lines += [f"topic write {base}/+/{channel}" for channel in GATEWAY_WRITES]
+    lines += [f"topic read {base}/+/{channel}" for channel in GATEWAY_READS]
+    lines += [f"topic read {own}/{DYNSEC_CHANNEL}", f"topic read {own}/{RECEIPT_CHANNEL}"]
+    return lines
+
+
 def acl_text(gateways: dict[str, str]) -> str:
     """The ACL file: device patterns, then one section per gateway username."""
     lines = ["# written by the GramLink API; a device's username is {centre}/{device}"]
     lines += [f"pattern write {PREFIX}/%u/{channel}" for channel in DEVICE_SENDS]
     lines += [f"pattern read {PREFIX}/%u/{channel}" for channel in DEVICE_RECEIVES]
     for username, centre in sorted(gateways.items()):
-        lines += ["", f"user {username}", f"topic readwrite {PREFIX}/{centre}/#"]
+        lines += ["", *gateway_acl(username, centre)]
     return "\n".join(lines) + "\n"
 
 
 def _parse_gateways(text: str) -> dict[str, str]:
     gateways: dict[str, str] = {}
-    user = None
     for line in text.splitlines():
         if line.startswith("user "):
-            user = line[5:]
-        elif user and line.startswith(f"topic readwrite {PREFIX}/"):
-            gateways[user] = line.split("/")[2]
+            username = line[5:]
+            gateways[username] = username.split("/", 1)[0]
     return gateways
 
 

@@ -235,6 +235,7 @@ def corpus(
     births, by_kind = devices(rng)
     # a device born as one kind publishing another: kind_mismatch
     births.append(Birth("c-1", "mismatch-1", "tp-mr6400", "router"))
+    stamps = _stamps(births)
     messages: list[tuple[str, bytes]] = []
     seq = 0
 
@@ -287,7 +288,9 @@ def corpus(
                 if isinstance(body, bytes):
                     body = {"raw": body.decode(errors="replace")}
             ch = "event" if "name" in body else "telemetry"
-            parts.append({"ch": ch, "dev": device, "p": body, "rx": NOW_MS})
+            parts.append(
+                _stamped({"ch": ch, "dev": device, "p": body, "rx": NOW_MS}, stamps, centre)
+            )
         envelope: dict[str, Any] = {"v": 1, "gw": f"gw-{centre}", "seq": n, "records": parts}
         if n == 7:
             del envelope["v"]
@@ -298,6 +301,18 @@ def corpus(
             raw = raw[: len(raw) // 2]  # truncated stream
         messages.append((f"gl/v1/{centre}/gw-{centre}/_gateway/batch", raw))
     return births, messages
+
+
+def _stamps(births: list[Birth]) -> dict[tuple[str, str], str]:
+    """The model a gateway knows per (centre, device): what it stamps into each record."""
+    return {(b.centre, b.device): b.model for b in births if b.model}
+
+
+def _stamped(
+    record: dict[str, Any], stamps: dict[tuple[str, str], str], centre: str
+) -> dict[str, Any]:
+    model = stamps.get((centre, record["dev"]))
+    return record if model is None else {**record, "m": model}
 
 
 def builder(births: list[Birth]) -> Any:
@@ -335,6 +350,7 @@ def workload(name: str, records: int) -> tuple[list[Birth], list[tuple[str, byte
         for i in range(5)
     ]
     reported = {(b.device, b.kind): list(metric_values(rng, b.kind or "router")) for b in births}
+    stamps = _stamps(births)
     messages: list[tuple[str, bytes]] = []
     total = 3000
     per_message = records if name == "envelope" else 1
@@ -349,7 +365,8 @@ def workload(name: str, records: int) -> tuple[list[Birth], list[tuple[str, byte
             if name == "single":
                 messages.append((f"gl/v1/{centre}/{device}/telemetry", _dump(body, rng)))
             else:
-                parts.append({"ch": "telemetry", "dev": device, "p": body, "rx": NOW_MS})
+                record = {"ch": "telemetry", "dev": device, "p": body, "rx": NOW_MS}
+                parts.append(_stamped(record, stamps, centre))
         if name == "envelope":
             env = {"v": 1, "gw": f"gw-{centre}", "seq": n, "records": parts}
             raw = zlib.compress(json.dumps(env, separators=(",", ":")).encode(), 6)

@@ -2,7 +2,10 @@
 
 Runs two real Mosquitto brokers (local, central) and the gateway as a subprocess
 (``python -m gramlink gateway``), like in the field. The collector (central
-side, admin account) runs in this process and counts (device, seq) pairs.
+side, admin account) runs in this process and counts (device, seq) pairs; it
+stands in for ingest's storage receipts too: every ``RECEIPT_ROUND_S`` (ingest's
+default batch age) it publishes one receipt naming the batches it got since the
+last, and counts their bytes as the downlink cost of receipts.
 
     .venv/bin/python -m bench.gateway [--backlog 1000000] [--live 30000] [--kill-backlog 200000]
 
@@ -35,6 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from contract.codec import decode
+from contract.receipts import encode_receipt, receipt_topic
 from contract.topics import Channel
 from gateway.outbox import BULK, NewRow, Outbox
 from gateway.uplink import publish_packet_bytes
@@ -42,6 +46,7 @@ from gramlink.services import MosquittoService
 from gramlink.services.process import free_port
 
 PUBACK = 4
+RECEIPT_ROUND_S = 0.2  # one receipt per gateway per write round (ingest's batch age)
 CENTRE = "bench"
 GW = f"{CENTRE}-gw"
 KEY = secrets.token_hex(16)
@@ -74,6 +79,9 @@ class Collector:
         self.batches = 0
         self.wire_bytes = 0
         self.plain_bytes = 0
+        self.receipt_bytes = 0  # receipts: PUBLISH to the gateway, MQTT framing included
+        self.receipts = 0
+        self.unreceipted: dict[str, list[int]] = {}
         self.live_delays: list[float] = []
         self.live_sent: dict[int, float] = {}
         self.last_arrival = 0.0
@@ -88,10 +96,24 @@ class Collector:
         client.connect(broker.bind, broker.port, clean_start=False, properties=props)
         client.loop_start()
         self.client = client
+        self._stop = threading.Event()
+        threading.Thread(target=self._receipting, name="receipts", daemon=True).start()
+
+    def _receipting(self) -> None:
+        while not self._stop.wait(RECEIPT_ROUND_S):
+            with self.lock:
+                due, self.unreceipted = self.unreceipted, {}
+            for gw, seqs in due.items():
+                topic, payload = receipt_topic(CENTRE, gw), encode_receipt(gw, seqs)
+                self.client.publish(topic, payload, qos=1)
+                with self.lock:
+                    self.receipts += 1
+                    self.receipt_bytes += publish_packet_bytes(topic, len(payload))
 
     def reset(self) -> None:
         with self.lock:
             self.seen.clear()
+            self.receipt_bytes = self.receipts = 0
             self.records = self.batches = self.wire_bytes = self.plain_bytes = 0
             self.live_delays.clear()
             self.live_sent.clear()
@@ -101,6 +123,7 @@ class Collector:
         batch = json.loads(zlib.decompress(msg.payload))
         with self.lock:
             self.batches += 1
+            self.unreceipted.setdefault(batch["gw"], []).append(batch["seq"])
             self.wire_bytes += publish_packet_bytes(msg.topic, len(msg.payload)) + PUBACK
             for r in batch["records"]:
                 dev, seq = r["dev"], r["p"]["seq"]
@@ -278,6 +301,10 @@ def drain(
         "live_p95": delays[int(0.95 * (len(delays) - 1))] if delays else float("nan"),
         "live_max": delays[-1] if delays else float("nan"),
         "wire_per_reading": collector.wire_bytes / max(1, collector.records),
+        "receipt_per_reading": collector.receipt_bytes / max(1, collector.records),
+        "receipts": collector.receipts,
+        "records": collector.records,
+        "batches": collector.batches,
         "plain_per_reading": collector.plain_bytes / max(1, collector.records),
     }
 
@@ -306,6 +333,15 @@ def main() -> int:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
         results.append(("live throughput (device -> central)", f"{rate:,.0f} readings/s"))
+        with collector.lock:
+            live_receipts = collector.receipt_bytes / max(1, collector.records)
+            live_batches = collector.batches
+        results.append(
+            (
+                "live: downlink bytes/reading for storage receipts",
+                f"{live_receipts:.3f} B ({live_batches:,} batches)",
+            )
+        )
         print(f"  {rate:,.0f} readings/s ({elapsed:.1f} s)")
 
         print(f"[2/3] drain of a {args.backlog:,}-reading backlog, live at {args.live_rate}/s")
@@ -322,6 +358,15 @@ def main() -> int:
             ("uplink bytes/reading (batched, MQTT framing)", f"{d['wire_per_reading']:.1f} B"),
             ("one JSON message per reading (MQTT framing)", f"{d['plain_per_reading']:.1f} B"),
             ("ratio", f"1/{d['plain_per_reading'] / d['wire_per_reading']:.1f}"),
+            (
+                "downlink bytes/reading for storage receipts (MQTT framing)",
+                f"{d['receipt_per_reading']:.3f} B ({d['receipts']:,} receipts"
+                f" for {d['batches']:,} batches)",
+            ),
+            (
+                "downlink bytes/reading, receipts + batch PUBACKs",
+                f"{d['receipt_per_reading'] + PUBACK * d['batches'] / max(1, d['records']):.3f} B",
+            ),
         ]
         if args.kill_backlog:
             print(f"[3/3] SIGKILL halfway through draining {args.kill_backlog:,} readings")
@@ -334,6 +379,7 @@ def main() -> int:
                 ("SIGKILL run: duplicates on the wire", f"{k['duplicates']:.0f}"),
             ]
     finally:
+        collector._stop.set()
         collector.client.disconnect()
         collector.client.loop_stop()
         local.stop()

@@ -10,6 +10,7 @@ Encoding a valid model cannot fail.
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Iterable
@@ -167,18 +168,28 @@ def encode_batch(batch: Batch) -> bytes:
     return zlib.compress(batch.model_dump_json(exclude_none=True).encode(), BATCH_COMPRESSION_LEVEL)
 
 
-def encode_batch_parts(gw: str, seq: int, records: Iterable[tuple[str, str, bytes, int]]) -> bytes:
+RecordParts = tuple[str, str, bytes, int] | tuple[str, str, bytes, int, str | None]
+
+
+def encode_batch_parts(gw: str, seq: int, records: Iterable[RecordParts]) -> bytes:
     """Build an envelope from already-encoded payloads without re-parsing them.
 
-    Each record is ``(channel, device, payload_json, rx_ms)``; payloads must be
-    output of :func:`encode` (the gateway stores exactly that) and ids valid.
+    Each record is ``(channel, device, payload_json, rx_ms[, model])``; payloads
+    must be output of :func:`encode` (the gateway stores exactly that) and ids
+    valid; a missing or None ``model`` leaves the record's ``m`` out.
     """
     body = b",".join(
-        b'{"ch":"%s","dev":"%s","p":%s,"rx":%d}' % (ch.encode(), dev.encode(), payload, rx)
-        for ch, dev, payload, rx in records
+        b'{"ch":"%s","dev":"%s","p":%s,"rx":%d%s}'
+        % (r[0].encode(), r[1].encode(), r[2], r[3], _model_part(r[4] if len(r) > 4 else None))
+        for r in records
     )
     head = b'{"v":1,"gw":"%s","seq":%d,"records":[' % (gw.encode(), seq)
     return zlib.compress(head + body + b"]}", BATCH_COMPRESSION_LEVEL)
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_part(model: str | None) -> bytes:
+    return b"" if model is None else b',"m":' + json.dumps(model[:64]).encode()
 
 
 def _inflate(payload: bytes) -> bytes:
@@ -223,6 +234,8 @@ class BatchReadings(NamedTuple):
     readings: list[tuple[str, str, dict[str, Any]]]
     # the refused records as received, each with the error decode_record gives it
     refused: list[tuple[BatchRecord, DecodeError]]
+    # the gateway's model for each valid record (``m``; None: not stamped), by index
+    models: list[str | None] | None = None
 
 
 def _metrics_empty(reading: dict[str, Any]) -> bool:
@@ -278,6 +291,7 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
         typed = None
     if typed is not None:
         readings = []
+        models: list[str | None] = []
         for r in typed["records"]:
             p = r["p"]
             metrics = p.get("metrics")
@@ -285,14 +299,17 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
             if maybe_empty and _metrics_empty(p):
                 break
             readings.append((r["ch"], r["dev"], p))
+            models.append(r.get("m"))
         else:
-            return BatchReadings(typed["gw"], typed["seq"], readings, [])
+            return BatchReadings(typed["gw"], typed["seq"], readings, [], models)
     batch: Batch = _validate_json(_BATCH, raw)
     good: list[tuple[str, str, dict[str, Any]]] = []
+    good_models: list[str | None] = []
     refused: list[tuple[BatchRecord, DecodeError]] = []
     for record in batch.records:
         try:
             good.append((record.ch, record.dev, _reading_dict(decode_record(record))))
+            good_models.append(record.m)
         except DecodeError as exc:
             refused.append((record, exc))
-    return BatchReadings(batch.gw, batch.seq, good, refused)
+    return BatchReadings(batch.gw, batch.seq, good, refused, good_models)

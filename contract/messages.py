@@ -97,8 +97,16 @@ class Twin(Message):
     config: dict[Name, Scalar]
 
 
+Model = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class BatchRecord(BaseModel):
-    """One device message inside a gateway batch: channel, device, payload, receive time."""
+    """One device message inside a gateway batch: channel, device, payload, receive time.
+
+    ``m``: the device's model as the gateway knows it (its birth, or its credential
+    update); ingest tags the stored reading with it, so the stored series depends
+    only on the record (a redelivery lands on the same point).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -106,6 +114,7 @@ class BatchRecord(BaseModel):
     dev: Id
     p: dict[str, Any]
     rx: TimestampMs
+    m: Model | None = None
 
 
 class Batch(Message):

@@ -133,6 +133,8 @@ class GatewayMetrics(Metrics):
     uplink_up: bool | None = None
     dropped_total: Count | None = None
     uplink_rejected_total: Count | None = None  # batches the central broker did not take
+    unreceipted: Count | None = None  # readings sent, not yet named by a storage receipt
+    unreceipted_oldest_s: Annotated[float, Field(ge=0)] | None = None  # the oldest's wait
 
 
 METRICS_BY_KIND: Final[dict[DeviceKind, type[Metrics]]] = {

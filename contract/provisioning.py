@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contract.messages import SchemaVersion
 from contract.metrics import DeviceKind
+from contract.receipts import RECEIPT_CHANNEL
 from contract.topics import ID_RE, PREFIX, Channel, check_id, topic
 
 DYNSEC_CHANNEL: Final = "_gateway/dynsec"
@@ -58,6 +59,9 @@ class DynsecUpdate(BaseModel):
     # Which centre key the passwords derive from (``key_id``); a gateway holding
     # another key refuses the update instead of setting passwords nobody has.
     key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = None
+    # The device's model in the API's registry: the gateway stamps it into each of the
+    # device's envelope records (``BatchRecord.m``), so its stored series is fixed.
+    model: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class DynsecAck(BaseModel):
@@ -142,11 +146,20 @@ def client_acls(centre: str, device: str, kind: DeviceKind | str) -> list[dict[s
 
     A device publishes its telemetry, event, state, cmd/ack and twin/reported and
     subscribes to its cmd and twin/desired; a gateway has its centre's subtree
-    both ways. Everything else falls to the default ACL access (publish denied).
+    both ways, except storage receipts (``_gateway/receipt``): it may not publish
+    any and reads only its own (denials and its own receipt at higher priorities:
+    dynsec checks a role's ACLs from the highest priority down). Everything else
+    falls to the default ACL access (publish denied).
     """
     acls: list[dict[str, Any]] = []
     if DeviceKind(kind) is DeviceKind.GATEWAY:
         subtree = f"{PREFIX}/{check_id(centre, 'centre')}/#"
+        receipts = f"{PREFIX}/{centre}/+/{RECEIPT_CHANNEL}"
+        own = f"{PREFIX}/{centre}/{check_id(device, 'device')}/{RECEIPT_CHANNEL}"
+        for acltype in ("publishClientReceive", "subscribePattern"):
+            acls.append({"acltype": acltype, "topic": own, "priority": 2, "allow": True})
+        for acltype in ("publishClientSend", "publishClientReceive", "subscribePattern"):
+            acls.append({"acltype": acltype, "topic": receipts, "priority": 1, "allow": False})
         for acltype in ("publishClientSend", "publishClientReceive", "subscribePattern"):
             acls.append({"acltype": acltype, "topic": subtree, "allow": True})
         return acls

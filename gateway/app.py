@@ -33,7 +33,9 @@ from paho.mqtt.properties import Properties
 
 from contract.backoff import Backoff
 from contract.provisioning import dynsec_topic
+from contract.receipts import receipt_topic
 from gateway.centre_devices import CentreDevices
+from gateway.device_models import DeviceModels
 from gateway.downlink import Downlink
 from gateway.dynsec_seqs import AppliedSeqs
 from gateway.health import HealthReporter
@@ -68,8 +70,10 @@ class Gateway:
         key = s.centre_key_bytes
         # The centre's devices and kinds, learnt from credential updates (local enforcement).
         self.devices = CentreDevices(s.db_path, s.gateway_id) if key is not None else None
+        # Each device's model, stamped into its envelope records (registry, else births).
+        self.models = DeviceModels(s.db_path, s.gateway_id, self.devices)
         transformer = Transformer(
-            s.centre, s.pseudonym_key.get_secret_value().encode(), self.devices
+            s.centre, s.pseudonym_key.get_secret_value().encode(), self.devices, self.models
         )
         self.downlink = Downlink(s.centre)
         self.local_in = LocalIn(
@@ -135,12 +139,16 @@ class Gateway:
                 live_share=s.live_share,
                 backoff_min_s=s.backoff_min_s,
                 backoff_max_s=s.backoff_max_s,
+                receipt_timeout_s=s.receipt_timeout_s,
             ),
             self.outbox,
             self.central,
+            self.models.model_of,
         )
         self.local_in.attach(self.local)
         self.downlink.attach(self.local, self.central)
+        # Storage receipts from ingest, on our own topic (subscribed again on every connect).
+        self.downlink.add_route(receipt_topic(s.centre, s.gateway_id), self._on_receipt)
         self.seqs: AppliedSeqs | None = None
         self.admin: MqttLink | None = None
         self.dynsec: DynsecWorker | None = None
@@ -189,6 +197,10 @@ class Gateway:
     def _on_admin_connect(self, client: mqtt.Client, props: Properties | None) -> None:
         if self.dynsec is not None:
             self.dynsec.on_local_connect(client, props)
+
+    def _on_receipt(self, msg: mqtt.MQTTMessage, generation: int) -> None:
+        self.uplink.on_receipt(bytes(msg.payload))
+        self.central.ack(msg.mid, generation)  # lost before it is applied: the batch is resent
 
     def _on_central_connect(self, client: mqtt.Client, props: Properties | None) -> None:
         # Subscribe before the birth message: the API answers a gateway's birth by
@@ -252,6 +264,7 @@ class Gateway:
 
     def _close_stores(self) -> None:
         self.outbox.close()
+        self.models.close()
         self.quarantine.close()
         if self.seqs is not None:
             self.seqs.close()
@@ -259,7 +272,22 @@ class Gateway:
             self.devices.close()
 
     def report_health(self) -> None:
-        self.local_in.submit_own(self.health.reading(self.central.connected.is_set()))
+        reading, stats = self.health.reading(self.central.connected.is_set())
+        self.local_in.submit_own(reading)
+        oldest = stats.unreceipted_oldest_s
+        log.info(
+            kv(
+                "outbox",
+                queued=stats.depth,
+                ready=stats.ready,
+                unreceipted=stats.unreceipted,
+                unreceipted_oldest_s="" if oldest is None else f"{oldest:.0f}",
+                rejected_total=stats.rejected_total,
+                dropped_total=stats.dropped_total,
+                uplink_up=self.central.connected.is_set(),
+                **self.ctx,
+            )
+        )
 
     # -- watchdog ----------------------------------------------------------------------------
     def check(self) -> int | None:
@@ -329,6 +357,7 @@ class Gateway:
                         queued_bytes=stats.bytes,
                         dropped_total=stats.dropped_total,
                         rejected_total=stats.rejected_total,
+                        unreceipted=stats.unreceipted,
                         last_error=self.central.last_failure or "",
                         **self.ctx,
                     )

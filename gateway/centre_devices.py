@@ -3,7 +3,8 @@
 A table ``centre_devices`` in the gateway's database: one row per (gateway id,
 device) the API provisioned for this centre, with the device's kind. Written by
 :class:`gateway.local_auth.LocalAuth` when it applies a ``DynsecUpdate``
-(upsert, enable, disable: the device is known, with the update's kind; delete:
+(upsert, enable, disable: the device is known, with the update's kind and, when
+the update names it, the registry's model; delete:
 forgotten, its row kept with an empty kind so that the table is still "known"
 when the last device goes), so its size is bounded by the centre's fleet. Read by
 :class:`gateway.pseudonymize.Transformer` for every device message:
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS centre_devices (
     PRIMARY KEY (gateway, device)
 );
 """
+_MODEL_COLUMN: Final = "ALTER TABLE centre_devices ADD COLUMN model TEXT"
 
 
 class CentreDevices:
@@ -47,16 +49,24 @@ class CentreDevices:
         try:
             self._conn = connect(path)
             self._conn.executescript(_SCHEMA)
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(centre_devices)")}
+            if "model" not in columns:  # a store written before models were kept
+                self._conn.execute(_MODEL_COLUMN)
             rows = self._conn.execute(
-                "SELECT device, kind FROM centre_devices WHERE gateway = ?", (gateway_id,)
+                "SELECT device, kind, model FROM centre_devices WHERE gateway = ?", (gateway_id,)
             ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"centre_devices: {exc}") from exc
-        self._kinds: dict[str, str] = {device: kind for device, kind in rows}
+        self._kinds: dict[str, str] = {device: kind for device, kind, _ in rows}
+        self._models: dict[str, str] = {device: model for device, _, model in rows if model}
 
     def kind_of(self, device: str) -> str | None:
         """The device's registered kind; None if it is not one of the centre's devices."""
         return self._kinds.get(device) or None
+
+    def model_of(self, device: str) -> str | None:
+        """The device's model in the API's registry (None: not said)."""
+        return self._models.get(device)
 
     @property
     def known(self) -> bool:
@@ -67,23 +77,29 @@ class CentreDevices:
         """How many devices the centre has (deleted ones not counted)."""
         return sum(1 for kind in self._kinds.values() if kind)
 
-    def learn(self, device: str, kind: str) -> None:
+    def learn(self, device: str, kind: str, model: str | None = None) -> None:
         with self._lock:
-            if self._kinds.get(device) == kind:
+            model = model or self._models.get(device) if kind else None
+            if self._kinds.get(device) == kind and self._models.get(device) == model:
                 return
             self._write(
-                "INSERT INTO centre_devices (gateway, device, kind) VALUES (?, ?, ?)"
-                " ON CONFLICT(gateway, device) DO UPDATE SET kind = excluded.kind",
-                (self._gateway, device, kind),
+                "INSERT INTO centre_devices (gateway, device, kind, model) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(gateway, device) DO UPDATE SET kind = excluded.kind,"
+                " model = excluded.model",
+                (self._gateway, device, kind, model),
             )
             kinds = dict(self._kinds)
             kinds[device] = kind
             self._kinds = kinds
+            models = {d: m for d, m in self._models.items() if d != device}
+            if model:
+                models[device] = model
+            self._models = models
 
     def forget(self, device: str) -> None:
         self.learn(device, "")  # a tombstone: no longer a device of the centre
 
-    def _write(self, sql: str, params: tuple[str, ...]) -> None:
+    def _write(self, sql: str, params: tuple[str | None, ...]) -> None:
         try:
             self._conn.execute(sql, params)
         except sqlite3.Error as exc:

@@ -5,7 +5,10 @@
 ``queue_oldest_s`` the outbox rows and the age of the oldest, ``uplink_up``
 whether the central link is connected, ``dropped_total`` the evictions and
 refusals since the store was created, ``uplink_rejected_total`` the messages the
-central broker answered with a PUBACK that is not "delivered" (kept and resent).
+central broker answered with a PUBACK that is not "delivered" (kept and resent),
+``unreceipted`` the readings sent (PUBACK delivered) that no storage receipt has
+named yet and ``unreceipted_oldest_s`` how long the oldest such batch has waited
+(0 when none; these grow while ingest or InfluxDB is down).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from contract.codec import encode
 from contract.messages import telemetry
 from contract.metrics import GatewayMetrics
 from contract.topics import Channel
-from gateway.outbox import BULK, NewRow, Outbox, now_ms
+from gateway.outbox import BULK, NewRow, Outbox, OutboxStats, now_ms
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -46,7 +49,7 @@ class HealthReporter:
         busy = 1 - (now[0] - before[0]) / (now[1] - before[1])
         return round(min(100.0, max(0.0, busy * 100)), 1)
 
-    def reading(self, uplink_up: bool) -> NewRow:
+    def reading(self, uplink_up: bool) -> tuple[NewRow, OutboxStats]:
         stats = self.outbox.stats()
         ts = now_ms()
         oldest = 0.0 if stats.oldest_rx_ms is None else max(0.0, (ts - stats.oldest_rx_ms) / 1000)
@@ -60,6 +63,9 @@ class HealthReporter:
             uplink_up=uplink_up,
             dropped_total=stats.dropped_total,
             uplink_rejected_total=stats.rejected_total,
+            unreceipted=stats.unreceipted,
+            unreceipted_oldest_s=round(stats.unreceipted_oldest_s or 0.0, 1),
         )
         message = telemetry("gateway", ts=ts, seq=self._seq, metrics=metrics)
-        return NewRow(BULK, self.gateway_id, Channel.TELEMETRY.value, encode(message), ts)
+        row = NewRow(BULK, self.gateway_id, Channel.TELEMETRY.value, encode(message), ts)
+        return row, stats

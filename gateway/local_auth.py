@@ -113,7 +113,7 @@ class SeqStore(Protocol):
 class DeviceBook(Protocol):
     """The centre's devices, as the applied updates describe them."""
 
-    def learn(self, device: str, kind: str) -> None: ...
+    def learn(self, device: str, kind: str, model: str | None = None) -> None: ...
 
     def forget(self, device: str) -> None: ...
 
@@ -229,7 +229,7 @@ class LocalAuth:
             if update.op is DynsecOp.DELETE:
                 self._devices.forget(update.device_id)
             else:
-                self._devices.learn(update.device_id, update.kind.value)
+                self._devices.learn(update.device_id, update.kind.value, update.model)
         self._seqs.set(update.device_id, update.seq)
         self.last_seq = max(self.last_seq, update.seq)
         self.applied += 1

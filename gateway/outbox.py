@@ -1,19 +1,39 @@
 """The durable outbox: a SQLite (WAL) queue of readings waiting for the uplink.
 
 Each row is one accepted device message, already pseudonymised and re-encoded:
-``id, prio, state, device, channel, payload, rx_ms, size``. Rows move through a
-state machine::
+``id, prio, state, device, channel, payload, rx_ms, size, batch``. Rows move
+through a state machine::
 
-    ready (0) --next_batch--> inflight (1) --ack (PUBACK delivered)--> deleted
-                 ^                |
-                 +----release-----+   (paho did not take the publish; and every inflight
-                 |                |    row at start-up)
-                 +----reject------+   (the broker's PUBACK said not delivered: an error
-                                       code or 0x10 no matching subscribers; counted in
-                                       ``rejected_total``, persisted)
+    ready (0) --next_batch--> inflight (1) --PUBACK delivered--> sent (2) --receipt--> deleted
+      ^  ^                      |    |                             |
+      |  +------release---------+    |                             |
+      +---------reject---------------+                             |
+      +---------expire / every reconnect / start-up----------------+
+
+- ``next_batch`` stamps the rows it hands out for an envelope with the batch's
+  ``seq`` (``batch``); relayed singles (state, cmd/ack, twin/reported) carry no
+  batch and are deleted on their delivered PUBACK (:meth:`Outbox.ack`);
+- release: paho did not take the publish; reject: the broker's PUBACK said not
+  delivered (an error code, or 0x10 no matching subscribers), counted in
+  ``rejected_total`` (persisted); every inflight row goes back at start-up too;
+- sent: the central broker took the envelope; the rows stay until the ingest
+  worker that stored them publishes a storage receipt naming the batch
+  (``contract.receipts``); :meth:`Outbox.receipted` deletes every row still
+  stamped with a named batch, whatever its state (a receipt arriving before the
+  PUBACK, or after a reconnect put the rows back to ready, is just as true);
+- expire: sent rows without a receipt after the receipt timeout, after every
+  uplink reconnect (:meth:`Outbox.resend_sent`) and at start-up go back to
+  ready and are sent again in a new batch. Storage stays exactly-once: a
+  reading's point derives from (device, device time, seq) and the model the
+  record carries, so a resend lands on the same point.
+
+Batch numbers grow across restarts; a new store starts them at the clock's
+milliseconds, so a receipt still queued for an earlier (wiped) store never names
+a batch of the new one.
 
 Bounds: the sum of row ``size`` stays under ``budget_bytes``. When a new row
-does not fit, ready rows are evicted: bulk telemetry (prio 1) oldest first; only
+does not fit, ready and sent rows are evicted (a sent row is no safer than a
+ready one until its receipt): bulk telemetry (prio 1) oldest first; only
 when no bulk row is left, a new bulk row is dropped, and a new high-priority row
 (health, events, state, acks) evicts the oldest high-priority row. Every
 eviction is counted in ``dropped_total`` (persisted) and logged by the caller.
@@ -40,6 +60,9 @@ from gateway.sqlite import connect
 
 HIGH: Final = 0
 BULK: Final = 1
+READY: Final = 0
+INFLIGHT: Final = 1
+SENT: Final = 2
 ROW_OVERHEAD: Final = 48  # bytes of row/index bookkeeping counted per row
 
 _SCHEMA: Final = """
@@ -51,11 +74,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     channel TEXT NOT NULL,
     payload BLOB NOT NULL,
     rx_ms INTEGER NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    batch INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (state, prio, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_BATCH_INDEX: Final = "CREATE INDEX IF NOT EXISTS outbox_batch ON outbox (batch)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +121,14 @@ class OutboxStats:
     oldest_rx_ms: int | None
     dropped_total: int
     rejected_total: int
+    unreceipted: int = 0  # rows sent (PUBACK delivered) and not yet receipted
+    unreceipted_oldest_s: float | None = None  # how long the oldest such batch has waited
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    batches: int
+    rows: int
 
 
 @contextmanager
@@ -115,18 +148,27 @@ class Outbox:
         with _mapped():
             self._w = connect(path, synchronous)
             self._w.executescript(_SCHEMA)
+            columns = {r[1] for r in self._w.execute("PRAGMA table_info(outbox)")}
+            if "batch" not in columns:  # a store written before storage receipts
+                self._w.execute("ALTER TABLE outbox ADD COLUMN batch INTEGER")
+            self._w.execute(_BATCH_INDEX)
             self._u = connect(path, "normal")
-            # Start-up: whatever was in flight when we stopped goes back to ready.
-            self._w.execute("UPDATE outbox SET state = 0 WHERE state = 1")
+            # Start-up: whatever was in flight or unreceipted goes back to ready (each
+            # keeps its batch: a receipt still queued for us deletes it all the same).
+            self._w.execute("UPDATE outbox SET state = 0 WHERE state != 0")
             rows, size = self._w.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM outbox"
             ).fetchone()
+            if self._w.execute("SELECT 1 FROM meta WHERE key = 'batch_seq'").fetchone() is None:
+                self._w.execute("INSERT INTO meta VALUES ('batch_seq', ?)", (now_ms(),))
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._r: sqlite3.Connection | None = None
         self._rows = int(rows)
         self._bytes = int(size)
         self._inflight = 0
+        self._sent = 0
+        self._sent_at: dict[int, float] = {}  # batch seq -> when its PUBACK came (monotonic)
         self._dropped = self.meta("dropped_total")
         self._rejected = self.meta("rejected_total")
         self._batch_seq = self.meta("batch_seq")
@@ -159,18 +201,21 @@ class Outbox:
             row = self._r.execute("SELECT rx_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
         oldest = row[0] if row else None
         with self._lock:
+            first_sent = min(self._sent_at.values(), default=None)
             return OutboxStats(
                 self._rows,
-                self._rows - self._inflight,
+                self._rows - self._inflight - self._sent,
                 self._bytes,
                 oldest,
                 self._dropped,
                 self._rejected,
+                self._sent,
+                None if first_sent is None else max(0.0, time.monotonic() - first_sent),
             )
 
     def ready_count(self) -> int:
         with self._lock:
-            return self._rows - self._inflight
+            return self._rows - self._inflight - self._sent
 
     # -- ingest side -----------------------------------------------------------------------
     def append(self, rows: Sequence[NewRow]) -> AppendResult:
@@ -213,7 +258,7 @@ class Outbox:
         self, cur: sqlite3.Cursor, over: int, rows: list[NewRow]
     ) -> tuple[int, int, list[NewRow]]:
         """Free ``over`` bytes: returns (rows evicted, bytes freed, new rows still to store)."""
-        evicted, freed = self._evict(cur, BULK, over)
+        evicted, freed = self._evict(cur, BULK, over)  # updates the counters of sent rows
         # No bulk row left to evict: new bulk rows are refused before any high row goes.
         while freed < over and any(r.prio == BULK for r in rows):
             over -= rows.pop(next(i for i, r in enumerate(rows) if r.prio == BULK)).size
@@ -224,29 +269,40 @@ class Outbox:
             over -= rows.pop().size
         return evicted, freed, rows
 
-    @staticmethod
-    def _evict(cur: sqlite3.Cursor, prio: int, need: int) -> tuple[int, int]:
-        """Delete the oldest ready rows of ``prio`` until ``need`` bytes are free."""
+    def _evict(self, cur: sqlite3.Cursor, prio: int, need: int) -> tuple[int, int]:
+        """Delete the oldest ready or sent rows of ``prio`` until ``need`` bytes are free."""
         victims = cur.execute(
-            "SELECT id, size FROM outbox WHERE state = 0 AND prio = ? ORDER BY id LIMIT ?",
+            "SELECT id, size, state FROM outbox WHERE state != 1 AND prio = ? ORDER BY id LIMIT ?",
             (prio, 1 + need // ROW_OVERHEAD),
         ).fetchall()
-        chosen, freed = [], 0
-        for row_id, size in victims:
+        chosen, freed, sent = [], 0, 0
+        for row_id, size, state in victims:
             if freed >= need:
                 break
             chosen.append((row_id,))
             freed += size
-        cur.executemany("DELETE FROM outbox WHERE id = ?", chosen)
+            sent += state == SENT
+        cur.executemany("DELETE FROM outbox WHERE id = ? AND state != 1", chosen)
+        if sent:
+            with self._lock:
+                self._sent -= sent
         return len(chosen), freed
 
     # -- uplink side -----------------------------------------------------------------------
-    def next_batch(self, max_records: int, max_bytes: int, live: int) -> list[Row]:
+    def next_batch(
+        self,
+        max_records: int,
+        max_bytes: int,
+        live: int,
+        batch: int | None = None,
+        batched: frozenset[str] = frozenset(),
+    ) -> list[Row]:
         """Mark up to ``max_records`` ready rows inflight and return them in id order.
 
         ``live`` > 0 (a backlog is draining): that many of the newest ready rows
         come first so live data is not stuck behind the backlog; the rest are the
-        oldest ready rows, high priority before bulk.
+        oldest ready rows, high priority before bulk. Rows of a ``batched``
+        channel are stamped with ``batch`` (the envelope's seq), the others with none.
         """
         cols = "id, device, channel, payload, rx_ms, size"
         with _mapped():
@@ -271,8 +327,9 @@ class Outbox:
             if not picked:
                 return []
             ids = sorted(picked)
+            stamps = [(batch if picked[i].channel in batched else None, i) for i in ids]
             self._u.execute("BEGIN")
-            self._u.executemany("UPDATE outbox SET state = 1 WHERE id = ?", [(i,) for i in ids])
+            self._u.executemany("UPDATE outbox SET state = 1, batch = ? WHERE id = ?", stamps)
             self._u.execute("COMMIT")
         with self._lock:
             self._inflight += len(ids)
@@ -290,38 +347,130 @@ class Outbox:
         return self._batch_seq
 
     def ack(self, rows: Sequence[Row]) -> None:
-        """The next hop acknowledged these rows: delete them."""
+        """The next hop acknowledged these relayed singles: delete them."""
         with _mapped():
-            self._u.execute("BEGIN")
-            self._u.executemany("DELETE FROM outbox WHERE id = ?", [(r.id,) for r in rows])
-            self._u.execute("COMMIT")
+            cur = self._u.cursor()
+            cur.execute("BEGIN")
+            cur.executemany(
+                "DELETE FROM outbox WHERE id = ? AND state = 1", [(r.id,) for r in rows]
+            )
+            gone = cur.rowcount
+            cur.execute("COMMIT")
         with self._lock:
-            self._rows -= len(rows)
-            self._inflight -= len(rows)
-            self._bytes -= sum(r.size for r in rows)
+            self._rows -= gone
+            self._inflight -= gone
+            self._bytes -= sum(r.size for r in rows) if gone == len(rows) else 0
+
+    def sent(self, batch: int) -> int:
+        """The central broker took envelope ``batch``: its rows wait for their receipt."""
+        with _mapped():
+            cur = self._u.execute(
+                "UPDATE outbox SET state = 2 WHERE batch = ? AND state = 1", (batch,)
+            )
+            count = cur.rowcount
+        with self._lock:
+            self._inflight -= count
+            self._sent += count
+            if count:
+                self._sent_at[batch] = time.monotonic()
+        return count
+
+    def receipted(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """Storage has the batches in ``ranges`` (inclusive): delete their rows; how many."""
+        gone: dict[int, tuple[int, int]] = {}
+        with _mapped():
+            cur = self._u.cursor()
+            cur.execute("BEGIN IMMEDIATE")  # reads then writes: take the write lock first
+            try:
+                for first, last in ranges:
+                    for state, count, size in cur.execute(
+                        "SELECT state, count(*), coalesce(sum(size), 0) FROM outbox"
+                        " WHERE batch BETWEEN ? AND ? GROUP BY state",
+                        (first, last),
+                    ).fetchall():
+                        had = gone.get(state, (0, 0))
+                        gone[state] = (had[0] + count, had[1] + size)
+                    cur.execute("DELETE FROM outbox WHERE batch BETWEEN ? AND ?", (first, last))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        with self._lock:
+            for state, (count, size) in gone.items():
+                self._rows -= count
+                self._bytes -= size
+                if state == INFLIGHT:
+                    self._inflight -= count
+                elif state == SENT:
+                    self._sent -= count
+            if self._sent_at:
+                for first, last in ranges:
+                    if last - first < 4096:
+                        for seq in range(first, last + 1):
+                            self._sent_at.pop(seq, None)
+                    else:
+                        for seq in [s for s in self._sent_at if first <= s <= last]:
+                            del self._sent_at[seq]
+        return sum(count for count, _ in gone.values())
+
+    def expire(self, timeout_s: float) -> Expired:
+        """Sent batches without a receipt for ``timeout_s`` go back to ready."""
+        limit = time.monotonic() - timeout_s
+        with self._lock:
+            old = [seq for seq, at in self._sent_at.items() if at <= limit]
+        return self._unsend(old) if old else Expired(0, 0)
+
+    def resend_sent(self) -> Expired:
+        """After a reconnect: every sent, unreceipted batch goes back to ready."""
+        with self._lock:
+            old = list(self._sent_at)
+        return self._unsend(old, every=True)
+
+    def _unsend(self, batches: list[int], every: bool = False) -> Expired:
+        with _mapped():
+            cur = self._u.cursor()
+            cur.execute("BEGIN")
+            if every:
+                cur.execute("UPDATE outbox SET state = 0 WHERE state = 2")
+            else:
+                cur.executemany(
+                    "UPDATE outbox SET state = 0 WHERE batch = ? AND state = 2",
+                    [(b,) for b in batches],
+                )
+            count = cur.rowcount
+            cur.execute("COMMIT")
+        with self._lock:
+            self._sent -= count
+            for b in batches:
+                self._sent_at.pop(b, None)
+        return Expired(len(batches), count)
 
     def release(self, rows: Sequence[Row]) -> None:
         """Put inflight rows back to ready (a publish was refused)."""
-        with _mapped():
-            self._u.execute("BEGIN")
-            self._u.executemany("UPDATE outbox SET state = 0 WHERE id = ?", [(r.id,) for r in rows])
-            self._u.execute("COMMIT")
-        with self._lock:
-            self._inflight -= len(rows)
+        self._back_to_ready(rows, rejected=False)
 
     def reject(self, rows: Sequence[Row]) -> None:
         """The broker refused the message carrying these rows: back to ready, counted."""
+        self._back_to_ready(rows, rejected=True)
+
+    def _back_to_ready(self, rows: Sequence[Row], *, rejected: bool) -> None:
         with _mapped():
-            self._u.execute("BEGIN")
-            self._u.executemany("UPDATE outbox SET state = 0 WHERE id = ?", [(r.id,) for r in rows])
-            self._u.execute(
-                "INSERT INTO meta VALUES ('rejected_total', 1) ON CONFLICT(key)"
-                " DO UPDATE SET value = value + 1"
+            cur = self._u.cursor()
+            cur.execute("BEGIN")
+            cur.executemany(
+                "UPDATE outbox SET state = 0 WHERE id = ? AND state = 1", [(r.id,) for r in rows]
             )
-            self._u.execute("COMMIT")
+            count = cur.rowcount
+            if rejected:
+                cur.execute(
+                    "INSERT INTO meta VALUES ('rejected_total', 1) ON CONFLICT(key)"
+                    " DO UPDATE SET value = value + 1"
+                )
+            cur.execute("COMMIT")
         with self._lock:
-            self._inflight -= len(rows)
-            self._rejected += 1
+            self._inflight -= count
+            if rejected:
+                self._rejected += 1
 
 
 def now_ms() -> int:

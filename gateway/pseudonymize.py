@@ -39,19 +39,34 @@ class DeviceKinds(Protocol):
     def kind_of(self, device: str) -> str | None: ...
 
 
+class Births(Protocol):
+    """Where the models of relayed births are kept (:class:`gateway.device_models`)."""
+
+    def born(self, device: str, model: str | None) -> None: ...
+
+
 class Transformer:
     """Decode, check, pseudonymise, re-encode: one device message to one outbox row."""
 
-    def __init__(self, centre: str, key: bytes, devices: DeviceKinds | None = None) -> None:
+    def __init__(
+        self,
+        centre: str,
+        key: bytes,
+        devices: DeviceKinds | None = None,
+        births: Births | None = None,
+    ) -> None:
         self.centre = centre
         self._key = key
         self._devices = devices
+        self._births = births
 
     def row(self, topic: Topic, payload: bytes, rx_ms: int) -> NewRow:
         registered = self._registered_kind(topic.device)
         message: Any = decode(topic.channel, payload)
         check_kind(topic.device, getattr(message, "kind", None), registered)
         prio = HIGH
+        if topic.channel is Channel.STATE and self._births is not None:
+            self._births.born(topic.device, message.model)
         if topic.channel in (Channel.TELEMETRY, Channel.EVENT):
             message = self._scrub(message)
             if topic.channel is Channel.TELEMETRY and DeviceKind(message.kind) not in HEALTH_KINDS:

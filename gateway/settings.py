@@ -55,6 +55,7 @@ class GatewaySettings(BaseSettings):
     batch_max_age_ms: int = Field(500, ge=0, le=60_000)
     uplink_max_inflight: int = Field(16, ge=1, le=1000)
     live_share: float = Field(0.25, ge=0.0, le=0.9)
+    receipt_timeout_s: float = Field(120.0, ge=1.0, le=86_400)
     commit_window_ms: int = Field(5, ge=0, le=1000)
     ingest_queue: int = Field(10_000, ge=100)
     sqlite_synchronous: Literal["full", "normal"] = "full"

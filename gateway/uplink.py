@@ -7,9 +7,14 @@ never more than the broker's Receive Maximum). Telemetry and events leave in
 ``batch_max_records`` records / ``batch_max_bytes`` of JSON, sent when full or
 when the oldest waiting row is ``batch_max_age_ms`` old); ``state``,
 ``cmd/ack`` and ``twin/reported`` are relayed one to one on their own topics
-(``state`` and ``twin/reported`` retained). Rows are deleted only when the
-PUBACK of the message that carried them says delivered
-(:func:`mqttlink.reasons.delivered`). A PUBACK with an error code (e.g. 0x87 not
+(``state`` and ``twin/reported`` retained). A relayed single is deleted when
+its PUBACK says delivered (:func:`mqttlink.reasons.delivered`). An envelope's
+rows are only marked sent on its delivered PUBACK and deleted when the ingest
+worker that stored them publishes a storage receipt naming the batch
+(``contract.receipts``, on the gateway's own ``_gateway/receipt`` topic, which
+:meth:`Uplink.on_receipt` takes); sent batches without a receipt go back to
+ready after ``receipt_timeout_s`` (one warning a minute, ``receipt_timeout``)
+and after every reconnect, and are sent again. A PUBACK with an error code (e.g. 0x87 not
 authorized: the account may not publish there), or 0x10 (no matching
 subscribers: no ingest worker took it) for a batch, puts the rows back to ready (``Outbox.reject``,
 counted in ``rejected_total`` and the health reading), logs one line a minute
@@ -24,8 +29,12 @@ a backlog drains, a device's readings can arrive out of order across batches;
 ingest stores each at a timestamp derived from (device time, seq), so the
 stored series is in order and duplicates land on the same point.
 
-paho callbacks (``on_connect``, ``on_puback``) run on the link's network thread
-and only set flags or queue the message id.
+Each record of an envelope carries the device's model as the gateway knows it
+(``models``: the credential updates' and the relayed births'), so ingest tags
+its point from the record alone.
+
+paho callbacks (``on_connect``, ``on_puback``, ``on_receipt``) run on the link's
+network thread and only set flags or queue what they got.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -42,6 +52,7 @@ from paho.mqtt.properties import Properties
 from contract.backoff import Backoff
 from contract.codec import encode, encode_batch_parts
 from contract.messages import State
+from contract.receipts import ReceiptError, decode_receipt
 from contract.topics import PREFIX, Channel
 from gateway.outbox import Outbox, Row, now_ms
 from gateway.pseudonymize import BATCHED
@@ -66,13 +77,17 @@ class UplinkOptions:
     live_share: float = 0.25
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
+    receipt_timeout_s: float = 120.0
     fw: str = "0.1.0"
 
 
 @dataclass
 class UplinkCounters:
     batches_sent: int = 0
-    records_acked: int = 0
+    records_acked: int = 0  # relayed singles deleted and envelope rows sent (PUBACK delivered)
+    records_receipted: int = 0  # envelope rows deleted on a storage receipt
+    receipts: int = 0
+    receipt_timeouts: int = 0  # batches sent again because no receipt came in time
     singles_sent: int = 0
     rejected: int = 0
     wire_bytes: int = 0  # PUBLISH packets as sent, MQTT framing included (no resends)
@@ -85,7 +100,7 @@ class _Sent:
     """What a publish in flight carried."""
 
     rows: list[Row]
-    batch: bool
+    batch: int | None  # the envelope's seq; None for a relayed single
     retain: bool
 
 
@@ -109,8 +124,15 @@ def gateway_state(online: bool, fw: str) -> bytes:
 class Uplink:
     """Moves outbox rows to the central broker; deletes them on PUBACK."""
 
-    def __init__(self, options: UplinkOptions, outbox: Outbox, link: MqttLink) -> None:
+    def __init__(
+        self,
+        options: UplinkOptions,
+        outbox: Outbox,
+        link: MqttLink,
+        models: Callable[[str], str | None] = lambda device: None,
+    ) -> None:
         self.o = options
+        self.models = models
         self.outbox = outbox
         self.link = link
         self.counters = UplinkCounters()
@@ -119,6 +141,9 @@ class Uplink:
         )
         self._pending: dict[int, _Sent] = {}
         self._acks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        self._receipts: queue.SimpleQueue[list[tuple[int, int]]] = queue.SimpleQueue()
+        self._reconnected = threading.Event()
+        self._next_expiry = 0.0
         self._throttle = Throttle(log)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -160,6 +185,7 @@ class Uplink:
 
     # -- network thread ----------------------------------------------------------------------
     def on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        self._reconnected.set()  # sent, unreceipted batches go again (the uplink thread)
         client.publish(
             state_topic(self.o.centre, self.o.gateway_id),
             gateway_state(True, self.o.fw),
@@ -172,15 +198,30 @@ class Uplink:
         self._acks.put((mid, code))
         self._wake.set()
 
+    def on_receipt(self, payload: bytes) -> None:
+        """A storage receipt for this gateway: queued for the uplink thread."""
+        try:
+            receipt = decode_receipt(payload)
+        except ReceiptError as exc:
+            self._throttle.warning("receipt_rejected", centre=self.o.centre, error=exc)
+            return
+        if receipt.gw != self.o.gateway_id:
+            self._throttle.warning("receipt_rejected", centre=self.o.centre, error="other gw")
+            return
+        self._receipts.put(list(receipt.batches()))
+        self._wake.set()
+
     # -- uplink thread -----------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
                 self._drain_acks()
+                self._drain_receipts()
+                self._expire()
                 delay = self._step()
                 if delay > 0:
-                    self._wake.wait(delay)
+                    self._wake.wait(min(delay, 1.0))  # receipt timeouts are checked each pass
             self._drain_acks()
         except BaseException as exc:  # the outermost loop: the app sees it and exits
             self.failure = exc
@@ -208,14 +249,17 @@ class Uplink:
             return max_age - age
         backlog = ready > 2 * self.o.batch_max_records
         live = int(self.o.batch_max_records * self.o.live_share) if backlog else 0
-        rows = self.outbox.next_batch(self.o.batch_max_records, self.o.batch_max_bytes, live)
+        seq = self.outbox.next_seq()
+        rows = self.outbox.next_batch(
+            self.o.batch_max_records, self.o.batch_max_bytes, live, seq, BATCHED
+        )
         self._pending_since = now if self.outbox.ready_count() > 0 else None
         if live:
             self.counters.live_batches += 1
-        self._send(rows)
+        self._send(rows, seq)
         return 0.0
 
-    def _send(self, rows: list[Row]) -> None:
+    def _send(self, rows: list[Row], seq: int) -> None:
         batched = [r for r in rows if r.channel in BATCHED]
         for row in rows:
             if row.channel not in BATCHED:
@@ -223,16 +267,18 @@ class Uplink:
                 self._publish(topic, row.payload, [row], retain=row.channel in RETAINED)
                 self.counters.singles_sent += 1
         if batched:
-            seq = self.outbox.next_seq()
+            model = self.models
             payload = encode_batch_parts(
                 self.o.gateway_id,
                 seq,
-                ((r.channel, r.device, r.payload, r.rx_ms) for r in batched),
+                ((r.channel, r.device, r.payload, r.rx_ms, model(r.device)) for r in batched),
             )
-            self._publish(self.batch_topic, payload, batched, retain=False)
+            self._publish(self.batch_topic, payload, batched, retain=False, batch=seq)
             self.counters.batches_sent += 1
 
-    def _publish(self, topic: str, payload: bytes, rows: list[Row], *, retain: bool) -> None:
+    def _publish(
+        self, topic: str, payload: bytes, rows: list[Row], *, retain: bool, batch: int | None = None
+    ) -> None:
         info = self.link.publish(topic, payload, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             # Not taken by paho at all: back to ready, try again later.
@@ -241,7 +287,7 @@ class Uplink:
             self._paused_until = time.monotonic() + self._backoff.next()
             return
         self.counters.wire_bytes += publish_packet_bytes(topic, len(payload))
-        self._pending[info.mid] = _Sent(rows, batch=topic == self.batch_topic, retain=retain)
+        self._pending[info.mid] = _Sent(rows, batch=batch, retain=retain)
 
     def _drain_acks(self) -> None:
         while True:
@@ -253,7 +299,12 @@ class Uplink:
             if sent is None:
                 continue  # the birth message, or a PUBACK after a release
             rows = sent.rows
-            if delivered(code) or (code == NO_MATCHING_SUBSCRIBERS and not sent.batch):
+            if sent.batch is not None and delivered(code):
+                # The central broker has it; the rows stay until storage's receipt.
+                self.counters.records_acked += self.outbox.sent(sent.batch)
+                self._backoff.reset()
+                continue
+            if delivered(code) or (code == NO_MATCHING_SUBSCRIBERS and sent.batch is None):
                 # 0x10 on a relayed single: a retained one is kept by the broker, and a
                 # cmd/ack nobody follows must not hold the uplink; only batches need a reader.
                 self.outbox.ack(rows)
@@ -276,3 +327,47 @@ class Uplink:
                 retry_in_s=f"{pause:.1f}",
                 rejected_total=self.outbox.rejected_total,
             )
+
+    def _drain_receipts(self) -> None:
+        while True:
+            try:
+                ranges = self._receipts.get_nowait()
+            except queue.Empty:
+                return
+            self.counters.receipts += 1
+            self.counters.records_receipted += self.outbox.receipted(ranges)
+
+    def _expire(self) -> None:
+        """Sent batches without a receipt go back to ready: after a reconnect, or timed out."""
+        if self._reconnected.is_set():
+            self._reconnected.clear()
+            back = self.outbox.resend_sent()
+            if back.rows:
+                log.info(
+                    kv(
+                        "unreceipted_resent",
+                        centre=self.o.centre,
+                        gw=self.o.gateway_id,
+                        why="reconnect",
+                        batches=back.batches,
+                        rows=back.rows,
+                    )
+                )
+            return
+        now = time.monotonic()
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + min(1.0, self.o.receipt_timeout_s / 4)
+        back = self.outbox.expire(self.o.receipt_timeout_s)
+        if back.batches:
+            self.counters.receipt_timeouts += back.batches
+            self._throttle.warning(
+                "receipt_timeout",
+                centre=self.o.centre,
+                gw=self.o.gateway_id,
+                batches=back.batches,
+                rows=back.rows,
+                timeout_s=f"{self.o.receipt_timeout_s:g}",
+                action="sent again",
+            )
+            self._wake.set()

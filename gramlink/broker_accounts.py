@@ -4,8 +4,9 @@ with exactly the rights that process needs (and the dynsec admin kept for the AP
 ``ingest``: subscribes to the data channels through its share group
 (``$share/<group>/gl/v1/+/+/{_gateway/batch,telemetry,event}``) and to the
 retained births (``gl/v1/+/+/state``), receives those topics and nothing else,
-publishes nothing (``defaultACLAccess`` denies publishing and, in the stack's
-broker, receiving). The alert engine gets its own entry here when it lands.
+publishes only storage receipts to gateways (``gl/v1/+/+/_gateway/receipt``;
+``defaultACLAccess`` denies every other publish and, in the stack's broker,
+receiving). The alert engine gets its own entry here when it lands.
 
 :func:`ensure_account` makes a broker hold an account exactly so, idempotently:
 the role is created or its ACLs corrected, the client created or given the new
@@ -29,6 +30,7 @@ from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 
+from contract.receipts import receipt_filter
 from contract.topics import Channel, shared, subscription
 from mqttlink.endpoint import Endpoint, TlsFiles, tls_context
 
@@ -65,6 +67,7 @@ def ingest_account(username: str = "ingest", share_group: str = "ingest") -> Ser
     acls = [Acl("subscribeLiteral", shared(share_group, f)) for f in data]
     acls.append(Acl("subscribeLiteral", state))
     acls += [Acl("publishClientReceive", f) for f in [*data, state]]
+    acls.append(Acl("publishClientSend", receipt_filter()))
     return ServiceAccount(username, f"gl-{username}", tuple(acls))
 
 

@@ -4,7 +4,9 @@ Threads: the MQTT network thread (``mqtt_consumer``), this decode thread
 (turns messages into lines, fills batches), ``write_concurrency`` writer
 threads (one InfluxDB connection each, so decoding overlaps writing).
 Acknowledgements go out in the order batches were formed, each only after its
-whole batch was stored.
+whole batch was stored; with them, one storage receipt per gateway
+(``contract.receipts``, QoS 1 on the same session) names every gateway envelope
+of the batches just stored, so the gateway may delete those rows.
 
 Bounds: the inbound queue (chunks of messages: see the subscriber modules); at most
 ``write_concurrency`` batches being written plus the one being filled, each
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from contract.receipts import encode_receipt, receipt_topic
 from ingest.batcher import Batch, Batcher
 from ingest.delivery import Delivery, Stopped
 from ingest.errors import ConfigError, StorageMissing, WriteFatal
@@ -67,16 +70,23 @@ class Worker:
         self.abort = threading.Event()
         self.fatal: str | None = None  # the one line the worker stops with
         self.exit_code = ExitCode.OK
-        self.subscriber = RawSubscriber(settings, self.models)
+        self.subscriber = RawSubscriber(
+            settings,
+            self.models,
+            on_receipt_acked=lambda ok: self.metrics.receipts.labels(
+                "delivered" if ok else "undelivered"
+            ).inc(),
+        )
         self._carry: list[Inbound] = []  # the rest of a chunk that did not fit a batch
+        self.batcher = Batcher(settings.batch_size, settings.batch_age_ms / 1000)
         self.builder = PointBuilder(
             self.models,
             self.quarantine,
             max_age_s=settings.max_age_s,
             max_future_s=settings.max_future_s,
             on_quarantine=lambda reason: self.metrics.quarantined.labels(reason).inc(),
+            on_envelope=self.batcher.add_envelope,
         )
-        self.batcher = Batcher(settings.batch_size, settings.batch_age_ms / 1000)
         self.delivery = Delivery(
             self.metrics,
             self.quarantine,
@@ -134,12 +144,29 @@ class Worker:
     def _acknowledge(self, batch: Batch) -> None:
         with self._ack_lock:
             self._done[batch.seqno] = batch
+            stored: dict[tuple[str, str], list[int]] = {}
             while self._next_ack in self._done:
                 ready = self._done.pop(self._next_ack)
                 self._next_ack += 1
                 self.metrics.unacked.dec(len(ready.acks))  # before: new ones follow the acks
                 if ready.acks:
                     self.subscriber.ack_many(ready.acks)
+                for envelope in ready.envelopes:
+                    stored.setdefault((envelope.centre, envelope.gw), []).append(envelope.seq)
+            if stored:
+                self._receipt(stored)
+
+    def _receipt(self, stored: dict[tuple[str, str], list[int]]) -> None:
+        """One receipt per gateway for the envelopes of this write round."""
+        messages = [
+            (receipt_topic(centre, gw), encode_receipt(gw, seqs))
+            for (centre, gw), seqs in stored.items()
+        ]
+        sent = self.subscriber.publish_many(messages)
+        receipts = self.metrics.receipts
+        receipts.labels("sent").inc(sent)
+        if sent < len(messages):  # not connected: the gateway sends the batch again later
+            receipts.labels("skipped").inc(len(messages) - sent)
 
     def _report_sequences(self) -> None:
         try:

@@ -23,10 +23,19 @@ class Ack(NamedTuple):
     generation: int
 
 
+class Stored(NamedTuple):
+    """A gateway envelope whose lines are in a batch: receipted once the batch is stored."""
+
+    centre: str
+    gw: str
+    seq: int
+
+
 @dataclass(slots=True)
 class Batch:
     lines: list[str] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
+    envelopes: list[Stored] = field(default_factory=list)
     readings: int = 0
     born: float = 0.0
     seqno: int = 0
@@ -52,6 +61,10 @@ class Batcher:
         if ack is not None:
             self._current.acks.append(ack)
         self._current.readings += readings
+
+    def add_envelope(self, centre: str, gw: str, seq: int) -> None:
+        """The envelope just converted into this batch (its lines travel with it)."""
+        self._current.envelopes.append(Stored(centre, gw, seq))
 
     def empty(self) -> bool:
         return not self._current.lines and not self._current.acks

@@ -41,6 +41,12 @@ class IngestMetrics:
             buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000),
             registry=r,
         )
+        self.receipts = Counter(
+            "gramlink_ingest_receipts",
+            "storage receipts to gateways, by outcome (sent, delivered, undelivered, skipped)",
+            ["outcome"],
+            registry=r,
+        )
         self.unacked = Gauge(
             "gramlink_ingest_unacked", "messages received and not yet acknowledged", registry=r
         )

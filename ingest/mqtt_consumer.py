@@ -18,6 +18,15 @@ thread as one list; the acknowledgements of a stored batch go out in one
 - the shared data subscriptions ``$share/<group>/...`` plus the unshared
   ``state`` subscription (births are parsed here, acknowledged at once);
 - acknowledgements in the order batches were formed (the worker orders them);
+- storage receipts to gateways (:meth:`RawSubscriber.publish_many`, QoS 1, one
+  ``send``): their PUBACKs free the packet ids; a receipt the broker did not
+  deliver (0x10: the gateway has no session; 0x87: the account may not publish
+  receipts) is counted and logged once a minute, never resent (the gateway sends
+  the batch again after its receipt timeout, which brings a new receipt); the
+  ids of an earlier connection are freed at the next connect;
+- subscriptions made again on every connect, whether or not the broker says the
+  session is present (Mosquitto restores a persistent session's plain
+  subscriptions after a restart, but not its shared ones);
   a late one for an earlier connection (``generation``) is dropped, because the
   broker redelivers the message and packet ids are reused;
 - PINGREQ every keepalive/2; no PINGRESP within the keepalive drops the connection;
@@ -42,7 +51,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import mqtt5
@@ -55,7 +64,7 @@ from ingest.settings import IngestSettings
 from ingest.subscriber import STATE_SUFFIX, Inbound, parse_state, subscription_filters
 from mqttlink.endpoint import tls_context
 from mqttlink.inbox import READ_BYTES, InboxError
-from mqttlink.reasons import Refusal
+from mqttlink.reasons import Refusal, reason
 from mqttlink.session import (
     CONNECT_TIMEOUT_S,
     Dropped,
@@ -65,7 +74,7 @@ from mqttlink.session import (
     pubacks,
 )
 from mqttlink.transport import certificate_refusal, open_blocking
-from runtime.logs import kv
+from runtime.logs import Throttle, kv
 
 log = logging.getLogger("ingest.mqtt")
 INBOUND_CHUNKS: Final = 64
@@ -76,13 +85,22 @@ BACKOFF_MAX_S: Final = 30.0
 # one up to twice as large (TOO_LARGE); the broker drops anything larger for us.
 MAX_PACKET_BYTES: Final = 2 * MAX_BATCH_BYTES
 PublishPacket = mqtt5.PublishPacket
+PubAckPacket = mqtt5.PubAckPacket
 
 
 class RawSubscriber:
     """One persistent MQTT v5 session feeding ``inbound`` with lists of :class:`Inbound`."""
 
-    def __init__(self, settings: IngestSettings, models: ModelCache) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        models: ModelCache,
+        on_receipt_acked: Callable[[bool], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self._on_receipt_acked = on_receipt_acked
+        self._publishing: set[int] = set()  # packet ids of our receipts awaiting PUBACK
+        self._throttle = Throttle(log)
         self.models = models
         self.inbound: queue.Queue[list[Inbound]] = queue.Queue(maxsize=INBOUND_CHUNKS)
         self.refusal: Refusal | None = None
@@ -143,6 +161,44 @@ class RawSubscriber:
             if ids:
                 self._send(sock, pubacks(ids))
             return len(ids)
+
+    def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> int:
+        """Publish ``(topic, payload)`` at QoS 1 in one write; how many went out.
+
+        None while disconnected, and none past the broker's Receive Maximum.
+        """
+        session = self.session
+        with self._lock:
+            sock = self._sock
+            if sock is None or self.down_since is not None:
+                return 0
+            room = session.broker_receive_maximum - len(self._publishing)
+            data = []
+            for topic, payload in messages[: max(room, 0)]:
+                pid = session.ids.take()
+                self._publishing.add(pid)
+                data.append(session.publish(topic, payload, 1, pid))
+            if data:
+                self._send(sock, b"".join(data))
+            return len(data)
+
+    def _puback(self, packet: mqtt5.PubAckPacket) -> None:
+        """The broker answered one of our receipts (network thread)."""
+        pid, code, ok = self.session.puback(packet)
+        with self._lock:
+            if pid not in self._publishing:
+                return
+            self._publishing.discard(pid)
+        self.session.ids.release(pid)
+        if not ok:
+            self._throttle.warning(
+                "receipt_undelivered",
+                key=f"receipt_undelivered:{code}",
+                reason=reason(code),
+                effect="the gateway sends the batch again after its receipt timeout",
+            )
+        if self._on_receipt_acked is not None:
+            self._on_receipt_acked(ok)
 
     def _send(self, sock: socket.socket, data: bytes) -> None:
         """Write under ``_lock``; a failed or partial write ends the connection."""
@@ -215,6 +271,8 @@ class RawSubscriber:
                             else:
                                 ack = Ack(pid, 1, generation)
                                 chunk.append(Inbound(topic, packet.payload, ack))
+                        elif type(packet) is PubAckPacket:
+                            self._puback(packet)
                         elif not accepted:
                             session.control(packet)
                             if session.connected:
@@ -266,6 +324,11 @@ class RawSubscriber:
             self.generation += 1
             self.down_since = None
             self._sock = sock
+            for pid in self._publishing:  # receipts of an earlier connection: never resent
+                session.ids.release(pid)
+            self._publishing.clear()
+            # Always, session present or not: a broker restart keeps plain subscriptions
+            # of a persistent session but drops its shared ones.
             self._send(sock, session.subscribe(subscription_filters(self.settings)))
         log.info(
             kv(

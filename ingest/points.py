@@ -5,9 +5,14 @@ tags ``centre``, ``device``, ``model``; fields = the metrics + ``seq`` (events
 add ``event`` = the event name and ``detail`` as a JSON string); timestamp =
 ``contract.storage.storage_time_ns(ts, seq)`` in ns.
 
-``model`` comes from the device's retained birth ``state`` (:class:`ModelCache`);
-until one was seen it is ``unknown``. The birth's ``kind`` is kept too: it is
-the kind the device's readings must have.
+``model`` depends only on the message, so a reading stored twice (a gateway
+resending a batch whose receipt it did not get, after an ingest restart) lands
+on the same point: a gateway envelope's record carries its device's model
+(``BatchRecord.m``, stamped by the gateway from the API's registry or the
+device's birth); a record without one, and every reading a device publishes
+directly, is stored under ``model=unknown`` (docs/architecture.md, "Delivery,
+as built"). The retained births (:class:`ModelCache`) still give the device's
+``kind``: the kind its readings must have.
 
 Refused, to quarantine (never re-stamped, never stored as a reading):
 - anything the contract refuses (``DecodeReason``), a topic outside the contract;
@@ -66,6 +71,7 @@ UNKNOWN_MODEL: Final = "unknown"
 _NO_PROFILE: Final[tuple[str, str | None]] = (UNKNOWN_MODEL, None)
 _CHANGE_LOG: Final = 4096  # profile changes remembered for changes_since
 QuarantineHook = Callable[[str], None]
+EnvelopeHook = Callable[[str, str, int], None]  # (centre, gateway, seq) converted
 
 
 def _escape_tag(value: str) -> str:
@@ -240,8 +246,9 @@ class _Line(typing.NamedTuple):
     make: LineMaker
 
 
-_NO_LINES: Final[dict[tuple[str, tuple[str, ...]], _Line]] = {}
-_NO_PREFIXES: Final[dict[str, str]] = {}
+# keys: (kind, the record's model or None, metric names) and (kind, model or None)
+_NO_LINES: Final[dict[tuple[str, str | None, tuple[str, ...]], _Line]] = {}
+_NO_PREFIXES: Final[dict[tuple[str, str | None], str]] = {}
 
 
 class PointBuilder:
@@ -255,6 +262,7 @@ class PointBuilder:
         max_age_s: float,
         max_future_s: float,
         on_quarantine: QuarantineHook | None = None,
+        on_envelope: EnvelopeHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._models = models
@@ -262,12 +270,15 @@ class PointBuilder:
         self._max_age_ms = int(max_age_s * 1000)
         self._max_future_ms = int(max_future_s * 1000)
         self._on_quarantine = on_quarantine
+        self._on_envelope = on_envelope
         self._clock = clock
         # per (centre, device), forgotten when its profile changes (a birth):
         # the escaped ``measurement,tags `` per kind its readings may have, and
         # (prefix, line maker) per (kind, metric names) for :meth:`_fast`
-        self._prefixes: dict[tuple[str, str], dict[str, str]] = {}
-        self._lines: dict[tuple[str, str], dict[tuple[str, tuple[str, ...]], _Line]] = {}
+        self._prefixes: dict[tuple[str, str], dict[tuple[str, str | None], str]] = {}
+        self._lines: dict[
+            tuple[str, str], dict[tuple[str, str | None, tuple[str, ...]], _Line]
+        ] = {}
         self._generation = self._models.generation
         self._makers: dict[tuple[str, tuple[str, ...]], LineMaker | None] = {}
         self._topics: dict[str, Topic] = {}
@@ -318,7 +329,7 @@ class PointBuilder:
         if line is not None:
             out.append(line)
         else:
-            self._reading(where.centre, where.device, reading, topic, payload, now_ms, out)
+            self._reading(where.centre, where.device, reading, topic, payload, now_ms, out, None)
         return 1
 
     def _forget(self, generation: int) -> None:
@@ -352,7 +363,9 @@ class PointBuilder:
             or ts > now_ms + self._max_future_ms
         ):
             return None
-        line = self._lines.get((centre, device), _NO_LINES).get((values["kind"], tuple(metrics)))
+        line = self._lines.get((centre, device), _NO_LINES).get(
+            (values["kind"], None, tuple(metrics))
+        )
         if line is None:
             return None
         seq = values["seq"]
@@ -371,10 +384,11 @@ class PointBuilder:
             self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
         reading, lines, append = self._reading, self._lines, out.append
         oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
-        records = iter(batch.readings)
+        models = batch.models or [None] * len(batch.readings)
+        records = iter(zip(batch.readings, models, strict=True))
         while True:  # no try per record: the loop resumes after a poison record
             try:
-                for _, device, values in records:
+                for (_, device, values), model in records:
                     # :meth:`_fast`, inlined (a call per reading costs)
                     metrics = values.get("metrics")
                     ts = values["ts"]
@@ -386,19 +400,21 @@ class PointBuilder:
                         and None not in metrics.values()
                     ):
                         line = lines.get((centre, device), _NO_LINES).get(
-                            (values["kind"], tuple(metrics))
+                            (values["kind"], model, tuple(metrics))
                         )
                         if line is not None:
                             seq = values["seq"]
                             time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS
                             append(line.make(line.prefix, metrics, seq, time_ns))
                             continue
-                    reading(centre, device, values, topic, values, now_ms, out)
+                    reading(centre, device, values, topic, values, now_ms, out, model)
             except Exception as exc:  # one poison record: set it aside, go on with the next
                 where = Topic(centre, device, Channel.TELEMETRY)
                 self._internal_error(out, exc, topic, where, _json_or_repr(values))
                 continue
             break
+        if self._on_envelope is not None:
+            self._on_envelope(centre, batch.gw, batch.seq)
         return len(batch.readings) + len(batch.refused)
 
     def _reading(
@@ -410,8 +426,10 @@ class PointBuilder:
         source: bytes | dict[str, Any],
         now_ms: int,
         out: list[str],
+        model: str | None,
     ) -> None:
-        """One validated reading, a dict from the contract (``decode_reading``, an envelope)."""
+        """One validated reading, a dict from the contract (``decode_reading``, an envelope);
+        ``model``: what its envelope record says (None: ``unknown``)."""
         metrics = values.get("metrics")
         if metrics is not None and metrics.get("patient_id") is not None:
             detail = "a raw patient_id reached central (the gateway must pseudonymise it)"
@@ -427,9 +445,9 @@ class PointBuilder:
             self._refuse_source(out, Reason.TS_FUTURE, detail, topic, centre, device, source)
             return
         kind = values["kind"]
-        prefix = self._prefixes.get((centre, device), _NO_PREFIXES).get(kind)
+        prefix = self._prefixes.get((centre, device), _NO_PREFIXES).get((kind, model))
         if prefix is None:
-            prefix, born_kind = self._prefix(centre, device, kind)
+            prefix, born_kind = self._prefix(centre, device, kind, model)
             if prefix is None:
                 detail = mismatch_detail(device, kind, born_kind or "")
                 self._refuse_source(
@@ -445,7 +463,7 @@ class PointBuilder:
                 if len(self._lines) >= _CACHE_LIMIT:
                     self._lines.clear()
                 lines = self._lines.setdefault((centre, device), {})
-                lines[(kind, names)] = _Line(prefix, make)
+                lines[(kind, model, names)] = _Line(prefix, make)
                 out.append(make(prefix, metrics, seq, time_ns))
                 return
         fields = "" if metrics is None else format_field_values(FIELD_KINDS[kind], metrics)
@@ -459,16 +477,22 @@ class PointBuilder:
         sep = "," if fields else ""
         out.append(f"{prefix}{fields}{sep}seq={seq}i {time_ns}")
 
-    def _prefix(self, centre: str, device: str, kind: str) -> tuple[str | None, str | None]:
-        """``(measurement,tags , born kind)``; no prefix if the device was born another kind."""
-        model, born_kind = self._models.profile(centre, device)
+    def _prefix(
+        self, centre: str, device: str, kind: str, model: str | None
+    ) -> tuple[str | None, str | None]:
+        """``(measurement,tags , born kind)``; no prefix if the device was born another kind.
+
+        The ``model`` tag is the record's ``model`` (None: ``unknown``), never the birth's.
+        """
+        born_kind = self._models.profile(centre, device)[1]
         if born_kind is not None and kind != born_kind:
             return None, born_kind
         if len(self._prefixes) >= _CACHE_LIMIT:
             self._prefixes.clear()
         measurement = MEASUREMENTS[kind]
-        prefix = f"{measurement},centre={centre},device={device},model={_escape_tag(model)} "
-        self._prefixes.setdefault((centre, device), {})[kind] = prefix
+        tag = _escape_tag(UNKNOWN_MODEL if model is None else model)
+        prefix = f"{measurement},centre={centre},device={device},model={tag} "
+        self._prefixes.setdefault((centre, device), {})[(kind, model)] = prefix
         return prefix, born_kind
 
     def _maker(self, kind: str, names: tuple[str, ...]) -> LineMaker | None:

@@ -139,6 +139,7 @@ class Provisioner:
                 credential_version=change.device.credential_version,
                 seq=gateway.dynsec_seq,
                 key_id=current_key,
+                model=change.device.model or None,
             )
             out.append((topic, update.model_dump_json().encode()))
         return out

@@ -11,13 +11,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from contract.provisioning import decode_key, dynsec_topic, mqtt_username
+from contract.receipts import encode_receipt, receipt_topic
 from contract.topics import Channel, topic
 from gateway.local_auth import LocalAuth
 from gramlink.services import MosquittoService
 from tests.api.conftest import Api, ApiFactory
 from tests.api.mqtt_helpers import Connection, Watcher, publishes, refused
 from tests.conftest import BrokerFactory
-from tests.factories import admin_client, close, unique_id, wait_for
+from tests.factories import admin_client, close, connect_client, unique_id, wait_for
 
 
 @pytest.fixture(params=["files", "dynsec"])
@@ -81,7 +82,12 @@ def test_a_gateway_has_its_centres_subtree_only(central: Api, mosquitto: Mosquit
     assert creds["username"] == f"{centre}/{gateway}"
     watcher = Watcher(mosquitto)
     try:
-        own = [topic(centre, "any-device", Channel.TELEMETRY), topic(centre, gateway, Channel.CMD)]
+        # what it relays for any device of its centre (never a storage receipt: see
+        # tests/gateway/test_receipts.py)
+        own = [
+            topic(centre, "any-device", Channel.TELEMETRY),
+            topic(centre, "any-device", Channel.CMD_ACK),
+        ]
         foreign = [topic(other_centre, "any-device", Channel.TELEMETRY)]
         marker = topic(centre, gateway, Channel.STATE)
         arrived = publishes(
@@ -367,3 +373,59 @@ def test_rotating_a_centre_key_changes_every_password_of_that_centre_only(
     assert not refused(mosquitto, neighbour, neighbour_password)
     audit = api.client.get("/v1/audit", params={"entity_id": centre}, headers=api.headers())
     assert "centre.rotate_key" in [entry["action"] for entry in audit.json()["items"]]
+
+
+def test_a_gateway_reads_only_its_own_storage_receipts_and_publishes_none(
+    central: Api, mosquitto: MosquittoService
+) -> None:
+    api = central
+    centre = api.centre()
+    logins = {}
+    for gateway in (unique_id("gw"), unique_id("gw")):
+        response = api.client.post(
+            "/v1/gateways",
+            json={"id": gateway, "centre_id": centre, "model": "pi4"},
+            headers=api.headers(),
+        )
+        assert response.status_code == 201, response.text
+        creds = response.json()["credentials"]
+        logins[gateway] = (creds["username"], creds["password"])
+    (a, (a_user, a_pw)), (b, (b_user, b_pw)) = logins.items()
+
+    got: dict[str, queue.Queue[str]] = {a: queue.Queue(), b: queue.Queue()}
+    clients = []
+    for gateway, user, pw, wanted in (
+        (a, a_user, a_pw, [receipt_topic(centre, a)]),
+        (b, b_user, b_pw, [receipt_topic(centre, b), receipt_topic(centre, a)]),  # tries a's
+    ):
+        client, rc = connect_client(mosquitto, username=user, password=pw)
+        assert rc is not None and not rc.is_failure, rc
+        inbox = got[gateway]
+        client.on_message = lambda c, u, msg, inbox=inbox: inbox.put(msg.topic)
+        done = threading.Event()
+        client.on_subscribe = lambda *args, done=done: done.set()
+        client.subscribe([(t, 1) for t in wanted])
+        assert done.wait(5)
+        clients.append(client)
+    try:
+        admin = admin_client(mosquitto)  # stands in for ingest's account
+        admin.publish(receipt_topic(centre, a), encode_receipt(a, [1]), qos=1).wait_for_publish(5)
+        admin.publish(receipt_topic(centre, b), encode_receipt(b, [1]), qos=1).wait_for_publish(5)
+        close(admin)
+        assert got[a].get(timeout=5) == receipt_topic(centre, a)
+        assert got[b].get(timeout=5) == receipt_topic(centre, b)  # the marker: its own
+        assert got[b].empty()  # never a's, published before it
+
+        # A gateway may not publish a receipt (not even its own: it would delete unstored rows).
+        watcher = Watcher(mosquitto)
+        try:
+            marker = topic(centre, "any-device", Channel.TELEMETRY)
+            arrived = publishes(
+                mosquitto, a_user, a_pw, [receipt_topic(centre, a)], marker, watcher
+            )
+        finally:
+            watcher.close()
+        assert arrived == set()
+    finally:
+        for client in clients:
+            close(client)

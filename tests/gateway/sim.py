@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties
 from contract.codec import decode_batch, encode
 from contract.messages import event, telemetry
 from contract.metrics import BpMonitorMetrics, RouterMetrics
+from contract.receipts import RECEIPT_CHANNEL, encode_receipt, receipt_topic
 from gramlink.services import MosquittoService
 from tests.factories import admin_client, unique_id, wait_for
 
@@ -38,11 +39,17 @@ class Arrival:
     channel: str
     seq: int
     payload: dict[str, Any]
+    model: str | None = None  # the model the gateway stamped into the record
 
 
 @dataclass
 class Collector:
-    """Central side: the admin account subscribed to a centre, batches decoded."""
+    """Central side: the admin account subscribed to a centre, batches decoded.
+
+    Stands in for ingest: with ``receipts`` (the default) it answers each envelope
+    with a storage receipt, so the gateway deletes the batch; without, batches stay
+    sent and unreceipted in the gateway's outbox.
+    """
 
     broker: MosquittoService
     centre: str
@@ -50,6 +57,7 @@ class Collector:
     arrivals: list[Arrival] = field(default_factory=list)
     singles: list[mqtt.MQTTMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    receipts: bool = True
 
     def start(self) -> Collector:
         client = mqtt.Client(
@@ -78,11 +86,16 @@ class Collector:
         self.client.loop_stop()
 
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/" + RECEIPT_CHANNEL):
+            return
         if msg.topic.endswith("/_gateway/batch"):
             batch = decode_batch(msg.payload)
-            new = [Arrival(r.dev, r.ch, int(r.p["seq"]), r.p) for r in batch.records]
+            new = [Arrival(r.dev, r.ch, int(r.p["seq"]), r.p, r.m) for r in batch.records]
             with self.lock:
                 self.arrivals.extend(new)
+            if self.receipts:
+                receipt = encode_receipt(batch.gw, [batch.seq])
+                c.publish(receipt_topic(self.centre, batch.gw), receipt, qos=1)
         else:
             with self.lock:
                 self.singles.append(msg)

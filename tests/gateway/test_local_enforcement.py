@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from contract.codec import encode
+from contract.messages import State
 from contract.metrics import DeviceKind
 from contract.provisioning import (
     DynsecAck,
@@ -415,3 +417,44 @@ def test_without_dynsec_rights_updates_are_retried_unacknowledged_until_granted(
     )
     assert api.wait_applied(1).ok
     assert connects(local, api.user(device), api.password(device))
+
+
+def test_each_record_carries_the_model_the_registry_gave_the_device(
+    local_broker: MosquittoService,
+    mosquitto: MosquittoService,
+    make_gateway: GatewayFactory,
+    centre: str,
+    api: FakeApi,
+) -> None:
+    collector = Collector(mosquitto, centre).start()
+    devices = Devices(local_broker, centre)
+    gw = start_gateway(make_gateway, centre, local_broker, mosquitto)
+    wait_until_flowing(devices, collector)
+    device = api.dev("router-5")
+    api.seq += 1
+    update = DynsecUpdate(
+        op=DynsecOp.UPSERT,
+        device_id=device,
+        kind=DeviceKind.ROUTER,
+        credential_version=1,
+        seq=api.seq,
+        model="mikrotik-hap",
+    )
+    api.raw(update.model_dump_json().encode())
+    assert api.wait_applied(api.seq).ok
+    client, rc = connect_client(
+        local_broker, username=api.user(device), password=api.password(device)
+    )
+    assert rc is not None and not rc.is_failure
+    # A birth naming another model does not change the record's: the registry's wins.
+    birth = encode(State(online=True, kind="router", model="what-the-device-says"))
+    client.publish(f"gl/v1/{centre}/{device}/state", birth, qos=1).wait_for_publish(5)
+    client.publish(f"gl/v1/{centre}/{device}/telemetry", router_reading(0), qos=1).wait_for_publish(
+        5
+    )
+    wait_for(lambda: len(collector.of(device)) >= 1, 15, "the device's reading")
+    assert [a.model for a in collector.of(device)] == ["mikrotik-hap"]
+    assert gw.devices is not None and gw.devices.model_of(device) == "mikrotik-hap"
+    close(client)
+    devices.close()
+    collector.close()

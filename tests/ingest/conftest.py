@@ -231,10 +231,18 @@ class Publisher:
         return n
 
     def envelopes(
-        self, centre: str, gw: str, devices: list[str], seqs: range, ts0: int, per: int = 100
+        self,
+        centre: str,
+        gw: str,
+        devices: list[str],
+        seqs: range,
+        ts0: int,
+        per: int = 100,
+        model: str | None = None,
     ) -> int:
+        """Readings in envelopes of ``per`` records, each record stamped with ``model``."""
         records = [
-            ("telemetry", device, power_reading(seq, ts0 + seq), ts0)
+            ("telemetry", device, power_reading(seq, ts0 + seq), ts0, model)
             for seq in seqs
             for device in devices
         ]

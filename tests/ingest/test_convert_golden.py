@@ -8,7 +8,11 @@ future ``ts``, ``kind_mismatch``, ``internal_error``, bad topics). A quarantine
 point's timestamp is the receive time, so it is shown as ``<now>``.
 
 Regenerate (only when the output is *meant* to change) with
-``python -m tests.ingest.test_convert_golden``.
+``python -m tests.ingest.test_convert_golden``. Regenerated for issue #11: the
+``model`` tag is the envelope record's (``m``, which the corpus stamps as a
+gateway would), never a birth's, and the gateway's health metrics gained two
+fields, which changed the random corpus; before regenerating, the new output was
+checked to be the same with every line cache off (the slow path only).
 """
 
 from __future__ import annotations

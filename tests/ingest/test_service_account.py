@@ -91,7 +91,8 @@ def test_ingest_account_stores_readings_and_may_do_nothing_else(
         admin.publish(marker, b"{}", qos=1).wait_for_publish(5)
         close(admin)
         wait_for(lambda: marker in [m.topic for m in received.messages], 5, "marker")
-        assert [m.topic for m in received.messages] == [marker]
+        # (retained births other tests left on this shared broker arrive on subscribing)
+        assert [m.topic for m in received.messages if not m.retain] == [marker]
     finally:
         close(client)
 

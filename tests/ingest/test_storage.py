@@ -28,9 +28,10 @@ def test_every_reading_once_with_tags_fields_and_time(mosquitto, influx, start_w
     ts0 = now_ms() - 60_000
     pub = Publisher(mosquitto)
     direct = pub.readings(centre, ["pw-1"], range(0, 300), ts0)
-    enveloped = pub.envelopes(centre, "gw-1", ["pw-2"], range(0, 300), ts0, per=70)
+    model = "luminous, 2kva"  # what the gateway stamps into each record (escaped as a tag)
+    enveloped = pub.envelopes(centre, "gw-1", ["pw-2"], range(0, 300), ts0, per=70, model=model)
     # A replay (a gateway resending a batch it never got PUBACK for) must not duplicate.
-    pub.envelopes(centre, "gw-1", ["pw-2"], range(0, 70), ts0, per=70)
+    pub.envelopes(centre, "gw-1", ["pw-2"], range(0, 70), ts0, per=70, model=model)
     pub.flush()
     pub.close()
 
@@ -48,6 +49,10 @@ def test_every_reading_once_with_tags_fields_and_time(mosquitto, influx, start_w
     row = got[0]
     assert row["time"] == storage_time_ns(ts0 + 42, 42)
     assert row["model"] == "luminous, 2kva"
+    (direct,) = rows(
+        influx, f"SELECT * FROM power WHERE centre='{centre}' AND device='pw-1' AND seq = 42"
+    )
+    assert direct["model"] == "unknown"  # a direct reading carries no model
     assert row["pv_power_w"] == 42.0
     assert row["grid_present"] is True
 
