@@ -42,7 +42,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from contract.backoff import Backoff
 from contract.codec import DecodeError, decode
 from contract.messages import Command, Twin
 from contract.topics import Channel, Topic, TopicError, subscription
@@ -52,6 +51,7 @@ from firmware_sim.settings import SETTING_NAMES
 from firmware_sim.stats import Counters
 from mqttlink.endpoint import Endpoint, is_certificate_refusal
 from mqttlink.reasons import Refusal, delivered, reason, subscription_refused
+from runtime.backoff import Backoff
 from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,6 @@ from typing import Final
 
 import mqtt5
 
-from contract.backoff import Backoff
 from contract.codec import DecodeError, decode
 from contract.messages import Command
 from contract.topics import Channel, Topic, TopicError, subscription
@@ -64,6 +63,7 @@ from mqttlink.session import (
     pubacks,
 )
 from mqttlink.transport import WANT_IO, handshake, wrap_nonblocking
+from runtime.backoff import Backoff
 from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,6 @@ from types import FrameType
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
-from contract.backoff import Backoff
 from contract.provisioning import dynsec_topic
 from contract.receipts import receipt_topic
 from gateway.centre_devices import CentreDevices
@@ -48,6 +47,7 @@ from gateway.quarantine import Quarantine
 from gateway.settings import GatewaySettings, env_name
 from gateway.uplink import Uplink, UplinkOptions, gateway_state, state_topic
 from mqttlink.paho_link import LinkOptions, MqttLink, Will
+from runtime.backoff import Backoff
 from runtime.exits import ExitCode
 from runtime.logs import kv
 

@@ -56,7 +56,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
 from contract.admission import Refusal, internal_error_detail
-from contract.backoff import Backoff
 from contract.provisioning import DynsecAck, dynsec_ack_topic
 from contract.topics import ID_RE
 from gateway.errors import StoreError
@@ -70,6 +69,7 @@ from gateway.local_auth import (
 from gateway.outbox import now_ms
 from gateway.quarantine import Quarantine, Rejected
 from mqttlink.paho_link import MqttLink
+from runtime.backoff import Backoff
 from runtime.logs import kv
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
-from contract.backoff import Backoff
 from contract.codec import encode, encode_batch_parts
 from contract.messages import State
 from contract.receipts import ReceiptError, decode_receipt
@@ -58,6 +57,7 @@ from gateway.outbox import Outbox, Row, now_ms
 from gateway.pseudonymize import BATCHED
 from mqttlink.paho_link import MqttLink
 from mqttlink.reasons import NO_MATCHING_SUBSCRIBERS, delivered, reason
+from runtime.backoff import Backoff
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)

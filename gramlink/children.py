@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract.backoff import Backoff
+from runtime.backoff import Backoff
 from runtime.exits import ExitCode, is_permanent
 
 RESTART_MIN_S = 1.0

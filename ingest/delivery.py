@@ -22,11 +22,11 @@ import logging
 import threading
 import time
 
-from contract.backoff import Backoff
 from ingest.errors import StorageGone, WriteRejected, WriteUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.quarantine import QuarantineLines, Reason
 from ingest.writers import Writer
+from runtime.backoff import Backoff
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger("ingest.delivery")

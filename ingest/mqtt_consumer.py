@@ -56,7 +56,6 @@ from typing import Final
 
 import mqtt5
 
-from contract.backoff import Backoff
 from contract.codec import MAX_BATCH_BYTES
 from ingest.batcher import Ack
 from ingest.points import ModelCache
@@ -74,6 +73,7 @@ from mqttlink.session import (
     pubacks,
 )
 from mqttlink.transport import certificate_refusal, open_blocking
+from runtime.backoff import Backoff
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger("ingest.mqtt")

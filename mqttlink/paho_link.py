@@ -58,7 +58,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from contract.backoff import Backoff
 from mqttlink.endpoint import Endpoint, TlsFiles, is_certificate_refusal, tls_context
 from mqttlink.reasons import (
     SESSION_TAKEN_OVER,
@@ -67,6 +66,7 @@ from mqttlink.reasons import (
     reason,
     subscription_refused,
 )
+from runtime.backoff import Backoff
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ What it does:
   (bytes larger than that are refused by :mod:`mqttlink.inbox`: DISCONNECT 0x95);
 - CONNACK through :mod:`mqttlink.reasons` by value: a permanent refusal raises
   :class:`Refused` (a :class:`~mqttlink.reasons.Refusal`: exit code, one line),
-  a transient one :class:`Dropped` (the caller backs off, ``contract.backoff``);
+  a transient one :class:`Dropped` (the caller backs off, ``runtime.backoff``);
   the broker's Receive Maximum, Maximum Packet Size and Server Keep Alive are kept;
 - SUBSCRIBE with a packet id from :attr:`Session.ids`, the same allocator the
   caller's QoS 1 PUBLISHes use, so the two never collide; a refused

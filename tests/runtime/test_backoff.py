@@ -1,10 +1,10 @@
-"""The retry policy every client shares (contract/backoff.py)."""
+"""The retry policy every client shares (runtime/backoff.py)."""
 
 from __future__ import annotations
 
 import random
 
-from contract.backoff import Backoff
+from runtime.backoff import Backoff
 
 
 def test_backoff_is_jittered_capped_and_growing() -> None:
