@@ -70,12 +70,16 @@ def restore_logging() -> Iterator[None]:
     """configure() changes the process's logging: put it back for the other tests."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.propagate = True  # an in-process uvicorn run with access_log=False turns it off
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name, was in quiet.items():
-        logging.getLogger(name).setLevel(was)
+    for lg, (was_level, was_propagate) in zip(loggers, saved, strict=True):
+        lg.setLevel(was_level)
+        lg.propagate = was_propagate
 
 
 @pytest.mark.usefixtures("restore_logging")
