@@ -40,6 +40,7 @@ from api.broker import BrokerAccess, wait_up
 from contract.provisioning import CONTROL_RESPONSE_TOPIC, CONTROL_TOPIC, TOLERATED_ERRORS
 from mqttlink.paho_link import MqttLink
 from mqttlink.reasons import NO_MATCHING_SUBSCRIBERS, delivered, reason
+from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class DynsecClient:
         self._pending: dict[str, _Pending] = {}
         self._pubacks: dict[int, int] = {}  # mid -> a not-delivered PUBACK code, until read
         self.undelivered_total = 0
+        self._throttle = Throttle(log)  # one line a minute, with the count left out
 
     def start(self) -> None:
         """Connect; raises ``BrokerStartError`` (one line, exit code) if that fails."""
@@ -243,9 +245,9 @@ class DynsecClient:
             if code != NO_MATCHING_SUBSCRIBERS:
                 raise DownlinkRefused(topic, code)
             self.undelivered_total += 1
-            log.warning(
-                "event=downlink_not_delivered topic=%s reason=%s undelivered_total=%d",
-                topic,
-                reason(code),
-                self.undelivered_total,
+            self._throttle.warning(
+                "downlink_not_delivered",
+                topic=topic,
+                reason=reason(code),
+                undelivered_total=self.undelivered_total,
             )
