@@ -34,7 +34,7 @@ from contract.codec import DecodeError, decode
 from contract.metrics import DeviceKind
 from contract.topics import Channel, Topic, TopicError, subscription
 from mqttlink.paho_link import MqttLink
-from runtime.logs import kv
+from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 100_000
@@ -57,6 +57,7 @@ class Presence:
         self._stop = threading.Event()
         self.dropped = 0
         self.invalid = 0
+        self._throttle = Throttle(log)  # a device may send bad births as fast as it likes
         self.applied = 0
         self._link = MqttLink(
             access.link_options("api-presence", f"gl-api-presence-{uuid.uuid4().hex[:8]}"),
@@ -88,7 +89,9 @@ class Presence:
             state = decode(Channel.STATE, bytes(msg.payload))
         except (TopicError, DecodeError) as exc:
             self.invalid += 1
-            log.warning(kv("bad_state", topic=msg.topic[:120], error=exc))  # escaped
+            self._throttle.warning(
+                "bad_state", topic=msg.topic[:120], error=exc, invalid=self.invalid
+            )
             return
         key = (topic.centre, topic.device)
         with self._lock:
