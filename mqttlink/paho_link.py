@@ -14,12 +14,10 @@ Every reason code is read by value through :mod:`mqttlink.reasons`:
   valid, banned, ...) stops the link; a transient one backs off and retries;
 - DISCONNECT from the broker: a permanent code (0x8E session taken over: another
   process connected with our client id) stops the link; others reconnect.
-  Mosquitto 2.0 closes the older connection of a taken-over client id without a
-  DISCONNECT, so two processes with one id knock each other off in turn: a link
-  whose connection is closed without a DISCONNECT before it was stable
-  (``STABLE_S``) ``TAKEOVER_LOSSES`` times in a row, each time after a successful
-  reconnect, stops as taken over too (the older process loses first, so the
-  newer one wins);
+  Mosquitto before 2.0.15 closes the older connection of a taken-over client id
+  without a DISCONNECT: ``TAKEOVER_LOSSES`` such closes in a row of young
+  connections stop the link as taken over too (:mod:`mqttlink.takeover`; the
+  older process loses first, so the newer one wins);
 - SUBACK: a refused filter of :meth:`MqttLink.subscribe` stops the link (our
   filters are fixed, so a refusal means the account lacks the rights); a
   subscription made on ``link.client`` directly is its owner's business (the
@@ -66,12 +64,12 @@ from mqttlink.reasons import (
     reason,
     subscription_refused,
 )
+from mqttlink.takeover import STABLE_S, TakeoverGuess
 from runtime.backoff import Backoff
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger(__name__)
 
-STABLE_S = 10.0
 TAKEOVER_LOSSES = 3
 NEVER_DOWN = 0.0
 
@@ -166,7 +164,7 @@ class MqttLink:
         self.quiet = options.quiet  # the owner may set it back to False once it is up
         self._subscriptions: dict[int, list[str]] = {}
         self._up_since = 0.0
-        self._quick_losses = 0  # connections closed without DISCONNECT before STABLE_S
+        self._takeover = TakeoverGuess(TAKEOVER_LOSSES)
         self._told = False  # the broker sent a DISCONNECT before this loss
         self._closing = False  # our own clean DISCONNECT: not worth a warning
         self._stop = threading.Event()
@@ -271,13 +269,11 @@ class MqttLink:
 
     def _taken_over(self) -> bool:
         """After a loss: True (and ``refusal`` set) when another process holds our id."""
-        quick = bool(self._up_since) and time.monotonic() - self._up_since < STABLE_S
-        self._quick_losses = self._quick_losses + 1 if quick and not self._told else 0
-        self._told = False
-        if self._quick_losses < TAKEOVER_LOSSES:
+        silent, self._told = not self._told, False
+        if not self._takeover.lost(time.monotonic(), silent=silent):
             return False
         what = (
-            f"{self.options.name} connection (closed by the broker {self._quick_losses} "
+            f"{self.options.name} connection (closed by the broker {self._takeover.count} "
             "times in a row right after connecting)"
         )
         self._refuse(what, SESSION_TAKEN_OVER)
@@ -300,7 +296,7 @@ class MqttLink:
         self._stop.wait(self.backoff.next())
 
     def _connect_failed(self, exc: OSError) -> None:
-        self._quick_losses = 0
+        self._takeover.reset()
         detail = str(exc)[:200] or type(exc).__name__
         self.last_failure = detail
         ctx = self.options.context
@@ -350,7 +346,7 @@ class MqttLink:
     ) -> None:
         found = reason(code.value)
         if found.failure:
-            self._quick_losses = 0
+            self._takeover.reset()
             self.last_failure = f"CONNACK {found}"
             if found.permanent:
                 self._refuse(f"{self.options.name} login", found.code)
@@ -373,6 +369,7 @@ class MqttLink:
         self.receive_maximum = int(getattr(props, "ReceiveMaximum", 65535) or 65535)
         self.generation += 1
         self._up_since = time.monotonic()
+        self._takeover.up(self._up_since)
         was_down = self.down_for()
         self.down_since = None
         self._subscriptions.clear()

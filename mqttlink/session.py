@@ -22,9 +22,8 @@ What it does:
 - DISCONNECT from the broker mapped through the table (0x8E session taken over:
   :class:`Refused`, exit 5, "another process ... took over the session");
   Mosquitto before 2.0.15 (Debian 12 ships 2.0.11) sends no 0x8E but closes the
-  connection: :meth:`Session.closed` takes a second such close within
-  ``TAKEOVER_WINDOW_S`` of the first as a takeover (two processes with one
-  client id knock each other off in turn, so the older one sees it first);
+  connection: :meth:`Session.closed` infers a takeover from ``TAKEOVER_LOSSES``
+  silent closes in a row (:mod:`mqttlink.takeover`);
 - PUBACKs from the broker: :meth:`Session.puback` gives the packet id and the
   reason; only ``reasons.delivered`` codes complete a message;
 - outgoing PUBLISHes over the broker's Maximum Packet Size raise :class:`TooLarge`.
@@ -58,9 +57,10 @@ from mqttlink.reasons import (
     reason,
     subscription_refused,
 )
+from mqttlink.takeover import TakeoverGuess
 
 CONNECT_TIMEOUT_S: Final = 10.0
-TAKEOVER_WINDOW_S: Final = 10.0  # two workers knock each other off within ~1-2 s backoffs
+TAKEOVER_LOSSES: Final = 2  # the older of two workers sees the second close first
 MAX_PACKET_ID: Final = 65_535
 QOS: Final = (mqtt5.QoS.AT_MOST_ONCE, mqtt5.QoS.AT_LEAST_ONCE)
 
@@ -191,7 +191,7 @@ class Session:
         self._next_ping = 0.0
         self._ping_sent: float | None = None
         self._subscribing: dict[int, list[str]] = {}  # packet id -> filters awaiting SUBACK
-        self._silent_close: float | None = None
+        self._takeover = TakeoverGuess(TAKEOVER_LOSSES)
 
     # --- connecting -------------------------------------------------------------------------
     def start(self, now: float | None = None) -> bytes:
@@ -236,6 +236,7 @@ class Session:
     def on_connack(self, packet: mqtt5.ConnAckPacket, now: float | None = None) -> None:
         found = reason(int(packet.reason_code))
         if found.failure:
+            self._takeover.reset()
             if found.permanent:
                 raise Refused(self.refusal(found))
             raise Dropped(f"CONNACK {found}")
@@ -247,18 +248,16 @@ class Session:
             self.keepalive_s = packet.server_keep_alive
         now = time.monotonic() if now is None else now
         self._next_ping = now + self.keepalive_s / 2
+        self._takeover.up(now)
 
     def closed(self, now: float, *, by_broker: bool) -> None:
         """The connection ended; ``by_broker``: the broker closed it without a DISCONNECT.
 
-        A second close by the broker of an accepted connection within
-        ``TAKEOVER_WINDOW_S`` raises :class:`Refused` (session taken over): see above.
+        ``TAKEOVER_LOSSES`` such closes in a row of young connections raise
+        :class:`Refused` (session taken over): see above.
         """
         was_up, self.connected, self.subscribed = self.connected, False, False
-        if not (by_broker and was_up):
-            return
-        last, self._silent_close = self._silent_close, now
-        if last is not None and now - last < TAKEOVER_WINDOW_S:
+        if was_up and self._takeover.lost(now, silent=by_broker):
             raise Refused(self.refusal(reason(SESSION_TAKEN_OVER)))
 
     # --- subscribing ------------------------------------------------------------------------
