@@ -21,14 +21,13 @@ lock: they look up one key in a dict that writers replace under the lock.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Final
 
-from gateway.errors import StoreError
-from gateway.sqlite import connect
+from gateway.sqlite import mapped, open_store
 
+STORE: Final = "centre_devices"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS centre_devices (
     gateway TEXT NOT NULL,
@@ -46,17 +45,14 @@ class CentreDevices:
     def __init__(self, path: Path, gateway_id: str) -> None:
         self._gateway = gateway_id
         self._lock = threading.Lock()
-        try:
-            self._conn = connect(path)
-            self._conn.executescript(_SCHEMA)
+        self._conn = open_store(path, _SCHEMA, STORE)
+        with mapped(STORE):
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(centre_devices)")}
             if "model" not in columns:  # a store written before models were kept
                 self._conn.execute(_MODEL_COLUMN)
             rows = self._conn.execute(
                 "SELECT device, kind, model FROM centre_devices WHERE gateway = ?", (gateway_id,)
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"centre_devices: {exc}") from exc
         self._kinds: dict[str, str] = {device: kind for device, kind, _ in rows}
         self._models: dict[str, str] = {device: model for device, _, model in rows if model}
 
@@ -100,10 +96,8 @@ class CentreDevices:
         self.learn(device, "")  # a tombstone: no longer a device of the centre
 
     def _write(self, sql: str, params: tuple[str | None, ...]) -> None:
-        try:
+        with mapped(STORE):
             self._conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StoreError(f"centre_devices: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:

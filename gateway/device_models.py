@@ -17,14 +17,13 @@ thread. Reads take no lock: they look up one key in a dict writers replace.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Final, Protocol
 
-from gateway.errors import StoreError
-from gateway.sqlite import connect
+from gateway.sqlite import mapped, open_store
 
+STORE: Final = "device_models"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS device_models (
     gateway TEXT NOT NULL,
@@ -46,14 +45,11 @@ class DeviceModels:
         self._gateway = gateway_id
         self._registry = registry
         self._lock = threading.Lock()
-        try:
-            self._conn = connect(path)
-            self._conn.executescript(_SCHEMA)
+        self._conn = open_store(path, _SCHEMA, STORE)
+        with mapped(STORE):
             rows = self._conn.execute(
                 "SELECT device, model FROM device_models WHERE gateway = ?", (gateway_id,)
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"device_models: {exc}") from exc
         self._births: dict[str, str] = dict(rows)
 
     def model_of(self, device: str) -> str | None:
@@ -68,14 +64,12 @@ class DeviceModels:
         if not model or self._births.get(device) == model:
             return
         with self._lock:
-            try:
+            with mapped(STORE):
                 self._conn.execute(
                     "INSERT INTO device_models (gateway, device, model) VALUES (?, ?, ?)"
                     " ON CONFLICT(gateway, device) DO UPDATE SET model = excluded.model",
                     (self._gateway, device, model),
                 )
-            except sqlite3.Error as exc:
-                raise StoreError(f"device_models: {exc}") from exc
             births = dict(self._births)
             births[device] = model
             self._births = births

@@ -12,13 +12,11 @@ Used from the dynsec worker thread only (reads are served from memory).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Final
 
-from gateway.errors import StoreError
-from gateway.sqlite import connect
+from gateway.sqlite import mapped, open_store
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS dynsec_applied (
@@ -42,9 +40,8 @@ class AppliedSeqs:
     def __init__(self, path: Path, gateway_id: str) -> None:
         self._gateway = gateway_id
         self._lock = threading.Lock()
-        try:
-            self._conn = connect(path)
-            self._conn.executescript(_SCHEMA)
+        self._conn = open_store(path, _SCHEMA, "dynsec_applied")
+        with mapped("dynsec_applied"):
             rows = self._conn.execute(
                 "SELECT device, seq FROM dynsec_applied WHERE gateway = ?", (gateway_id,)
             ).fetchall()
@@ -52,8 +49,6 @@ class AppliedSeqs:
                 "SELECT device, credential_version FROM dynsec_versions WHERE gateway = ?",
                 (gateway_id,),
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"dynsec_applied: {exc}") from exc
         self._seqs: dict[str, int] = {device: int(seq) for device, seq in rows}
         self._versions: dict[str, int] = {device: int(v) for device, v in versions}
 
@@ -63,14 +58,12 @@ class AppliedSeqs:
 
     def set(self, device: str, seq: int) -> None:
         with self._lock:
-            try:
+            with mapped("dynsec_applied"):
                 self._conn.execute(
                     "INSERT INTO dynsec_applied (gateway, device, seq) VALUES (?, ?, ?)"
                     " ON CONFLICT(gateway, device) DO UPDATE SET seq = excluded.seq",
                     (self._gateway, device, seq),
                 )
-            except sqlite3.Error as exc:
-                raise StoreError(f"dynsec_applied: {exc}") from exc
             self._seqs[device] = seq
 
     def version(self, device: str) -> int:
@@ -81,15 +74,13 @@ class AppliedSeqs:
         with self._lock:
             if self._versions.get(device) == credential_version:
                 return
-            try:
+            with mapped("dynsec_versions"):
                 self._conn.execute(
                     "INSERT INTO dynsec_versions (gateway, device, credential_version)"
                     " VALUES (?, ?, ?) ON CONFLICT(gateway, device)"
                     " DO UPDATE SET credential_version = excluded.credential_version",
                     (self._gateway, device, credential_version),
                 )
-            except sqlite3.Error as exc:
-                raise StoreError(f"dynsec_versions: {exc}") from exc
             self._versions[device] = credential_version
 
     def close(self) -> None:

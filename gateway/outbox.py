@@ -49,14 +49,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from gateway.errors import StoreError
-from gateway.sqlite import connect
+from gateway.sqlite import connect, mapped
 
 HIGH: Final = 0
 BULK: Final = 1
@@ -131,21 +129,13 @@ class Expired:
     rows: int
 
 
-@contextmanager
-def _mapped() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StoreError(f"outbox: {exc}") from exc
-
-
 class Outbox:
     """The queue; ``append`` from one thread, the rest from one other thread."""
 
     def __init__(self, path: Path, budget_bytes: int, synchronous: str = "full") -> None:
         self.path = path
         self.budget_bytes = budget_bytes
-        with _mapped():
+        with mapped("outbox"):
             self._w = connect(path, synchronous)
             self._w.executescript(_SCHEMA)
             columns = {r[1] for r in self._w.execute("PRAGMA table_info(outbox)")}
@@ -181,7 +171,7 @@ class Outbox:
 
     # -- counters --------------------------------------------------------------------------
     def meta(self, key: str) -> int:
-        with _mapped():
+        with mapped("outbox"):
             row = self._u.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else 0
 
@@ -195,7 +185,7 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         """Counters for the health reading (any thread: its own read connection)."""
-        with _mapped(), self._stats_lock:
+        with mapped("outbox"), self._stats_lock:
             if self._r is None:
                 self._r = connect(self.path, "normal")
             row = self._r.execute("SELECT rx_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
@@ -223,7 +213,7 @@ class Outbox:
         if not rows:
             return AppendResult(0, 0, 0)
         incoming = sum(r.size for r in rows)
-        with _mapped():
+        with mapped("outbox"):
             cur = self._w.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
@@ -305,7 +295,7 @@ class Outbox:
         channel are stamped with ``batch`` (the envelope's seq), the others with none.
         """
         cols = "id, device, channel, payload, rx_ms, size"
-        with _mapped():
+        with mapped("outbox"):
             picked: dict[int, Row] = {}
             if live > 0:
                 for r in self._u.execute(
@@ -338,7 +328,7 @@ class Outbox:
     def next_seq(self) -> int:
         """The next batch sequence number (persisted, grows across restarts)."""
         self._batch_seq += 1
-        with _mapped():
+        with mapped("outbox"):
             self._u.execute(
                 "INSERT INTO meta VALUES ('batch_seq', ?) ON CONFLICT(key)"
                 " DO UPDATE SET value = excluded.value",
@@ -348,7 +338,7 @@ class Outbox:
 
     def ack(self, rows: Sequence[Row]) -> None:
         """The next hop acknowledged these relayed singles: delete them."""
-        with _mapped():
+        with mapped("outbox"):
             cur = self._u.cursor()
             cur.execute("BEGIN")
             cur.executemany(
@@ -363,7 +353,7 @@ class Outbox:
 
     def sent(self, batch: int) -> int:
         """The central broker took envelope ``batch``: its rows wait for their receipt."""
-        with _mapped():
+        with mapped("outbox"):
             cur = self._u.execute(
                 "UPDATE outbox SET state = 2 WHERE batch = ? AND state = 1", (batch,)
             )
@@ -378,7 +368,7 @@ class Outbox:
     def receipted(self, ranges: Sequence[tuple[int, int]]) -> int:
         """Storage has the batches in ``ranges`` (inclusive): delete their rows; how many."""
         gone: dict[int, tuple[int, int]] = {}
-        with _mapped():
+        with mapped("outbox"):
             cur = self._u.cursor()
             cur.execute("BEGIN IMMEDIATE")  # reads then writes: take the write lock first
             try:
@@ -427,7 +417,7 @@ class Outbox:
         return self._unsend(old, every=True)
 
     def _unsend(self, batches: list[int], every: bool = False) -> Expired:
-        with _mapped():
+        with mapped("outbox"):
             cur = self._u.cursor()
             cur.execute("BEGIN")
             if every:
@@ -454,7 +444,7 @@ class Outbox:
         self._back_to_ready(rows, rejected=True)
 
     def _back_to_ready(self, rows: Sequence[Row], *, rejected: bool) -> None:
-        with _mapped():
+        with mapped("outbox"):
             cur = self._u.cursor()
             cur.execute("BEGIN")
             cur.executemany(
