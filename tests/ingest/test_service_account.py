@@ -15,7 +15,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.topics import Channel, topic
 from gramlink.broker_accounts import DynsecSession, ensure_account, ingest_account
@@ -81,9 +80,7 @@ def test_ingest_account_stores_readings_and_may_do_nothing_else(
         client.on_message = received.on_message
         subscribed = threading.Event()
         client.on_subscribe = lambda *a: subscribed.set()
-        # Retained births of earlier tests are not the point: only live deliveries.
-        live = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-        client.subscribe([("gl/#", live), ("$CONTROL/#", live)])
+        client.subscribe([("gl/#", 1), ("$CONTROL/#", 1)])
         assert subscribed.wait(5)
         admin = admin_client(mosquitto)
         admin.publish(topic(centre, "pw-1", Channel.CMD), b"{}", qos=1).wait_for_publish(5)
