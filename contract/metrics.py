@@ -9,7 +9,7 @@ a corrupted message, never an alert.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Final, Self
+from typing import Annotated, Any, Final, NamedTuple, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -147,3 +147,64 @@ METRICS_BY_KIND: Final[dict[DeviceKind, type[Metrics]]] = {
     DeviceKind.WEIGHING_SCALE: WeighingScaleMetrics,
     DeviceKind.GATEWAY: GatewayMetrics,
 }
+
+
+# Units by the metric name's suffix ("units in field names"); the longest suffix wins.
+UNITS: Final[dict[str, str]] = {
+    "_pct": "%",
+    "_c": "°C",
+    "_ms": "ms",
+    "_s": "s",
+    "_w": "W",
+    "_wh": "Wh",
+    "_v": "V",
+    "_mb": "MB",
+    "_bytes": "bytes",
+    "_dbm": "dBm",
+    "_mmhg": "mmHg",
+    "_mg_dl": "mg/dL",
+    "_kg": "kg",
+    "_bpm": "bpm",
+}
+# Metrics that are references, not measurements: no rule may compare them.
+NOT_MEASURED: Final = frozenset({"patient_id", "patient_ref"})
+
+
+class MetricSpec(NamedTuple):
+    """What a kind's metric is: its Python type, unit and physical bounds (None: open)."""
+
+    kind: DeviceKind
+    name: str
+    type: type
+    unit: str | None
+    low: float | None
+    high: float | None
+
+
+def metric_spec(kind: DeviceKind | str, name: str) -> MetricSpec | None:
+    """The spec of ``kind``'s metric ``name``; None if the kind has no such metric."""
+    kind = DeviceKind(kind)
+    field = METRICS_BY_KIND[kind].model_fields.get(name)
+    if field is None or name in NOT_MEASURED:
+        return None
+    base: Any = field.annotation
+    low = high = None
+    for arg in get_args(base) or (base,):
+        if arg is type(None):
+            continue
+        base = arg
+        if get_origin(arg) is Annotated:
+            base, *extras = get_args(arg)
+            for extra in extras:
+                for bound in getattr(extra, "metadata", [extra]):
+                    low = getattr(bound, "ge", low)
+                    high = getattr(bound, "le", high)
+    unit = next(
+        (
+            u
+            for suffix, u in sorted(UNITS.items(), key=lambda i: -len(i[0]))
+            if name.endswith(suffix)
+        ),
+        None,
+    )
+    return MetricSpec(kind, name, base, unit, low, high)

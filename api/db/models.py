@@ -41,6 +41,9 @@ class Centre(Base):
     hub_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("centres.id", ondelete="RESTRICT"), index=True
     )
+    # local time = UTC + offset (solar-yield rule's day); rated PV array power (W)
+    utc_offset_h: Mapped[float] = mapped_column(Float, default=5.5)
+    pv_rated_w: Mapped[float | None] = mapped_column(Float)
     key_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -146,3 +149,162 @@ class SequenceCheckpoint(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     until_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class AlertRule(Base):
+    """A rule (``alerting.rules.Rule``): ``spec`` is its RuleSpec JSON, as validated."""
+
+    __tablename__ = "alert_rules"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(8), index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # a rule of the default pack (``gramlink alerts install-defaults``): its pack key
+    pack_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Alert(Base):
+    """One alert: one trouble of one rule for one subject (repeats fold into it).
+
+    ``state``: pending, firing, acknowledged or resolved. Times ``*_ms`` are
+    device time (epoch ms); ``*_at`` are the engine's wall clock.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_open", "state", "centre"),
+        Index("ix_alerts_rule_subject", "rule_id", "subject"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64), index=True)
+    rule_name: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str] = mapped_column(String(160))
+    centre: Mapped[str] = mapped_column(String(32), index=True)
+    device: Mapped[str | None] = mapped_column(String(32), index=True)
+    severity: Mapped[str] = mapped_column(String(8), index=True)
+    clinical: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    started_ms: Mapped[int] = mapped_column(BigInteger)
+    fired_ms: Mapped[int | None] = mapped_column(BigInteger)
+    resolved_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    value: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    patient_ref: Mapped[str | None] = mapped_column(String(64))
+    # the episode happened while the centre was offline (seen in its backlog)
+    during_outage: Mapped[bool] = mapped_column(Boolean, default=False)
+    inhibited: Mapped[bool] = mapped_column(Boolean, default=False)
+    silenced: Mapped[bool] = mapped_column(Boolean, default=False)
+    # raised at the centre's gateway first (issue #13), at this device time
+    edge_raised_ms: Mapped[int | None] = mapped_column(BigInteger)
+    notified: Mapped[str | None] = mapped_column(String(16))  # last event notified
+    acknowledged_by: Mapped[str | None] = mapped_column(String(80))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ack_note: Mapped[str | None] = mapped_column(String(1024))
+    resolved_by: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AlertEvent(Base):
+    """An alert's history: every transition, by whom, with what."""
+
+    __tablename__ = "alert_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(String(40), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at_ms: Mapped[int | None] = mapped_column(BigInteger)  # device time, when from a reading
+    event: Mapped[str] = mapped_column(String(24))
+    actor: Mapped[str] = mapped_column(String(80), default="engine")
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AlertCondition(Base):
+    """The engine's state of one rule for one subject (``alerting.evaluation.State``)."""
+
+    __tablename__ = "alert_conditions"
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(160), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Silence(Base):
+    """No notifications for matching alerts between ``starts_at`` and ``ends_at``.
+
+    Every non-null matcher must match (centre, device, rule, severity).
+    """
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    centre: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(32))
+    rule_id: Mapped[str | None] = mapped_column(String(64))
+    severity: Mapped[str | None] = mapped_column(String(8))
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    comment: Mapped[str | None] = mapped_column(String(1024))
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NotificationChannel(Base):
+    """Where notifications go: a webhook for a scope (``alerting.rules.Scope``)."""
+
+    __tablename__ = "notification_channels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(16), default="webhook")
+    url: Mapped[str] = mapped_column(String(1024))
+    secret: Mapped[str] = mapped_column(String(128))
+    scope_kind: Mapped[str] = mapped_column(String(16), default="all")
+    scope_value: Mapped[str | None] = mapped_column(String(128))
+    min_severity: Mapped[str] = mapped_column(String(8), default="info")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Notification(Base):
+    """One notification of one alert event to one channel: the delivery log's head.
+
+    ``id`` is the delivery id the receiver de-duplicates on. ``status``: queued,
+    delivered or failed (kept trying past ``NOTIFY_GIVE_UP``: visible, never dropped).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "status", "clinical", "next_try_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(40), index=True)
+    channel_id: Mapped[int] = mapped_column(Integer, index=True)
+    event: Mapped[str] = mapped_column(String(16))  # firing, resolved, episode, ...
+    clinical: Mapped[bool] = mapped_column(Boolean, default=False)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(String(40), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(512))
+    duration_ms: Mapped[float] = mapped_column(Float)

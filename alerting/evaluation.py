@@ -1,0 +1,387 @@
+"""One evaluation of a rule, per subject, in device-time order: the semantics of alerts.
+
+An :class:`Evaluator` wraps one :class:`alerting.rules.Rule`. It is pure: the
+caller keeps each subject's state (a small JSON-able dict, ``None`` when there
+is nothing to remember) and hands it in with every reading, presence change or
+clock tick; the evaluator gives back the new state and the :class:`Change` s
+that happened. The central engine persists the states in the registry; the
+gateway keeps them in its SQLite store. Both derive the same alert id from the
+same reading (:func:`alerting.ids.alert_id`), so an alert raised at the centre
+and the one raised centrally for that reading are one alert.
+
+Subjects: a device (``centre/device``) for reading and absence rules; a
+device and patient (``centre/device/patient``) for clinical rules, so one
+patient's normal reading never resolves another's alert; the centre for a
+gateway's offline rule.
+
+Ordering: a reading not newer than the last one the subject's state has seen
+is ignored (a replayed batch changes nothing), and so is one older than the
+subject's last resolution (a late reading never reopens a resolved alert).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from alerting.forecast import SocWindow, hours_to_floor
+from alerting.ids import alert_id
+from alerting.rules import (
+    Absence,
+    Clinical,
+    Forecast,
+    Offline,
+    Op,
+    Rate,
+    Rule,
+    SolarYield,
+    Threshold,
+    Value,
+)
+
+State = dict[str, Any]
+ChangeKind = Literal["pending", "cancelled", "firing", "repeat", "resolved"]
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+# Device-side clock for absence rules when a device's interval is not known yet.
+DEFAULT_INTERVAL_MS = 60_000
+ABSENCE_INTERVALS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One validated reading (telemetry or event) as the evaluator needs it."""
+
+    centre: str
+    device: str
+    kind: str
+    ts_ms: int
+    seq: int
+    metrics: Mapping[str, Any]
+    patient_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something that happened to one rule's alert for one subject."""
+
+    what: ChangeKind
+    subject: str
+    alert_id: str
+    at_ms: int  # device time of the reading, or the clock for timers
+    started_ms: int  # when the condition began to hold
+    value: Value | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The clear-sky expectation of a centre: energy (Wh) expected from local midnight to a time.
+ClearSkyFn = Callable[[int], tuple[float, float]]  # ts_ms -> (so far, whole day)
+
+
+def device_subject(centre: str, device: str) -> str:
+    return f"{centre}/{device}"
+
+
+def breached(op: Op, value: Any, threshold: Value) -> bool:
+    return OPS[op](value, threshold)
+
+
+class Evaluator:
+    """The evaluation of one rule; see the module docstring for the contract."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.condition = rule.condition
+
+    # -- readings -----------------------------------------------------------------
+
+    def subject(self, reading: Reading) -> str:
+        if isinstance(self.condition, Clinical):
+            return f"{reading.centre}/{reading.device}/{reading.patient_ref or '-'}"
+        return device_subject(reading.centre, reading.device)
+
+    def on_reading(
+        self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None = None
+    ) -> tuple[State | None, list[Change]]:
+        """The subject's new state and changes after ``reading`` (state may be ``state`` itself)."""
+        condition = self.condition
+        if state is not None and reading.ts_ms <= state.get("last", -1):
+            return state, []
+        if state is not None and reading.ts_ms < state.get("resolved", -1):
+            return state, []
+        if isinstance(condition, Threshold):
+            return self._threshold(condition, state, reading)
+        if isinstance(condition, Clinical):
+            return self._clinical(condition, state, reading)
+        if isinstance(condition, Rate):
+            return self._rate(condition, state, reading)
+        if isinstance(condition, Forecast):
+            return self._forecast(condition, state, reading)
+        if isinstance(condition, SolarYield):
+            return self._solar(condition, state, reading, clear_sky)
+        if isinstance(condition, Absence):
+            return self._seen(condition, state, reading)
+        return state, []
+
+    def _threshold(
+        self, c: Threshold, state: State | None, r: Reading
+    ) -> tuple[State | None, list[Change]]:
+        value = r.metrics.get(c.metric)
+        if value is None:
+            return state, []
+        phase = state["phase"] if state else "ok"
+        if phase == "firing":
+            assert state is not None
+            if c.clears is None:
+                cleared = not breached(c.op, value, c.value)
+            elif c.op in ("<", "<="):
+                cleared = value > c.clears  # "clears above 25"
+            else:
+                cleared = value < c.clears
+            if cleared:
+                return self._resolve(state, r, value)
+            return self._repeat(state, r, value)
+        holds = breached(c.op, value, c.value)
+        if not holds:
+            if phase == "pending":
+                assert state is not None
+                return self._ok(state), [self._change("cancelled", state, r, value)]
+            return state, []
+        if phase == "pending":
+            assert state is not None
+            state = {**state, "last": r.ts_ms}
+            if r.ts_ms - state["since"] >= c.for_s * 1000:
+                return self._fire(state, r, value)
+            return state, []
+        return self._start(r, value, c.for_s)
+
+    def _clinical(
+        self, c: Clinical, state: State | None, r: Reading
+    ) -> tuple[State | None, list[Change]]:
+        out = [
+            b
+            for b in c.any
+            if (v := r.metrics.get(b.metric)) is not None and breached(b.op, v, b.value)
+        ]
+        present = [b for b in c.any if r.metrics.get(b.metric) is not None]
+        if not present:
+            return state, []
+        phase = state["phase"] if state else "ok"
+        value = r.metrics.get((out or present)[0].metric)
+        detail = {"metric": (out or present)[0].metric, "patient_ref": r.patient_ref}
+        if out:
+            if phase == "firing":
+                assert state is not None
+                return self._repeat(state, r, value, detail)
+            return self._start(r, value, 0, detail)
+        if phase == "firing":
+            assert state is not None
+            return self._resolve(state, r, value, detail)
+        return state, []
+
+    def _rate(self, c: Rate, state: State | None, r: Reading) -> tuple[State | None, list[Change]]:
+        value = r.metrics.get(c.metric)
+        if value is None:
+            return state, []
+        state = dict(state) if state else {"phase": "ok"}
+        span_ms = c.per_s * 1000
+        window = [p for p in state.get("window", []) if p[0] >= r.ts_ms - span_ms]
+        older = [p for p in state.get("window", []) if p[0] < r.ts_ms - span_ms]
+        base = older[-1:] + window  # one point at or before the window's start
+        window.append([r.ts_ms, value])
+        state["window"] = older[-1:] + window
+        state["last"] = r.ts_ms
+        if not base:
+            return state, []
+        change = _change_over(base, r.ts_ms, value, span_ms)
+        rise = change if c.direction == "rises" else -change
+        detail = {"metric": c.metric, "change": round(change, 3), "per_s": c.per_s}
+        if state["phase"] == "firing":
+            if rise < c.by / 2:
+                return self._resolve(state, r, value, detail)
+            return self._repeat(state, r, value, detail)
+        if rise >= c.by:
+            return self._fire({**state, "since": r.ts_ms, "alert": self._id(r)}, r, value, detail)
+        return state, []
+
+    def _forecast(
+        self, c: Forecast, state: State | None, r: Reading
+    ) -> tuple[State | None, list[Change]]:
+        soc = r.metrics.get("battery_soc_pct")
+        grid = r.metrics.get("grid_present")
+        if soc is None:
+            return state, []
+        state = dict(state) if state else {"phase": "ok"}
+        window = SocWindow.from_state(state.get("window"), span_s=c.window_s)
+        window.add(r.ts_ms, soc)
+        state["window"] = window.to_state()
+        state["last"] = r.ts_ms
+        hours = hours_to_floor(window, c.floor_pct)
+        detail = {"hours": None if hours is None or math.isinf(hours) else round(hours, 2)}
+        short = grid is False and hours is not None and hours < c.below_h
+        if state["phase"] == "firing":
+            recovered = grid is True or (hours is not None and hours >= c.below_h * 1.25)
+            if recovered:
+                return self._resolve(state, r, hours, detail)
+            return self._repeat(state, r, hours, detail)
+        if short:
+            return self._fire({**state, "since": r.ts_ms, "alert": self._id(r)}, r, hours, detail)
+        return state, []
+
+    def _solar(
+        self, c: SolarYield, state: State | None, r: Reading, clear_sky: ClearSkyFn | None
+    ) -> tuple[State | None, list[Change]]:
+        energy = r.metrics.get("energy_today_wh")
+        if energy is None or clear_sky is None:
+            return state, []
+        expected, day_total = clear_sky(r.ts_ms)
+        if day_total <= 0 or expected < day_total * c.after_pct / 100:
+            return state, []
+        ratio_pct = 100.0 * energy / expected
+        detail = {"expected_wh": round(expected, 1), "ratio_pct": round(ratio_pct, 1)}
+        phase = state["phase"] if state else "ok"
+        if phase == "firing":
+            assert state is not None
+            new_day = r.ts_ms - state["since"] > 86_400_000
+            if new_day or ratio_pct >= c.below_pct + 5:
+                return self._resolve(state, r, ratio_pct, detail)
+            return self._repeat(state, r, ratio_pct, detail)
+        if ratio_pct < c.below_pct:
+            return self._start(r, ratio_pct, 0, detail)
+        return state, []
+
+    # -- absence and presence --------------------------------------------------------
+
+    def _seen(
+        self, c: Absence, state: State | None, r: Reading
+    ) -> tuple[State | None, list[Change]]:
+        """A reading of an absence rule's device: remember when, and how often it reports."""
+        state = dict(state) if state else {"phase": "ok"}
+        previous = state.get("last")
+        state["last"] = r.ts_ms
+        if previous is not None:
+            gap = r.ts_ms - previous
+            known = state.get("gap")
+            state["gap"] = gap if known is None else min(known * 2, max(gap, known // 2, 1))
+        if state["phase"] == "firing":
+            return self._resolve(state, r, None)
+        return state, []
+
+    def absence_after_ms(self, state: State) -> int:
+        assert isinstance(self.condition, Absence)
+        if self.condition.after_s is not None:
+            return int(self.condition.after_s * 1000)
+        return ABSENCE_INTERVALS * int(state.get("gap") or DEFAULT_INTERVAL_MS)
+
+    def on_clock(
+        self, state: State, subject: str, now_ms: int
+    ) -> tuple[State | None, list[Change]]:
+        """Timers: a device silent past its absence limit, a Last Will held past ``after``."""
+        condition = self.condition
+        if isinstance(condition, Absence):
+            last = state.get("last")
+            if state["phase"] != "ok" or last is None:
+                return state, []
+            if now_ms - last < self.absence_after_ms(state):
+                return state, []
+            started = last + self.absence_after_ms(state)
+            alert = alert_id(self.rule.id, subject, started, 0)
+            fired = {**state, "phase": "firing", "since": started, "alert": alert}
+            return fired, [
+                Change("firing", subject, alert, now_ms, started, None, {"silent_since_ms": last})
+            ]
+        if isinstance(condition, Offline):
+            if (
+                state.get("phase") != "pending"
+                or now_ms - state["since"] < condition.after_s * 1000
+            ):
+                return state, []
+            fired = {**state, "phase": "firing"}
+            return fired, [Change("firing", subject, state["alert"], now_ms, state["since"])]
+        return state, []
+
+    def on_presence(
+        self, state: State | None, subject: str, online: bool, at_ms: int
+    ) -> tuple[State | None, list[Change]]:
+        """A ``state`` message of an offline rule's device (or the centre's gateway)."""
+        phase = state["phase"] if state else "ok"
+        if not online:
+            if phase != "ok":
+                return state, []
+            alert = alert_id(self.rule.id, subject, at_ms, 0)
+            pending = {"phase": "pending", "since": at_ms, "alert": alert}
+            return pending, [Change("pending", subject, alert, at_ms, at_ms)]
+        if phase == "ok" or state is None:
+            return state, []
+        what: ChangeKind = "resolved" if phase == "firing" else "cancelled"
+        return None, [Change(what, subject, state["alert"], at_ms, state["since"])]
+
+    # -- transitions ----------------------------------------------------------------
+
+    def _id(self, r: Reading) -> str:
+        return alert_id(self.rule.id, self.subject(r), r.ts_ms, r.seq)
+
+    def _start(
+        self, r: Reading, value: Any, for_s: float, detail: Mapping[str, Any] | None = None
+    ) -> tuple[State, list[Change]]:
+        state = {"phase": "pending", "since": r.ts_ms, "last": r.ts_ms, "alert": self._id(r)}
+        if for_s <= 0:
+            return self._fire(state, r, value, detail)
+        return state, [self._change("pending", state, r, value, detail)]
+
+    def _fire(
+        self, state: State, r: Reading, value: Any, detail: Mapping[str, Any] | None = None
+    ) -> tuple[State, list[Change]]:
+        state = {**state, "phase": "firing", "last": r.ts_ms}
+        return state, [self._change("firing", state, r, value, detail)]
+
+    def _repeat(
+        self, state: State, r: Reading, value: Any, detail: Mapping[str, Any] | None = None
+    ) -> tuple[State, list[Change]]:
+        state = {**state, "last": r.ts_ms}
+        return state, [self._change("repeat", state, r, value, detail)]
+
+    def _resolve(
+        self, state: State, r: Reading, value: Any, detail: Mapping[str, Any] | None = None
+    ) -> tuple[State, list[Change]]:
+        change = self._change("resolved", state, r, value, detail)
+        return {**self._ok(state), "resolved": r.ts_ms, "last": r.ts_ms}, [change]
+
+    @staticmethod
+    def _ok(state: State) -> State:
+        kept = {k: v for k, v in state.items() if k in ("window", "gap", "resolved", "last")}
+        return {**kept, "phase": "ok"}
+
+    def _change(
+        self,
+        what: ChangeKind,
+        state: State,
+        r: Reading,
+        value: Any,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Change:
+        return Change(
+            what, self.subject(r), state["alert"], r.ts_ms, state["since"], value, detail or {}
+        )
+
+
+def _change_over(base: list[list[Any]], ts_ms: int, value: float, span_ms: float) -> float:
+    """How much the value changed over the last ``span_ms`` (interpolating the start)."""
+    start = ts_ms - span_ms
+    before = [p for p in base if p[0] <= start]
+    after = [p for p in base if p[0] > start]
+    if before and after:
+        (t0, v0), (t1, v1) = before[-1], after[0]
+        then = v0 + (v1 - v0) * (start - t0) / (t1 - t0)
+    else:
+        then = (before or after)[-1 if before else 0][1]
+    return float(value - then)

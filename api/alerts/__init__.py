@@ -1,0 +1,1 @@
+"""The alert engine, its lifecycle store and its notifications (issue #12)."""
