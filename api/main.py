@@ -15,6 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import errors
 from api.accounting import SequenceAccounting
+from api.alerts.metrics import EngineMetrics
+from api.alerts.service import AlertService
+from api.alerts.settings import AlertsSettings
 from api.broker import BrokerStartError
 from api.broker_files import FileLogins
 from api.db.session import make_engine, migrate, session_factory
@@ -91,9 +94,16 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 stack.callback(metrics.registry.unregister, accounting)
                 accounting.start()
                 stack.callback(accounting.close)
+            alerts = None
+            if settings.alerts:
+                alerts = alert_service(settings, sessions, metrics)
+                stack.callback(metrics.registry.unregister, alerts.open_alerts)
+                alerts.start()
+                stack.callback(alerts.close)
             app.state.components = Components(settings, sessions, provisioner, reader)
             app.state.accounting = accounting
             app.state.presence = presence
+            app.state.alerts = alerts
             log.info(
                 "event=api_started db=%s mqtt=%s",
                 engine.url.render_as_string(True),
@@ -144,6 +154,18 @@ def sequence_accounting(
         horizon_s=settings.sequence_horizon_s,
         check_after_s=settings.sequence_check_after_s,
     )
+
+
+def alert_service(
+    settings: ApiSettings, sessions: sessionmaker[Session], metrics: ApiMetrics
+) -> AlertService:
+    """The alert engine inside the API: ``GRAMLINK_ALERTS_*``, else the API's own settings."""
+    engine_metrics = metrics.alerts
+    if engine_metrics is None:
+        engine_metrics = metrics.alerts = EngineMetrics(metrics.registry)
+    service = AlertService(AlertsSettings.inside_api(settings), sessions, engine_metrics)
+    metrics.registry.register(service.open_alerts)
+    return service
 
 
 def central_logins(settings: ApiSettings, dynsec: DynsecClient) -> CentralLogins:
@@ -198,7 +220,9 @@ def run(settings: ApiSettings) -> int:
 
 def _links(app: FastAPI, dynsec: DynsecClient) -> list[MqttLink]:
     presence: Presence | None = getattr(app.state, "presence", None)
-    return [dynsec.link] + ([presence.link] if presence is not None else [])
+    alerts: AlertService | None = getattr(app.state, "alerts", None)
+    links = [dynsec.link] + ([presence.link] if presence is not None else [])
+    return links + ([alerts.link] if alerts is not None else [])
 
 
 class RefusalWatch:

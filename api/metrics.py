@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from api.alerts.metrics import EngineMetrics
 from api.logins import CentralLogins, LoginChange
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -53,6 +54,7 @@ class ApiMetrics:
         self.login_failures = Counter(
             "gramlink_api_login_failures", "change sets the central broker did not take", registry=r
         )
+        self.alerts: EngineMetrics | None = None  # the alert engine's, once it started here
 
     async def middleware(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]

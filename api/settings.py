@@ -31,6 +31,7 @@ class ApiSettings(BaseSettings):
     broker_files_dir: Path | None = None
     broker_pid_file: Path | None = None
     presence: bool = True
+    alerts: bool = True  # run the alert engine in this process (GRAMLINK_ALERTS_* settings)
     influx_url: str = "http://127.0.0.1:8086"
     influx_db: str = "gramlink"
     influx_user: str = "admin"

@@ -236,6 +236,8 @@ class BatchReadings(NamedTuple):
     refused: list[tuple[BatchRecord, DecodeError]]
     # the gateway's model for each valid record (``m``; None: not stamped), by index
     models: list[str | None] | None = None
+    # the gateway's receive time (``rx``, ms) of each valid record, by index
+    rx: list[int] | None = None
 
 
 def _metrics_empty(reading: dict[str, Any]) -> bool:
@@ -292,6 +294,7 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
     if typed is not None:
         readings = []
         models: list[str | None] = []
+        rx: list[int] = []
         for r in typed["records"]:
             p = r["p"]
             metrics = p.get("metrics")
@@ -300,16 +303,19 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
                 break
             readings.append((r["ch"], r["dev"], p))
             models.append(r.get("m"))
+            rx.append(r["rx"])
         else:
-            return BatchReadings(typed["gw"], typed["seq"], readings, [], models)
+            return BatchReadings(typed["gw"], typed["seq"], readings, [], models, rx)
     batch: Batch = _validate_json(_BATCH, raw)
     good: list[tuple[str, str, dict[str, Any]]] = []
     good_models: list[str | None] = []
+    good_rx: list[int] = []
     refused: list[tuple[BatchRecord, DecodeError]] = []
     for record in batch.records:
         try:
             good.append((record.ch, record.dev, _reading_dict(decode_record(record))))
             good_models.append(record.m)
+            good_rx.append(record.rx)
         except DecodeError as exc:
             refused.append((record, exc))
-    return BatchReadings(batch.gw, batch.seq, good, refused, good_models)
+    return BatchReadings(batch.gw, batch.seq, good, refused, good_models, good_rx)

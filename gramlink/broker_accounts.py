@@ -6,7 +6,10 @@ with exactly the rights that process needs (and the dynsec admin kept for the AP
 retained births (``gl/v1/+/+/state``), receives those topics and nothing else,
 publishes only storage receipts to gateways (``gl/v1/+/+/_gateway/receipt``;
 ``defaultACLAccess`` denies every other publish and, in the stack's broker,
-receiving). The alert engine gets its own entry here when it lands.
+receiving).
+
+``alerts``: the alert engine reads the same data channels with a plain (not
+shared) subscription of its own, and the births; it publishes nothing.
 
 :func:`ensure_account` makes a broker hold an account exactly so, idempotently:
 the role is created or its ACLs corrected, the client created or given the new
@@ -37,7 +40,8 @@ from mqttlink.endpoint import Endpoint, TlsFiles, tls_context
 CONTROL: Final = "$CONTROL/dynamic-security/v1"
 RESPONSE: Final = f"{CONTROL}/response"
 INGEST_DATA: Final = (Channel.GATEWAY_BATCH, Channel.TELEMETRY, Channel.EVENT)
-ACCOUNT_KINDS: Final = ("ingest",)
+ALERTS_READ: Final = (Channel.GATEWAY_BATCH, Channel.TELEMETRY, Channel.EVENT, Channel.STATE)
+ACCOUNT_KINDS: Final = ("ingest", "alerts")
 
 
 class AccountError(RuntimeError):
@@ -69,6 +73,21 @@ def ingest_account(username: str = "ingest", share_group: str = "ingest") -> Ser
     acls += [Acl("publishClientReceive", f) for f in [*data, state]]
     acls.append(Acl("publishClientSend", receipt_filter()))
     return ServiceAccount(username, f"gl-{username}", tuple(acls))
+
+
+def alerts_account(username: str = "alerts") -> ServiceAccount:
+    """What the alert engine needs: every data channel and the births, read only."""
+    topics = [subscription(channel) for channel in ALERTS_READ]
+    acls = [Acl("subscribeLiteral", t) for t in topics]
+    acls += [Acl("publishClientReceive", t) for t in topics]
+    return ServiceAccount(username, f"gl-{username}", tuple(acls))
+
+
+def account_for(kind: str, username: str, share_group: str = "ingest") -> ServiceAccount:
+    """The account of a process kind (one of ``ACCOUNT_KINDS``)."""
+    if kind == "alerts":
+        return alerts_account(username)
+    return ingest_account(username, share_group)
 
 
 def new_password() -> str:

@@ -1,7 +1,8 @@
 """The local stack: one Mosquitto and one InfluxDB under a home directory.
 
 ``home/credentials.json`` (mode 0600) holds the generated admin passwords and the
-password of the ingest workers' own broker account (``gramlink.broker_accounts``);
+passwords of the ingest workers' and the alert engine's own broker accounts
+(``gramlink.broker_accounts``);
 ``home/stack.json`` records the ports so ``status`` and ``down`` need no options.
 """
 
@@ -14,13 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gramlink.broker_accounts import AccountError, DynsecSession, ensure_account, ingest_account
+from gramlink.broker_accounts import (
+    AccountError,
+    DynsecSession,
+    alerts_account,
+    ensure_account,
+    ingest_account,
+)
 from gramlink.services import InfluxService, MosquittoService, ServiceError
 
 DEFAULT_HOME = Path(".gramlink")
 DEFAULT_MQTT_PORT = 1883
 DEFAULT_INFLUX_PORT = 8086
 INGEST_USER = "ingest"
+ALERTS_USER = "alerts"
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class Credentials:
     mqtt_admin_password: str  # the dynsec admin: the API's login
     influx_admin_password: str
     mqtt_ingest_password: str  # the ingest workers' service account (broker_accounts)
+    mqtt_alerts_password: str  # the alert engine's service account
 
     @classmethod
     def load_or_create(cls, home: Path) -> Credentials:
@@ -98,17 +107,22 @@ class Stack:
         )
 
     def _service_accounts(self) -> None:
-        """The ingest workers' own login (not the admin), with exactly their rights."""
+        """The ingest workers' and the alert engine's own logins, with exactly their rights."""
         broker = self.mosquitto
         try:
             with DynsecSession(broker.url, broker.admin_user, broker.admin_password) as session:
                 ensure_account(session, ingest_account(INGEST_USER), self.ingest_password)
+                ensure_account(session, alerts_account(ALERTS_USER), self.alerts_password)
         except AccountError as exc:
-            raise ServiceError(f"ingest account on the stack's broker: {exc}") from exc
+            raise ServiceError(f"service accounts on the stack's broker: {exc}") from exc
 
     @property
     def ingest_password(self) -> str:
         return self.credentials.mqtt_ingest_password
+
+    @property
+    def alerts_password(self) -> str:
+        return self.credentials.mqtt_alerts_password
 
     def down(self) -> list[str]:
         """Stop exactly the processes this home started; returns the names stopped."""
@@ -132,6 +146,7 @@ class Stack:
         return {
             "mqtt": f"{self.mosquitto.url} (user {self.mosquitto.admin_user})",
             "ingest login": f"user {INGEST_USER} (password in credentials.json)",
+            "alerts login": f"user {ALERTS_USER} (password in credentials.json)",
             "influxdb": f"{self.influx.url} (database {self.influx.database}, user admin)",
             "credentials": str(self.home / "credentials.json"),
         }

@@ -1,4 +1,4 @@
-"""``gramlink broker service-account ingest --mqtt-url URL``: a process's own broker login.
+"""``gramlink broker service-account ingest|alerts --mqtt-url URL``: a process's own login.
 
 Run once per deployment (again to rotate the password) with the dynamic-security
 admin's password in ``GRAMLINK_BROKER_ADMIN_PASSWORD``. Creates or corrects the
@@ -18,8 +18,8 @@ from gramlink.broker_accounts import (
     ACCOUNT_KINDS,
     AccountError,
     DynsecSession,
+    account_for,
     ensure_account,
-    ingest_account,
     new_password,
 )
 from mqttlink.endpoint import EndpointError, TlsFileError, TlsFiles
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     username = args.username or args.kind
-    account = ingest_account(username, args.share_group)
+    account = account_for(args.kind, username, args.share_group)
     password = new_password()
     tls = TlsFiles(
         args.ca_file,

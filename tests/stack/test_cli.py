@@ -48,6 +48,7 @@ def test_up_twice_status_down(stack_home: Path) -> None:
         "mqtt_admin_password",
         "influx_admin_password",
         "mqtt_ingest_password",
+        "mqtt_alerts_password",
     }
 
     # ingest's own account (not the admin) logs in; the admin's password is not its.

@@ -1,0 +1,104 @@
+"""The evaluator states (``AlertCondition`` rows): all in memory, written per round.
+
+The engine is the only writer of these rows, so it loads them once at start
+and keeps them in memory; a round's changes go into an overlay that
+:meth:`Conditions.flush` writes (one upsert per changed row, one delete per
+forgotten one) in the round's transaction. :meth:`commit` merges the overlay
+after that transaction committed; :meth:`discard` drops it after a failure, so
+memory never runs ahead of the database (the round is processed again from its
+redelivered messages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlalchemy import Table, bindparam, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from alerting.evaluation import State
+from api.db.models import AlertCondition
+
+TABLE: Table = AlertCondition.__table__  # type: ignore[assignment]
+Key = tuple[str, str]  # (rule id, subject)
+
+
+class Conditions:
+    def __init__(self) -> None:
+        self._by_rule: dict[str, dict[str, State]] = {}
+        self._overlay: dict[Key, State | None] = {}
+
+    def load(self, session: Session) -> int:
+        self._by_rule.clear()
+        self._overlay.clear()
+        count = 0
+        for row in session.scalars(select(AlertCondition)):
+            self._by_rule.setdefault(row.rule_id, {})[row.subject] = row.state
+            count += 1
+        return count
+
+    def get(self, rule_id: str, subject: str) -> State | None:
+        key = (rule_id, subject)
+        if key in self._overlay:
+            return self._overlay[key]
+        return self._by_rule.get(rule_id, {}).get(subject)
+
+    def put(self, rule_id: str, subject: str, state: State | None) -> None:
+        self._overlay[(rule_id, subject)] = state
+
+    def subjects(self, rule_id: str) -> Iterator[tuple[str, State]]:
+        """The subjects of a rule with a state (the round's view), in no particular order."""
+        committed = self._by_rule.get(rule_id, {})
+        for subject, saved in list(committed.items()):
+            current: State | None = self._overlay.get((rule_id, subject), saved)
+            if current is not None:
+                yield subject, current
+        for (rule, subject), state in list(self._overlay.items()):
+            if rule == rule_id and subject not in committed and state is not None:
+                yield subject, state
+
+    @property
+    def pending(self) -> int:
+        return len(self._overlay)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_rule.values())
+
+    def flush(self, session: Session) -> None:
+        if not self._overlay:
+            return
+        rows = [
+            {"rule_id": r, "subject": s, "state": state}
+            for (r, s), state in self._overlay.items()
+            if state is not None
+        ]
+        gone = [{"r": r, "s": s} for (r, s), state in self._overlay.items() if state is None]
+        if rows:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = insert(TABLE)
+            statement = statement.on_conflict_do_update(
+                index_elements=[TABLE.c.rule_id, TABLE.c.subject],
+                set_={"state": statement.excluded.state},
+            )
+            session.connection().execute(statement, rows)
+        if gone:
+            session.connection().execute(
+                delete(TABLE).where(
+                    TABLE.c.rule_id == bindparam("r"), TABLE.c.subject == bindparam("s")
+                ),
+                gone,
+            )
+
+    def commit(self) -> None:
+        for (rule_id, subject), state in self._overlay.items():
+            states = self._by_rule.setdefault(rule_id, {})
+            if state is None:
+                states.pop(subject, None)
+            else:
+                states[subject] = state
+        self._overlay.clear()
+
+    def discard(self) -> None:
+        self._overlay.clear()

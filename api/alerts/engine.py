@@ -1,0 +1,264 @@
+"""The alert engine's evaluation: messages in, alert rows and notifications out, per round.
+
+A round is what the engine thread took off the consumer's queue (at most
+``round_max`` messages) plus, once per ``tick_s``, the timers. In one
+transaction it evaluates every reading by the enabled rules whose kinds and
+scope match the device's place, in arrival order (device-time order per
+device: a batch's records are in order), records what changed
+(:mod:`api.alerts.lifecycle`) and writes the evaluator states
+(:mod:`api.alerts.conditions`). The caller acknowledges the round's messages
+only after :meth:`Engine.round` returned, i.e. after the commit: killed at any
+point, the engine gets the messages again and replays them onto the saved
+states (the evaluator ignores readings not newer than a state's ``last``).
+
+Late data: a reading is *backlog* when it reached its gateway more than
+``lag_s`` before now (``rx`` of the envelope's record), or, sent straight to
+the central broker, when its device time is older than now minus ``lag_s``.
+
+Inhibition: while a centre's gateway Last Will is held (the state of a
+"centre offline" rule, an offline rule with target gateway, is pending or
+firing), its devices' absence and offline alerts are recorded inhibited. When
+the gateway is back, the absence timers of its devices restart from the
+centre's clock (an inhibited absence alert is resolved, silently).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from alerting.evaluation import Change, ClearSkyFn, State, device_subject
+from alerting.rules import Absence, Offline, Place, SolarYield
+from api.alerts.annotations import AlertAnnotations
+from api.alerts.clock import CentreClocks, wall_ms
+from api.alerts.conditions import Conditions
+from api.alerts.consumer import Message
+from api.alerts.inbound import BadMessage, Item, Observed, Presence, decode_message
+from api.alerts.lifecycle import Lifecycle, Tally
+from api.alerts.metrics import EngineMetrics
+from api.alerts.places import Places
+from api.alerts.rulebook import Loaded, RuleBook
+from api.alerts.settings import AlertsSettings
+from api.alerts.sky import Skies
+from api.db.models import Alert
+from runtime.logs import Throttle
+
+log = logging.getLogger(__name__)
+LIVE = ("pending", "firing")
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: AlertsSettings,
+        sessions: sessionmaker[Session],
+        metrics: EngineMetrics,
+        annotations: AlertAnnotations | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._lag_ms = int(settings.lag_s * 1000)
+        self.metrics = metrics
+        self.annotations = annotations
+        self.places = Places(sessions, settings.registry_refresh_s)
+        self.rules = RuleBook(sessions, settings.rules_refresh_s)
+        self.conditions = Conditions()
+        self.clocks = CentreClocks()
+        self.skies = Skies()
+        self._throttle = Throttle(log)
+        self.evaluated = 0
+        self.refused = 0
+
+    def load(self) -> None:
+        """Rules, places and the saved states, at start."""
+        self.rules.refresh()
+        self.places.refresh()
+        with self._sessions() as session:
+            held = self.conditions.load(session)
+        self.metrics.states.set(held)
+        log.info("event=alert_engine_loaded rules=%d states=%d", len(self.rules.rules), held)
+
+    # -- one round ----------------------------------------------------------------------
+
+    def round(self, messages: list[Message], *, tick: bool) -> Tally:
+        """Evaluate ``messages`` (and the timers if ``tick``), then commit (or raise)."""
+        if self.rules.due():
+            self.rules.refresh()
+        items = self._decode(messages)
+        now_ms = wall_ms()
+        try:
+            with self._sessions.begin() as session:
+                life = Lifecycle(session, datetime.now(UTC), self._place_of)
+                for item in items:
+                    if isinstance(item, Observed):
+                        self._reading(life, item, now_ms)
+                    else:
+                        self._presence(life, item)
+                if tick:
+                    self._timers(life)
+                self.conditions.flush(session)
+        except BaseException:
+            self.conditions.discard()
+            raise
+        self.conditions.commit()
+        tally = life.tally
+        self.metrics.readings.inc(sum(isinstance(i, Observed) for i in items))
+        self.metrics.messages.inc(len(messages))
+        self.metrics.notifications.inc(tally.notifications)
+        self.metrics.rounds.inc()
+        self.metrics.states.set(len(self.conditions))
+        if self.annotations is not None and tally.annotations:
+            self.annotations.write(tally.annotations)
+        return tally
+
+    def _decode(self, messages: list[Message]) -> list[Item]:
+        items: list[Item] = []
+        for m in messages:
+            try:
+                found, refused = decode_message(m.topic, m.payload)
+            except BadMessage as exc:
+                self.refused += 1
+                self.metrics.bad.inc()
+                self._throttle.warning(
+                    "alerts_bad_message",
+                    key=f"bad:{exc.reason}",
+                    topic=m.topic[:120],
+                    reason=exc.reason,
+                    error=exc,
+                    refused=self.refused,
+                )
+                continue
+            if refused:
+                self.refused += refused
+                self.metrics.bad.inc(refused)
+            items.extend(found)
+        return items
+
+    # -- readings -----------------------------------------------------------------------
+
+    def _reading(self, life: Lifecycle, observed: Observed, now_ms: int) -> None:
+        r = observed.reading
+        self.clocks.see(r.centre, r.ts_ms)
+        if observed.rx_ms is not None:
+            backlog = now_ms - observed.rx_ms > self._lag_ms
+        else:
+            backlog = r.ts_ms < now_ms - self._lag_ms
+        place: Place | None = None
+        self.evaluated += 1
+        for loaded in self.rules.for_kind(r.kind):
+            place = place or self.places.place(r.centre, r.device, r.kind)
+            rule = loaded.rule
+            if not rule.scope.matches(place):
+                continue
+            evaluator = loaded.evaluator
+            subject = evaluator.subject(r)
+            state = self.conditions.get(rule.id, subject)
+            sky = (
+                self.skies.of(r.centre, self.places)
+                if isinstance(rule.condition, SolarYield)
+                else None
+            )
+            new, changes = evaluator.on_reading(state, r, sky)
+            if new is not state:
+                self.conditions.put(rule.id, subject, new)
+            self._record(life, loaded, place, subject, changes, backlog=backlog)
+
+    def _record(
+        self,
+        life: Lifecycle,
+        loaded: Loaded,
+        place: Place,
+        subject: str,
+        changes: list[Change],
+        *,
+        backlog: bool,
+    ) -> None:
+        for change in changes:
+            inhibited = loaded.inhibitable and self.centre_offline(place.centre)
+            if not life.apply(loaded, place, change, backlog=backlog, inhibited=inhibited):
+                self.conditions.put(loaded.rule.id, subject, None)
+
+    # -- presence and timers ------------------------------------------------------------
+
+    def centre_offline(self, centre: str) -> bool:
+        """The centre's gateway Last Will is held (a centre-offline rule pending or firing)."""
+        for loaded in self.rules.offline():
+            if loaded.centre_offline:
+                state = self.conditions.get(loaded.rule.id, centre)
+                if state is not None and state.get("phase") in LIVE:
+                    return True
+        return False
+
+    def _presence(self, life: Lifecycle, p: Presence) -> None:
+        kind = self.places.kind_of(p.centre, p.device) or p.kind
+        if kind is None:
+            return  # a device nobody knows, whose Last Will does not say what it is
+        gateway = kind == "gateway"
+        at = self.clocks.now(p.centre)
+        place = self.places.place(p.centre, p.device, kind)
+        for loaded in self.rules.offline():
+            condition = loaded.rule.condition
+            assert isinstance(condition, Offline)
+            if (condition.target == "gateway") != gateway or not loaded.rule.scope.matches(place):
+                continue
+            subject = p.centre if gateway else device_subject(p.centre, p.device)
+            state = self.conditions.get(loaded.rule.id, subject)
+            new, changes = loaded.evaluator.on_presence(state, subject, p.online, at)
+            if new is not state:
+                self.conditions.put(loaded.rule.id, subject, new)
+            alert_place = place._replace(device=None, kind=None) if gateway else place
+            self._record(life, loaded, alert_place, subject, changes, backlog=False)
+            back = p.online and state is not None and state.get("phase") in LIVE
+            if gateway and back:
+                self._restart_timers(life, p.centre, at)
+
+    def _restart_timers(self, life: Lifecycle, centre: str, at: int) -> None:
+        """The centre is back: its devices' absence timers start again from ``at``."""
+        prefix = f"{centre}/"
+        for loaded in self.rules.timers():
+            if not isinstance(loaded.rule.condition, Absence):
+                continue
+            rule_id = loaded.rule.id
+            for subject, state in list(self.conditions.subjects(rule_id)):
+                if not subject.startswith(prefix):
+                    continue
+                fresh: State = {"phase": "ok", "last": max(int(state.get("last") or at), at)}
+                if state.get("gap") is not None:
+                    fresh["gap"] = state["gap"]
+                if state.get("phase") == "firing":
+                    fresh["resolved"] = at
+                    change = Change("resolved", subject, state["alert"], at, state["since"])
+                    place = self.places.place(centre, subject.split("/")[1], None)
+                    life.apply(loaded, place, change, backlog=False, inhibited=True)
+                self.conditions.put(rule_id, subject, fresh)
+
+    def _timers(self, life: Lifecycle) -> None:
+        for loaded in self.rules.timers():
+            rule_id = loaded.rule.id
+            for subject, state in list(self.conditions.subjects(rule_id)):
+                if state.get("phase") == "firing":
+                    continue  # nothing more a clock can do to it
+                centre, _, rest = subject.partition("/")
+                new, changes = loaded.evaluator.on_clock(state, subject, self.clocks.now(centre))
+                if new is state:
+                    continue
+                self.conditions.put(rule_id, subject, new)
+                device = rest.split("/")[0] or None
+                place = self.places.place(centre, device, None)
+                self._record(life, loaded, place, subject, changes, backlog=False)
+
+    def _place_of(self, alert: Alert) -> Place:
+        return self.places.place(alert.centre, alert.device, None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "rules": len(self.rules.rules),
+            "states": len(self.conditions),
+            "centres": len(self.clocks),
+            "evaluated": self.evaluated,
+        }
+
+
+__all__ = ["ClearSkyFn", "Engine"]

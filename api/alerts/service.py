@@ -1,0 +1,142 @@
+"""The running engine: its MQTT session, its thread of rounds, its start and stop.
+
+Thread ``alert-engine`` owns all evaluation (one concurrency model: paho's
+network thread only queues). Each loop takes what is queued (waiting at most
+until the next tick), runs one :meth:`api.alerts.engine.Engine.round` and
+acknowledges the round's messages after it committed. A round the database did
+not take is tried again with the same messages after a jittered backoff (the
+broker holds them unacknowledged meanwhile). Any other failure of a round is a
+bug or a poison message: its messages are then evaluated one by one, and one
+that fails alone is logged, counted and acknowledged, so it cannot stop the
+engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Final
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.alerts.annotations import AlertAnnotations
+from api.alerts.consumer import Consumer, Message
+from api.alerts.engine import Engine
+from api.alerts.metrics import EngineMetrics, OpenAlerts
+from api.alerts.settings import AlertsSettings
+from mqttlink.paho_link import MqttLink
+from runtime.backoff import Backoff
+
+log = logging.getLogger(__name__)
+STOP_WAIT_S: Final = 10.0
+
+
+class AlertService:
+    def __init__(
+        self,
+        settings: AlertsSettings,
+        sessions: sessionmaker[Session],
+        metrics: EngineMetrics,
+    ) -> None:
+        self.settings = settings
+        annotations = None
+        if settings.influx_url:
+            annotations = AlertAnnotations(
+                settings.influx_url,
+                settings.influx_db,
+                settings.influx_user,
+                settings.influx_password.get_secret_value(),
+                settings.influx_timeout_s,
+            )
+        self.engine = Engine(settings, sessions, metrics, annotations)
+        self.consumer = Consumer(settings)
+        self.metrics = metrics
+        self.open_alerts = OpenAlerts(sessions)
+        self.failed = 0  # messages dropped after failing alone
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
+        self._backoff = Backoff(0.2, 10.0)
+
+    @property
+    def link(self) -> MqttLink:
+        return self.consumer.link
+
+    def start(self) -> None:
+        self.engine.load()
+        self._thread.start()
+        self.consumer.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(STOP_WAIT_S)
+        self.consumer.close()
+        if self.engine.annotations is not None:
+            self.engine.annotations.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the engine thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        tick_s = self.settings.tick_s
+        next_tick = time.monotonic()
+        retry: list[Message] = []
+        while not self._stop.is_set():
+            messages = retry + self._take(max(next_tick - time.monotonic(), 0.0), len(retry))
+            tick = time.monotonic() >= next_tick
+            if not messages and not tick:
+                continue
+            try:
+                self._round(messages, tick)
+            except SQLAlchemyError as exc:
+                self.metrics.round_failures.inc()
+                log.warning("event=alert_round_failed error=%s", str(exc).splitlines()[0][:200])
+                retry = messages
+                self._stop.wait(self._backoff.next())
+                continue
+            retry = []
+            self._backoff.reset()
+            if tick:
+                next_tick = time.monotonic() + tick_s
+
+    def _take(self, wait_s: float, have: int) -> list[Message]:
+        room = self.settings.round_max - have
+        out: list[Message] = []
+        if room <= 0:
+            return out
+        try:
+            out.append(self.consumer.queue.get(timeout=min(wait_s, 0.5) if not have else 0.0))
+        except queue.Empty:
+            return out
+        while len(out) < room:
+            try:
+                out.append(self.consumer.queue.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def _round(self, messages: list[Message], tick: bool) -> None:
+        try:
+            self.engine.round(messages, tick=tick)
+        except SQLAlchemyError:
+            raise
+        except Exception:  # a bug or a poison message: isolate it
+            log.exception("event=alert_round_error messages=%d", len(messages))
+            self.metrics.round_failures.inc()
+            for message in messages:
+                try:
+                    self.engine.round([message], tick=False)
+                except SQLAlchemyError:
+                    raise
+                except Exception:
+                    self.failed += 1
+                    log.exception("event=alert_message_failed topic=%s", message.topic[:120])
+        self.consumer.ack(messages)
+        now = time.monotonic()
+        for message in messages:
+            self.metrics.lag.observe(now - message.arrived)
