@@ -17,7 +17,6 @@ from typing import Any
 from pydantic import ValidationError
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "alerts",
