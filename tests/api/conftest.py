@@ -195,7 +195,8 @@ def api_factory(
         files = {"broker_files_dir": broker.home} if logins == "files" else {}
         settings = ApiSettings(  # type: ignore[arg-type]
             **files,
-            **{"mqtt_url": broker.url, **extra},
+            # the alert engine only where a test asks for it (tests/alerts)
+            **{"mqtt_url": broker.url, "alerts": False, **extra},
             db_url=db_url or f"sqlite:///{tmp_path / unique_id('api')}.sqlite",
             mqtt_admin_password=broker.admin_password,
             influx_url=influx.url,

@@ -1,0 +1,171 @@
+"""The alert engine end to end: readings published on the real central broker, the
+registry rows and queued notifications it makes, the ``alerts`` points in InfluxDB."""
+
+from __future__ import annotations
+
+import httpx
+
+from gramlink.services import InfluxService
+from tests.alerts.conftest import EngineFactory, Publisher, Registry, now_ms
+from tests.factories import wait_for
+
+MINUTE = 60_000
+PATIENT = "ab" * 32  # a pseudonym (64 hex digits), what a gateway sends upstream
+
+
+def firing_events(registry: Registry, centre: str, rule: str) -> list[str]:
+    return [e for _r, e in registry.events(centre, rule)]
+
+
+def test_a_draining_battery_fires_once_after_the_duration_and_resolves_past_the_hysteresis(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory, influx: InfluxService
+) -> None:
+    centre = registry.centre()
+    power = registry.device(centre, "power")
+    rule = registry.rule("battery-low", centre)  # < 20 % for 10 min, clears above 25 %
+    registry.channel()
+    start_engine()
+    t0 = now_ms()  # device time runs a minute per reading (an accelerated clock)
+    socs = [30 - i for i in range(22)]  # 19 % at minute 11: pending; minute 21: 10 min
+    for i, soc in enumerate(socs[:-1]):
+        publisher.reading(centre, power, "power", t0 + i * MINUTE, battery_soc_pct=soc)
+    wait_for(lambda: registry.alert(centre, rule, "pending") is not None, 5, "pending alert")
+    assert firing_events(registry, centre, rule) == []
+
+    publisher.reading(centre, power, "power", t0 + 21 * MINUTE, battery_soc_pct=socs[-1])
+    wait_for(lambda: firing_events(registry, centre, rule) == ["firing"], 5, "one notification")
+    alert = registry.alert(centre, rule)
+    assert alert is not None and alert.state == "firing"
+    assert alert.fired_ms is not None and alert.fired_ms - alert.started_ms == 10 * MINUTE
+    assert alert.value == socs[-1]
+
+    # still low, then recovering but not past the hysteresis: folded in, not notified again
+    publisher.reading(centre, power, "power", t0 + 22 * MINUTE, battery_soc_pct=8)
+    publisher.reading(centre, power, "power", t0 + 23 * MINUTE, battery_soc_pct=24)
+    wait_for(lambda: (registry.alert(centre, rule) or alert).count == 3, 5, "repeats folded")
+    publisher.reading(centre, power, "power", t0 + 24 * MINUTE, battery_soc_pct=26)
+    wait_for(lambda: firing_events(registry, centre, rule) == ["firing", "resolved"], 5, "resolved")
+    done = registry.alert(centre, rule)
+    assert done is not None and done.state == "resolved" and done.id == alert.id
+    assert done.resolved_ms == t0 + 24 * MINUTE
+
+    def annotated() -> set[str]:
+        answer = httpx.get(
+            f"{influx.url}/query",
+            params={
+                "db": influx.database,
+                "q": f"SELECT * FROM alerts WHERE centre = '{centre}'",
+            },
+            auth=(influx.admin_user, influx.admin_password),
+        ).json()
+        series = answer["results"][0].get("series", [])
+        if not series:
+            return set()
+        columns = series[0]["columns"]
+        return {dict(zip(columns, row, strict=True))["state"] for row in series[0]["values"]}
+
+    wait_for(lambda: annotated() == {"pending", "firing", "resolved"}, 10, "alerts points")
+
+
+def test_a_silent_device_fires_absence(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    router = registry.device(centre, "router")
+    power = registry.device(centre, "power")
+    rule = registry.rule("device-silent", centre)  # three of its reporting intervals
+    registry.channel()
+    start_engine()
+    t0 = now_ms()
+    for i in range(4):  # every 10 s of device time
+        publisher.reading(centre, router, "router", t0 + i * 10_000, wan_up=True)
+    # the power unit keeps reporting: the centre's clock runs on past the router's silence
+    for i in range(3, 9):
+        publisher.reading(centre, power, "power", t0 + i * 10_000, battery_soc_pct=80)
+    wait_for(lambda: firing_events(registry, centre, rule) == ["firing"], 5, "absence fired")
+    alert = registry.alert(centre, rule)
+    assert alert is not None and alert.device == router
+    assert alert.detail["silent_since_ms"] == t0 + 30_000
+    assert alert.started_ms == t0 + 60_000  # silent for 3 x 10 s
+
+    publisher.reading(centre, router, "router", t0 + 90_000, wan_up=True)
+    wait_for(lambda: firing_events(registry, centre, rule)[-1:] == ["resolved"], 5, "back")
+
+
+def test_an_spo2_of_85_fires_a_clinical_alert_at_once_with_the_patient_and_the_value(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    oximeter = registry.device(centre, "pulse_oximeter")
+    rule = registry.rule("spo2-low", centre)
+    registry.channel()
+    start_engine()
+    publisher.measurement(
+        centre, oximeter, "pulse_oximeter", now_ms(), spo2_pct=85, patient_ref=PATIENT
+    )
+    wait_for(lambda: bool(registry.notifications(centre)), 5, "a clinical notification")
+    [note] = registry.notifications(centre)
+    assert note.event == "firing" and note.clinical
+    body = note.body["alert"]
+    assert body["clinical"] and body["value"] == 85 and body["patient_ref"] == PATIENT
+    assert body["severity"] == "critical" and body["rule_id"] == rule
+    alert = registry.alert(centre, rule)
+    assert alert is not None and alert.subject == f"{centre}/{oximeter}/{PATIENT}"
+
+
+def test_a_raw_patient_id_never_reaches_an_alert(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    oximeter = registry.device(centre, "pulse_oximeter")
+    rule = registry.rule("spo2-low", centre)
+    registry.channel()
+    start_engine()
+    publisher.measurement(
+        centre, oximeter, "pulse_oximeter", now_ms(), spo2_pct=80, patient_id="AADHAAR-1234"
+    )
+    wait_for(lambda: bool(registry.notifications(centre)), 5, "a clinical notification")
+    alert = registry.alert(centre, rule)
+    assert alert is not None and alert.patient_ref is None
+    assert "AADHAAR" not in repr(registry.notifications(centre)[0].body)
+    assert "AADHAAR" not in alert.subject + repr(alert.detail)
+
+
+def test_a_silence_stops_notifications_but_the_alert_is_recorded(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    oximeter = registry.device(centre, "pulse_oximeter")
+    rule = registry.rule("spo2-low", centre)
+    other = registry.centre()  # not silenced
+    other_rule = registry.rule("spo2-low", other)
+    other_oximeter = registry.device(other, "pulse_oximeter")
+    registry.channel()
+    registry.silence(centre=centre)
+    start_engine()
+    publisher.measurement(
+        centre, oximeter, "pulse_oximeter", now_ms(), spo2_pct=82, patient_ref=PATIENT
+    )
+    wait_for(lambda: registry.alert(centre, rule) is not None, 5, "the alert")
+    alert = registry.alert(centre, rule)
+    assert alert is not None and alert.state == "firing" and alert.silenced
+    # a later reading of another, unsilenced centre is notified: the engine did queue
+    publisher.measurement(other, other_oximeter, "pulse_oximeter", now_ms(), spo2_pct=82)
+    wait_for(lambda: registry.events(other, other_rule) == [(other_rule, "firing")], 5, "other")
+    assert registry.notifications(centre) == []
+
+
+def test_bad_messages_are_counted_and_skipped(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    oximeter = registry.device(centre, "pulse_oximeter")
+    rule = registry.rule("spo2-low", centre)
+    running = start_engine()
+    publisher.send(f"gl/v1/{centre}/{oximeter}/telemetry", b"{not json")
+    publisher.send(f"gl/v1/{centre}/{oximeter}/_gateway/batch", b"not zlib")
+    publisher.send(f"gl/v1/{centre}/{oximeter}/state", b'{"v": 2, "online": true}')
+    publisher.measurement(centre, oximeter, "pulse_oximeter", now_ms(), spo2_pct=70)
+    wait_for(lambda: registry.alert(centre, rule) is not None, 5, "the good reading evaluated")
+    assert running.service.engine.refused >= 3
+    assert running.service.alive
