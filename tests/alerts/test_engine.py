@@ -169,3 +169,63 @@ def test_bad_messages_are_counted_and_skipped(
     wait_for(lambda: registry.alert(centre, rule) is not None, 5, "the good reading evaluated")
     assert running.service.engine.refused >= 3
     assert running.service.alive
+
+
+def test_a_centre_offline_is_one_alert_its_silent_devices_are_inhibited_and_its_backlog_episode_is_notified_once(  # noqa: E501
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    gateway = registry.device(centre, "gateway", "gw")
+    routers = [registry.device(centre, "router") for _ in range(3)]
+    power = registry.device(centre, "power")
+    offline = registry.rule("centre-offline", centre, after="2s")
+    silent = registry.rule("device-silent", centre, after="3s")
+    battery = registry.rule("battery-low", centre)
+    registry.channel()
+    start_engine()
+    publisher.state(centre, gateway, True, "gateway")
+    t0 = now_ms()
+    publisher.batch(
+        centre,
+        gateway,
+        [publisher.record(r, "router", t0, t0, wan_up=True) for r in routers],
+    )
+    publisher.state(centre, gateway, False)  # the uplink drops: the broker sends the Last Will
+
+    def inhibited() -> list[str]:
+        return [a.device for a in registry.alerts(centre, silent) if a.inhibited]
+
+    wait_for(lambda: len(inhibited()) == 3, 15, "the silent routers' absence alerts")
+    wait_for(lambda: registry.events(centre) == [(offline, "firing")], 5, "centre offline")
+    alert = registry.alert(centre, offline)
+    assert alert is not None and alert.subject == centre and alert.device is None
+    assert alert.severity == "critical"
+
+    # the centre comes back with six hours of backlog; one battery-low episode in it
+    publisher.state(centre, gateway, True, "gateway")
+    wait_for(lambda: registry.events(centre)[-1:] == [(offline, "resolved")], 5, "back")
+    back = now_ms()
+    start = back - 6 * 3_600_000
+    socs = [50, 40] + [15] * 12 + [30, 32]  # below 20 % for 11 minutes, then recharged
+    records = [
+        publisher.record(power, "power", start + i * MINUTE, start + i * MINUTE, battery_soc_pct=s)
+        for i, s in enumerate(socs)
+    ]
+    records += [publisher.record(r, "router", back, back, wan_up=True) for r in routers]
+    publisher.batch(centre, gateway, records)
+    wait_for(lambda: registry.events(centre, battery) == [(battery, "episode")], 5, "episode")
+    episode = registry.alert(centre, battery)
+    assert episode is not None and episode.during_outage and episode.state == "resolved"
+    assert episode.started_ms == start + 2 * MINUTE
+    assert episode.resolved_ms == start + 14 * MINUTE
+    [note] = [n for n in registry.notifications(centre) if n.event == "episode"]
+    assert note.body["alert"]["during_outage"] is True
+    assert note.body["alert"]["started_ms"] == start + 2 * MINUTE
+
+    # one alert for the centre, none for its devices: no storm, then or on its return
+    assert registry.events(centre) == [
+        (offline, "firing"),
+        (offline, "resolved"),
+        (battery, "episode"),
+    ]
+    assert all(a.state == "resolved" for a in registry.alerts(centre, silent))
