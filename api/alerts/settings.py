@@ -117,7 +117,8 @@ class AlertsSettings(BaseSettings):
             "influx_timeout_s": api.influx_timeout_s,
             "log_level": api.log_level,
         }
-        if "mqtt_username" not in given.model_fields_set:  # no account of its own: the API's
+        own = {"mqtt_username", "mqtt_password"} & given.model_fields_set
+        if not own:  # no account of its own: the API's admin login
             inherited["mqtt_username"] = api.mqtt_admin_user
             inherited["mqtt_password"] = api.mqtt_admin_password
         values = {k: v for k, v in inherited.items() if k not in given.model_fields_set}
