@@ -229,3 +229,43 @@ def test_a_centre_offline_is_one_alert_its_silent_devices_are_inhibited_and_its_
         (battery, "episode"),
     ]
     assert all(a.state == "resolved" for a in registry.alerts(centre, silent))
+
+
+def test_a_backlog_alert_still_open_is_notified_when_the_readings_are_live_again(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    gateway = registry.device(centre, "gateway", "gw")
+    power = registry.device(centre, "power")
+    battery = registry.rule("battery-low", centre)
+    registry.channel()
+    start_engine()
+    start = now_ms() - 3_600_000
+    old = [
+        publisher.record(power, "power", start + i * MINUTE, start + i * MINUTE, battery_soc_pct=s)
+        for i, s in enumerate([15] * 12)  # low for 11 minutes, an hour ago
+    ]
+    publisher.batch(centre, gateway, old)
+    wait_for(lambda: registry.alert(centre, battery, "firing") is not None, 5, "fired in backlog")
+    alert = registry.alert(centre, battery)
+    assert alert is not None and alert.during_outage and alert.notified is None
+    assert registry.events(centre) == []
+
+    live = now_ms()
+    publisher.batch(
+        centre, gateway, [publisher.record(power, "power", live, live, battery_soc_pct=14)]
+    )
+    wait_for(lambda: registry.events(centre) == [(battery, "firing")], 5, "firing once live")
+    # an older reading (inside the rule's window) neither resolves nor reopens anything
+    publisher.batch(
+        centre,
+        gateway,
+        [publisher.record(power, "power", start + 30 * MINUTE, live, battery_soc_pct=90)],
+    )
+    publisher.batch(
+        centre, gateway, [publisher.record(power, "power", live + 1000, live, battery_soc_pct=13)]
+    )
+    # the firing reading, one more from the backlog, two live ones; the late one ignored
+    wait_for(lambda: (registry.alert(centre, battery) or alert).count == 4, 5, "folded")
+    assert registry.alert(centre, battery, "firing") is not None
+    assert registry.events(centre) == [(battery, "firing")]
