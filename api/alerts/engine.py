@@ -89,7 +89,7 @@ class Engine:
         items = self._decode(messages)
         now_ms = wall_ms()
         try:
-            with self._sessions.begin() as session:
+            with self._sessions.begin() as session, session.no_autoflush:
                 life = Lifecycle(session, datetime.now(UTC), self._place_of)
                 for item in items:
                     if isinstance(item, Observed):

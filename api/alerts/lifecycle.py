@@ -85,6 +85,7 @@ class Lifecycle:
         self.tally = Tally()
         self._place_of = place_of
         self._silences: list[Silence] | None = None
+        self._alerts: dict[str, Alert | None] = {}  # this round's rows (the session may not flush)
 
     # -- the changes ------------------------------------------------------------------
 
@@ -92,7 +93,7 @@ class Lifecycle:
         self, loaded: Loaded, place: Place, change: Change, *, backlog: bool, inhibited: bool
     ) -> bool:
         """Record ``change``; False when the alert was resolved by hand (forget the condition)."""
-        alert = self.session.get(Alert, change.alert_id)
+        alert = self._get(change.alert_id)
         what = change.what
         if what == "pending":
             alert = alert or self._new(loaded, place, change, "pending")
@@ -101,8 +102,10 @@ class Lifecycle:
             return True
         if what == "cancelled":
             if alert is not None and alert.state == "pending":
+                self.session.flush()
                 self.session.execute(delete(AlertEvent).where(AlertEvent.alert_id == alert.id))
                 self.session.delete(alert)
+                self._alerts[alert.id] = None
             return True
         if alert is None:
             alert = self._new(loaded, place, change, "firing")
@@ -158,6 +161,11 @@ class Lifecycle:
 
     # -- rows -------------------------------------------------------------------------
 
+    def _get(self, alert_id: str) -> Alert | None:
+        if alert_id not in self._alerts:
+            self._alerts[alert_id] = self.session.get(Alert, alert_id)
+        return self._alerts[alert_id]
+
     def _new(self, loaded: Loaded, place: Place, change: Change, state: str) -> Alert:
         rule = loaded.rule
         parts = change.subject.split("/")
@@ -186,6 +194,7 @@ class Lifecycle:
             updated_at=self.now,
         )
         self.session.add(alert)
+        self._alerts[alert.id] = alert
         return alert
 
     def _seen(self, alert: Alert, change: Change, *, count: bool = True) -> None:
@@ -212,7 +221,6 @@ class Lifecycle:
         )
 
     def _notify(self, alert: Alert, event: str) -> None:
-        self.session.flush()  # the alert row exists before its notifications
         ids = enqueue(self.session, alert, event, self._place_of(alert))
         self.tally.notifications += len(ids)
         alert.notified = event
