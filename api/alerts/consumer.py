@@ -92,8 +92,10 @@ class Consumer:
 
     # paho's network thread
     def _on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
-        # every connect, session present or not (a restarted broker may have lost it)
-        self.link.subscribe([(f, SubscribeOptions(qos=1)) for f in filters()])
+        # every connect, session present or not (a restarted broker may have lost it); the
+        # retained births and Last Wills come only with a new subscription, not each reconnect
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        self.link.subscribe([(f, options) for f in filters()])
 
     def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         self.queue.put(
