@@ -25,6 +25,7 @@ centre's clock (an inhibited absence alert is resolved, silently).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +49,8 @@ from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)
 LIVE = ("pending", "firing")
+CLOCKS = "_clock"  # the saved centre clocks, among the states (no rule id starts with _)
+CLOCK_SAVE_S = 10.0
 
 
 class Engine:
@@ -70,6 +73,7 @@ class Engine:
         self._throttle = Throttle(log)
         self.evaluated = 0
         self.refused = 0
+        self._clocks_saved = 0.0
 
     def load(self) -> None:
         """Rules, places and the saved states, at start."""
@@ -77,6 +81,8 @@ class Engine:
         self.places.refresh()
         with self._sessions() as session:
             held = self.conditions.load(session)
+        for centre, saved in list(self.conditions.subjects(CLOCKS)):
+            self.clocks.restore(centre, int(saved["ts"]), int(saved["wall"]))
         self.metrics.states.set(held)
         log.info("event=alert_engine_loaded rules=%d states=%d", len(self.rules.rules), held)
 
@@ -98,6 +104,7 @@ class Engine:
                         self._presence(life, item)
                 if tick:
                     self._timers(life)
+                    self._save_clocks()
                 self.conditions.flush(session)
         except BaseException:
             self.conditions.discard()
@@ -248,6 +255,14 @@ class Engine:
                 device = rest.split("/")[0] or None
                 place = self.places.place(centre, device, None)
                 self._record(life, loaded, place, subject, changes, backlog=False)
+
+    def _save_clocks(self) -> None:
+        now = time.monotonic()
+        if now - self._clocks_saved < CLOCK_SAVE_S:
+            return
+        self._clocks_saved = now
+        for centre, ts_ms, wall in self.clocks.changed():
+            self.conditions.put(CLOCKS, centre, {"ts": ts_ms, "wall": wall})
 
     def _place_of(self, alert: Alert) -> Place:
         return self.places.place(alert.centre, alert.device, None)
