@@ -21,9 +21,9 @@ def test_the_alerts_account_reads_readings_and_states_and_may_do_nothing_else(
     mosquitto: MosquittoService,
 ) -> None:
     username = unique_id("alerts")
+    command = ["broker", "service-account", "alerts", "--mqtt-url", mosquitto.url]
     done = subprocess.run(
-        [sys.executable, "-m", "gramlink", "broker", "service-account", "alerts"]
-        + ["--mqtt-url", mosquitto.url, "--username", username],
+        [sys.executable, "-m", "gramlink", *command, "--username", username],
         cwd=REPO,
         env={"PATH": os.environ["PATH"], ADMIN_PASSWORD_ENV: mosquitto.admin_password},
         capture_output=True,
