@@ -97,6 +97,7 @@ class AlertsSettings(BaseSettings):
             url=env_name("mqtt_url"),
             username=env_name("mqtt_username"),
             password=env_name("mqtt_password"),
+            client_id=env_name("client_id"),
             ca_file=env_name("mqtt_ca_file"),
         )
 

@@ -269,3 +269,15 @@ def test_a_backlog_alert_still_open_is_notified_when_the_readings_are_live_again
     wait_for(lambda: (registry.alert(centre, battery) or alert).count == 4, 5, "folded")
     assert registry.alert(centre, battery, "firing") is not None
     assert registry.events(centre) == [(battery, "firing")]
+
+
+def test_a_second_engine_with_the_same_client_id_takes_over_and_the_first_stops(
+    registry: Registry, start_engine: EngineFactory
+) -> None:
+    first = start_engine()
+    client_id = first.service.link.options.client_id
+    start_engine(client_id=client_id)
+    wait_for(lambda: first.service.link.refusal is not None, 15, "the first engine refused")
+    refusal = first.service.link.refusal
+    assert refusal is not None and refusal.exit_code == 5
+    assert "GRAMLINK_ALERTS_CLIENT_ID" in refusal.line
