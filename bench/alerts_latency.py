@@ -131,11 +131,11 @@ def run(args: argparse.Namespace, broker: MosquittoService, db_url: str) -> None
     client.loop_stop()
     db.dispose()
     if not latencies:
-        print(f"not every clinical reading was notified within 30 s ({len(sent)} sent)")  # noqa: T201
+        print(f"not every clinical reading was notified within 30 s ({len(sent)} sent)")
         return
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(  # noqa: T201
+    print(
         f"published {i / elapsed:,.0f} readings/s over {args.centres} centres for {elapsed:.0f} s; "
         f"engine evaluated {evaluated / elapsed:,.0f} readings/s\n"
         f"clinical readings {len(latencies)}: reading published -> notification queued "
