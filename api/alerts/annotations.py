@@ -7,12 +7,15 @@ transition, ms precision. Written with the 1.x HTTP ``/write`` (what the API's
 sequence accounting and ingest's v1 writer use), after the round's transaction
 committed. InfluxDB down is not the engine's problem: the points wait in a
 bounded buffer (``MAX_BUFFERED``; when full the oldest are dropped and counted)
-and go with the next round; the first failure is logged, then once a minute.
+and go with a later round, tried again at most every ``RETRY_S`` (a slow
+InfluxDB never holds up more than one round in ``RETRY_S``); the first failure
+is logged, then once a minute.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Final
@@ -25,6 +28,7 @@ from runtime.logs import Throttle
 log = logging.getLogger(__name__)
 MEASUREMENT: Final = "alerts"
 MAX_BUFFERED: Final = 10_000
+RETRY_S: Final = 15.0
 
 
 def _tag(value: str) -> str:
@@ -50,6 +54,7 @@ class AlertAnnotations:
         self._buffer: deque[str] = deque()
         self._throttle = Throttle(log)
         self._failing = False
+        self._retry_at = 0.0
         self.written = 0
         self.dropped = 0
 
@@ -65,6 +70,8 @@ class AlertAnnotations:
             self._buffer.append(line(a))
         if not self._buffer:
             return True
+        if self._failing and time.monotonic() < self._retry_at:
+            return False
         lines = list(self._buffer)
         try:
             response = self._http.post(
@@ -78,6 +85,7 @@ class AlertAnnotations:
             ok, detail = False, f"{type(exc).__name__}: {exc}"[:200]
         if not ok:
             self._failing = True
+            self._retry_at = time.monotonic() + RETRY_S
             self._throttle.warning("alert_annotations_failed", detail=detail, buffered=len(lines))
             if response_is_bad_request(detail):
                 self._buffer.clear()  # points InfluxDB refuses: never accepted by retrying

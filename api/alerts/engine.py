@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from alerting.evaluation import Change, ClearSkyFn, State, device_subject
+from alerting.evaluation import Change, State, device_subject
 from alerting.rules import Absence, Offline, Place, SolarYield
 from api.alerts.annotations import AlertAnnotations
 from api.alerts.clock import CentreClocks, wall_ms
@@ -274,6 +274,3 @@ class Engine:
             "centres": len(self.clocks),
             "evaluated": self.evaluated,
         }
-
-
-__all__ = ["ClearSkyFn", "Engine"]
