@@ -20,6 +20,10 @@ Inhibition: while a centre's gateway Last Will is held (the state of a
 firing), its devices' absence and offline alerts are recorded inhibited. When
 the gateway is back, the absence timers of its devices restart from the
 centre's clock (an inhibited absence alert is resolved, silently).
+
+A rule deleted or disabled closes what it had open: its pending alerts are
+removed, its firing ones resolved (notified if their firing was), its states
+forgotten.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from alerting.evaluation import Change, State, device_subject
+from alerting.evaluation import Change, ChangeKind, State, device_subject
 from alerting.rules import Absence, Offline, Place, SolarYield
 from api.alerts.annotations import AlertAnnotations
 from api.alerts.clock import CentreClocks, wall_ms
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 LIVE = ("pending", "firing")
 CLOCKS = "_clock"  # the saved centre clocks, among the states (no rule id starts with _)
 CLOCK_SAVE_S = 10.0
+RETIRED = {"reason": "rule deleted or disabled"}
 
 
 class Engine:
@@ -74,6 +79,7 @@ class Engine:
         self.evaluated = 0
         self.refused = 0
         self._clocks_saved = 0.0
+        self._retiring: list[Loaded] = []  # rules deleted or disabled, not yet closed
 
     def load(self) -> None:
         """Rules, places and the saved states, at start."""
@@ -91,7 +97,7 @@ class Engine:
     def round(self, messages: list[Message], *, tick: bool) -> Tally:
         """Evaluate ``messages`` (and the timers if ``tick``), then commit (or raise)."""
         if self.rules.due():
-            self.rules.refresh()
+            self._retiring += self.rules.refresh()
         items = self._decode(messages)
         now_ms = wall_ms()
         try:
@@ -105,11 +111,14 @@ class Engine:
                 if tick:
                     self._timers(life)
                     self._save_clocks()
+                for loaded in self._retiring:
+                    self._retire(life, loaded)
                 self.conditions.flush(session)
         except BaseException:
             self.conditions.discard()
             raise
         self.conditions.commit()
+        self._retiring = []
         tally = life.tally
         self.metrics.readings.inc(sum(isinstance(i, Observed) for i in items))
         self.metrics.messages.inc(len(messages))
@@ -255,6 +264,21 @@ class Engine:
                 device = rest.split("/")[0] or None
                 place = self.places.place(centre, device, None)
                 self._record(life, loaded, place, subject, changes, backlog=False)
+
+    def _retire(self, life: Lifecycle, loaded: Loaded) -> None:
+        """A rule deleted or disabled: its pending alerts go, its firing ones resolve."""
+        rule_id = loaded.rule.id
+        for subject, state in list(self.conditions.subjects(rule_id)):
+            self.conditions.put(rule_id, subject, None)
+            phase, alert_id = state.get("phase"), state.get("alert")
+            if phase not in LIVE or alert_id is None:
+                continue
+            centre, _, rest = subject.partition("/")
+            at = self.clocks.now(centre)
+            what: ChangeKind = "resolved" if phase == "firing" else "cancelled"
+            change = Change(what, subject, alert_id, at, state["since"], None, RETIRED)
+            place = self.places.place(centre, rest.split("/")[0] or None, None)
+            life.apply(loaded, place, change, backlog=False, inhibited=False)
 
     def _save_clocks(self) -> None:
         now = time.monotonic()

@@ -3,6 +3,8 @@
 Read from the registry at start and again every ``refresh_s`` (the API changes
 rules while the engine runs). A stored rule that no longer validates (a
 contract change) is skipped and logged once a minute; the others keep running.
+A refresh names the rules that are gone (deleted or disabled), so the engine
+can close what they had open.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class RuleBook:
     def due(self) -> bool:
         return self._clock() - self._loaded_at >= self._refresh_s
 
-    def refresh(self) -> None:
+    def refresh(self) -> list[Loaded]:
+        """Read the rules again; the rules no longer enabled (deleted or disabled)."""
         with self._sessions() as session:
             rows = session.scalars(select(AlertRule).where(AlertRule.enabled.is_(True))).all()
         rules: dict[str, Loaded] = {}
@@ -91,8 +94,10 @@ class RuleBook:
                 continue  # presence, not readings
             for kind in loaded.rule.kinds():
                 by_kind.setdefault(kind.value, []).append(loaded)
+        gone = [loaded for rule_id, loaded in self.rules.items() if rule_id not in versions]
         self.rules, self._versions, self._by_kind = rules, versions, by_kind
         self._loaded_at = self._clock()
+        return gone
 
     def for_kind(self, kind: str) -> list[Loaded]:
         """The rules a reading of ``kind`` is evaluated by (not offline rules)."""

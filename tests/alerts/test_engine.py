@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from api.db.models import AlertRule
 from gramlink.services import InfluxService
 from tests.alerts.conftest import EngineFactory, Publisher, Registry, now_ms
 from tests.factories import wait_for
@@ -281,3 +282,30 @@ def test_a_second_engine_with_the_same_client_id_takes_over_and_the_first_stops(
     refusal = first.service.link.refusal
     assert refusal is not None and refusal.exit_code == 5
     assert "GRAMLINK_ALERTS_CLIENT_ID" in refusal.line
+
+
+def test_a_disabled_rule_resolves_its_alerts_and_forgets_its_pending_ones(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    oximeter = registry.device(centre, "pulse_oximeter")
+    power = registry.device(centre, "power")
+    spo2 = registry.rule("spo2-low", centre)
+    battery = registry.rule("battery-low", centre)
+    registry.channel()
+    start_engine()
+    t0 = now_ms()
+    publisher.measurement(centre, oximeter, "pulse_oximeter", t0, spo2_pct=80)
+    publisher.reading(centre, power, "power", t0, battery_soc_pct=10)
+    wait_for(lambda: registry.alert(centre, battery, "pending") is not None, 5, "pending")
+    wait_for(lambda: registry.events(centre) == [(spo2, "firing")], 5, "firing")
+    with registry.sessions.begin() as s:
+        for rule_id in (spo2, battery):
+            row = s.get(AlertRule, rule_id)
+            assert row is not None
+            row.enabled = False
+    wait_for(lambda: registry.events(centre)[-1:] == [(spo2, "resolved")], 5, "resolved")
+    assert registry.alerts(centre, battery) == []
+    done = registry.alert(centre, spo2)
+    assert done is not None and done.state == "resolved"
+    assert done.detail["reason"] == "rule deleted or disabled"
