@@ -231,7 +231,11 @@ class Engine:
                 self._restart_timers(life, p.centre, at)
 
     def _restart_timers(self, life: Lifecycle, centre: str, at: int) -> None:
-        """The centre is back: its devices' absence timers start again from ``at``."""
+        """The centre is back: its devices' absence timers start again from ``at``.
+
+        An absence alert raised (inhibited) during the outage is resolved silently; one
+        notified before the outage stays open until its device is heard again.
+        """
         prefix = f"{centre}/"
         for loaded in self.rules.timers():
             if not isinstance(loaded.rule.condition, Absence):
@@ -240,6 +244,10 @@ class Engine:
             for subject, state in list(self.conditions.subjects(rule_id)):
                 if not subject.startswith(prefix):
                     continue
+                if state.get("phase") == "firing":
+                    alert = life.get(state["alert"])
+                    if alert is not None and not alert.inhibited:
+                        continue  # silent since before the outage, and notified: still open
                 fresh: State = {"phase": "ok", "last": max(int(state.get("last") or at), at)}
                 if state.get("gap") is not None:
                     fresh["gap"] = state["gap"]

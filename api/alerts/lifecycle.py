@@ -93,7 +93,7 @@ class Lifecycle:
         self, loaded: Loaded, place: Place, change: Change, *, backlog: bool, inhibited: bool
     ) -> bool:
         """Record ``change``; False when the alert was resolved by hand (forget the condition)."""
-        alert = self._get(change.alert_id)
+        alert = self.get(change.alert_id)
         what = change.what
         if what == "pending":
             alert = alert or self._new(loaded, place, change, "pending")
@@ -161,7 +161,7 @@ class Lifecycle:
 
     # -- rows -------------------------------------------------------------------------
 
-    def _get(self, alert_id: str) -> Alert | None:
+    def get(self, alert_id: str) -> Alert | None:
         if alert_id not in self._alerts:
             self._alerts[alert_id] = self.session.get(Alert, alert_id)
         return self._alerts[alert_id]
