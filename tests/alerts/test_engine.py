@@ -3,7 +3,10 @@ registry rows and queued notifications it makes, the ``alerts`` points in Influx
 
 from __future__ import annotations
 
+import sys
+
 import httpx
+import pytest
 
 from api.db.models import AlertRule
 from gramlink.services import InfluxService
@@ -315,3 +318,47 @@ def test_a_disabled_rule_resolves_its_alerts_and_forgets_its_pending_ones(
     done = registry.alert(centre, spo2)
     assert done is not None and done.state == "resolved"
     assert done.detail["reason"] == "rule deleted or disabled"
+
+
+class FakeSolar:
+    """Stands in for ``alerting.solar`` (pvlib): half of a 2 kWh day expected so far."""
+
+    class DayCurves:
+        pass
+
+    class ClearSky:
+        made: list[tuple[float, float, float, float]] = []
+
+        def __init__(
+            self, lat: float, lon: float, offset_h: float, rated_w: float, *, curves: object
+        ) -> None:
+            FakeSolar.ClearSky.made.append((lat, lon, offset_h, rated_w))
+
+        def expected_energy_wh(self, until_ms: int) -> float:
+            return 1000.0
+
+        def expected_day_energy_wh(self, day_ms: int) -> float:
+            return 2000.0
+
+
+def test_solar_yield_is_judged_against_the_centres_clear_sky_expectation(
+    registry: Registry,
+    publisher: Publisher,
+    start_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "alerting.solar", FakeSolar)
+    centre = registry.centre(latitude=23.2, longitude=77.4, utc_offset_h=5.5, pv_rated_w=600)
+    bare = registry.centre()  # no coordinates, no rated power: no expectation
+    power, bare_power = registry.device(centre, "power"), registry.device(bare, "power")
+    rule, bare_rule = registry.rule("solar-yield", centre), registry.rule("solar-yield", bare)
+    registry.channel()
+    start_engine()
+    publisher.reading(bare, bare_power, "power", now_ms(), energy_today_wh=10)
+    publisher.reading(centre, power, "power", now_ms(), energy_today_wh=100)  # 10 %
+    wait_for(lambda: registry.events(centre) == [(rule, "firing")], 5, "solar yield low")
+    alert = registry.alert(centre, rule)
+    assert alert is not None and alert.value == 10.0
+    assert alert.detail["expected_wh"] == 1000.0
+    assert FakeSolar.ClearSky.made == [(23.2, 77.4, 5.5, 600)]
+    assert registry.alerts(bare, bare_rule) == []
