@@ -39,6 +39,7 @@ from contract.metrics import METRICS_BY_KIND, DeviceKind
 from contract.topics import Channel, topic
 from gramlink.broker_accounts import DynsecSession, alerts_account, ensure_account, new_password
 from gramlink.services import InfluxService, MosquittoService
+from tests.api.conftest import postgres  # noqa: F401  (the session's PostgreSQL)
 from tests.factories import admin_client, close, unique_id, wait_for
 
 _LOGINS: dict[Path, tuple[str, str]] = {}
@@ -156,9 +157,13 @@ class Registry:
         return [(r, e) for r, e in rows if rule_id is None or r == rule_id]
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
+@pytest.fixture(params=["sqlite"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """The registry on SQLite; a test parametrized with ``postgresql`` gets PostgreSQL."""
     url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    if request.param == "postgresql":
+        pg = request.getfixturevalue("postgres")
+        url = pg.url(pg.create_database())
     engine = make_engine(url)
     migrate(engine)
     yield Registry(url, session_factory(engine))

@@ -21,6 +21,7 @@ def firing_events(registry: Registry, centre: str, rule: str) -> list[str]:
     return [e for _r, e in registry.events(centre, rule)]
 
 
+@pytest.mark.parametrize("registry", ["sqlite", "postgresql"], indirect=True)
 def test_a_draining_battery_fires_once_after_the_duration_and_resolves_past_the_hysteresis(
     registry: Registry, publisher: Publisher, start_engine: EngineFactory, influx: InfluxService
 ) -> None:
@@ -293,6 +294,7 @@ def test_a_second_engine_with_the_same_client_id_takes_over_and_the_first_stops(
     assert "GRAMLINK_ALERTS_CLIENT_ID" in refusal.line
 
 
+@pytest.mark.parametrize("registry", ["sqlite", "postgresql"], indirect=True)
 def test_a_disabled_rule_resolves_its_alerts_and_forgets_its_pending_ones(
     registry: Registry, publisher: Publisher, start_engine: EngineFactory
 ) -> None:
