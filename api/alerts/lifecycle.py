@@ -150,7 +150,7 @@ class Lifecycle:
         was_open = alert.state in OPEN
         alert.state = "resolved"
         alert.resolved_ms = change.at_ms
-        self._seen(alert, change, count=False)
+        self._seen(alert, change)
         self.tally.resolved += 1
         if was_open and alert.notified is not None:
             self._notify(alert, "resolved")
@@ -197,7 +197,7 @@ class Lifecycle:
         self._alerts[alert.id] = alert
         return alert
 
-    def _seen(self, alert: Alert, change: Change, *, count: bool = True) -> None:
+    def _seen(self, alert: Alert, change: Change) -> None:
         alert.last_seen_ms = max(alert.last_seen_ms or 0, change.at_ms)
         if change.value is not None:
             alert.value = _number(change.value)
