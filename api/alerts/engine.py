@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from alerting.evaluation import Change, ChangeKind, State, device_subject
-from alerting.rules import Absence, Offline, Place, SolarYield
+from alerting.rules import Absence, Offline, Place
 from api.alerts.annotations import AlertAnnotations
 from api.alerts.clock import CentreClocks, wall_ms
 from api.alerts.conditions import Conditions
@@ -166,20 +166,17 @@ class Engine:
         for loaded in self.rules.for_kind(r.kind):
             place = place or self.places.place(r.centre, r.device, r.kind)
             rule = loaded.rule
-            if not rule.scope.matches(place):
+            if not loaded.everywhere and not rule.scope.matches(place):
                 continue
             evaluator = loaded.evaluator
             subject = evaluator.subject(r)
             state = self.conditions.get(rule.id, subject)
-            sky = (
-                self.skies.of(r.centre, self.places)
-                if isinstance(rule.condition, SolarYield)
-                else None
-            )
+            sky = self.skies.of(r.centre, self.places) if loaded.solar else None
             new, changes = evaluator.on_reading(state, r, sky)
             if new is not state:
                 self.conditions.put(rule.id, subject, new)
-            self._record(life, loaded, place, subject, changes, backlog=backlog)
+            if changes:
+                self._record(life, loaded, place, subject, changes, backlog=backlog)
 
     def _record(
         self,

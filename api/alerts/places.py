@@ -48,6 +48,7 @@ class Places:
         self._clock = clock
         self._centres: dict[str, CentreFacts] = {}
         self._devices: dict[str, tuple[str, str]] = {}  # device -> (centre, kind)
+        self._placed: dict[tuple[str, str | None, str | None], Place] = {}  # registered ones
         self._loaded_at = -1e18
         self.loads = 0
 
@@ -72,6 +73,7 @@ class Places:
                 )
             }
         self._centres, self._devices = centres, devices
+        self._placed = {}
         self._loaded_at = self._clock()
         self.loads += 1
 
@@ -92,9 +94,14 @@ class Places:
 
     def place(self, centre: str, device: str | None, kind: str | None) -> Place:
         """``device`` of ``centre`` (``kind``: what its message says, if the registry does not)."""
+        key = (centre, device, kind)
+        self._fresh(True)
+        known = self._placed.get(key)
+        if known is not None:
+            return known
         registered = self.kind_of(centre, device) if device is not None else None
         facts = self.centre(centre)
-        return Place(
+        place = Place(
             centre=centre,
             device=device,
             kind=registered or kind,
@@ -102,3 +109,6 @@ class Places:
             district=facts.district if facts else None,
             state=facts.state if facts else None,
         )
+        if facts is not None and (device is None or registered is not None):
+            self._placed[key] = place  # all registered: the same until the next refresh
+        return place

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alerting.evaluation import Evaluator
-from alerting.rules import Absence, Offline, Rule
+from alerting.rules import Absence, Offline, Rule, ScopeKind, SolarYield
 from api.db.models import AlertRule
 from runtime.logs import Throttle
 
@@ -28,25 +28,29 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
+    """A rule, its evaluator and what the engine asks of it on every reading."""
+
     rule: Rule
     evaluator: Evaluator
+    solar: bool  # needs the centre's clear-sky expectation
+    everywhere: bool  # scope all: no place to match
+    timer: bool  # evaluated on the clock too (absence, offline)
+    centre_offline: bool  # a gateway's Last Will held: its subject is the centre
+    inhibitable: bool  # suppressed while the device's centre is offline
 
-    @property
-    def timer(self) -> bool:
-        """Evaluated on the clock too (absence, offline)."""
-        return isinstance(self.rule.condition, Absence | Offline)
-
-    @property
-    def centre_offline(self) -> bool:
-        """A gateway's Last Will held: the centre is offline (its subject is the centre)."""
-        c = self.rule.condition
-        return isinstance(c, Offline) and c.target == "gateway"
-
-    @property
-    def inhibitable(self) -> bool:
-        """Suppressed while the device's centre is offline (absence, a device's offline)."""
-        c = self.rule.condition
-        return isinstance(c, Absence) or (isinstance(c, Offline) and c.target == "device")
+    @classmethod
+    def of(cls, rule: Rule) -> Loaded:
+        c = rule.condition
+        device_offline = isinstance(c, Offline) and c.target == "device"
+        return cls(
+            rule=rule,
+            evaluator=Evaluator(rule),
+            solar=isinstance(c, SolarYield),
+            everywhere=rule.scope.kind is ScopeKind.ALL,
+            timer=isinstance(c, Absence | Offline),
+            centre_offline=isinstance(c, Offline) and c.target == "gateway",
+            inhibitable=isinstance(c, Absence) or device_offline,
+        )
 
 
 class RuleBook:
@@ -87,7 +91,7 @@ class RuleBook:
             except ValidationError as exc:
                 self._throttle.warning("alert_rule_invalid", key=row.id, rule=row.id, error=exc)
                 continue
-            rules[row.id] = Loaded(rule, Evaluator(rule))
+            rules[row.id] = Loaded.of(rule)
         by_kind: dict[str, list[Loaded]] = {}
         for loaded in rules.values():
             if isinstance(loaded.rule.condition, Offline):
