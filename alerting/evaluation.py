@@ -283,10 +283,12 @@ class Evaluator:
         return ABSENCE_INTERVALS * int(state.get("gap") or DEFAULT_INTERVAL_MS)
 
     def on_clock(
-        self, state: State, subject: str, now_ms: int
+        self, state: State | None, subject: str, now_ms: int
     ) -> tuple[State | None, list[Change]]:
         """Timers: a device silent past its absence limit, a Last Will held past ``after``."""
         condition = self.condition
+        if state is None:
+            return state, []
         if isinstance(condition, Absence):
             last = state.get("last")
             if state["phase"] != "ok" or last is None:

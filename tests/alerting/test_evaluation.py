@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -33,7 +34,7 @@ def feed(
     return state, changes
 
 
-def soc_series(values: list[float]) -> list[Reading]:
+def soc_series(values: Sequence[float]) -> list[Reading]:
     return [power(i, i, battery_soc_pct=v) for i, v in enumerate(values)]
 
 
@@ -61,7 +62,7 @@ def test_a_replayed_or_older_reading_changes_nothing() -> None:
     readings = soc_series([30, 19, 18, 18, 17, 17, 16, 16, 15, 15, 15, 14, 26])
     state, _ = feed(ev, readings)
     # the whole batch again (a gateway resending after a reconnect), then a stale low reading
-    again, changes = feed(ev, readings + [power(3.5, 99, battery_soc_pct=5)], state)
+    again, changes = feed(ev, [*readings, power(3.5, 99, battery_soc_pct=5)], state)
     assert changes == []
     assert again == state
 

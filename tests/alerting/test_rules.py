@@ -1,4 +1,4 @@
-"""Rules are checked against the contract: a bad metric, unit, threshold or duration names the field."""
+"""Rules are checked against the contract: a bad metric, unit, threshold or duration is named."""
 
 from __future__ import annotations
 
@@ -89,17 +89,21 @@ def test_health_selector_covers_every_health_kind_with_the_metric() -> None:
     assert "pulse_oximeter" in spec.kinds() and "power" not in spec.kinds()
 
 
+def scope(kind: str, value: str | None = None) -> Scope:
+    return Scope.model_validate({"kind": kind, "value": value})
+
+
 def test_scopes_match_the_place_they_name() -> None:
     spoke = Place("ctr-2", "pwr-1", "power", hub="ctr-1", district="Samba", state="J&K")
-    assert Scope(kind="hub", value="ctr-1").matches(spoke)
-    assert Scope(kind="hub", value="ctr-1").matches(spoke._replace(centre="ctr-1", hub=None))
-    assert not Scope(kind="hub", value="ctr-9").matches(spoke)
-    assert Scope(kind="district", value="Samba").matches(spoke)
-    assert not Scope(kind="device_kind", value="router").matches(spoke)
+    assert scope("hub", "ctr-1").matches(spoke)
+    assert scope("hub", "ctr-1").matches(spoke._replace(centre="ctr-1", hub=None))
+    assert not scope("hub", "ctr-9").matches(spoke)
+    assert scope("district", "Samba").matches(spoke)
+    assert not scope("device_kind", "router").matches(spoke)
     with pytest.raises(ValidationError):
-        Scope(kind="centre")
+        scope("centre")
     with pytest.raises(ValidationError):
-        Scope(kind="device_kind", value="toaster")
+        scope("device_kind", "toaster")
 
 
 def test_the_default_pack_covers_what_the_issue_lists() -> None:
