@@ -49,7 +49,7 @@ class SocWindow:
         return list(zip(self._ts, self._soc, strict=True))
 
     def add(self, ts_ms: int, soc_pct: float) -> bool:
-        """Keep a reading; False when it is a repeat or older than the window holds."""
+        """Keep a reading; False when it repeats a device time or is older than the window."""
         if not math.isfinite(soc_pct):
             raise ValueError(f"soc_pct {soc_pct} is not a finite number")
         ts = self._ts
@@ -60,16 +60,17 @@ class SocWindow:
             return False
         ts.insert(at, ts_ms)
         self._soc.insert(at, float(soc_pct))
-        self._trim()
-        return True
+        return at >= self._trim()
 
-    def _trim(self) -> None:
+    def _trim(self) -> int:
+        """Drop what falls out of the span or the count, oldest first; say how many."""
         ts = self._ts
         drop = bisect.bisect_left(ts, ts[-1] - self.max_span_ms)
         drop = max(drop, len(ts) - self.max_points)
         if drop > 0:
             del ts[:drop]
             del self._soc[:drop]
+        return drop
 
     @property
     def latest_soc(self) -> float:

@@ -1,4 +1,4 @@
-"""Packages keep to their lanes: processes import contract, mqttlink, runtime; never each other."""
+"""Packages keep to their lanes: processes import only the shared packages, never each other."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESS_PACKAGES = ("gateway", "ingest", "api", "firmware_sim", "dashboards")
-SHARED_PACKAGES = ("contract", "mqttlink", "runtime")
+SHARED_PACKAGES = ("contract", "mqttlink", "runtime", "alerting")
 ALL_PACKAGES = (*SHARED_PACKAGES, *PROCESS_PACKAGES, "gramlink")
 
 
@@ -39,3 +39,7 @@ def test_runtime_imports_no_other_package() -> None:
 
 def test_mqttlink_imports_only_contract_and_runtime() -> None:
     assert imported_packages("mqttlink") <= {"contract", "runtime", "mqttlink"}
+
+
+def test_alerting_imports_only_contract() -> None:
+    assert imported_packages("alerting") <= {"contract", "alerting"}
