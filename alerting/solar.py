@@ -21,14 +21,16 @@ safe side for a rule that fires when the yield falls *below* a share of it.
 Speed: the engine asks once per power reading. pvlib runs once per (place, local day) and
 yields a :class:`DayCurve`, the day's cumulative clear-sky energy in Wh/m² at 5-minute
 steps (trapezoid rule); :class:`DayCurves` keeps them in a bounded LRU (4,096 by default,
-least recently used dropped first). A call is then an index and a linear interpolation in
-plain Python. The curve does not depend on the array, so centres at one place share it.
+about 4 kB each with their keys, so 16 MB when full; least recently used dropped first). A
+call is then an index and a linear interpolation in plain Python. The curve does not depend
+on the array, so centres at one place share it.
 Local time is UTC plus a fixed offset (``utc_offset_h``): no daylight-saving rules.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -77,7 +79,7 @@ class DayCurve:
     """One local day's cumulative clear-sky energy, Wh/m², at ``STEP_MS`` steps."""
 
     midnight_ms: int
-    cumulative_wh_m2: tuple[float, ...]  # STEPS + 1 values, at midnight_ms + i * STEP_MS
+    cumulative_wh_m2: array[float]  # STEPS + 1 doubles, at midnight_ms + i * STEP_MS
 
     def energy_wh_m2(self, until_ms: int) -> float:
         """Clear-sky energy from local midnight to ``until_ms``, clamped to the day."""
@@ -104,7 +106,7 @@ def build_day_curve(location: Location, midnight_ms: int) -> DayCurve:
     ghi = np.clip(ghi, 0.0, None)
     step_h = STEP_MS / 3_600_000
     cumulative = np.concatenate(([0.0], np.cumsum((ghi[1:] + ghi[:-1]) * (step_h / 2))))
-    return DayCurve(midnight_ms, tuple(float(v) for v in cumulative))
+    return DayCurve(midnight_ms, array("d", cumulative.tolist()))
 
 
 class DayCurves:
