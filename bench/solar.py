@@ -10,7 +10,8 @@
   arrays at distinct places sharing one cache, and calls that alternate days (the LRU path);
 - what the first readings and then each local midnight cost an engine whose 1,000 centres
   stand at distinct places (one curve each per day; in one time zone they all roll over at
-  once).
+  once);
+- the memory one cached day curve takes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from functools import partial
 
@@ -106,6 +108,13 @@ def main() -> int:
         args.calls, lambda i: samba.expected_energy_wh(DAY0_MS + (i % 2) * MS_PER_DAY)
     )
     print(f"call, alternating days (LRU hit): {alternating:.2f} us")
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for d in range(1, 201):
+        fleet[0].expected_energy_wh(DAY0_MS + d * MS_PER_DAY)
+    grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+    print(f"memory: {grown / 200 / 1024:.1f} kB per cached curve with its key")
     print(
         f"1,000 centres at distinct places: first readings {build_all / 1000:.1f} s of pvlib, "
         f"then each local midnight about {per_day:.1f} s ({len(fleet_curves)} curves cached)"
