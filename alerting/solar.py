@@ -114,6 +114,11 @@ class DayCurves:
 
     One per engine, used from one thread. ``builds`` counts pvlib runs. Each place's
     pvlib ``Location`` (its altitude looked up once) is kept beside, under the same bound.
+
+    A build takes about 10 ms, and every place of one time zone needs a new curve at the
+    same local midnight (1,000 places: about 10 s of CPU). An engine with many places can
+    warm tomorrow's curves at idle moments of the evening with
+    ``get(place, place.local_day(now_ms) + 1)``.
     """
 
     def __init__(self, max_curves: int = DEFAULT_MAX_CURVES) -> None:

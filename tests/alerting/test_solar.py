@@ -122,6 +122,18 @@ def test_one_pvlib_run_per_place_and_day_and_identical_answers_from_the_cache() 
     assert curves.builds == 4
 
 
+def test_a_curve_warmed_the_evening_before_is_ready_at_midnight() -> None:
+    curves = DayCurves()
+    samba = ClearSky(LAT, LON, OFFSET_H, 1000.0, curves=curves)
+    evening = ist_ms(6, 21, 21)
+    samba.expected_energy_wh(evening)
+    curves.get(samba.place, samba.place.local_day(evening) + 1)
+    builds = curves.builds
+    assert samba.expected_energy_wh(ist_ms(6, 22, 0, 5)) == 0.0
+    assert samba.expected_energy_wh(ist_ms(6, 22, 12)) > 0.0
+    assert curves.builds == builds == 2
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [
