@@ -21,7 +21,7 @@ safe side for a rule that fires when the yield falls *below* a share of it.
 Speed: the engine asks once per power reading. pvlib runs once per (place, local day) and
 yields a :class:`DayCurve`, the day's cumulative clear-sky energy in Wh/m² at 5-minute
 steps (trapezoid rule); :class:`DayCurves` keeps them in a bounded LRU (4,096 by default,
-about 4 kB each with their keys, so 16 MB when full; least recently used dropped first). A
+under 3 kB each with their keys, so 11 MB when full; least recently used dropped first). A
 call is then an index and a linear interpolation in plain Python. The curve does not depend
 on the array, so centres at one place share it.
 Local time is UTC plus a fixed offset (``utc_offset_h``): no daylight-saving rules.
