@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from alerting.forecast import SocWindow, hours_to_floor
+from alerting.forecast import MIN_SPAN_MS, SocWindow, hours_to_floor
 from alerting.ids import alert_id
 from alerting.rules import (
     Absence,
@@ -221,7 +221,11 @@ class Evaluator:
         if soc is None:
             return state, []
         state = dict(state) if state else {"phase": "ok"}
-        window = SocWindow.from_state(state.get("window"), span_s=c.window_s)
+        saved = state.get("window")
+        if saved is None:
+            window = SocWindow(max_span_ms=max(int(c.window_s * 1000), MIN_SPAN_MS))
+        else:
+            window = SocWindow.from_state(saved)
         window.add(r.ts_ms, soc)
         state["window"] = window.to_state()
         state["last"] = r.ts_ms
