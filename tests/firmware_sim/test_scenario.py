@@ -18,13 +18,14 @@ from firmware_sim.environment import HOUR_MS
 from firmware_sim.errors import ConfigError
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.site import build_centre, site_facts
+from gramlink.demo import centre_seed
 from tests.firmware_sim.conftest import MONDAY_10_IST
 
 MINUTE = 60_000
 DAY = 24 * HOUR_MS
 SATURDAY_16_IST = MONDAY_10_IST - 42 * HOUR_MS  # clinic closed until Monday 09:00
 JUNE_MIDNIGHT_IST = MONDAY_10_IST + 150 * DAY - 10 * HOUR_MS  # early sunrise, monsoon
-DEMO_SEED = sum(map(ord, "spoke1"))  # what gramlink demo seeds its first spoke with
+DEMO_SEED = centre_seed("spoke1")  # the centre gramlink demo runs the scenario on
 
 
 def readings(device: Device, until_ms: int) -> list[Any]:
