@@ -255,6 +255,11 @@ class Demo:
             say(f"influxdb      {influx.url} database {influx.database}")
             say(f"central mqtt  {central.url}")
             say(f"logs          {self.logs}")
+            say(
+                f"scenario      {self.troubled}: a 12 h grid cut its first night drains a small "
+                "battery below 20 %, a patient at SpO2 86 %, its thermometer silent for 6 h "
+                "(simulated; docs/firmware_sim.md)"
+            )
             say("press Ctrl-C to stop everything the demo started")
             say("")
             self._report(stop, fleets, relay, f"http://127.0.0.1:{metrics_port}/metrics")

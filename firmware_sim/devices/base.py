@@ -158,7 +158,7 @@ class Device:
         out: list[Reading] = []
         with self.lock:
             events = self.advance(now_ms)
-            muted = any(start <= now_ms < end for start, end in self.muted)
+            muted = bool(self.muted) and any(a <= now_ms < b for a, b in self.muted)
             if not muted:
                 for ts, name, metrics, detail in events:
                     out.append(self._event(ts, name, metrics, detail))
