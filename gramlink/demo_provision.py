@@ -22,6 +22,7 @@ import httpx
 from contract.provisioning import centre_key, device_password, encode_key, mqtt_username
 from firmware_sim.devices import centre_layout
 from firmware_sim.site import SiteFacts
+from gramlink.services import ServiceError
 
 KEY_VERSION = 1  # the API's default GRAMLINK_API_KEY_VERSION, which the demo keeps
 
@@ -76,7 +77,12 @@ def record_site(api: httpx.Client, centre: str, site: SiteFacts) -> None:
     held = response.json()
     changed = {k: v for k, v in wanted.items() if held.get(k) != v}
     if changed:
-        api.patch(f"/v1/centres/{centre}", json=changed).raise_for_status()
+        answer = api.patch(f"/v1/centres/{centre}", json=changed)
+        if answer.is_error:
+            raise ServiceError(
+                f"the API refused centre {centre}'s site facts {sorted(changed)}: "
+                f"{answer.status_code} {answer.text[:300]}"
+            )
 
 
 def _rollout(

@@ -11,19 +11,24 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from firmware_sim.site import site_facts
 from gramlink.demo import centre_seed
 from gramlink.demo_provision import record_site
+from gramlink.services import ServiceError
 
 
 class Registry:
     def __init__(self) -> None:
         self.centres: dict[str, dict[str, Any]] = {"spoke1": {"id": "spoke1", "name": "s"}}
         self.patches: list[dict[str, Any]] = []
+        self.refuse = False  # an API whose centre schema does not take the fields
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         centre = request.url.path.rsplit("/", 1)[-1]
+        if request.method == "PATCH" and self.refuse:
+            return httpx.Response(422, json={"errors": [{"field": "body.pv_rated_w"}]})
         if request.method == "PATCH":
             body = json.loads(request.content)
             self.patches.append(body)
@@ -46,3 +51,14 @@ def test_the_site_facts_go_into_the_registry_once() -> None:
         }
     ]
     assert site.pv_rated_w is not None and 800.0 <= site.pv_rated_w <= 2200.0
+
+
+def test_an_api_that_refuses_the_facts_stops_the_demo_with_one_line() -> None:
+    registry = Registry()
+    registry.refuse = True
+    site = site_facts(centre_seed("spoke1"), "spoke1", 7)
+    with (
+        httpx.Client(base_url="http://api", transport=httpx.MockTransport(registry)) as api,
+        pytest.raises(ServiceError, match=r"refused centre spoke1's site facts .*422.*pv_rated_w"),
+    ):
+        record_site(api, "spoke1", site)
