@@ -137,7 +137,7 @@ def test_autonomy_forecast_fires_only_without_grid() -> None:
 
 
 def test_a_silent_device_fires_absence_after_three_intervals_and_resolves_when_heard() -> None:
-    ev = evaluator("power-silent")
+    ev = evaluator("device-silent")
     state, _ = feed(ev, [power(i, i, battery_soc_pct=50) for i in range(5)])
     assert state is not None
     subject = "ctr-1/pwr-1"
