@@ -24,7 +24,7 @@ from api.alerts.channels import enqueue
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.db.models import Alert, DeliveryAttempt, Notification, NotificationChannel
 from api.db.session import make_engine, migrate, session_factory
-from tests.api.conftest import Postgres
+from tests.api.conftest import Api, Postgres
 from tests.api.webhook_receiver import Received, Receiver
 from tests.factories import unique_id, wait_for
 
@@ -355,3 +355,25 @@ def test_two_workers_on_one_database_never_send_a_notification_twice(db_url: str
     assert sorted(receiver.deliveries()) == sorted(queued)  # each exactly once
     assert receiver.max_concurrent_per_delivery == 1
     assert all(n > 0 for n in per_worker), per_worker  # both took part
+
+
+def test_the_api_process_delivers_and_reports_it_on_metrics(api: Api) -> None:
+    """The worker the API lifespan starts (GRAMLINK_API_NOTIFY, on by default)."""
+    app = api.client.app
+    sessions: Sessions = app.state.components.sessions  # type: ignore[attr-defined]
+    worker: WebhookWorker = app.state.webhook  # type: ignore[attr-defined]
+    secret = secrets.token_hex(16)
+    with Receiver(secret) as receiver:
+        add_channel(sessions, receiver.url, secret)
+        delivery = queue_alert(sessions, clinical=True)
+        worker.wake()  # as the engine does after committing
+        wait_for(status_is(sessions, delivery, "delivered"), 10, "delivery by the API's worker")
+    assert receiver.deliveries() == [delivery]
+    assert receiver.received[0].verified
+
+    def exposed() -> bool:
+        text = api.client.get("/metrics").text
+        return 'gramlink_notify_delivered_total{clinical="true"} 1.0' in text
+
+    wait_for(exposed, 5, "the delivery counted on /metrics")
+    assert "gramlink_notify_queued" in api.client.get("/metrics").text
