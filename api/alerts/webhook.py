@@ -13,7 +13,8 @@ one of (the ``outcome`` label of ``gramlink_notify_attempts``):
 
 - ``delivered``: a 2xx. The notification is ``delivered``.
 - ``refused``: a 3xx, or a 4xx other than 408 and 429: the receiver says the
-  request itself is wrong (a bad URL, a secret it does not know). The
+  request itself is wrong (a bad URL, a secret it does not know); or the
+  channel's URL cannot be requested at all (not http/https, malformed). The
   notification turns ``failed`` at once, so an administrator sees it, and is
   still retried every ``backoff_max_s``: fixing the receiver delivers it.
 - ``http_error`` (5xx, 408, 429), ``timeout``, ``unreachable`` (connection
@@ -302,6 +303,8 @@ class WebhookWorker:
                 if not response.is_success:
                     error = answer
                     retry_after = _retry_after(response.headers.get("Retry-After"))
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # the channel's URL
+            outcome, error = "refused", f"bad URL: {exc}"[:ERROR_CHARS]
         except httpx.TimeoutException as exc:
             outcome, error = "timeout", f"timeout: {type(exc).__name__}"
         except httpx.HTTPError as exc:  # connection refused, DNS, TLS, protocol

@@ -5,6 +5,7 @@ Small backoff settings; every wait is on a condition (the receiver's log, a row)
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import threading
@@ -211,6 +212,9 @@ def test_a_delivery_that_keeps_failing_is_failed_and_still_retried(db: Sessions)
     log = attempts(db, delivery)
     assert [a.status_code for a in log[:-1]] == [503] * (len(log) - 1)
     assert log[-1].status_code == 200
+    # once failed, retried every 0.15-0.3 s: the cap, jittered
+    gaps = [(b.at - a.at).total_seconds() for a, b in itertools.pairwise(log)]
+    assert all(gap >= FAST.backoff_max_s / 2 for gap in gaps[FAST.failed_after - 1 :])
     assert set(receiver.deliveries()) == {delivery}
 
 
@@ -239,6 +243,16 @@ def test_a_refusing_receiver_fails_the_notification_at_once_but_not_a_busy_one(
     assert [a.status_code for a in attempts(db, refused)][:2] == [400, 400]
     assert notification(db, refused).status == "failed"
     assert [a.status_code for a in attempts(db, retried)] == [429, 200]
+
+
+def test_a_channel_url_that_cannot_be_requested_fails_at_once(db: Sessions) -> None:
+    add_channel(db, "ftp://127.0.0.1/hook", "s" * 32)
+    delivery = queue_alert(db)
+    with running(db):
+        wait_for(status_is(db, delivery, "failed"), 10, "the notification to fail")
+    (first, *_) = attempts(db, delivery)
+    assert first.status_code is None
+    assert first.error and first.error.startswith("bad URL")
 
 
 def test_a_clinical_alert_goes_out_before_fifty_queued_earlier(db: Sessions) -> None:
