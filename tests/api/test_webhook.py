@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alerting.rules import Place
-from api.alerts import signing
+from api.alerts import deliveries, signing
 from api.alerts.channels import enqueue
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.db.models import Alert, DeliveryAttempt, Notification, NotificationChannel
@@ -253,6 +254,26 @@ def test_a_channel_url_that_cannot_be_requested_fails_at_once(db: Sessions) -> N
     (first, *_) = attempts(db, delivery)
     assert first.status_code is None
     assert first.error and first.error.startswith("bad URL")
+
+
+def test_a_notification_claimed_by_a_worker_that_died_is_sent_when_its_lease_runs_out(
+    db: Sessions,
+) -> None:
+    secret = secrets.token_hex(16)
+    with Receiver(secret) as receiver:
+        add_channel(db, receiver.url, secret)
+        delivery = queue_alert(db)
+        lease = datetime.now(UTC) + timedelta(seconds=1)
+        with db.begin() as session:  # a worker claims it, then is killed before sending
+            row = session.get(Notification, delivery)
+            assert row is not None
+            assert deliveries.claim(session, row, lease)
+        with running(db):
+            wait_for(status_is(db, delivery, "delivered"), 10, "delivery after the lease")
+    delivered_at = notification(db, delivery).delivered_at
+    assert delivered_at is not None
+    assert deliveries.aware(delivered_at) >= lease  # not before the dead worker's lease ran out
+    assert receiver.deliveries() == [delivery]
 
 
 def test_a_clinical_alert_goes_out_before_fifty_queued_earlier(db: Sessions) -> None:
