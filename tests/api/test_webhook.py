@@ -67,6 +67,12 @@ def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return pg.url(pg.create_database())
 
 
+@pytest.fixture
+def both_db(db_url: str) -> Iterator[Sessions]:
+    """The registry on SQLite and on PostgreSQL."""
+    yield from _database(db_url)
+
+
 def add_channel(sessions: Sessions, url: str, secret: str, centre: str | None = None) -> int:
     scope = {"scope_kind": "centre", "scope_value": centre} if centre else {}
     with sessions.begin() as session:
@@ -143,8 +149,9 @@ def failing_then_ok(failures: int, code: int = 500) -> Callable[[Received, int],
 
 
 def test_a_receiver_failing_twice_gets_the_signed_notification_on_the_third_try(
-    db: Sessions,
+    both_db: Sessions,
 ) -> None:
+    db = both_db
     secret = secrets.token_hex(16)
     registry = CollectorRegistry()
     with Receiver(secret, failing_then_ok(2)) as receiver:
