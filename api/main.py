@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import errors
 from api.accounting import SequenceAccounting
+from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.broker import BrokerStartError
 from api.broker_files import FileLogins
 from api.db.session import make_engine, migrate, session_factory
@@ -91,6 +92,14 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 stack.callback(metrics.registry.unregister, accounting)
                 accounting.start()
                 stack.callback(accounting.close)
+            webhook = None
+            if settings.notify:
+                webhook = WebhookWorker(
+                    sessions, DeliveryOptions.from_settings(settings), registry=metrics.registry
+                )
+                webhook.start()
+                stack.callback(webhook.close)
+            app.state.webhook = webhook
             app.state.components = Components(settings, sessions, provisioner, reader)
             app.state.accounting = accounting
             app.state.presence = presence

@@ -278,7 +278,7 @@ class Notification(Base):
     """One notification of one alert event to one channel: the delivery log's head.
 
     ``id`` is the delivery id the receiver de-duplicates on. ``status``: queued,
-    delivered or failed (kept trying past ``NOTIFY_GIVE_UP``: visible, never dropped).
+    delivered or failed (kept trying past ``NOTIFY_FAILED_AFTER``: visible, never dropped).
     """
 
     __tablename__ = "notifications"
