@@ -6,10 +6,11 @@ contract), so the API, the engine and the gateway read one model.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyUrl,
     BaseModel,
     ConfigDict,
@@ -22,6 +23,12 @@ from pydantic import (
 from alerting.rules import Condition, Rule, RuleSpec, Scope, Severity
 from api.schemas import Strict
 
+def _utc(at: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every one stored is UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
 RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", examples=["battery-low"])]
 Note = Annotated[str, StringConstraints(max_length=1024, strip_whitespace=True)]
 ConditionType = Literal[
@@ -53,8 +60,8 @@ class RulePublic(Rule):
     """A stored rule: its spec, ``id``, ``version`` (bumped by every change)."""
 
     pack_key: str | None = Field(None, description="its key in the default pack, if from it")
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
     @computed_field(  # type: ignore[prop-decorator]
         alias="clinical", description="a clinical rule (its alerts carry a patient pseudonym)"
@@ -98,17 +105,17 @@ class AlertPublic(BaseModel):
     edge_raised_ms: int | None
     notified: str | None
     acknowledged_by: str | None
-    acknowledged_at: datetime | None
+    acknowledged_at: UtcTime | None
     ack_note: str | None
     resolved_by: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
 
 class AlertEventPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    at: datetime
+    at: UtcTime
     at_ms: int | None = Field(description="device time, when the event came from a reading")
     event: str
     actor: str
@@ -118,7 +125,7 @@ class AlertEventPublic(BaseModel):
 class AttemptPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    at: datetime
+    at: UtcTime
     status_code: int | None
     error: str | None
     duration_ms: float
@@ -134,11 +141,11 @@ class DeliveryPublic(BaseModel):
     event: str
     status: Literal["queued", "delivered", "failed"]
     attempts: int
-    next_try_at: datetime | None = Field(description="none once delivered")
+    next_try_at: UtcTime | None = Field(description="none once delivered")
     last_status_code: int | None
     last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
+    created_at: UtcTime
+    delivered_at: UtcTime | None
     tries: list[AttemptPublic] = Field(default_factory=list)
 
 
@@ -198,11 +205,11 @@ class SilencePublic(BaseModel):
     device: str | None
     rule_id: str | None
     severity: Severity | None
-    starts_at: datetime
-    ends_at: datetime
+    starts_at: UtcTime
+    ends_at: UtcTime
     comment: str | None
     created_by: str
-    created_at: datetime
+    created_at: UtcTime
     active: bool = Field(False, description="in force now")
 
 
@@ -261,7 +268,7 @@ class ChannelPublic(BaseModel):
     scope: Scope
     min_severity: Severity
     enabled: bool
-    created_at: datetime
+    created_at: UtcTime
 
 
 class ChannelCreated(ChannelPublic):

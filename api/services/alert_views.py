@@ -110,15 +110,13 @@ def detail(session: Session, alert_id: str) -> AlertDetail:
             .order_by(DeliveryAttempt.id)
         ):
             tries[attempt.notification_id].append(AttemptPublic.model_validate(attempt))
-    deliveries = [
-        DeliveryPublic.model_validate(n).model_copy(
-            update={
-                "tries": tries[n.id],
-                "next_try_at": None if n.status == "delivered" else n.next_try_at,
-            }
-        )
-        for n in notes
-    ]
+    deliveries = []
+    for note in notes:
+        delivery = DeliveryPublic.model_validate(note)
+        delivery.tries = tries[note.id]
+        if note.status == "delivered":
+            delivery.next_try_at = None
+        deliveries.append(delivery)
     return AlertDetail(
         **AlertPublic.model_validate(alert).model_dump(),
         history=[AlertEventPublic.model_validate(e) for e in events],
