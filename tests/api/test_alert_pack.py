@@ -88,3 +88,14 @@ def test_a_pack_rule_whose_id_a_user_took_gets_another(
     assert rows["wan-down"][0].startswith("wan-down-")
     kept = api.client.get("/v1/alert-rules/wan-down", headers=api.headers()).json()
     assert kept["name"] == "my WAN rule" and kept["pack_key"] is None
+
+
+def test_docs_describe_every_rule_of_the_default_pack() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
+    section = text.split("## The default pack", 1)[1].split("\n## ", 1)[0]
+    keys = [
+        line.split("|")[1].strip().strip("`")
+        for line in section.splitlines()
+        if line.startswith("| `")
+    ]
+    assert keys == list(DEFAULT_PACK)
