@@ -23,6 +23,7 @@ from pydantic import (
 from alerting.rules import Condition, Rule, RuleSpec, Scope, Severity
 from api.schemas import Strict
 
+
 def _utc(at: datetime) -> datetime:
     """SQLite hands datetimes back without their zone; every one stored is UTC."""
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
