@@ -198,6 +198,13 @@ class SilenceCreate(Strict):
         return self
 
 
+class AlertSilence(Strict):
+    """Silence an alert's rule at its centre (and device) from now until ``ends_at``."""
+
+    ends_at: datetime
+    comment: Note | None = None
+
+
 class SilencePublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

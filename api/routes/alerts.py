@@ -8,10 +8,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query
 
 from alerting.rules import Severity
-from api.alert_schemas import Acknowledge, AlertCounts, AlertDetail, AlertPublic, Resolve
+from api.alert_schemas import (
+    Acknowledge,
+    AlertCounts,
+    AlertDetail,
+    AlertPublic,
+    AlertSilence,
+    Resolve,
+    SilencePublic,
+)
 from api.deps import DB, PageArgs, Reader, Technician
 from api.schemas import Id, Page
-from api.services import alert_actions, alert_views
+from api.services import alert_actions, alert_silences, alert_views
 from api.services.alert_views import AlertFilter
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -98,3 +106,16 @@ def resolve_alert(
     alert_actions.resolve(session, who.label, alert_id, body.note if body else None)
     session.commit()
     return alert_views.detail(session, alert_id)
+
+
+@router.post(
+    "/{alert_id}/silence",
+    status_code=201,
+    summary="Silence this alert's rule at its centre (and device) until ends_at",
+)
+def silence_alert(
+    session: DB, who: Technician, alert_id: AlertId, body: AlertSilence
+) -> SilencePublic:
+    row = alert_actions.silence(session, who.label, alert_id, body)
+    session.commit()
+    return alert_silences.public(row)

@@ -1,9 +1,10 @@
-"""What people do to an alert: acknowledge it, resolve it by hand.
+"""What people do to an alert: acknowledge it, resolve it by hand, silence it.
 
 Both write the alert's history (``AlertEvent``, actor = the token's label) and
 tell the channels that were told of the alert (:func:`api.alerts.channels.enqueue`),
 in the request's transaction. A silenced or inhibited alert was never notified,
-so its acknowledgement or resolution is not either.
+so its acknowledgement or resolution is not either; nor is one that a silence
+in force now matches.
 
 Resolving by hand also resets the engine's state of the rule for that subject
 (``AlertCondition``: phase ``ok``), so the engine does not keep the alert alive:
@@ -20,9 +21,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerting.rules import Place
+from api.alert_schemas import AlertSilence, SilenceCreate
 from api.alerts.channels import enqueue
-from api.db.models import Alert, AlertCondition, AlertEvent, AlertRule, Centre, Device
+from api.db.models import (
+    Alert,
+    AlertCondition,
+    AlertEvent,
+    AlertRule,
+    Centre,
+    Device,
+    Silence,
+)
 from api.errors import Conflict, NotFound
+from api.services.alert_silences import create as create_silence
+from api.services.alert_silences import silencing
 
 OPEN = ("pending", "firing", "acknowledged")
 # engine state kept across a reset (the windows rate and forecast rules need)
@@ -55,6 +67,8 @@ def place_of(session: Session, alert: Alert) -> Place:
 
 def _notify(session: Session, alert: Alert, event: str) -> None:
     if alert.notified is None or alert.silenced or alert.inhibited:
+        return
+    if silencing(session, alert) is not None:
         return
     enqueue(session, alert, event, place_of(session, alert))
 
@@ -132,3 +146,27 @@ def close_rule(session: Session, actor: str, rule_id: str, reason: str) -> int:
     ):
         session.delete(condition)
     return count
+
+
+def silence(session: Session, actor: str, alert_id: str, body: AlertSilence) -> Silence:
+    """A silence of this alert's rule at its centre (and device) until ``body.ends_at``."""
+    alert = get(session, alert_id)
+    spec = SilenceCreate(
+        centre=alert.centre,
+        device=alert.device,
+        rule_id=alert.rule_id,
+        ends_at=body.ends_at,
+        comment=body.comment,
+    )
+    row = create_silence(session, actor, spec)
+    session.add(
+        AlertEvent(
+            alert_id=alert.id,
+            at=datetime.now(UTC),
+            event="silenced",
+            actor=actor,
+            detail={"silence": row.id, "until": row.ends_at.isoformat()},
+        )
+    )
+    session.flush()
+    return row

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api.alert_schemas import SilenceCreate, SilencePublic
-from api.db.models import Silence
+from api.db.models import Alert, Silence
 from api.errors import NotFound
 from api.services.audit import record, snapshot
 
@@ -90,3 +90,17 @@ def listing(
         query.order_by(Silence.ends_at.desc(), Silence.id.desc()).limit(limit).offset(offset)
     )
     return list(rows), total
+
+
+def silencing(session: Session, alert: Alert, at: datetime | None = None) -> Silence | None:
+    """A silence in force at ``at`` (default now) that matches the alert, if any."""
+    at = at or datetime.now(UTC)
+    query = select(Silence).where(
+        Silence.starts_at <= at,
+        Silence.ends_at > at,
+        or_(Silence.centre.is_(None), Silence.centre == alert.centre),
+        or_(Silence.device.is_(None), Silence.device == alert.device),
+        or_(Silence.rule_id.is_(None), Silence.rule_id == alert.rule_id),
+        or_(Silence.severity.is_(None), Silence.severity == alert.severity),
+    )
+    return session.scalars(query.limit(1)).first()

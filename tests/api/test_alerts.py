@@ -175,3 +175,31 @@ def test_counts_are_open_alerts_per_centre_and_severity(registry_api: Api) -> No
         {"centre": spoke, "critical": 2, "warning": 1, "info": 0, "total": 3, "clinical": 2},
         {"centre": hub, "critical": 0, "warning": 0, "info": 1, "total": 1, "clinical": 0},
     ]
+
+
+def test_a_technician_silences_an_alert_and_its_resolution_is_not_notified(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    centre = api.centre()
+    _channel(api)
+    alert_id = insert_alert(api, centre, device="pw-1", notified="firing")
+    tech = api.headers(Role.TECHNICIAN)
+    until = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    created = api.client.post(
+        f"/v1/alerts/{alert_id}/silence", json={"ends_at": until, "comment": "fixing"}, headers=tech
+    )
+    assert created.status_code == 201, created.text
+    silence = created.json()
+    assert (silence["centre"], silence["device"], silence["rule_id"]) == (
+        centre,
+        "pw-1",
+        "battery-low",
+    )
+    assert silence["active"] is True
+    resolved = api.client.post(f"/v1/alerts/{alert_id}/resolve", headers=tech).json()
+    assert [e["event"] for e in resolved["history"]] == ["silenced", "resolved"]
+    assert resolved["deliveries"] == []
+    viewer = api.client.post(
+        f"/v1/alerts/{alert_id}/silence", json={"ends_at": until}, headers=api.headers(Role.VIEWER)
+    )
+    assert viewer.status_code == 403
