@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, case, func, or_, select
@@ -75,7 +75,8 @@ class AlertFilter:
 
 
 def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
+    """Epoch ms; a time without a zone is UTC."""
+    return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def listing(
