@@ -24,13 +24,13 @@ from api.services.alert_views import AlertFilter
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 AlertId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
-Place = Annotated[str | None, Query(max_length=128)]
+District = Annotated[str | None, Query(max_length=128)]
 
 
 def place_filter(
     centre: Id | None = None,
     hub: Annotated[Id | None, Query(description="a hub: its alerts and its spokes'")] = None,
-    district: Place = None,
+    district: District = None,
     region_state: Annotated[
         str | None, Query(max_length=128, description="the centres' geographic state")
     ] = None,
