@@ -24,7 +24,19 @@ from api.dynsec import DynsecClient
 from api.logins import CentralLogins, DynsecLogins
 from api.metrics import ApiMetrics, MeasuredLogins
 from api.presence import Presence
-from api.routes import audit, centres, devices, health, sequences, telemetry, tokens
+from api.routes import (
+    alert_rules,
+    alerts,
+    audit,
+    centres,
+    channels,
+    devices,
+    health,
+    sequences,
+    silences,
+    telemetry,
+    tokens,
+)
 from api.sequence_feed import SequenceFeed
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
@@ -121,7 +133,9 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
     app.state.metrics = metrics
     app.middleware("http")(metrics.middleware)
     errors.install(app)
-    for module in (centres, devices, telemetry, sequences, tokens, audit, health):
+    routes = (centres, devices, telemetry, sequences, tokens, audit, health)
+    alerting = (alert_rules, alerts, silences, channels)
+    for module in routes + alerting:
         for router in _routers(module):
             app.include_router(router)
     return app

@@ -219,6 +219,7 @@ class Demo:
             self.child("api", ["api", "--stack-home", home, "--port", port], api_env)
             wait_until(lambda: self._answers(f"{api_url}/healthz"), 60, "the API")
             token = self._create_token(api_env)
+            self._install_alert_pack(api_env)
             with httpx.Client(
                 base_url=api_url, headers={"authorization": f"Bearer {token}"}, timeout=120
             ) as api:
@@ -396,6 +397,17 @@ class Demo:
         if maker.exit_code() != 0 or not lines:
             raise ServiceError("could not create the demo's admin token")
         return lines[-1]
+
+    def _install_alert_pack(self, env: dict[str, str]) -> None:
+        """The default alert rules (``gramlink alerts install-defaults``; again: no change)."""
+        argv = gramlink_argv("alerts", "install-defaults", "--stack-home", str(self.home))
+        installer = Child("alerts-install-defaults", argv, env, self.logs)
+        installer.log_file.unlink(missing_ok=True)
+        installer.start()
+        wait_until(lambda: installer.exit_code() is not None, 60, "alerts install-defaults")
+        if installer.exit_code() != 0:
+            raise ServiceError(f"alerts install-defaults failed: {installer.last_lines()}")
+        say(f"alert rules   {installer.last_lines(1)}")
 
     def _stop_local_brokers(self) -> None:
         for broker in self.local_brokers:
