@@ -185,16 +185,10 @@ DEFAULT_PACK: Final[dict[str, RuleSpec]] = {
     "device-silent": _rule(
         "Device silent",
         "warning",
-        {"type": "absence", "kind": "router"},
-        "No reading for three of its reporting intervals: a device that reports "
-        "periodically has stopped (health devices report only when used, so they are not "
-        "watched). Inhibited while its centre is offline.",
-    ),
-    "power-silent": _rule(
-        "Power unit silent",
-        "warning",
-        {"type": "absence", "kind": "power"},
-        "As device-silent, for the power unit.",
+        {"type": "absence"},
+        "No reading for three of the device's own reporting intervals (learnt from its "
+        "readings: a minute for a power unit, 15 min for a health device's battery "
+        "report): it is off, broken or out of range. Inhibited while its centre is offline.",
     ),
     "spo2-low": _clinical(
         "SpO2 below 90%",

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from alerting.forecast import SocWindow, hours_to_floor
+from alerting.forecast import MIN_SPAN_MS, SocWindow, hours_to_floor
 from alerting.ids import alert_id
 from alerting.rules import (
     Absence,
@@ -221,7 +221,11 @@ class Evaluator:
         if soc is None:
             return state, []
         state = dict(state) if state else {"phase": "ok"}
-        window = SocWindow.from_state(state.get("window"), span_s=c.window_s)
+        saved = state.get("window")
+        if saved is None:
+            window = SocWindow(max_span_ms=max(int(c.window_s * 1000), MIN_SPAN_MS))
+        else:
+            window = SocWindow.from_state(saved)
         window.add(r.ts_ms, soc)
         state["window"] = window.to_state()
         state["last"] = r.ts_ms
@@ -283,10 +287,12 @@ class Evaluator:
         return ABSENCE_INTERVALS * int(state.get("gap") or DEFAULT_INTERVAL_MS)
 
     def on_clock(
-        self, state: State, subject: str, now_ms: int
+        self, state: State | None, subject: str, now_ms: int
     ) -> tuple[State | None, list[Change]]:
         """Timers: a device silent past its absence limit, a Last Will held past ``after``."""
         condition = self.condition
+        if state is None:
+            return state, []
         if isinstance(condition, Absence):
             last = state.get("last")
             if state["phase"] != "ok" or last is None:

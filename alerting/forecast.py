@@ -1,69 +1,143 @@
-"""Battery autonomy: hours until the state of charge reaches a floor at the current rate.
+"""Battery autonomy for the forecast rule: hours until the charge reaches a floor.
 
-The rate is the least-squares slope of SoC over device time across a short
-window of readings (a single pair of readings is too noisy: SoC is reported
-rounded, and the load steps). The window is a plain list so the engine can
-keep it in the registry database between restarts.
+The rule fires when a centre would run flat within N hours while the grid is absent. The
+rate is the net discharge measured, not a model: an ordinary least-squares line of
+``battery_soc_pct`` against device time, fitted over the last readings of one subject, kept
+in a :class:`SocWindow`. The estimate is ``(latest_soc - floor) / -slope`` hours.
+
+The window is bounded twice (a span of device time, 60 minutes by default, and a number of
+points, 120 by default; the oldest go first) and is plain data, so the engine keeps it in its
+database between restarts (:meth:`SocWindow.to_state` / :meth:`SocWindow.from_state`).
+Readings are kept in device-time order whatever order they come in; a reading repeated by a
+replay (same device time) is ignored, the first one kept. Pure Python: a fit over at most a
+few hundred points needs no numpy.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from typing import Any
+from collections.abc import Mapping
 
+MS_PER_HOUR = 3_600_000
+DEFAULT_MAX_SPAN_MS = 60 * 60_000
+DEFAULT_MAX_POINTS = 120
 MIN_POINTS = 3
 MIN_SPAN_MS = 5 * 60_000
-MAX_POINTS = 120
 
 
 class SocWindow:
-    """(device time ms, SoC %) points of the last ``span_s`` seconds, in time order."""
+    """The last (device ts_ms, soc_pct) readings of one subject, in device-time order."""
 
-    def __init__(self, span_s: float = 3600, points: list[tuple[int, float]] | None = None) -> None:
-        self.span_ms = int(span_s * 1000)
-        self.points: list[tuple[int, float]] = points or []
+    def __init__(
+        self, max_span_ms: int = DEFAULT_MAX_SPAN_MS, max_points: int = DEFAULT_MAX_POINTS
+    ) -> None:
+        if max_span_ms < MIN_SPAN_MS:
+            raise ValueError(f"max_span_ms {max_span_ms} is below {MIN_SPAN_MS}")
+        if max_points < MIN_POINTS:
+            raise ValueError(f"max_points {max_points} is below {MIN_POINTS}")
+        self.max_span_ms = max_span_ms
+        self.max_points = max_points
+        self._ts: list[int] = []
+        self._soc: list[float] = []
 
-    def add(self, ts_ms: int, soc: float) -> None:
-        at = bisect.bisect_left(self.points, (ts_ms, -math.inf))
-        if at < len(self.points) and self.points[at][0] == ts_ms:
-            return  # a replayed reading
-        self.points.insert(at, (ts_ms, soc))
-        newest = self.points[-1][0]
-        keep = bisect.bisect_left(self.points, (newest - self.span_ms, -math.inf))
-        del self.points[: max(keep, len(self.points) - MAX_POINTS)]
+    def __len__(self) -> int:
+        return len(self._ts)
 
-    def to_state(self) -> list[list[Any]]:
-        return [[t, s] for t, s in self.points]
+    @property
+    def points(self) -> list[tuple[int, float]]:
+        return list(zip(self._ts, self._soc, strict=True))
+
+    def add(self, ts_ms: int, soc_pct: float) -> bool:
+        """Keep a reading; False when it repeats a device time or is older than the window."""
+        if not math.isfinite(soc_pct):
+            raise ValueError(f"soc_pct {soc_pct} is not a finite number")
+        ts = self._ts
+        if ts and ts_ms < ts[-1] - self.max_span_ms:
+            return False
+        at = bisect.bisect_left(ts, ts_ms)
+        if at < len(ts) and ts[at] == ts_ms:
+            return False
+        ts.insert(at, ts_ms)
+        self._soc.insert(at, float(soc_pct))
+        return at >= self._trim()
+
+    def _trim(self) -> int:
+        """Drop what falls out of the span or the count, oldest first; say how many."""
+        ts = self._ts
+        drop = bisect.bisect_left(ts, ts[-1] - self.max_span_ms)
+        drop = max(drop, len(ts) - self.max_points)
+        if drop > 0:
+            del ts[:drop]
+            del self._soc[:drop]
+        return drop
+
+    @property
+    def latest_soc(self) -> float:
+        """The SoC of the latest reading in device time; IndexError when empty."""
+        return self._soc[-1]
+
+    def slope_per_hour(self) -> float | None:
+        """Least-squares slope of SoC in %/h; None below 3 points or a 5-minute span."""
+        ts, soc = self._ts, self._soc
+        n = len(ts)
+        if n < MIN_POINTS or ts[-1] - ts[0] < MIN_SPAN_MS:
+            return None
+        t0 = ts[0]
+        hours = [(t - t0) / MS_PER_HOUR for t in ts]
+        mean_h = sum(hours) / n
+        mean_soc = sum(soc) / n
+        sxx = sum((h - mean_h) ** 2 for h in hours)
+        sxy = sum((h - mean_h) * (s - mean_soc) for h, s in zip(hours, soc, strict=True))
+        return sxy / sxx
+
+    def to_state(self) -> dict[str, object]:
+        """A JSON-able dict; :meth:`from_state` reads it back."""
+        return {
+            "max_span_ms": self.max_span_ms,
+            "max_points": self.max_points,
+            "points": [[t, s] for t, s in zip(self._ts, self._soc, strict=True)],
+        }
 
     @classmethod
-    def from_state(cls, state: list[list[Any]] | None, span_s: float = 3600) -> SocWindow:
-        return cls(span_s, [(int(t), float(s)) for t, s in state or []])
-
-
-def slope_per_hour(window: SocWindow) -> float | None:
-    """The fitted SoC change per hour; None with too few points or too short a span."""
-    points = window.points
-    if len(points) < MIN_POINTS or points[-1][0] - points[0][0] < MIN_SPAN_MS:
-        return None
-    t0 = points[0][0]
-    xs = [(t - t0) / 3_600_000 for t, _ in points]
-    ys = [s for _, s in points]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    if var == 0:
-        return None
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
+    def from_state(cls, state: Mapping[str, object]) -> SocWindow:
+        """Rebuild a window from :meth:`to_state`; ValueError names what is malformed."""
+        span, most, points = state.get("max_span_ms"), state.get("max_points"), state.get("points")
+        if not isinstance(span, int) or not isinstance(most, int):
+            raise ValueError("state needs integer max_span_ms and max_points")
+        if not isinstance(points, list):
+            raise ValueError("state needs a points list")
+        window = cls(span, most)
+        previous = -1
+        for point in points:
+            if (
+                not isinstance(point, list | tuple)
+                or len(point) != 2
+                or not isinstance(point[0], int)
+                or not isinstance(point[1], int | float)
+                or point[0] <= previous
+            ):
+                raise ValueError(f"state point {point!r} is not [ts_ms, soc_pct] in time order")
+            previous = point[0]
+        # the points were written by to_state, in order and within bounds: taken as they are
+        window._ts = [point[0] for point in points]
+        window._soc = [float(point[1]) for point in points]
+        return window
 
 
 def hours_to_floor(window: SocWindow, floor_pct: float) -> float | None:
-    """Hours until SoC reaches ``floor_pct``: inf when not discharging, 0 below it already."""
-    slope = slope_per_hour(window)
+    """Hours until SoC reaches ``floor_pct`` at the fitted rate.
+
+    None when the window cannot tell yet (fewer than 3 points, or under 5 minutes of device
+    time); ``math.inf`` when the battery is not discharging (slope >= 0), even below the
+    floor: it is not running out; 0.0 when discharging at or below the floor already.
+    """
+    slope = window.slope_per_hour()
     if slope is None:
         return None
-    latest = window.points[-1][1]
-    if latest <= floor_pct:
-        return 0.0
     if slope >= 0:
         return math.inf
+    latest = window.latest_soc
+    if latest <= floor_pct:
+        return 0.0
     return (latest - floor_pct) / -slope

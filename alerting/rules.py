@@ -215,8 +215,11 @@ class Clinical(Strict):
     def _valid(self) -> Self:
         if not kinds_of(self.kind) <= HEALTH_KINDS:
             raise ValueError(f"kind: clinical rules are for health devices, not {self.kind}")
-        for bound in self.any:
-            bound.check(self.kind)
+        for index, bound in enumerate(self.any):
+            try:
+                bound.check(self.kind)
+            except ValueError as exc:  # name the bound: "any.0.value: ..."
+                raise ValueError(f"any.{index}.{exc}") from exc
         return self
 
 
@@ -226,6 +229,7 @@ Condition = Annotated[
 ]
 # Conditions whose alert's subject is a device's reading stream.
 READING_CONDITIONS = ("threshold", "rate", "forecast", "solar_yield", "clinical")
+CONDITION_TYPES = (*READING_CONDITIONS, "absence", "offline")
 
 
 class ScopeKind(StrEnum):

@@ -82,6 +82,7 @@ def require(*roles: Role) -> Callable[[Actor], Actor]:
 
 
 Reader = Annotated[Actor, Depends(require(Role.ADMIN, Role.TECHNICIAN, Role.VIEWER))]
+Technician = Annotated[Actor, Depends(require(Role.ADMIN, Role.TECHNICIAN))]
 Admin = Annotated[Actor, Depends(require(Role.ADMIN))]
 
 

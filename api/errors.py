@@ -13,19 +13,25 @@ Tree (``ApiError`` is the root; ``status`` is the HTTP answer)::
         └── TelemetryUnavailable
 
 Validation errors of FastAPI (422) list every field at fault in ``errors``
-(``[{"field": "body.latitude", "message": ...}]``); anything unexpected is a 500
+(``[{"field": "body.latitude", "message": ...}]``; an alert rule's condition is
+located as written: ``body.condition.metric``, not pydantic's
+``body.condition.threshold``); anything unexpected is a 500
 problem whose detail never echoes internals.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from alerting.rules import CONDITION_TYPES
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -96,6 +102,29 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+# A tagged union's member appears in pydantic's location ("condition", "threshold"):
+# the client wrote no such field, so the tag is left out of ``field``.
+_UNION_TAGS = {"condition": frozenset(CONDITION_TYPES)}
+# Model validators name the field they reject: "Value error, metric: 'x' is not ..."
+_NAMED = re.compile(r"^Value error, ([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*): (.+)$", re.DOTALL)
+
+
+def located(error: Mapping[str, Any]) -> dict[str, str]:
+    """``{"field", "message"}`` of one pydantic error, the field as the client wrote it."""
+    loc = [str(part) for part in error.get("loc", ())]
+    loc = [
+        part
+        for index, part in enumerate(loc)
+        if not (index and part in _UNION_TAGS.get(loc[index - 1], ()))
+    ]
+    message = str(error.get("msg", "invalid"))
+    named = _NAMED.match(message) if error.get("type") == "value_error" else None
+    if named is not None:
+        loc += named.group(1).split(".")
+        message = named.group(2)
+    return {"field": _field(loc), "message": message}
+
+
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return problem(exc.status, exc.title, exc.detail, request.url.path, **exc.extra)
@@ -103,10 +132,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
-        for e in exc.errors()
-    ]
+    errors = [located(e) for e in exc.errors()]
     fields = ", ".join(e["field"] for e in errors[:5])
     return problem(
         422, "Unprocessable Content", f"invalid: {fields}", request.url.path, errors=errors

@@ -18,6 +18,7 @@ from api.accounting import SequenceAccounting
 from api.alerts.metrics import EngineMetrics
 from api.alerts.service import AlertService
 from api.alerts.settings import AlertsSettings
+from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.broker import BrokerStartError
 from api.broker_files import FileLogins
 from api.db.session import make_engine, migrate, session_factory
@@ -26,7 +27,19 @@ from api.dynsec import DynsecClient
 from api.logins import CentralLogins, DynsecLogins
 from api.metrics import ApiMetrics, MeasuredLogins
 from api.presence import Presence
-from api.routes import audit, centres, devices, health, sequences, telemetry, tokens
+from api.routes import (
+    alert_rules,
+    alerts,
+    audit,
+    centres,
+    channels,
+    devices,
+    health,
+    sequences,
+    silences,
+    telemetry,
+    tokens,
+)
 from api.sequence_feed import SequenceFeed
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
@@ -94,16 +107,24 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 stack.callback(metrics.registry.unregister, accounting)
                 accounting.start()
                 stack.callback(accounting.close)
-            alerts = None
+            engine_service = None
             if settings.alerts:
-                alerts = alert_service(settings, sessions, metrics)
-                stack.callback(metrics.registry.unregister, alerts.open_alerts)
-                alerts.start()
-                stack.callback(alerts.close)
+                engine_service = alert_service(settings, sessions, metrics)
+                stack.callback(metrics.registry.unregister, engine_service.open_alerts)
+                engine_service.start()
+                stack.callback(engine_service.close)
+            webhook = None
+            if settings.notify:
+                webhook = WebhookWorker(
+                    sessions, DeliveryOptions.from_settings(settings), registry=metrics.registry
+                )
+                webhook.start()
+                stack.callback(webhook.close)
+            app.state.webhook = webhook
             app.state.components = Components(settings, sessions, provisioner, reader)
             app.state.accounting = accounting
             app.state.presence = presence
-            app.state.alerts = alerts
+            app.state.alerts = engine_service
             log.info(
                 "event=api_started db=%s mqtt=%s",
                 engine.url.render_as_string(True),
@@ -122,7 +143,9 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
     app.state.metrics = metrics
     app.middleware("http")(metrics.middleware)
     errors.install(app)
-    for module in (centres, devices, telemetry, sequences, tokens, audit, health):
+    routes = (centres, devices, telemetry, sequences, tokens, audit, health)
+    alerting = (alert_rules, alerts, silences, channels)
+    for module in routes + alerting:
         for router in _routers(module):
             app.include_router(router)
     return app
@@ -220,9 +243,9 @@ def run(settings: ApiSettings) -> int:
 
 def _links(app: FastAPI, dynsec: DynsecClient) -> list[MqttLink]:
     presence: Presence | None = getattr(app.state, "presence", None)
-    alerts: AlertService | None = getattr(app.state, "alerts", None)
+    engine_service: AlertService | None = getattr(app.state, "alerts", None)
     links = [dynsec.link] + ([presence.link] if presence is not None else [])
-    return links + ([alerts.link] if alerts is not None else [])
+    return links + ([engine_service.link] if engine_service is not None else [])
 
 
 class RefusalWatch:

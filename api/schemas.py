@@ -16,6 +16,14 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whit
 Short = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
 Latitude = Annotated[float, Field(ge=-90, le=90, examples=[26.85])]
 Longitude = Annotated[float, Field(ge=-180, le=180, examples=[80.95])]
+UtcOffset = Annotated[
+    float,
+    Field(ge=-12, le=14, description="local time = UTC + this (hours)", examples=[5.5]),
+]
+RatedPower = Annotated[
+    float,
+    Field(gt=0, le=10_000_000, description="rated power of the PV array (W)", examples=[600]),
+]
 
 
 class Role(StrEnum):
@@ -57,6 +65,8 @@ class CentreBase(Strict):
     latitude: Latitude | None = None
     longitude: Longitude | None = None
     hub_id: Id | None = Field(default=None, description="the hub of a spoke centre")
+    utc_offset_h: UtcOffset = 5.5
+    pv_rated_w: RatedPower | None = None
 
 
 class CentreCreate(CentreBase):
@@ -72,6 +82,8 @@ class CentreUpdate(Strict):
     latitude: Latitude | None = None
     longitude: Longitude | None = None
     hub_id: Id | None = None
+    utc_offset_h: UtcOffset | None = None
+    pv_rated_w: RatedPower | None = None
 
 
 class CentrePublic(CentreBase):

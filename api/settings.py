@@ -49,6 +49,13 @@ class ApiSettings(BaseSettings):
     sequence_grace_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     sequence_horizon_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
     sequence_check_after_s: Annotated[float, Field(ge=0)] = 600.0
+    notify: bool = True
+    notify_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    notify_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    notify_backoff_min_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
+    notify_backoff_max_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    notify_failed_after: Annotated[int, Field(ge=1, le=1000)] = 8
+    notify_poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
     @field_validator("master_secret")
     @classmethod
@@ -91,6 +98,12 @@ class ApiSettings(BaseSettings):
             raise ValueError("broker_pid_file: only used with GRAMLINK_API_BROKER_FILES_DIR")
         if self.broker_files_dir is not None and self.broker_pid_file is None:
             self.broker_pid_file = self.broker_files_dir / "mosquitto.pid"
+        return self
+
+    @model_validator(mode="after")
+    def _notify_backoff(self) -> ApiSettings:
+        if self.notify_backoff_max_s < self.notify_backoff_min_s:
+            raise ValueError("notify_backoff_max_s: must not be below NOTIFY_BACKOFF_MIN_S")
         return self
 
     def broker_access(self) -> BrokerAccess:

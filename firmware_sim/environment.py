@@ -38,15 +38,18 @@ class CentreEnv:
     utc_offset_h: float = 5.5
     on_grid: bool = True  # False: an off-grid centre, solar and battery only
     cloud: float | None = None  # fixed cloudiness 0..0.9 for every day (None: seeded weather)
+    planned_outages: list[Outage] = field(default_factory=list)  # grid cuts besides the seeded ones
     _weather: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False)
     _grid: dict[int, list[Outage]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         rng = stream(self.seed, self.centre, "site")
+        # India's plains and plateaus (below ~900 m, so a clear-sky model that looks the
+        # altitude up agrees with this sky), on Indian Standard Time
         if not self.latitude:
-            self.latitude = round(rng.uniform(8.0, 34.0), 3)  # South Asia
+            self.latitude = round(rng.uniform(10.0, 26.0), 3)
         if not self.longitude:
-            self.longitude = round(rng.uniform(68.0, 92.0), 3)
+            self.longitude = round(rng.uniform(72.0, 88.0), 3)
 
     # --- calendar -------------------------------------------------------------------------
     def local_hour(self, t_ms: int) -> float:
@@ -57,6 +60,12 @@ class CentreEnv:
 
     def day_start_ms(self, day: int) -> int:
         return int(day * DAY_MS - self.utc_offset_h * HOUR_MS)
+
+    def next_local_time_ms(self, after_ms: int, hour: float) -> int:
+        """The first instant at or after ``after_ms`` when the local clock shows ``hour``."""
+        day = self.local_day(after_ms)
+        t = self.day_start_ms(day) + int(hour * HOUR_MS)
+        return t if t >= after_ms else t + DAY_MS
 
     def is_open(self, t_ms: int) -> bool:
         """Clinic hours: 09:00-17:00 local, closed on Sundays."""
@@ -143,6 +152,8 @@ class CentreEnv:
 
     def grid_present(self, t_ms: int) -> bool:
         if not self.on_grid:
+            return False
+        if any(o.start_ms <= t_ms < o.end_ms for o in self.planned_outages):
             return False
         day = self.local_day(t_ms)
         for d in (day - 1, day):

@@ -26,14 +26,14 @@ from contract.messages import Command, Twin
 from contract.topics import TopicError, check_id
 from firmware_sim.clock import AcceleratedClock, BackfillClock, Clock, RealClock
 from firmware_sim.commands import CommandWorker
-from firmware_sim.devices import Device, centre_layout
-from firmware_sim.environment import CentreEnv
+from firmware_sim.devices import Device
 from firmware_sim.errors import ConfigError
 from firmware_sim.faults import FaultConfig, FaultInjector
 from firmware_sim.link import Link
 from firmware_sim.netloop import NetLoop
 from firmware_sim.rawlink import RawLink
 from firmware_sim.seeding import stream
+from firmware_sim.site import SiteFacts, build_centre
 from firmware_sim.stats import Counters, Stats
 from mqttlink.endpoint import TlsFiles, tls_context
 from runtime.logs import Throttle
@@ -74,6 +74,8 @@ class FleetConfig:
     client: ClientKind | None = None  # None: raw MQTT in centre mode, paho in device mode
     tls: bool = False  # mqtts://: TLS with ``tls_files`` (the system's CAs when no CA file)
     tls_files: TlsFiles = field(default_factory=TlsFiles)
+    scenario: str | None = None  # a named scenario (firmware_sim/scenario.py) for one centre
+    scenario_centre: str | None = None  # the centre it applies to (None: the first one)
 
     def centre_list(self) -> list[str]:
         ids = list(self.centre_ids) or [
@@ -106,6 +108,7 @@ class Fleet:
         self.throttle = Throttle(log)  # one certificate error line a minute for the fleet
         self.worker = CommandWorker(self.clock.now_ms, config.ota_timeout_s)
         self.devices: dict[str, Device] = {}
+        self.sites: dict[str, SiteFacts] = {}  # per centre: what the registry should know
         self.links: list[AnyLink] = []
         self._link_of: dict[str, AnyLink] = {}
         self._stop = threading.Event()
@@ -123,23 +126,25 @@ class Fleet:
         cfg = self.config
         start = self.clock.now_ms()
         validate = cfg.validate if cfg.validate is not None else cfg.mode == "device"
-        for centre in cfg.centre_list():
-            env = CentreEnv(cfg.seed, centre)
-            devices = []
-            for device_id, cls in centre_layout(centre, cfg.devices_per_centre):
-                device = cls(
-                    centre,
-                    device_id,
-                    env,
-                    cfg.seed,
-                    start,
-                    validate=validate,
-                    interval_s=cfg.interval_s,
-                )
-                device.skew_ms = self.faults.skew_ms(device_id)
+        centres = cfg.centre_list()
+        target = cfg.scenario_centre or centres[0]
+        if cfg.scenario is not None and target not in centres:
+            raise ConfigError(f"scenario centre {target!r} is not one of the fleet's centres")
+        for centre in centres:
+            env, devices = build_centre(
+                centre,
+                cfg.seed,
+                start,
+                cfg.devices_per_centre,
+                validate=validate,
+                interval_s=cfg.interval_s,
+                scenario=cfg.scenario if centre == target else None,
+            )
+            self.sites[centre] = SiteFacts.of(env, devices)
+            for device in devices:
+                device.skew_ms = self.faults.skew_ms(device.device_id)
                 device.on_reschedule = self._reschedule
-                devices.append(device)
-                self.devices[device_id] = device
+                self.devices[device.device_id] = device
             groups = [devices] if cfg.mode == "centre" else [[d] for d in devices]
             for group in groups:
                 self._add_link(centre, group)

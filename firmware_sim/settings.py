@@ -53,6 +53,7 @@ class SimSettings(BaseSettings):
     qos0_burst_size: int = Field(100, ge=1)
     client: Literal["paho", "raw"] | None = None
     workers: int = Field(1, ge=1, le=64)
+    scenario: Literal["demo"] | None = None  # firmware_sim/scenario.py, on the first centre
 
     def broker(self) -> Endpoint:
         try:

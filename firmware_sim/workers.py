@@ -74,8 +74,14 @@ class WorkerFleet:
         workers = min(workers, len(centres))
         self.config = config
         self.drain_s = drain_s  # each worker's Fleet.stop(drain_s)
+        target = config.scenario_centre or centres[0]  # the scenario stays on one centre
         self.configs = [
-            dataclasses.replace(config, centre_ids=tuple(centres[i::workers]))
+            dataclasses.replace(
+                config,
+                centre_ids=tuple(centres[i::workers]),
+                scenario=config.scenario if target in centres[i::workers] else None,
+                scenario_centre=target if target in centres[i::workers] else None,
+            )
             for i in range(workers)
         ]
         self.done = threading.Event()

@@ -37,6 +37,7 @@ from contract.codec import DecodeError, decode_batch
 from contract.provisioning import mqtt_username
 from contract.topics import Channel, subscription
 from firmware_sim.fleet import Fleet, FleetConfig
+from firmware_sim.site import site_facts
 from gramlink.children import Child, PermanentExit, Supervisor, gramlink_argv
 from gramlink.demo_provision import CentreCredentials, provision
 from gramlink.services import MosquittoService, ServiceError
@@ -57,6 +58,11 @@ class DemoOptions:
     accelerate: float = 720.0
     history_days: float = 7.0
     duration_s: float | None = None  # None: until Ctrl-C
+
+
+def centre_seed(centre: str) -> int:
+    """Each centre's simulation seed: its sky, grid cuts and devices differ, reruns agree."""
+    return sum(map(ord, centre))
 
 
 def say(text: str) -> None:
@@ -168,6 +174,9 @@ class Demo:
         self.stack = Stack(self.home, options.mqtt_port, options.influx_port)
         self.hub = "hub"
         self.spokes = [f"spoke{i}" for i in range(1, options.spokes + 1)]
+        # the centre whose simulation runs the demo scenario (firmware_sim/scenario.py): a small
+        # battery, a 12 h night grid cut, a low-SpO2 patient, a thermometer that hangs for 6 h
+        self.troubled = self.spokes[0] if self.spokes else self.hub
         self.supervisor = Supervisor(say)
         self.local_brokers: list[MosquittoService] = []
 
@@ -210,15 +219,21 @@ class Demo:
             self.child("api", ["api", "--stack-home", home, "--port", port], api_env)
             wait_until(lambda: self._answers(f"{api_url}/healthz"), 60, "the API")
             token = self._create_token(api_env)
+            self._install_alert_pack(api_env)
             with httpx.Client(
                 base_url=api_url, headers={"authorization": f"Bearer {token}"}, timeout=120
             ) as api:
+                sites = {
+                    c: site_facts(centre_seed(c), c, self.options.devices_per_centre)
+                    for c in [self.hub, *self.spokes]
+                }
                 credentials = provision(
                     api,
                     self.secrets["master_secret"].encode(),
                     self.hub,
                     self.spokes,
                     self.options.devices_per_centre,
+                    sites,
                 )
 
             metrics_port = free_port()
@@ -241,6 +256,11 @@ class Demo:
             say(f"influxdb      {influx.url} database {influx.database}")
             say(f"central mqtt  {central.url}")
             say(f"logs          {self.logs}")
+            say(
+                f"scenario      {self.troubled}: a 12 h grid cut its first night drains a small "
+                "battery below 20 %, a patient at SpO2 86 %, its thermometer silent for 6 h "
+                "(simulated; docs/firmware_sim.md)"
+            )
             say("press Ctrl-C to stop everything the demo started")
             say("")
             self._report(stop, fleets, relay, f"http://127.0.0.1:{metrics_port}/metrics")
@@ -288,7 +308,8 @@ class Demo:
                 credentials=creds.devices,
                 accelerate=self.options.accelerate,
                 start_ms=now - int(self.options.history_days * DAY_MS),
-                seed=sum(map(ord, centre)),
+                seed=centre_seed(centre),
+                scenario="demo" if centre == self.troubled else None,
             )
         )
         fleet.start()
@@ -376,6 +397,17 @@ class Demo:
         if maker.exit_code() != 0 or not lines:
             raise ServiceError("could not create the demo's admin token")
         return lines[-1]
+
+    def _install_alert_pack(self, env: dict[str, str]) -> None:
+        """The default alert rules (``gramlink alerts install-defaults``; again: no change)."""
+        argv = gramlink_argv("alerts", "install-defaults", "--stack-home", str(self.home))
+        installer = Child("alerts-install-defaults", argv, env, self.logs)
+        installer.log_file.unlink(missing_ok=True)
+        installer.start()
+        wait_until(lambda: installer.exit_code() is not None, 60, "alerts install-defaults")
+        if installer.exit_code() != 0:
+            raise ServiceError(f"alerts install-defaults failed: {installer.last_lines()}")
+        say(f"alert rules   {installer.last_lines(1)}")
 
     def _stop_local_brokers(self) -> None:
         for broker in self.local_brokers:

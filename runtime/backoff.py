@@ -23,9 +23,19 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next(self) -> float:
-        ceiling = min(self.maximum, self.minimum * (2 ** min(self.attempt, 30)))
+        value = delay(self.minimum, self.maximum, self.attempt, self._rng)
         self.attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return value
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def delay(minimum: float, maximum: float, attempt: int, rng: random.Random) -> float:
+    """The delay after ``attempt`` earlier ones (0-based), the same rule as :class:`Backoff`.
+
+    For retries whose count is stored rather than held in an object (a queued
+    webhook notification carries its own attempt count).
+    """
+    ceiling = min(maximum, minimum * (2 ** min(attempt, 30)))
+    return rng.uniform(ceiling / 2, ceiling)

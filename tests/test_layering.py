@@ -1,4 +1,4 @@
-"""Packages keep to their lanes: processes import contract, mqttlink, runtime; never each other."""
+"""Packages keep to their lanes: processes import only the shared packages, never each other."""
 
 from __future__ import annotations
 

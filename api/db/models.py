@@ -89,7 +89,7 @@ class AuditEntry(Base):
     actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(40))
     entity: Mapped[str] = mapped_column(String(20))
-    entity_id: Mapped[str] = mapped_column(String(32), index=True)
+    entity_id: Mapped[str] = mapped_column(String(64), index=True)  # an alert rule's: 64
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
@@ -278,7 +278,7 @@ class Notification(Base):
     """One notification of one alert event to one channel: the delivery log's head.
 
     ``id`` is the delivery id the receiver de-duplicates on. ``status``: queued,
-    delivered or failed (kept trying past ``NOTIFY_GIVE_UP``: visible, never dropped).
+    delivered or failed (kept trying past ``NOTIFY_FAILED_AFTER``: visible, never dropped).
     """
 
     __tablename__ = "notifications"

@@ -2,8 +2,9 @@
 
 Columns: ``centre_id, device_id, kind, model`` (required), ``serial,
 firmware_version`` (optional) and, to roll out new centres in the same file,
-``centre_name, hub_id, village, district, state, country`` (a centre that does
-not exist yet is created from the first row naming it).
+``centre_name, hub_id, village, district, state, country, utc_offset_h,
+pv_rated_w`` (a centre that does not exist yet is created from the first row
+naming it; ``utc_offset_h`` defaults to 5.5, ``pv_rated_w`` to none).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ OPTIONAL = (
     "district",
     "state",
     "country",
+    "utc_offset_h",
+    "pv_rated_w",
 )
 CSV_HEADER = ("centre_id", "device_id", "kind", "model", "username", "password")
 
@@ -115,14 +118,14 @@ def _parse(reader: csv.DictReader[str], max_rows: int) -> Parsed:
         devices.append((number, device))
         if "centre_name" in clean and device.centre_id not in centres:
             try:
-                centres[device.centre_id] = CentreCreate(
-                    id=device.centre_id,
-                    name=clean["centre_name"],
-                    hub_id=clean.get("hub_id"),
-                    village=clean.get("village"),
-                    district=clean.get("district"),
-                    state=clean.get("state"),
-                    country=clean.get("country"),
+                facts = ("hub_id", "village", "district", "state", "country")
+                centres[device.centre_id] = CentreCreate.model_validate(
+                    {
+                        "id": device.centre_id,
+                        "name": clean["centre_name"],
+                        **{k: clean.get(k) for k in facts},
+                        **{k: clean[k] for k in ("utc_offset_h", "pv_rated_w") if k in clean},
+                    }
                 )
             except ValidationError as exc:
                 errors += _errors(number, exc)

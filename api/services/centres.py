@@ -21,6 +21,8 @@ FIELDS = (
     "latitude",
     "longitude",
     "hub_id",
+    "utc_offset_h",
+    "pv_rated_w",
 )
 
 
@@ -86,8 +88,8 @@ def update(session: Session, actor: str, centre_id: str, body: CentreUpdate) -> 
         ):
             raise Conflict(f"centre {centre_id} is a hub with spokes")
     for name, value in changes.items():
-        if name == "name" and value is None:
-            raise Unprocessable("name cannot be null", field="body.name")
+        if name in ("name", "utc_offset_h") and value is None:
+            raise Unprocessable(f"{name} cannot be null", field=f"body.{name}")
         setattr(centre, name, value)
     session.flush()
     record(session, actor, "centre.update", "centre", centre_id, before, snapshot(centre, FIELDS))

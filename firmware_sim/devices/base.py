@@ -117,6 +117,9 @@ class Device:
         self.next_telemetry_ms = start_ms + derive_seed(seed, device_id, "phase") % self.interval_ms
         self.twin_version = 0
         self.identify_until_ms = 0
+        # [start, end) spans of device time when the device sends nothing though its model
+        # runs on (a hung sensor that stays connected): what the absence rule is for
+        self.muted: list[tuple[int, int]] = []
         self.lock = threading.RLock()
         self.send: Send = _drop_send
         self.on_reschedule: Callable[[str], None] = lambda device_id: None
@@ -154,10 +157,14 @@ class Device:
         """Readings due by ``now_ms``: the model's events, then telemetry if its time came."""
         out: list[Reading] = []
         with self.lock:
-            for ts, name, metrics, detail in self.advance(now_ms):
-                out.append(self._event(ts, name, metrics, detail))
+            events = self.advance(now_ms)
+            muted = bool(self.muted) and any(a <= now_ms < b for a, b in self.muted)
+            if not muted:
+                for ts, name, metrics, detail in events:
+                    out.append(self._event(ts, name, metrics, detail))
             if now_ms >= self.next_telemetry_ms:
-                out.append(self._telemetry(now_ms, self.sample(now_ms)))
+                if not muted:
+                    out.append(self._telemetry(now_ms, self.sample(now_ms)))
                 self.next_telemetry_ms += self.interval_ms
                 if self.next_telemetry_ms <= now_ms:  # far behind (paused): skip, don't burst
                     self.next_telemetry_ms = now_ms + self.interval_ms

@@ -43,6 +43,9 @@ class HealthDevice(Device):
         self.battery_pct = 40.0 + 60.0 * self.rng.random()
         self._day = self.env.local_day(self.last_ms)
         self._visits: list[int] = [t for t in self._day_visits(self._day) if t > self.last_ms]
+        # (from device time, metrics): the first measurement at or after the time takes these
+        # values instead of the drawn ones (a scenario's scripted patient)
+        self.scripted: list[tuple[int, dict[str, Any]]] = []
 
     def draw(self, rng: random.Random) -> dict[str, Any]:
         """One patient's readings."""
@@ -77,6 +80,8 @@ class HealthDevice(Device):
             self._visits.pop(0)
             rng = self.rng
             metrics = self.draw(rng)
+            if self.scripted and self.scripted[0][0] <= nxt:
+                metrics.update(self.scripted.pop(0)[1])
             metrics["patient_id"] = f"p{1 + int(rng.random() * PATIENTS_PER_CENTRE):04d}"
             self._drain(DRAIN_PER_MEASUREMENT, nxt, events)
             metrics["battery_pct"] = round(self.battery_pct, 1)

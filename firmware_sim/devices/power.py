@@ -1,12 +1,14 @@
 """The centre's solar power unit: PV panel, battery, inverter and grid connection.
 
 The panel follows the sun for the centre's latitude and date, dimmed by the
-day's clouds. The battery's state of charge integrates charge minus load (with
-a charge efficiency); its voltage follows SoC, current and temperature. When
-the grid is present it carries the load and charges the battery; during a power
-cut the battery carries the load until the inverter's low-voltage disconnect.
-``energy_today_wh`` is the PV energy since local midnight, integrated from the
-same power the readings report.
+day's clouds. The inverter is a zero-export hybrid: PV serves the load first,
+its surplus charges the battery, and only what neither takes is curtailed. When
+the grid is present it covers what PV does not (the battery is not discharged)
+and its charger tops the battery up; during a power cut the battery carries
+what PV does not, until the inverter's low-voltage disconnect. The battery's
+state of charge integrates charge minus discharge (with a charge efficiency);
+its voltage follows SoC, current and temperature. ``energy_today_wh`` is the PV
+energy since local midnight, integrated from the same power the readings report.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class PowerUnit(Device):
         self.load_w = 0.0
         self.batt_w = 0.0  # + charging, - discharging
         self.inverter_on = True
+        # an on-grid centre's inverter exports its surplus while the grid is up (net metering);
+        # during a cut (anti-islanding) and off-grid, PV beyond load and battery is curtailed
+        self.net_metered = self.env.on_grid
         self.grid = self.env.grid_present(self.last_ms)
         self.energy_today_wh = 0.0
         self.day = self.env.local_day(self.last_ms)
@@ -83,14 +88,16 @@ class PowerUnit(Device):
             self.inverter_on = True
             events.append((t_ms, "inverter_on", None, None))
         load = demand if (self.inverter_on or grid) else 0.0
-        headroom_w = (100.0 - self.soc) / 100.0 * self.capacity_wh / max(dt_h, 1e-9)
-        if grid:
-            charger = min(GRID_CHARGER_W, max(0.0, headroom_w - available_pv))
-            pv = min(available_pv, headroom_w)  # the grid carries the load
-            batt = pv + charger
+        # what the battery can still take in this step, as charging power before losses
+        room_w = (100.0 - self.soc) / 100.0 * self.capacity_wh / CHARGE_EFFICIENCY / max(dt_h, 1e-9)
+        # load first, then the battery; the rest is exported (net metering, grid up) or curtailed
+        pv = available_pv if grid and self.net_metered else min(available_pv, load + room_w)
+        surplus = pv - load  # > 0: for the battery (and export); < 0: what PV leaves uncovered
+        if grid:  # the grid covers the deficit; its charger fills what PV leaves of the room
+            to_battery = min(max(0.0, surplus), room_w)
+            batt = to_battery + min(GRID_CHARGER_W, room_w - to_battery)
         else:
-            pv = min(available_pv, load + headroom_w)  # curtailed when the battery is full
-            batt = pv - load
+            batt = surplus
         delta_wh = batt * dt_h * (CHARGE_EFFICIENCY if batt > 0 else 1.0)
         self.soc = min(100.0, max(0.0, self.soc + delta_wh / self.capacity_wh * 100.0))
         self.pv_w, self.load_w, self.batt_w = pv, load, batt

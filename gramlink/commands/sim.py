@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="MQTT client (default: raw per centre, paho per device)",
     )
     p.add_argument("--workers", type=int, help="worker processes (load tests; default 1)")
+    p.add_argument(
+        "--scenario",
+        choices=["demo"],
+        help="scripted troubles on the first centre (battery, grid cut, SpO2, a silent device)",
+    )
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=run)
 
@@ -99,6 +104,7 @@ def fleet_config(s: SimSettings) -> FleetConfig:
         will_delay_s=s.will_delay_s,
         faults=faults,
         client=s.client,
+        scenario=s.scenario,
     )
 
 

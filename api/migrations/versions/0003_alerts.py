@@ -22,6 +22,8 @@ def upgrade() -> None:
     with op.batch_alter_table("centres") as batch:
         batch.add_column(sa.Column("utc_offset_h", sa.Float, nullable=False, server_default="5.5"))
         batch.add_column(sa.Column("pv_rated_w", sa.Float))
+    with op.batch_alter_table("audit_log") as batch:  # alert rule ids are up to 64 characters
+        batch.alter_column("entity_id", type_=sa.String(64), existing_type=sa.String(32))
     op.create_table(
         "alert_rules",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -149,6 +151,8 @@ def downgrade() -> None:
         "alert_rules",
     ):
         op.drop_table(table)
+    with op.batch_alter_table("audit_log") as batch:
+        batch.alter_column("entity_id", type_=sa.String(32), existing_type=sa.String(64))
     with op.batch_alter_table("centres") as batch:
         batch.drop_column("pv_rated_w")
         batch.drop_column("utc_offset_h")
