@@ -24,6 +24,13 @@ centre's clock (an inhibited absence alert is resolved, silently).
 A rule deleted or disabled closes what it had open: its pending alerts are
 removed, its firing ones resolved (notified if their firing was), its states
 forgotten.
+
+People act on alerts through the API, in their own transactions: resolving one
+by hand (or a rule deleted) also resets or removes the rule's state for that
+subject in the registry. On every tick the engine reads the history written
+since (``AlertEvent`` ids grow) and takes the registry's state of each subject
+resolved by someone else, so its memory follows (an absence timer restarts from
+the reset, a condition still present starts a new alert).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alerting.evaluation import Change, ChangeKind, State, device_subject
@@ -48,7 +56,7 @@ from api.alerts.places import Places
 from api.alerts.rulebook import Loaded, RuleBook
 from api.alerts.settings import AlertsSettings
 from api.alerts.sky import Skies
-from api.db.models import Alert
+from api.db.models import Alert, AlertCondition, AlertEvent
 from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)
@@ -56,6 +64,7 @@ LIVE = ("pending", "firing")
 CLOCKS = "_clock"  # the saved centre clocks, among the states (no rule id starts with _)
 CLOCK_SAVE_S = 10.0
 RETIRED = {"reason": "rule deleted or disabled"}
+ENGINE = "engine"  # the actor of the history the engine writes
 
 
 class Engine:
@@ -80,6 +89,8 @@ class Engine:
         self.refused = 0
         self._clocks_saved = 0.0
         self._retiring: list[Loaded] = []  # rules deleted or disabled, not yet closed
+        self._last_event = 0  # the newest AlertEvent id looked at (committed rounds)
+        self._events_read = 0  # ... in this round
 
     def load(self) -> None:
         """Rules, places and the saved states, at start."""
@@ -87,6 +98,7 @@ class Engine:
         self.places.refresh()
         with self._sessions() as session:
             held = self.conditions.load(session)
+            self._last_event = session.scalar(select(func.max(AlertEvent.id))) or 0
         for centre, saved in list(self.conditions.subjects(CLOCKS)):
             self.clocks.restore(centre, int(saved["ts"]), int(saved["wall"]))
         self.metrics.states.set(held)
@@ -100,6 +112,7 @@ class Engine:
             self._retiring += self.rules.refresh()
         items = self._decode(messages)
         now_ms = wall_ms()
+        self._events_read = self._last_event
         try:
             with self._sessions.begin() as session, session.no_autoflush:
                 life = Lifecycle(session, datetime.now(UTC), self._place_of)
@@ -109,6 +122,7 @@ class Engine:
                     else:
                         self._presence(life, item)
                 if tick:
+                    self._follow_people(session)
                     self._timers(life)
                     self._save_clocks()
                 for loaded in self._retiring:
@@ -119,6 +133,7 @@ class Engine:
             raise
         self.conditions.commit()
         self._retiring = []
+        self._last_event = self._events_read
         tally = life.tally
         self.metrics.readings.inc(sum(isinstance(i, Observed) for i in items))
         self.metrics.messages.inc(len(messages))
@@ -269,6 +284,28 @@ class Engine:
                 device = rest.split("/")[0] or None
                 place = self.places.place(centre, device, None)
                 self._record(life, loaded, place, subject, changes, backlog=False)
+
+    def _follow_people(self, session: Session) -> None:
+        """States the API reset (an alert resolved by hand, a rule gone) replace ours."""
+        rows = session.execute(
+            select(AlertEvent.id, AlertEvent.event, AlertEvent.actor, Alert.rule_id, Alert.subject)
+            .join(Alert, Alert.id == AlertEvent.alert_id)
+            .where(AlertEvent.id > self._events_read)
+            .order_by(AlertEvent.id)
+        ).all()
+        for event_id, event, actor, rule_id, subject in rows:
+            self._events_read = max(self._events_read, event_id)
+            if event != "resolved" or actor == ENGINE:
+                continue
+            row = session.get(AlertCondition, (rule_id, subject))
+            state = dict(row.state) if row is not None else None
+            loaded = self.rules.rules.get(rule_id)
+            if state is not None and loaded is not None and loaded.timer:
+                # the timer restarts now on the centre's clock (the API only knows the wall)
+                now = self.clocks.now(subject.partition("/")[0])
+                state["last"] = max(int(state.get("last") or now), now)
+            self.conditions.put(rule_id, subject, state)
+            self.rules.expire()  # a rule may be gone too
 
     def _retire(self, life: Lifecycle, loaded: Loaded) -> None:
         """A rule deleted or disabled: its pending alerts go, its firing ones resolve."""

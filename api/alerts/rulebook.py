@@ -72,6 +72,10 @@ class RuleBook:
     def due(self) -> bool:
         return self._clock() - self._loaded_at >= self._refresh_s
 
+    def expire(self) -> None:
+        """Read the rules again at the next round (someone acted on an alert)."""
+        self._loaded_at = -1e18
+
     def refresh(self) -> list[Loaded]:
         """Read the rules again; the rules no longer enabled (deleted or disabled)."""
         with self._sessions() as session:

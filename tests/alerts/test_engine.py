@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from api.db.models import AlertRule
+from api.services.alert_actions import resolve
 from gramlink.services import InfluxService
 from tests.alerts.conftest import EngineFactory, Publisher, Registry, now_ms
 from tests.factories import wait_for
@@ -364,3 +365,42 @@ def test_solar_yield_is_judged_against_the_centres_clear_sky_expectation(
     assert alert.detail["expected_wh"] == 1000.0
     assert FakeSolar.ClearSky.made == [(23.2, 77.4, 5.5, 600)]
     assert registry.alerts(bare, bare_rule) == []
+
+
+def test_an_alert_resolved_by_hand_while_the_trouble_lasts_comes_back_as_a_new_one(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    router = registry.device(centre, "router")
+    power = registry.device(centre, "power")
+    rule = registry.rule("device-silent", centre)
+    registry.channel()
+    running = start_engine()
+    t0 = now_ms()
+    for i in range(4):
+        publisher.reading(centre, router, "router", t0 + i * 10_000, wan_up=True)
+    for i in range(3, 9):
+        publisher.reading(centre, power, "power", t0 + i * 10_000, battery_soc_pct=80)
+    wait_for(lambda: registry.events(centre, rule) == [(rule, "firing")], 5, "absence fired")
+    first = registry.alert(centre, rule)
+    assert first is not None and first.device == router
+    subject = f"{centre}/{router}"
+    fired = running.service.engine.conditions.get(rule, subject)
+    with registry.sessions.begin() as s:  # a technician resolves it (the API's service)
+        resolve(s, "tech", first.id, "checked the cable")
+    # the router is still silent: its timer restarts, and three intervals on (the power
+    # unit's readings move the centre's clock) the engine raises a new alert
+    wait_for(lambda: running.service.engine.conditions.get(rule, subject) != fired, 5, "reset")
+    for i in range(9, 14):
+        publisher.reading(centre, power, "power", t0 + i * 10_000, battery_soc_pct=80)
+    wait_for(
+        lambda: (
+            registry.events(centre, rule)
+            == [(rule, "firing"), (rule, "resolved")] * 1 + [(rule, "firing")]
+        ),
+        10,
+        "a new absence alert",
+    )
+    alerts = registry.alerts(centre, rule)
+    assert [a.state for a in alerts] == ["resolved", "firing"]
+    assert alerts[0].id == first.id and alerts[0].resolved_by == "tech"
