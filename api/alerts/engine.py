@@ -15,6 +15,11 @@ Late data: a reading is *backlog* when it reached its gateway more than
 ``lag_s`` before now (``rx`` of the envelope's record), or, sent straight to
 the central broker, when its device time is older than now minus ``lag_s``.
 
+Absence also needs ``absence_min_wall_s`` of real time without a reading from
+the device: an envelope carrying other devices' newer readings (or a simulator's
+fast clock) moves the centre's clock past a device whose readings are in the
+next envelope, which must not make it look silent.
+
 Inhibition: while a centre's gateway Last Will is held (the state of a
 "centre offline" rule, an offline rule with target gateway, is pending or
 firing), its devices' absence and offline alerts are recorded inhibited. When
@@ -77,6 +82,9 @@ class Engine:
     ) -> None:
         self._sessions = sessions
         self._lag_ms = int(settings.lag_s * 1000)
+        self._absence_floor_s = settings.absence_min_wall_s
+        self._heard: dict[tuple[str, str], float] = {}  # device -> monotonic of its last reading
+        self._started = time.monotonic()
         self.metrics = metrics
         self.annotations = annotations
         self.places = Places(sessions, settings.registry_refresh_s)
@@ -172,6 +180,7 @@ class Engine:
     def _reading(self, life: Lifecycle, observed: Observed, now_ms: int) -> None:
         r = observed.reading
         self.clocks.see(r.centre, r.ts_ms)
+        self._heard[(r.centre, r.device)] = time.monotonic()
         if observed.rx_ms is not None:
             backlog = now_ms - observed.rx_ms > self._lag_ms
         else:
@@ -271,12 +280,18 @@ class Engine:
                 self.conditions.put(rule_id, subject, fresh)
 
     def _timers(self, life: Lifecycle) -> None:
+        now = time.monotonic()
         for loaded in self.rules.timers():
             rule_id = loaded.rule.id
+            absence = isinstance(loaded.rule.condition, Absence)
             for subject, state in list(self.conditions.subjects(rule_id)):
                 if state.get("phase") == "firing":
                     continue  # nothing more a clock can do to it
                 centre, _, rest = subject.partition("/")
+                if absence:
+                    heard = self._heard.get((centre, rest), self._started)
+                    if now - heard < self._absence_floor_s:
+                        continue  # heard from in real time just now: not silent
                 new, changes = loaded.evaluator.on_clock(state, subject, self.clocks.now(centre))
                 if new is state:
                     continue

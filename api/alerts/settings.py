@@ -50,6 +50,7 @@ class AlertsSettings(BaseSettings):
     influx_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     lag_s: Annotated[float, Field(ge=0, le=86_400)] = 120.0
     tick_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    absence_min_wall_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
     round_max: Annotated[int, Field(ge=1, le=100_000)] = 2000
     registry_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     rules_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 5.0

@@ -187,6 +187,7 @@ def engine_settings(
         "influx_password": influx.admin_password,
         "tick_s": 0.2,
         "rules_refresh_s": 0.5,
+        "absence_min_wall_s": 1.0,
     }
     values.update(over)
     return AlertsSettings(**values)
@@ -224,7 +225,7 @@ class Publisher:
 
     def record(self, device: str, kind: str, ts: int, rx: int, **metrics: Any) -> tuple:
         """A telemetry record for :meth:`batch` (``rx``: when the gateway received it)."""
-        model = METRICS_BY_KIND[DeviceKind(kind)](**metrics)
+        model = METRICS_BY_KIND[DeviceKind(kind)](**(metrics or {"wan_up": True}))
         body = encode(telemetry(kind, ts=ts, seq=self._seq(device), metrics=model))
         return ("telemetry", device, body, rx)
 
@@ -256,6 +257,10 @@ class Running:
         self.service = AlertService(settings, registry.sessions, self.metrics)
         self.service.start()
         wait_for(lambda: self.service.consumer.connected, 10, "the engine's connection")
+
+    @property
+    def rounds(self) -> float:
+        return self.metrics.rounds._value.get()  # type: ignore[attr-defined]
 
     @property
     def messages(self) -> float:

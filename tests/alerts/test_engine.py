@@ -404,3 +404,30 @@ def test_an_alert_resolved_by_hand_while_the_trouble_lasts_comes_back_as_a_new_o
     alerts = registry.alerts(centre, rule)
     assert [a.state for a in alerts] == ["resolved", "firing"]
     assert alerts[0].id == first.id and alerts[0].resolved_by == "tech"
+
+
+def test_envelopes_carrying_other_devices_newer_readings_do_not_make_a_device_look_silent(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    gateway = registry.device(centre, "gateway", "gw")
+    a, b = registry.device(centre, "router"), registry.device(centre, "router")
+    rule = registry.rule("device-silent", centre)  # three of its intervals: 3 minutes here
+    running = start_engine(absence_min_wall_s=5)
+    t0 = now_ms()
+    engine = running.service.engine
+
+    def evaluated(device: str, ts: int) -> bool:
+        return (engine.conditions.get(rule, f"{centre}/{device}") or {}).get("last") == ts
+
+    # a fast simulated clock: every envelope is 5 device minutes; b's arrive a tick or
+    # two before a's (the centre's clock runs 5 minutes past a's last reading meanwhile)
+    for k in range(4):
+        at = [t0 + (5 * k + m) * MINUTE for m in range(5)]
+        publisher.batch(centre, gateway, [publisher.record(b, "router", t, t) for t in at])
+        wait_for(lambda at=at: evaluated(b, at[-1]), 5, "b's envelope")  # type: ignore[misc]
+        rounds = running.rounds
+        wait_for(lambda rounds=rounds: running.rounds >= rounds + 2, 5, "two ticks")  # type: ignore[misc]
+        publisher.batch(centre, gateway, [publisher.record(a, "router", t, t) for t in at])
+        wait_for(lambda at=at: evaluated(a, at[-1]), 5, "a's envelope")  # type: ignore[misc]
+    assert registry.alerts(centre, rule) == []
