@@ -1,0 +1,86 @@
+"""Power and energy across centres: solar yield against expectation, autonomy, grid cuts."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard
+
+from dashboards import panels, variables
+from dashboards.board import board
+from dashboards.datasource import Influx
+from dashboards.queries import AUTONOMY_H, hours_per_day
+from dashboards.variables import CENTRE
+
+UID: Final = "gramlink-power"
+DAILY: Final = 'GROUP BY time(1d), "centre" fill(none)'
+
+
+def dashboard() -> Dashboard:
+    dash = board(
+        UID,
+        "GramLink / Power and energy",
+        "Across the selected centres: solar yield against the clear-sky expectation, "
+        "battery autonomy and hours without grid.",
+        variables.place(),
+        time_from="now-7d",
+    )
+    dash.with_panel(
+        panels.bars(
+            "Solar yield, % of clear sky",
+            "Each day's solar energy as a share of the clear-sky energy at the centre's place; "
+            "cloudy days dip for every centre of a district, a centre alone low has a fault.",
+            Influx(
+                'SELECT 100 * max("yield") / max("expected") FROM '
+                f'(SELECT max("energy_today_wh") AS "yield" FROM "power" '
+                f"WHERE {CENTRE} AND $timeFilter {DAILY}), "
+                f'(SELECT integral("pv_expected_w", 1h) AS "expected" FROM "solar_expected" '
+                f"WHERE {CENTRE} AND $timeFilter {DAILY}) "
+                f"WHERE $timeFilter {DAILY}",
+                alias="$tag_centre",
+            ),
+            unit="percent",
+            width=24,
+        )
+    )
+    dash.with_panel(
+        panels.series(
+            "Solar energy per day",
+            "Energy the panels gave each day, per centre.",
+            Influx(
+                f'SELECT max("energy_today_wh") FROM "power" WHERE {CENTRE} AND $timeFilter '
+                f"{DAILY}",
+                alias="$tag_centre",
+            ),
+            unit="watth",
+        )
+    )
+    dash.with_panel(
+        panels.series(
+            "Battery autonomy",
+            "Hours each battery lasts at its last hour's discharge rate (only while discharging).",
+            Influx(f'SELECT "autonomy_h" FROM ({AUTONOMY_H})', alias="$tag_centre"),
+            unit="h",
+        )
+    )
+    dash.with_panel(
+        panels.bars(
+            "Grid-cut hours per day",
+            "Hours per day without mains power, from the share of readings with no grid.",
+            Influx(hours_per_day("power", "grid_present", False), alias="$tag_centre"),
+            unit="h",
+        )
+    )
+    dash.with_panel(
+        panels.series(
+            "Battery state of charge",
+            "Charge of each centre's battery.",
+            Influx(
+                'SELECT mean("battery_soc_pct") FROM "power" '
+                f'WHERE {CENTRE} AND $timeFilter GROUP BY time($__interval), "centre" fill(none)',
+                alias="$tag_centre",
+            ),
+            unit="percent",
+        )
+    )
+    return dash
