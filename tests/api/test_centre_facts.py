@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
+from api.db.models import Centre
 from contract.topics import Channel, topic
 from gramlink.services import InfluxService, MosquittoService
-from api.db.models import Centre
 from tests.api.conftest import Api, ApiFactory
 from tests.factories import admin_client, close, unique_id, wait_for
 
@@ -39,7 +39,7 @@ def influx_rows(influx: InfluxService, query: str) -> list[dict[str, Any]]:
     for result in answer.json()["results"]:
         for series in result.get("series", []):
             for values in series["values"]:
-                rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values))})
+                rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
     return rows
 
 
