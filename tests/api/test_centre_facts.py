@@ -38,8 +38,9 @@ def influx_rows(influx: InfluxService, query: str) -> list[dict[str, Any]]:
     rows = []
     for result in answer.json()["results"]:
         for series in result.get("series", []):
+            tags = series.get("tags", {})
             for values in series["values"]:
-                rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
+                rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
     return rows
 
 
