@@ -13,7 +13,7 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 from dashboards import panels, variables
 from dashboards.board import board
 from dashboards.datasource import Influx
-from dashboards.queries import AUTONOMY_H
+from dashboards.queries import AUTONOMY_H, DAY
 from dashboards.variables import CENTRE, DEVICE
 
 UID: Final = "gramlink-centre"
@@ -109,12 +109,12 @@ def dashboard() -> Dashboard:
             "Energy the panels gave each day, and the clear-sky day at this place.",
             Influx(
                 f'SELECT max("energy_today_wh") FROM "power" {WHERE} '
-                'GROUP BY time(1d), "centre" fill(none)',
+                f'GROUP BY {DAY}, "centre" fill(none)',
                 alias="solar $tag_centre",
             ),
             Influx(
                 'SELECT integral("pv_expected_w", 1h) FROM "solar_expected" '
-                f'WHERE {CENTRE} AND $timeFilter GROUP BY time(1d), "centre" fill(none)',
+                f'WHERE {CENTRE} AND $timeFilter GROUP BY {DAY}, "centre" fill(none)',
                 ref_id="B",
                 alias="clear sky $tag_centre",
             ),
@@ -159,7 +159,7 @@ def dashboard() -> Dashboard:
         panels.bars(
             "Measurements per day, by device kind",
             "How many measurements each kind of device took each day (no patient data).",
-            Influx(f'SELECT {counts} FROM "health" {WHERE} GROUP BY time(1d) fill(none)'),
+            Influx(f'SELECT {counts} FROM "health" {WHERE} GROUP BY {DAY} fill(none)'),
         )
     )
     dash.with_panel(
@@ -199,10 +199,10 @@ def dashboard() -> Dashboard:
     dash.with_panel(
         panels.bars(
             "Evictions",
-            "Readings the gateway dropped because its store was full (should stay 0).",
+            "Readings the gateway dropped in each interval because its store was full "
+            "(should stay 0).",
             Influx(
-                'SELECT non_negative_difference(last("dropped_total")) FROM "gateway" '
-                f"{WHERE} {BY_TIME}",
+                f'SELECT spread("dropped_total") FROM "gateway" {WHERE} {BY_TIME}',
                 alias="$tag_centre",
             ),
             width=8,

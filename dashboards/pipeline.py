@@ -26,7 +26,7 @@ def dashboard() -> Dashboard:
         "Ingest workers (the pipeline measurement, one point per worker every 10 s), "
         "quarantined readings and the gateways' queues.",
         variables.place(),
-        time_from="now-6h",
+        time_from="now-1h",
         annotations=False,
     )
     dash.with_panel(

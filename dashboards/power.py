@@ -9,11 +9,11 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 from dashboards import panels, variables
 from dashboards.board import board
 from dashboards.datasource import Influx
-from dashboards.queries import AUTONOMY_H, hours_per_day
+from dashboards.queries import AUTONOMY_H, DAY, hours_per_day
 from dashboards.variables import CENTRE
 
 UID: Final = "gramlink-power"
-DAILY: Final = 'GROUP BY time(1d), "centre" fill(none)'
+DAILY: Final = f'GROUP BY {DAY}, "centre" fill(none)'
 
 
 def dashboard() -> Dashboard:
@@ -27,32 +27,24 @@ def dashboard() -> Dashboard:
     )
     dash.with_panel(
         panels.bars(
-            "Solar yield, % of clear sky",
-            "Each day's solar energy as a share of the clear-sky energy at the centre's place; "
-            "cloudy days dip for every centre of a district, a centre alone low has a fault.",
-            Influx(
-                'SELECT 100 * max("yield") / max("expected") FROM '
-                f'(SELECT max("energy_today_wh") AS "yield" FROM "power" '
-                f"WHERE {CENTRE} AND $timeFilter {DAILY}), "
-                f'(SELECT integral("pv_expected_w", 1h) AS "expected" FROM "solar_expected" '
-                f"WHERE {CENTRE} AND $timeFilter {DAILY}) "
-                f"WHERE $timeFilter {DAILY}",
-                alias="$tag_centre",
-            ),
-            unit="percent",
-            width=24,
-        )
-    )
-    dash.with_panel(
-        panels.series(
-            "Solar energy per day",
-            "Energy the panels gave each day, per centre.",
+            "Solar yield against clear sky, per day",
+            "Each day's solar energy per centre next to the clear-sky energy at its place; "
+            "cloudy days dip for every centre of a district, a centre alone low has dirty "
+            "panels, a fault, or a full battery that needed no more (the charger then "
+            "curtails).",
             Influx(
                 f'SELECT max("energy_today_wh") FROM "power" WHERE {CENTRE} AND $timeFilter '
                 f"{DAILY}",
-                alias="$tag_centre",
+                alias="solar $tag_centre",
+            ),
+            Influx(
+                'SELECT integral("pv_expected_w", 1h) FROM "solar_expected" '
+                f"WHERE {CENTRE} AND $timeFilter {DAILY}",
+                ref_id="B",
+                alias="clear sky $tag_centre",
             ),
             unit="watth",
+            width=24,
         )
     )
     dash.with_panel(

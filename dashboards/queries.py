@@ -15,6 +15,10 @@ from typing import Final
 
 from dashboards.variables import CENTRE
 
+# A day as the centres live it: midnight India Standard Time (UTC+5:30), when the
+# power unit's ``energy_today_wh`` restarts. Change it for a fleet in another zone.
+DAY: Final = "time(1d, -5h30m)"
+
 # Hours until the battery is empty at the rate of the last hour (only while it
 # discharges): state of charge / -(change per hour), per centre and hour.
 AUTONOMY_H: Final = (
@@ -22,7 +26,7 @@ AUTONOMY_H: Final = (
     'SELECT mean("battery_soc_pct") AS "soc", '
     'derivative(mean("battery_soc_pct"), 1h) AS "rate" FROM "power" '
     f'WHERE {CENTRE} AND $timeFilter GROUP BY time(1h), "centre") '
-    'WHERE "rate" < 0'
+    'WHERE "rate" < 0 GROUP BY "centre"'
 )
 
 
@@ -37,7 +41,7 @@ def hours_per_day(measurement: str, field: str, value: bool) -> str:
         f'WHERE "{field}" = {flag} AND {CENTRE} AND $timeFilter), '
         f'(SELECT "seq" AS "all" FROM "{measurement}" '
         f'WHERE ("{field}" = true OR "{field}" = false) AND {CENTRE} AND $timeFilter) '
-        'WHERE $timeFilter GROUP BY time(1d), "centre" fill(none)'
+        f'WHERE $timeFilter GROUP BY {DAY}, "centre" fill(none)'
     )
 
 

@@ -1,0 +1,86 @@
+"""Every panel query, annotation and template-variable query of every dashboard, with
+Grafana's substitutions, against a day of simulated data stored through the real path.
+
+A query InfluxDB refuses, one that returns no series, or one whose columns are all
+empty (a field that does not exist) fails with the dashboard's and the panel's title.
+
+Time range: the simulated days for the dashboards of readings; the Pipeline
+dashboard's own default (the last hour, as a technician opens it), since its
+figures are written in real time while the days stream in (a few seconds).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from dashboards import build, checks, pipeline
+from tests.dashboards.conftest import Day
+from tests.dashboards.grafana import Influx, has_values, resolve_variables, substitute
+
+
+def client(day: Day) -> Influx:
+    i = day.influx
+    return Influx(i.url, i.database, i.admin_user, i.admin_password)
+
+
+def queries(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, query) of every panel target and annotation."""
+    found = []
+    for panel in checks.panels(data):
+        for target in panel.get("targets", []):
+            found.append((f"panel {panel['title']!r} ({target['refId']})", target["query"]))
+    for annotation in data.get("annotations", {}).get("list", []):
+        if "query" in annotation:
+            found.append((f"annotation {annotation['name']!r}", annotation["query"]))
+    return found
+
+
+def time_range(day: Day, data: dict[str, Any]) -> tuple[int, int]:
+    if data["uid"] != pipeline.UID:
+        return day.from_ms, day.to_ms
+    hours = int(data["time"]["from"].removeprefix("now-").removesuffix("h"))
+    now = int(time.time() * 1000)
+    return now - hours * 3_600_000, now
+
+
+@pytest.mark.parametrize("name", list(build.DASHBOARDS))
+def test_every_query_returns_series(dashboard_day: Day, name: str) -> None:
+    data = build.model(name)
+    influx = client(dashboard_day)
+    from_ms, to_ms = time_range(dashboard_day, data)
+    values = resolve_variables(influx, data["templating"]["list"], from_ms, to_ms)
+    assert set(values["centre"]) == set(dashboard_day.centres)
+    failures = []
+    for what, query in queries(data):
+        q = substitute(query, values, from_ms, to_ms)
+        try:
+            ok = has_values(influx.query(q))
+        except AssertionError as exc:
+            failures.append(f"{data['title']}: {what}: InfluxDB refused it: {exc}\n    {q}")
+            continue
+        if not ok:
+            failures.append(f"{data['title']}: {what}: no series with values\n    {q}")
+    assert failures == [], "\n".join(failures)
+
+
+def test_variables_chain_district_to_its_centres(dashboard_day: Day) -> None:
+    data = build.model("centre")
+    variables = data["templating"]["list"]
+    influx = client(dashboard_day)
+    f, t = dashboard_day.from_ms, dashboard_day.to_ms
+
+    def options(name: str, chosen: dict[str, list[str]]) -> list[str]:
+        query = next(v["query"] for v in variables if v["name"] == name)
+        series = influx.query(substitute(query, chosen, f, t))
+        return sorted(str(row[1]) for s in series for row in s["values"])
+
+    state = ["Jammu and Kashmir"]
+    assert options("district", {"state": state}) == ["Kathua", "Samba"]
+    assert options("centre", {"state": state, "district": ["Samba"]}) == ["hub", "spoke1"]
+    assert options("centre", {"state": state, "district": ["Kathua"]}) == ["spoke5"]
+    assert options("centre", {"state": ["Punjab"], "district": ["Samba"]}) == []
+    devices = options("device", {"centre": ["spoke5"]})
+    assert devices and all(d.startswith("spoke5") or d == "probe" for d in devices)
