@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+import httpx
+
 
 @dataclass(frozen=True)
 class Place:
@@ -44,3 +46,19 @@ def place_of(centre: str) -> Place:
         return HUB
     index = int(centre.removeprefix("spoke")) - 1
     return SPOKES[index % len(SPOKES)]
+
+
+def locate(api: httpx.Client, centres: list[str]) -> None:
+    """Give each demo centre its place in the registry (idempotent: a PATCH per centre)."""
+    for centre in centres:
+        place = place_of(centre)
+        body = {
+            "name": place.name,
+            "village": place.village,
+            "district": place.district,
+            "state": place.state,
+            "country": place.country,
+            "latitude": place.latitude,
+            "longitude": place.longitude,
+        }
+        api.patch(f"/v1/centres/{centre}", json=body).raise_for_status()
