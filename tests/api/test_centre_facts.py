@@ -4,13 +4,18 @@ dashboards: at start, after every centre or gateway change, and periodically."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
+import pytest
 
+from api.centre_facts import CentreFacts, InfluxLines
 from api.db.models import Centre
+from api.db.session import make_engine, migrate, session_factory
 from contract.topics import Channel, topic
 from gramlink.services import InfluxService, MosquittoService
+from gramlink.services.process import free_port
 from tests.api.conftest import Api, ApiFactory
 from tests.factories import admin_client, close, unique_id, wait_for
 
@@ -115,3 +120,36 @@ def test_clear_sky_hours_follow_the_sun_at_the_centre(
     noon = max(by_local_hour[12])
     assert 1000 < noon < 2000  # a 2 kW array near 32.6° N: well below rated, well above zero
     assert max(by_local_hour[8]) < noon
+
+
+def test_points_are_written_again_periodically_without_changes(
+    api_factory: ApiFactory, influx: InfluxService
+) -> None:
+    api = api_factory(centre_facts_interval_s=0.5)
+    centre = api.centre(district="Samba", state="Jammu and Kashmir")
+    query = f"SELECT count(online) FROM centres WHERE centre = '{centre}'"
+
+    def points() -> int:
+        rows = influx_rows(influx, query)
+        return int(rows[0]["count"]) if rows else 0
+
+    wait_for(lambda: points() >= 3, 15, "three rounds of the writer")
+
+
+def test_influxdb_down_is_logged_once_and_nothing_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    influx = InfluxLines(f"http://127.0.0.1:{free_port()}", "gramlink", "u", "p", 2)
+    engine = make_engine("sqlite://")
+    migrate(engine)
+    sessions = session_factory(engine)
+    with sessions.begin() as session:
+        session.add(Centre(id="c1", name="C1"))
+    facts = CentreFacts(sessions, influx, 3600)
+    with caplog.at_level(logging.WARNING, logger="api.centre_facts"):
+        assert facts.write_once() == 0
+        assert facts.write_once() == 0
+    failed = [r for r in caplog.records if "centre_facts_write_failed" in r.getMessage()]
+    assert len(failed) == 1
+    influx.close()
+    engine.dispose()
