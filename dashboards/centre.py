@@ -85,6 +85,7 @@ def dashboard() -> Dashboard:
                 ref_id="B",
                 alias="signal $tag_centre",
             ),
+            right="^signal ",
         )
     )
     dash.with_row(Row("Power"))
@@ -124,13 +125,15 @@ def dashboard() -> Dashboard:
     dash.with_panel(
         panels.series(
             "Battery",
-            "State of charge (%) and battery voltage; a fast fall at night means a worn battery.",
+            "State of charge (%) and battery voltage (right); a fast fall at night means a "
+            "worn battery.",
             mean("power", "battery_soc_pct", "charge $tag_centre"),
             Influx(
                 f'SELECT mean("battery_voltage_v") FROM "power" {WHERE} {BY_TIME}',
                 ref_id="B",
                 alias="voltage $tag_centre",
             ),
+            right="^voltage ",
         )
     )
     dash.with_panel(
@@ -185,6 +188,7 @@ def dashboard() -> Dashboard:
                 ref_id="B",
                 alias="oldest (s) $tag_centre",
             ),
+            right="^oldest ",
         )
     )
     dash.with_panel(

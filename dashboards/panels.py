@@ -29,11 +29,14 @@ from grafana_foundation_sdk.models.common import (
 )
 from grafana_foundation_sdk.models.dashboard import (
     DataTransformerConfig,
+    DynamicConfigValue,
+    FieldColorModeId,
     ThresholdsMode,
     ValueMap,
     ValueMappingResult,
 )
 from grafana_foundation_sdk.models.dashboard import Threshold as Step
+from grafana_foundation_sdk.models.geomap import TooltipMode
 
 from dashboards import datasource
 from dashboards.datasource import Influx
@@ -57,8 +60,14 @@ def _legend() -> common.VizLegendOptions:
 
 
 def series(
-    title: str, description: str, *targets: Influx, unit: str = "short", width: int = 12
+    title: str,
+    description: str,
+    *targets: Influx,
+    unit: str = "short",
+    width: int = 12,
+    right: str | None = None,
 ) -> timeseries.Panel:
+    """A time series; ``right``: a regexp of series names drawn on a second axis, right."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -73,6 +82,10 @@ def series(
     )
     for target in targets:
         panel.with_target(target)
+    if right is not None:
+        panel.override_by_regexp(
+            right, [DynamicConfigValue(id_val="custom.axisPlacement", value="right")]
+        )
     return panel
 
 
@@ -221,7 +234,10 @@ def map_of_centres(title: str, description: str, target: Influx) -> geomap.Panel
         .height(12)
         .span(12)
         .view(geomap.MapViewConfig().id("fit").lat(0).lon(0).zoom(5))
+        .basemap(common.MapLayerOptions().type("default").name("Basemap"))
         .layers([markers])
+        .tooltip(geomap.TooltipOptions().mode(TooltipMode.DETAILS))
+        .color_scheme(dashboard.FieldColor().mode(FieldColorModeId.THRESHOLDS))
         .thresholds(thresholds((None, "red"), (1, "green")))
         .mappings(
             [

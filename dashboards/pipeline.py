@@ -66,13 +66,14 @@ def dashboard() -> Dashboard:
         panels.series(
             "Write retries and unacknowledged",
             "Writes retried per second (InfluxDB slow or down) and messages held "
-            "unacknowledged meanwhile.",
+            "unacknowledged meanwhile (right).",
             Influx(rate("retries"), alias="retries $tag_worker"),
             Influx(
                 f'SELECT max("unacked") FROM "pipeline" {BY_WORKER}',
                 ref_id="B",
                 alias="unacked $tag_worker",
             ),
+            right="^unacked ",
         )
     )
     dash.with_panel(
