@@ -133,7 +133,6 @@ def datasource_body(s: PushSettings) -> dict[str, Any]:
         "access": "proxy",
         "url": s.influx_url,
         "user": s.influx_user,
-        "database": s.influx_database,
         "basicAuth": False,
         "isDefault": False,
         "jsonData": {"dbName": s.influx_database, "httpMode": "POST", "version": "InfluxQL"},
@@ -145,7 +144,15 @@ def _datasource(api: GrafanaApi, s: PushSettings) -> str:
     secure = {"secureJsonData": {"password": s.influx_password}} if s.influx_password else {}
     current = _get_or_none(lambda: api.datasource.get_datasource_by_uid(datasource.UID))
     if current is None:
-        api.datasource.create_datasource({**wanted, **secure})
+        try:
+            api.datasource.create_datasource({**wanted, **secure})
+        except GrafanaClientError as exc:
+            if exc.status_code != 409:
+                raise
+            raise PushFailed(
+                f"datasource: Grafana has a datasource named {datasource.NAME!r} with another "
+                f"uid ({_message(exc)}); rename or delete it, then push again"
+            ) from exc
         return f"created    datasource {datasource.NAME} ({datasource.UID})"
     json_data = current.get("jsonData") or {}
     same = all(current.get(k) == v for k, v in wanted.items() if k != "jsonData") and all(

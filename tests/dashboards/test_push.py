@@ -130,3 +130,14 @@ def test_an_unreachable_grafana_says_so(capsys: pytest.CaptureFixture[str]) -> N
     assert main(push(url)) == 3
     err = capsys.readouterr().err
     assert f"cannot reach Grafana at {url}" in err
+
+
+def test_a_datasource_with_our_name_and_another_uid_is_named(
+    grafana: FakeGrafanaServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = {"uid": "hand-made", "name": datasource.NAME, "type": "influxdb", "id": 7, "version": 1}
+    grafana.grafana.datasources["hand-made"] = other
+    assert main(push(grafana.url)) == 1
+    err = capsys.readouterr().err
+    assert f"a datasource named {datasource.NAME!r} with another uid" in err
+    assert "rename or delete it" in err
