@@ -62,9 +62,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from dashboards.build import GENERATED, render, write
+    from dashboards.build import GENERATED, model, render, write
+    from dashboards.checks import problems
 
     directory: Path = args.dir or GENERATED
+    found = [f"{name}: {line}" for name in _names() for line in problems(model(name))]
+    for line in found:
+        print(f"error: {line}", file=sys.stderr)
+    if found:
+        print("a dashboard would not load as written in Grafana 11.6", file=sys.stderr)
+        return 1
     if args.check:
         stale = [
             name
