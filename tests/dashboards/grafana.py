@@ -1,8 +1,9 @@
 """What Grafana does to an InfluxQL query before it sends it, for the query test.
 
 - ``$timeFilter`` → ``time >= {from}ms and time <= {to}ms``;
-- ``$__interval`` → the time range over the panel's data points (``max_points``),
-  rounded the way Grafana's ``rangeutil.roundInterval`` rounds it (``1m``, ``5m``...);
+- ``$__interval`` → the time range over the panel's data points (1000: a panel
+  about 1000 px wide), rounded the way Grafana's ``rangeutil.roundInterval``
+  rounds it (``1m``, ``5m``...); ``$__interval_ms`` the same in milliseconds;
 - a multi-value or "All" variable → ``(v1|v2|...)``, each value regex-escaped, a
   single value → the escaped value (InfluxDB datasource ``interpolateQueryExpr``);
 - ``$name`` and ``${name}`` both.
@@ -29,11 +30,14 @@ ROUNDING: Final = (
     (90000, "1m"),
     (210000, "2m"),
     (450000, "5m"),
-    (1050000, "10m"),
-    (2100000, "15m"),
-    (3300000, "30m"),
-    (7200000, "1h"),
-    (21600000, "3h"),
+    (750000, "10m"),
+    (1050000, "15m"),
+    (1500000, "20m"),
+    (2700000, "30m"),
+    (5400000, "1h"),
+    (9000000, "2h"),
+    (16200000, "3h"),
+    (32400000, "6h"),
     (86400000, "12h"),
 )
 REGEX_SPECIAL: Final = re.compile(r"([\\^$.|?*+()\[\]{}/])")
@@ -58,8 +62,8 @@ def multi(values: list[str]) -> str:
 def substitute(query: str, values: dict[str, list[str]], from_ms: int, to_ms: int) -> str:
     interval = round_interval((to_ms - from_ms) / 1000)  # 1000: the panels' data points
     query = query.replace("$timeFilter", f"time >= {from_ms}ms and time <= {to_ms}ms")
-    interval_ms = (to_ms - from_ms) / 1000
-    query = query.replace("$__interval_ms", str(int(interval_ms)))
+    unit = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[interval[-1]]
+    query = query.replace("$__interval_ms", str(int(interval[:-1]) * unit))
     query = query.replace("$__interval", interval)
     for name in sorted(values, key=len, reverse=True):  # $centre before a shorter prefix
         text = multi(values[name])
