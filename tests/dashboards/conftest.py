@@ -3,7 +3,7 @@
 Three centres (the demo's Samba hub, a Samba spoke and a Kathua spoke) with seven
 simulated devices each, the last 48 hours backfilled at a 10-minute interval (two
 days, so a day with opening hours, and so health measurements, is always in it):
-simulator → one centre broker → a gateway per centre → the central broker →
+simulator → one centre broker → a gateway per centre → a central broker →
 an ingest worker → InfluxDB. Then the API's own writer adds the ``centres`` and
 ``solar_expected`` points, and a few ``alerts`` points in the alert engine's
 layout are written directly (the engine is not part of this path).
@@ -88,19 +88,19 @@ ALERTS = (
 def dashboard_day(
     influx_factory: Callable[[], InfluxService],
     broker_factory: Callable[..., MosquittoService],
-    mosquitto: MosquittoService,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Day:
     influx = influx_factory()
+    central = broker_factory()  # its own: no other test's centres reach this ingest worker
     local = broker_factory(centre=True)
     now_ms = time.time_ns() // 1_000_000
     start_ms = now_ms - 2 * DAY_MS
-    ingest = ThreadWorker(worker_settings(mosquitto, influx, pipeline_interval_s=1))
+    ingest = ThreadWorker(worker_settings(central, influx, pipeline_interval_s=1))
     gateways: list[Gateway] = []
     data: Path = tmp_path_factory.mktemp("dashboard-day")
     try:
         for centre in CENTRES:
-            gw = Gateway(settings_for(centre, local, mosquitto, data / centre, health_interval_s=1))
+            gw = Gateway(settings_for(centre, local, central, data / centre, health_interval_s=1))
             gw.start()
             gateways.append(gw)
         # Each gateway relays: a reading from a clock without a battery (2025) reaches
