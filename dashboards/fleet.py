@@ -9,7 +9,7 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 from dashboards import panels, variables
 from dashboards.board import board
 from dashboards.datasource import Influx
-from dashboards.queries import AUTONOMY_H, LATEST_CENTRES
+from dashboards.queries import AUTONOMY_H, LATEST_ALERTS, LATEST_CENTRES, OPEN
 from dashboards.variables import CENTRE
 
 UID: Final = "gramlink-fleet"
@@ -39,12 +39,11 @@ def dashboard() -> Dashboard:
     )
     dash.with_panel(
         panels.gauges(
-            "Alerts fired, by severity",
-            "Alerts that started firing in the time range, per severity.",
+            "Open alerts, by severity",
+            "Alerts firing or acknowledged now, per severity (the latest state of each rule "
+            "on each device).",
             Influx(
-                'SELECT count("value") FROM "alerts" '
-                f"WHERE \"state\" = 'firing' AND {CENTRE} AND $timeFilter "
-                'GROUP BY "severity"',
+                f'SELECT count("value") FROM ({LATEST_ALERTS}) WHERE {OPEN} GROUP BY "severity"',
                 alias="$tag_severity",
             ),
             steps=((None, "orange"),),
@@ -52,12 +51,11 @@ def dashboard() -> Dashboard:
     )
     dash.with_panel(
         panels.single(
-            "Clinical alerts",
-            "Alerts raised by a patient measurement (clinical rules) in the time range.",
+            "Open clinical alerts",
+            "Open alerts raised by a patient measurement (clinical rules): a patient may need "
+            "a call back.",
             Influx(
-                'SELECT count("value") FROM "alerts" '
-                f'WHERE "state" = \'firing\' AND "clinical" = true AND {CENTRE} '
-                "AND $timeFilter"
+                f'SELECT count("value") FROM ({LATEST_ALERTS}) WHERE {OPEN} AND "clinical" = true'
             ),
             steps=((None, "green"), (1, "red")),
         )
@@ -76,12 +74,13 @@ def dashboard() -> Dashboard:
     )
     dash.with_panel(
         panels.grid(
-            "Clinical alerts, latest",
-            "Which rule fired on which device; open the Centre dashboard for the readings.",
+            "Open clinical alerts, by centre",
+            "Which rule is open on which device and since when, with the alert id to look up "
+            "in the API; open the Centre dashboard for the device's readings.",
             Influx(
-                'SELECT "rule", "severity", "device", "value", "id" FROM "alerts" '
-                f'WHERE "state" = \'firing\' AND "clinical" = true AND {CENTRE} '
-                'AND $timeFilter GROUP BY "centre"'
+                f'SELECT "id", "state", "value" FROM ({LATEST_ALERTS}) '
+                f'WHERE {OPEN} AND "clinical" = true '
+                'GROUP BY "centre", "rule", "device", "severity"'
             ).table(),
         )
     )

@@ -49,3 +49,16 @@ LATEST_CENTRES: Final = (
     'SELECT last("online") AS "online" FROM "centres" '
     f'WHERE {CENTRE} AND $timeFilter GROUP BY "centre"'
 )
+
+
+# The latest point of every alert subject (rule, centre, device) of the last 30
+# days, with its state: the alert engine writes a point at each transition
+# (tags ``rule``, ``severity``, ``centre``, ``device``, ``state``), so a subject
+# whose latest point is ``firing`` or ``acknowledged`` has an open alert. An
+# alert still open after 30 days without a new point drops off these panels.
+LATEST_ALERTS: Final = (
+    'SELECT last("value") AS "value", "state", "clinical", "id" FROM "alerts" '
+    f"WHERE {CENTRE} AND time > now() - 30d "
+    'GROUP BY "rule", "centre", "device", "severity"'
+)
+OPEN: Final = "(\"state\" = 'firing' OR \"state\" = 'acknowledged')"

@@ -81,6 +81,7 @@ ALERTS = (
     ("spo2-low", "critical", "spoke1", "spoke1-ox1", "firing", "a2", 88.0, True),
     ("spo2-low", "critical", "spoke1", "spoke1-ox1", "resolved", "a2", 96.0, True),
     ("wan-down", "warning", "spoke5", "spoke5-rtr1", "firing", "a3", 0.0, False),
+    ("bp-high", "critical", "hub", "hub-bp1", "firing", "a4", 182.0, True),
 )
 
 
@@ -171,7 +172,7 @@ def dashboard_day(
         for back in (2, 1, 0):
             lines.extend(solar_lines(fact, today - back * DAY_S))
     for i, (rule, severity, centre, device, state, alert_id, value, clinical) in enumerate(ALERTS):
-        t_ns = (now_ms - (i + 1) * 3_600_000) * 1_000_000
+        t_ns = (now_ms - (len(ALERTS) - i) * 3_600_000) * 1_000_000  # in order
         lines.append(
             f"alerts,centre={centre},device={device},rule={rule},severity={severity},"
             f'state={state} id="{alert_id}",value={value},clinical={str(clinical).lower()},'

@@ -84,3 +84,26 @@ def test_variables_chain_district_to_its_centres(dashboard_day: Day) -> None:
     assert options("centre", {"state": ["Punjab"], "district": ["Samba"]}) == []
     devices = options("device", {"centre": ["spoke5"]})
     assert devices and all(d.startswith("spoke5") or d == "probe" for d in devices)
+
+
+def panel_series(day: Day, dashboard: str, title: str) -> list[dict[str, Any]]:
+    data = build.model(dashboard)
+    influx = client(day)
+    values = resolve_variables(influx, data["templating"]["list"], day.from_ms, day.to_ms)
+    panel = next(p for p in checks.panels(data) if p.get("title") == title)
+    query = substitute(panel["targets"][0]["query"], values, day.from_ms, day.to_ms)
+    return influx.query(query)
+
+
+def test_open_alerts_are_the_subjects_whose_latest_state_is_open(dashboard_day: Day) -> None:
+    """The fixture's alerts: battery-low and wan-down (warning) and bp-high (critical,
+    clinical) firing; spo2-low (critical, clinical) fired and then resolved."""
+    by_severity = {
+        s["tags"]["severity"]: s["values"][0][1]
+        for s in panel_series(dashboard_day, "fleet", "Open alerts, by severity")
+    }
+    assert by_severity == {"warning": 2, "critical": 1}
+    [clinical] = panel_series(dashboard_day, "fleet", "Open clinical alerts")
+    assert clinical["values"][0][1] == 1
+    [row] = panel_series(dashboard_day, "fleet", "Open clinical alerts, by centre")
+    assert row["tags"]["rule"] == "bp-high" and row["tags"]["centre"] == "hub"
