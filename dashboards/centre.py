@@ -195,7 +195,7 @@ def dashboard() -> Dashboard:
         panels.series(
             "Hours of autonomy",
             "How long the battery lasts at the discharge rate of the last hour.",
-            Influx(f'SELECT "autonomy_h" FROM ({AUTONOMY_H})', alias="$tag_centre"),
+            Influx(AUTONOMY_H, alias="$tag_centre"),
             unit="h",
             width=8,
         )

@@ -51,7 +51,7 @@ def dashboard() -> Dashboard:
         panels.series(
             "Battery autonomy",
             "Hours each battery lasts at its last hour's discharge rate (only while discharging).",
-            Influx(f'SELECT "autonomy_h" FROM ({AUTONOMY_H})', alias="$tag_centre"),
+            Influx(AUTONOMY_H, alias="$tag_centre"),
             unit="h",
         )
     )

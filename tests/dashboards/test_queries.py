@@ -2,7 +2,8 @@
 Grafana's substitutions, against a day of simulated data stored through the real path.
 
 A query InfluxDB refuses, one that returns no series, or one whose columns are all
-empty (a field that does not exist) fails with the dashboard's and the panel's title.
+empty (a field that does not exist) fails with the dashboard's and the panel's title;
+so does a legend naming a tag (``$tag_centre``) that the series do not carry.
 
 Time range: the simulated days for the dashboards of readings; the Pipeline
 dashboard's own default (the last hour, as a technician opens it), since its
@@ -11,6 +12,7 @@ figures are written in real time while the days stream in (a few seconds).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -26,16 +28,23 @@ def client(day: Day) -> Influx:
     return Influx(i.url, i.database, i.admin_user, i.admin_password)
 
 
-def queries(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """(what, query) of every panel target and annotation."""
+def queries(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(what, query, legend alias) of every panel target and annotation."""
     found = []
     for panel in checks.panels(data):
         for target in panel.get("targets", []):
-            found.append((f"panel {panel['title']!r} ({target['refId']})", target["query"]))
+            what = f"panel {panel['title']!r} ({target['refId']})"
+            found.append((what, target["query"], target.get("alias", "")))
     for annotation in data.get("annotations", {}).get("list", []):
         if "query" in annotation:
-            found.append((f"annotation {annotation['name']!r}", annotation["query"]))
+            found.append((f"annotation {annotation['name']!r}", annotation["query"], ""))
     return found
+
+
+def missing_legend_tags(series: list[dict[str, Any]], alias: str) -> set[str]:
+    """Tags the legend names (``$tag_centre``) that a returned series does not carry."""
+    wanted = set(re.findall(r"\$tag_(\w+)", alias))
+    return {tag for s in series for tag in wanted - set(s.get("tags") or {})}
 
 
 def time_range(day: Day, data: dict[str, Any]) -> tuple[int, int]:
@@ -54,15 +63,17 @@ def test_every_query_returns_series(dashboard_day: Day, name: str) -> None:
     values = resolve_variables(influx, data["templating"]["list"], from_ms, to_ms)
     assert set(values["centre"]) == set(dashboard_day.centres)
     failures = []
-    for what, query in queries(data):
+    for what, query, alias in queries(data):
         q = substitute(query, values, from_ms, to_ms)
         try:
-            ok = has_values(influx.query(q))
+            series = influx.query(q)
         except AssertionError as exc:
             failures.append(f"{data['title']}: {what}: InfluxDB refused it: {exc}\n    {q}")
             continue
-        if not ok:
+        if not has_values(series):
             failures.append(f"{data['title']}: {what}: no series with values\n    {q}")
+        elif missing := missing_legend_tags(series, alias):
+            failures.append(f"{data['title']}: {what}: legend names tag {missing} the series lack")
     assert failures == [], "\n".join(failures)
 
 
