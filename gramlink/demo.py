@@ -36,9 +36,11 @@ import paho.mqtt.client as mqtt
 from contract.codec import DecodeError, decode_batch
 from contract.provisioning import mqtt_username
 from contract.topics import Channel, subscription
+from dashboards.push import push_command
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.site import site_facts
 from gramlink.children import Child, PermanentExit, Supervisor, gramlink_argv
+from gramlink.demo_places import locate
 from gramlink.demo_provision import CentreCredentials, provision
 from gramlink.services import MosquittoService, ServiceError
 from gramlink.services.process import free_port, wait_until
@@ -235,6 +237,7 @@ class Demo:
                     self.options.devices_per_centre,
                     sites,
                 )
+                locate(api, [self.hub, *self.spokes])  # real places (gramlink.demo_places)
 
             metrics_port = free_port()
             self.child(
@@ -254,6 +257,9 @@ class Demo:
             say(f"API docs      {api_url}/docs")
             say(f"admin token   {token}   (shown once; stored hashed)")
             say(f"influxdb      {influx.url} database {influx.database}")
+            say("dashboards    into a Grafana on this machine (docs/dashboards.md):")
+            hint = f"influx_admin_password in {self.home / 'credentials.json'}"
+            say(f"  {push_command(influx.url, influx.database, influx.admin_user, hint)}")
             say(f"central mqtt  {central.url}")
             say(f"logs          {self.logs}")
             say(
