@@ -18,7 +18,7 @@ from contract.receipts import RECEIPT_CHANNEL, encode_receipt, receipt_topic
 from gramlink.services import MosquittoService
 from tests.factories import admin_client, unique_id, wait_for
 
-TS0 = 1_760_000_000_000
+TS0 = int(time.time() * 1000) - 86_400_000  # a day ago: a plausible device time
 
 
 def router_reading(seq: int) -> bytes:
