@@ -16,16 +16,15 @@ When the status cannot be read the clock is taken as synced.
 
 Test hook (``GRAMLINK_GATEWAY_CLOCK_OFFSET_FILE``, never for production): a file
 holding ``<offset_ms> [synced|unsynced]``; the offset is added to the system's
-wall clock and the word overrides the kernel's status. It is read again whenever
-its modification time changes, so a test makes the wall clock jump by rewriting
-it, without touching the system time.
+wall clock and the word overrides the kernel's status. It is read again at
+every check, so a test makes the wall clock jump by rewriting it, without
+touching the system time.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Final
@@ -56,7 +55,7 @@ class GatewayClock:
         self.offset_file = offset_file
         self._offset_ms = 0
         self._synced_hook: bool | None = None
-        self._mtime: int | None = None
+        self._hook_text: str | None = None
         self._read_hook()
         self._base = self.now_ms() - time.monotonic_ns() // 1_000_000
         self.jumps = 0
@@ -90,13 +89,13 @@ class GatewayClock:
         if path is None:
             return
         try:
-            mtime = os.stat(path).st_mtime_ns
-            if mtime == self._mtime:
-                return
-            words = path.read_text().split()
+            text = path.read_text()
         except OSError:
             return
-        self._mtime = mtime
+        if text == self._hook_text:
+            return
+        self._hook_text = text
+        words = text.split()
         try:
             self._offset_ms = int(words[0]) if words else 0
         except ValueError:

@@ -15,11 +15,11 @@ import time
 
 
 class TokenBucket:
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(self, rate: float, burst: float | None = None, now: float | None = None) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else rate
         self._tokens = 0.0  # start empty: no burst right after a (re)start
-        self._at = time.monotonic()
+        self._at = time.monotonic() if now is None else now
         self.charged = 0  # bytes charged since start
 
     @property
@@ -27,7 +27,7 @@ class TokenBucket:
         return self.rate > 0
 
     def _refill(self, now: float) -> None:
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.rate)
         self._at = now
 
     def wait_s(self, now: float | None = None) -> float:
@@ -36,7 +36,7 @@ class TokenBucket:
             return 0.0
         now = time.monotonic() if now is None else now
         self._refill(now)
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        return 0.0 if self._tokens > -1.0 else -self._tokens / self.rate  # within a byte
 
     def charge(self, size: int, now: float | None = None) -> None:
         if not self.enabled:
