@@ -105,6 +105,7 @@ class Collector:
         # (arrival, compressed bytes, only clinical records: exempt from the byte cap)
         self.envelopes: list[tuple[float, int, bool]] = []
         self.last_backlog_arrival = 0.0
+        self.probed = False
         self.last_arrival = 0.0
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id="bench-collector", protocol=mqtt.MQTTv5
@@ -141,6 +142,7 @@ class Collector:
             self.clinical_sent.clear()
             self.clinical.clear()
             self.envelopes.clear()
+            self.probed = False
 
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
@@ -153,6 +155,9 @@ class Collector:
             self.wire_bytes += publish_packet_bytes(msg.topic, len(msg.payload)) + PUBACK
             for r in batch["records"]:
                 dev, seq = r["dev"], r["p"]["seq"]
+                if dev == "probe":  # the gateway is subscribed on the local broker
+                    self.probed = True
+                    continue
                 if dev == "oxi":  # clinical: timed, not counted with the bulk
                     sent = self.clinical_sent.get(seq)
                     if sent is not None:
@@ -192,6 +197,9 @@ class LivePublisher(threading.Thread):
         self.client.username_pw_set(local.admin_user, local.admin_password)
         self.client.connect(local.bind, local.port)
         self.client.loop_start()
+        # paho drops QoS 1 publishes queued before the first CONNACK (clean start):
+        # counting those as sent made the drain wait forever for readings never sent
+        wait(self.client.is_connected, 30, "the live publisher connected")
         self.sent = 0
 
     def run(self) -> None:
@@ -237,6 +245,26 @@ def start_gateway(
     argv += ["--local-url", local.url, "--uplink-url", central.url, "--data-dir", str(data)]
     argv += ["--log-level", "warning", "--health-interval-s", "3600"]
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+
+
+def until_subscribed(local: MosquittoService, collector: Collector) -> None:
+    """Publish probe readings until one crosses the gateway: before its first
+    subscription on the local broker, what a device publishes reaches nobody."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(local.admin_user, local.admin_password)
+    client.connect(local.bind, local.port)
+    client.loop_start()
+    rng = random.Random(5)
+    deadline = time.monotonic() + 60
+    seq = 0
+    while not collector.probed:
+        if time.monotonic() > deadline:
+            raise SystemExit("the gateway never relayed a probe reading")
+        client.publish(f"gl/v1/{CENTRE}/probe/telemetry", reading(rng, seq), qos=1)
+        seq += 1
+        time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
 
 
 def wait(check: object, timeout: float, what: str) -> None:
@@ -298,10 +326,11 @@ def drain(
 ) -> dict[str, float]:
     collector.reset()
     t_fill = prefill(data / f"{CENTRE}.sqlite3", n)
+    t0 = time.monotonic()
     gateway = start_gateway(local, central, data)
+    until_subscribed(local, collector)
     live = LivePublisher(local, collector, live_rate)
     oxi = LivePublisher(local, collector, clinical_rate, clinical=True) if clinical_rate else None
-    t0 = time.monotonic()
     live.start()
     if oxi is not None:
         oxi.start()
@@ -379,6 +408,7 @@ def capped(
     prefill(data / f"{CENTRE}.sqlite3", args.cap_backlog)
     env = {"GRAMLINK_GATEWAY_UPLINK_MAX_BYTES_PER_S": str(args.cap)}
     gateway = start_gateway(local, central, data, extra_env=env)
+    until_subscribed(local, collector)
     live = LivePublisher(local, collector, args.cap_live_rate)
     oxi = LivePublisher(local, collector, max(args.clinical_rate, 1.0), clinical=True)
     live.start()
