@@ -37,7 +37,8 @@ Every eviction is counted in ``dropped_total`` (persisted) and logged by the cal
 
 Lanes and flags: :mod:`gateway.outbox_rows` (a ``prio`` column: priority, high,
 bulk; a ``flags`` column: clock suspect). The priority lane leads every batch
-(:meth:`Outbox.next_batch`). After a wall-clock jump, :meth:`Outbox.rebase`
+(:mod:`gateway.outbox_pick`). Tables and upgrades of older stores:
+:mod:`gateway.outbox_schema`. After a wall-clock jump, :meth:`Outbox.rebase`
 moves the receive times this process stored (:mod:`gateway.outbox_rebase`).
 
 Two connections: the ingest thread writes through :meth:`append` (synchronous
@@ -53,9 +54,9 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
 
 from gateway.outbox_budget import make_room
+from gateway.outbox_pick import pick
 from gateway.outbox_rebase import rebase
 from gateway.outbox_rows import (
     BULK,
@@ -64,7 +65,6 @@ from gateway.outbox_rows import (
     INFLIGHT,
     PRIORITY,
     READY,
-    ROW_COLUMNS,
     ROW_OVERHEAD,
     SENT,
     AppendResult,
@@ -75,6 +75,7 @@ from gateway.outbox_rows import (
     Row,
     now_ms,
 )
+from gateway.outbox_schema import migrate, next_id
 from gateway.sqlite import connect, mapped
 
 __all__ = [
@@ -94,24 +95,6 @@ __all__ = [
     "now_ms",
 ]
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    prio INTEGER NOT NULL,
-    state INTEGER NOT NULL DEFAULT 0,
-    device TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    rx_ms INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    batch INTEGER,
-    flags INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (state, prio, id);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-_BATCH_INDEX: Final = "CREATE INDEX IF NOT EXISTS outbox_batch ON outbox (batch)"
-
 
 class Outbox:
     """The queue; ``append`` from one thread, the rest from one other thread."""
@@ -121,13 +104,7 @@ class Outbox:
         self.budget_bytes = budget_bytes
         with mapped("outbox"):
             self._w = connect(path, synchronous)
-            self._w.executescript(_SCHEMA)
-            columns = {r[1] for r in self._w.execute("PRAGMA table_info(outbox)")}
-            if "batch" not in columns:  # a store written before storage receipts
-                self._w.execute("ALTER TABLE outbox ADD COLUMN batch INTEGER")
-            if "flags" not in columns:  # a store written before clock sanity
-                self._w.execute("ALTER TABLE outbox ADD COLUMN flags INTEGER NOT NULL DEFAULT 0")
-            self._w.execute(_BATCH_INDEX)
+            migrate(self._w)
             self._u = connect(path, "normal")
             # Start-up: whatever was in flight or unreceipted goes back to ready (each
             # keeps its batch: a receipt still queued for us deletes it all the same).
@@ -137,11 +114,7 @@ class Outbox:
             ).fetchone()
             if self._w.execute("SELECT 1 FROM meta WHERE key = 'batch_seq'").fetchone() is None:
                 self._w.execute("INSERT INTO meta VALUES ('batch_seq', ?)", (now_ms(),))
-            (last_id,) = self._w.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
-            # AUTOINCREMENT: ids of this process's rows are above every id ever used before
-            seq = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
-            used = seq.fetchone()
-        self.run_first_id = max(int(last_id), int(used[0]) if used else 0) + 1
+        self.run_first_id = next_id(self._w)  # this process's rows: from here on
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._r: sqlite3.Connection | None = None
@@ -282,38 +255,7 @@ class Outbox:
         others with none.
         """
         with mapped("outbox"):
-            picked: dict[int, Row] = {}
-            total = 0
-            queries: list[tuple[str, tuple[int, ...]]] = [
-                (
-                    f"SELECT {ROW_COLUMNS} FROM outbox WHERE state = 0 AND prio = ?"
-                    " ORDER BY id LIMIT ?",
-                    (PRIORITY, max_records),
-                )
-            ]
-            if not priority_only:
-                if live > 0:
-                    queries.append(
-                        (
-                            f"SELECT {ROW_COLUMNS} FROM outbox NOT INDEXED"  # newest first
-                            " WHERE state = 0 ORDER BY id DESC LIMIT ?",
-                            (live,),
-                        )
-                    )
-                queries.append(
-                    (
-                        f"SELECT {ROW_COLUMNS} FROM outbox WHERE state = 0"
-                        " ORDER BY prio, id LIMIT ?",
-                        (max_records,),
-                    )
-                )
-            for sql, params in queries:
-                for r in self._u.execute(sql, params):
-                    if len(picked) >= max_records or (total + r[5] > max_bytes and picked):
-                        break
-                    if r[0] not in picked:
-                        picked[r[0]] = Row(*r)
-                        total += r[5]
+            picked = pick(self._u, max_records, max_bytes, live, priority_only=priority_only)
             if not picked:
                 return []
             ids = sorted(picked)
