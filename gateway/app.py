@@ -300,6 +300,7 @@ class Gateway:
                 unreceipted_oldest_s="" if oldest is None else f"{oldest:.0f}",
                 rejected_total=stats.rejected_total,
                 dropped_total=stats.dropped_total,
+                clock_suspect_total=stats.clock_suspect_total,
                 uplink_up=self.central.connected.is_set(),
                 **self.ctx,
             )
