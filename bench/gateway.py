@@ -40,18 +40,20 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.ingest import WorkerProcess
 from contract.codec import decode
-from contract.receipts import encode_receipt, receipt_topic
+from contract.receipts import decode_receipt, encode_receipt, receipt_topic
 from contract.topics import Channel
 from gateway.outbox import BULK, NewRow, Outbox
 from gateway.uplink import publish_packet_bytes
-from gramlink.services import MosquittoService
+from gramlink.services import InfluxService, MosquittoService
 from gramlink.services.process import free_port
 
 PUBACK = 4
@@ -98,6 +100,9 @@ class Collector:
         self.receipt_bytes = 0  # receipts: PUBLISH to the gateway, MQTT framing included
         self.receipts = 0
         self.unreceipted: dict[str, list[int]] = {}
+        self.receipting = True  # False: an ingest worker stores and receipts (--store)
+        self.stored: list[tuple[float, float]] = []  # clinical: (receipt arrival, delay)
+        self._clinical_in: dict[int, list[float]] = {}  # batch seq -> clinical sent times
         self.live_delays: list[float] = []
         self.live_sent: dict[int, float] = {}
         self.clinical_sent: dict[int, float] = {}
@@ -112,7 +117,9 @@ class Collector:
         )
         client.username_pw_set(broker.admin_user, broker.admin_password)
         client.on_message = self._on_message
-        client.on_connect = lambda c, *a: c.subscribe(f"gl/v1/{CENTRE}/+/_gateway/batch", qos=1)
+        client.on_connect = lambda c, *a: c.subscribe(
+            [(f"gl/v1/{CENTRE}/+/_gateway/batch", 1), (f"gl/v1/{CENTRE}/+/_gateway/receipt", 1)]
+        )
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         client.connect(broker.bind, broker.port, clean_start=False, properties=props)
@@ -125,6 +132,8 @@ class Collector:
         while not self._stop.wait(RECEIPT_ROUND_S):
             with self.lock:
                 due, self.unreceipted = self.unreceipted, {}
+            if not self.receipting:
+                continue
             for gw, seqs in due.items():
                 topic, payload = receipt_topic(CENTRE, gw), encode_receipt(gw, seqs)
                 self.client.publish(topic, payload, qos=1)
@@ -142,10 +151,26 @@ class Collector:
             self.clinical_sent.clear()
             self.clinical.clear()
             self.envelopes.clear()
+            self.stored.clear()
+            self._clinical_in.clear()
             self.probed = False
+
+    def _on_receipt(self, now: float, payload: bytes) -> None:
+        """Ingest stored these batches in InfluxDB: time the clinical readings they held."""
+        if self.receipting:
+            return  # our own receipts
+        receipt = decode_receipt(payload)
+        with self.lock:
+            for first, last in receipt.batches():
+                for seq in [s for s in self._clinical_in if first <= s <= last]:
+                    for sent in self._clinical_in.pop(seq):
+                        self.stored.append((now, now - sent))
 
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
+        if msg.topic.endswith("/_gateway/receipt"):
+            self._on_receipt(now, msg.payload)
+            return
         batch = json.loads(zlib.decompress(msg.payload))
         with self.lock:
             self.batches += 1
@@ -162,6 +187,7 @@ class Collector:
                     sent = self.clinical_sent.get(seq)
                     if sent is not None:
                         self.clinical.append((now, now - sent))
+                        self._clinical_in.setdefault(batch["seq"], []).append(sent)
                     continue
                 self.records += 1
                 self.seen.add((dev, seq))
@@ -368,7 +394,12 @@ def drain(
     delays = sorted(collector.live_delays)
     with collector.lock:  # clinical readings that arrived while the backlog still drained
         urgent = sorted(d for at, d in collector.clinical if at < collector.last_backlog_arrival)
+        stored = sorted(d for at, d in collector.stored if at < collector.last_backlog_arrival)
     return {
+        "stored_n": len(stored),
+        "stored_p50": statistics.median(stored) if stored else float("nan"),
+        "stored_p99": pct(stored, 0.99),
+        "stored_max": stored[-1] if stored else float("nan"),
         "clinical_n": len(urgent),
         "clinical_p50": statistics.median(urgent) if urgent else float("nan"),
         "clinical_p99": urgent[int(0.99 * (len(urgent) - 1))] if urgent else float("nan"),
@@ -482,6 +513,12 @@ def main() -> int:
     parser.add_argument("--cap-s", type=float, default=60.0, help="seconds measured under it")
     parser.add_argument("--cap-live-rate", type=float, default=10.0, help="live readings/s")
     parser.add_argument("--skip-live", action="store_true", help="skip the throughput stage")
+    parser.add_argument(
+        "--store",
+        action="store_true",
+        help="drain into InfluxDB through an ingest worker (its receipts time the clinical"
+        " readings' storage) instead of the collector's receipts",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the brokers on the way out
 
@@ -492,6 +529,7 @@ def main() -> int:
     central.start()
     collector = Collector(central)
     results: list[tuple[str, str]] = []
+    stop_later: list[Callable[[], object]] = []
     try:
         if not args.skip_live:
             live_stage(local, central, collector, home, args.live, results)
@@ -500,6 +538,14 @@ def main() -> int:
             f"[2/4] drain of a {args.backlog:,}-reading backlog, live at {args.live_rate}/s,"
             f" clinical at {args.clinical_rate}/s"
         )
+        worker = None
+        if args.store:
+            influx = InfluxService(home / "influx", free_port(), secrets.token_urlsafe(16))
+            influx.start()
+            stop_later.append(influx.stop)
+            worker = WorkerProcess(central, influx, home / "ingest.log", "bench-ingest")
+            stop_later.append(worker.proc.terminate)
+            collector.receipting = False
         d = drain(
             local,
             central,
@@ -524,6 +570,13 @@ def main() -> int:
                 f"{d['clinical_p50']:.3f} / {d['clinical_p99']:.3f} / {d['clinical_max']:.3f} s"
                 f" (n={d['clinical_n']:.0f})",
             ),
+            (
+                "clinical reading -> stored in InfluxDB (ingest's receipt) p50/p99/max",
+                f"{d['stored_p50']:.3f} / {d['stored_p99']:.3f} / {d['stored_max']:.3f} s"
+                f" (n={d['stored_n']:.0f})"
+                if args.store
+                else "(not measured: --store)",
+            ),
             ("uplink bytes/reading (batched, MQTT framing)", f"{d['wire_per_reading']:.1f} B"),
             ("one JSON message per reading (MQTT framing)", f"{d['plain_per_reading']:.1f} B"),
             ("ratio", f"1/{d['plain_per_reading'] / d['wire_per_reading']:.1f}"),
@@ -537,6 +590,10 @@ def main() -> int:
                 f"{d['receipt_per_reading'] + PUBACK * d['batches'] / max(1, d['records']):.3f} B",
             ),
         ]
+        if worker is not None:
+            worker.proc.terminate()
+            worker.proc.wait(30)
+            collector.receipting = True
         if args.cap:
             print(f"[3/4] byte cap {args.cap:,} B/s over {args.cap_s:.0f} s")
             c = capped(local, central, collector, home / "gw-cap", args)
@@ -572,6 +629,8 @@ def main() -> int:
         collector.client.loop_stop()
         local.stop()
         central.stop()
+        for stop in reversed(stop_later):
+            stop()
     print("\n| measure | result |\n|---|---|")
     for name, value in results:
         print(f"| {name} | {value} |")
