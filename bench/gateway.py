@@ -169,7 +169,7 @@ class Collector:
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
         if msg.topic.endswith("/_gateway/receipt"):
-            self._on_receipt(now, msg.payload)
+            self._on_receipt(now, bytes(msg.payload))
             return
         batch = json.loads(zlib.decompress(msg.payload))
         with self.lock:

@@ -312,7 +312,7 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
             maybe_empty = metrics is not None and (not metrics or None in metrics.values())
             if maybe_empty and _metrics_empty(p):
                 break
-            readings.append((r["ch"], r["dev"], at_receive_time(p, r["rx"]) if "cs" in r else p))
+            readings.append((r["ch"], r["dev"], at_receive_time(p, r["rx"]) if r.get("cs") else p))
             models.append(r.get("m"))
         else:
             return BatchReadings(typed["gw"], typed["seq"], readings, [], models)
