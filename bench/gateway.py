@@ -581,7 +581,8 @@ def main() -> int:
             ("one JSON message per reading (MQTT framing)", f"{d['plain_per_reading']:.1f} B"),
             ("ratio", f"1/{d['plain_per_reading'] / d['wire_per_reading']:.1f}"),
             (
-                "downlink bytes/reading for storage receipts (MQTT framing)",
+                "downlink bytes/reading for storage receipts (MQTT framing)"
+                + (" [--store: ingest's receipts, not counted]" if args.store else ""),
                 f"{d['receipt_per_reading']:.3f} B ({d['receipts']:,} receipts"
                 f" for {d['batches']:,} batches)",
             ),
