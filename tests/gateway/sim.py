@@ -93,7 +93,7 @@ class Collector:
             return
         if msg.topic.endswith("/_gateway/batch"):
             at = time.monotonic()
-            batch = decode_batch(msg.payload)
+            batch = decode_batch(bytes(msg.payload))
             new = [
                 Arrival(r.dev, r.ch, int(r.p["seq"]), r.p, r.m, at, bool(r.cs))
                 for r in batch.records
