@@ -159,6 +159,7 @@ UNITS: Final[dict[str, str]] = {
     "_c": "°C",
     "_ms": "ms",
     "_s": "s",
+    "_h": "h",
     "_w": "W",
     "_wh": "Wh",
     "_v": "V",
