@@ -182,6 +182,21 @@ DEFAULT_PACK: Final[dict[str, RuleSpec]] = {
         "At 500 MB a gateway holds about a day of a centre's readings before it has to "
         "evict; someone must free space or fix the uplink.",
     ),
+    "gateway-autonomy": _rule(
+        "Gateway autonomy below 12 h",
+        "warning",
+        {
+            "type": "threshold",
+            "kind": "gateway",
+            "metric": "autonomy_h",
+            "op": "<",
+            "value": 12,
+            "for": "10m",
+            "clears": 18,
+        },
+        "At the current inflow the gateway's disk budget holds less than 12 h of outage: "
+        "a night's uplink cut would make it evict readings. Free space or raise the budget.",
+    ),
     "device-silent": _rule(
         "Device silent",
         "warning",

@@ -21,6 +21,7 @@ from api.alerts.settings import AlertsSettings
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.broker import BrokerStartError
 from api.broker_files import FileLogins
+from api.centre_facts import CentreFacts, InfluxLines
 from api.db.session import make_engine, migrate, session_factory
 from api.deps import Components
 from api.dynsec import DynsecClient
@@ -99,6 +100,8 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 )
                 presence.start()
                 stack.callback(presence.close)
+            if settings.centre_facts_interval_s:
+                start_centre_facts(settings, sessions, stack)
             accounting = None
             if settings.sequence_interval_s:
                 accounting = sequence_accounting(settings, sessions)
@@ -149,6 +152,26 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
         for router in _routers(module):
             app.include_router(router)
     return app
+
+
+def start_centre_facts(
+    settings: ApiSettings, sessions: sessionmaker[Session], stack: ExitStack
+) -> CentreFacts:
+    """The ``centres`` measurement writer (registry facts for the dashboards)."""
+    influx = InfluxLines(
+        settings.influx_url,
+        settings.influx_db,
+        settings.influx_user,
+        settings.influx_password.get_secret_value(),
+        settings.influx_timeout_s,
+    )
+    stack.callback(influx.close)
+    facts = CentreFacts(sessions, influx, settings.centre_facts_interval_s)
+    facts.watch()
+    stack.callback(facts.unwatch)
+    facts.start()
+    stack.callback(facts.close)
+    return facts
 
 
 def connect_dynsec(settings: ApiSettings) -> DynsecClient:

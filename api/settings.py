@@ -37,6 +37,7 @@ class ApiSettings(BaseSettings):
     influx_user: str = "admin"
     influx_password: SecretStr = SecretStr("")
     influx_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    centre_facts_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     master_secret: SecretStr

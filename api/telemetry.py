@@ -44,9 +44,14 @@ def _flatten(annotation: Any) -> set[type]:
     return {annotation} if isinstance(annotation, type) else set()
 
 
+# Set on a reading the gateway stored at its receive time because the device's
+# clock was implausible; ``device_ts`` is the device's own time (ms). Raw reads only.
+CLOCK_FIELDS: Final = {"device_ts": False, "clock_suspect": False}
+
+
 def fields_of(kind: DeviceKind) -> dict[str, bool]:
-    """Field names of a kind (metrics plus ``seq``) -> numeric (aggregatable) or not."""
-    out = {"seq": True}
+    """Field names of a kind (metrics, ``seq``, the clock-suspect pair) -> aggregatable or not."""
+    out = {"seq": True, **CLOCK_FIELDS}
     for name, info in METRICS_BY_KIND[kind].model_fields.items():
         found = _flatten(info.annotation) - {type(None)}
         out[name] = bool(found) and found <= {int, float}

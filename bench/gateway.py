@@ -1,4 +1,4 @@
-"""Gateway benchmark: live throughput, backlog drain, uplink bytes, SIGKILL during a drain.
+"""Gateway benchmark: live throughput, backlog drain, priority lane, byte cap, SIGKILL.
 
 Runs two real Mosquitto brokers (local, central) and the gateway as a subprocess
 (``python -m gramlink gateway``), like in the field. The collector (central
@@ -8,12 +8,21 @@ default batch age) it publishes one receipt naming the batches it got since the
 last, and counts their bytes as the downlink cost of receipts.
 
     .venv/bin/python -m bench.gateway [--backlog 1000000] [--live 30000] [--kill-backlog 200000]
+        [--clinical-rate 5] [--cap 50000 --cap-backlog 300000 --cap-s 60]
 
 The backlog is written straight into the gateway's outbox while the gateway is
 stopped (what an outage leaves behind), then the gateway is started and timed
 until the central broker got every reading, while a live device publishes
 ``--live-rate`` readings/s through the local broker and their end-to-end delay
-is measured.
+is measured. Meanwhile a pulse oximeter publishes ``--clinical-rate`` readings/s
+(the priority lane): their delay to the central broker is measured while the
+backlog is still draining (p50/p99). ("Reaches InfluxDB" would add ingest's
+write round, ~0.2 s, measured in bench/ingest.py; the central alert is #12's.)
+
+The byte-cap stage drains a ``--cap-backlog`` backlog for ``--cap-s`` seconds
+with ``GRAMLINK_GATEWAY_UPLINK_MAX_BYTES_PER_S=--cap`` and reports the rate of
+envelope bytes (compressed payloads) the central broker received, against the
+cap, and the delay of live bulk and clinical readings under it.
 """
 
 from __future__ import annotations
@@ -31,18 +40,20 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.ingest import WorkerProcess
 from contract.codec import decode
-from contract.receipts import encode_receipt, receipt_topic
+from contract.receipts import decode_receipt, encode_receipt, receipt_topic
 from contract.topics import Channel
 from gateway.outbox import BULK, NewRow, Outbox
 from gateway.uplink import publish_packet_bytes
-from gramlink.services import MosquittoService
+from gramlink.services import InfluxService, MosquittoService
 from gramlink.services.process import free_port
 
 PUBACK = 4
@@ -50,11 +61,18 @@ RECEIPT_ROUND_S = 0.2  # one receipt per gateway per write round (ingest's batch
 CENTRE = "bench"
 GW = f"{CENTRE}-gw"
 KEY = secrets.token_hex(16)
-TS0 = 1_760_000_000_000
+TS0 = int(time.time() * 1000) - 86_400_000  # a day ago: plausible device times
 TEMPLATE = (
     b'{"v":1,"kind":"router","ts":%d,"seq":%d,"metrics":{"uptime_s":%d,"wan_up":true,'
     b'"wan_latency_ms":%.1f,"wifi_clients":%d,"cpu_pct":%.1f,"mem_pct":%.1f}}'
 )
+
+
+CLINICAL = b'{"v":1,"kind":"pulse_oximeter","ts":%d,"seq":%d,"metrics":{"spo2_pct":%.1f}}'
+
+
+def clinical(rng: random.Random, seq: int) -> bytes:
+    return CLINICAL % (int(time.time() * 1000), seq, rng.uniform(80, 99))
 
 
 def reading(rng: random.Random, seq: int) -> bytes:
@@ -82,15 +100,26 @@ class Collector:
         self.receipt_bytes = 0  # receipts: PUBLISH to the gateway, MQTT framing included
         self.receipts = 0
         self.unreceipted: dict[str, list[int]] = {}
+        self.receipting = True  # False: an ingest worker stores and receipts (--store)
+        self.stored: list[tuple[float, float]] = []  # clinical: (receipt arrival, delay)
+        self._clinical_in: dict[int, list[float]] = {}  # batch seq -> clinical sent times
         self.live_delays: list[float] = []
         self.live_sent: dict[int, float] = {}
+        self.clinical_sent: dict[int, float] = {}
+        self.clinical: list[tuple[float, float]] = []  # (arrival, delay)
+        # (arrival, compressed bytes, only clinical records: exempt from the byte cap)
+        self.envelopes: list[tuple[float, int, bool]] = []
+        self.last_backlog_arrival = 0.0
+        self.probed = False
         self.last_arrival = 0.0
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id="bench-collector", protocol=mqtt.MQTTv5
         )
         client.username_pw_set(broker.admin_user, broker.admin_password)
         client.on_message = self._on_message
-        client.on_connect = lambda c, *a: c.subscribe(f"gl/v1/{CENTRE}/+/_gateway/batch", qos=1)
+        client.on_connect = lambda c, *a: c.subscribe(
+            [(f"gl/v1/{CENTRE}/+/_gateway/batch", 1), (f"gl/v1/{CENTRE}/+/_gateway/receipt", 1)]
+        )
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         client.connect(broker.bind, broker.port, clean_start=False, properties=props)
@@ -103,6 +132,8 @@ class Collector:
         while not self._stop.wait(RECEIPT_ROUND_S):
             with self.lock:
                 due, self.unreceipted = self.unreceipted, {}
+            if not self.receipting:
+                continue
             for gw, seqs in due.items():
                 topic, payload = receipt_topic(CENTRE, gw), encode_receipt(gw, seqs)
                 self.client.publish(topic, payload, qos=1)
@@ -117,16 +148,47 @@ class Collector:
             self.records = self.batches = self.wire_bytes = self.plain_bytes = 0
             self.live_delays.clear()
             self.live_sent.clear()
+            self.clinical_sent.clear()
+            self.clinical.clear()
+            self.envelopes.clear()
+            self.stored.clear()
+            self._clinical_in.clear()
+            self.probed = False
+
+    def _on_receipt(self, now: float, payload: bytes) -> None:
+        """Ingest stored these batches in InfluxDB: time the clinical readings they held."""
+        if self.receipting:
+            return  # our own receipts
+        receipt = decode_receipt(payload)
+        with self.lock:
+            for first, last in receipt.batches():
+                for seq in [s for s in self._clinical_in if first <= s <= last]:
+                    for sent in self._clinical_in.pop(seq):
+                        self.stored.append((now, now - sent))
 
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
+        if msg.topic.endswith("/_gateway/receipt"):
+            self._on_receipt(now, bytes(msg.payload))
+            return
         batch = json.loads(zlib.decompress(msg.payload))
         with self.lock:
             self.batches += 1
+            only = all(r["dev"] == "oxi" for r in batch["records"])
+            self.envelopes.append((now, len(msg.payload), only))
             self.unreceipted.setdefault(batch["gw"], []).append(batch["seq"])
             self.wire_bytes += publish_packet_bytes(msg.topic, len(msg.payload)) + PUBACK
             for r in batch["records"]:
                 dev, seq = r["dev"], r["p"]["seq"]
+                if dev == "probe":  # the gateway is subscribed on the local broker
+                    self.probed = True
+                    continue
+                if dev == "oxi":  # clinical: timed, not counted with the bulk
+                    sent = self.clinical_sent.get(seq)
+                    if sent is not None:
+                        self.clinical.append((now, now - sent))
+                        self._clinical_in.setdefault(batch["seq"], []).append(sent)
+                    continue
                 self.records += 1
                 self.seen.add((dev, seq))
                 plain = len(json.dumps(r["p"], separators=(",", ":")))
@@ -136,6 +198,8 @@ class Collector:
                     sent = self.live_sent.get(seq)
                     if sent is not None:
                         self.live_delays.append(now - sent)
+                else:
+                    self.last_backlog_arrival = now
             self.last_arrival = now
 
     def distinct(self) -> int:
@@ -144,26 +208,35 @@ class Collector:
 
 
 class LivePublisher(threading.Thread):
-    """A device publishing ``rate`` readings/s through the local broker."""
+    """A device publishing ``rate`` readings/s through the local broker (``clinical``:
+    a pulse oximeter, device ``oxi``; else a router, device ``live``)."""
 
-    def __init__(self, local: MosquittoService, collector: Collector, rate: float) -> None:
+    def __init__(
+        self, local: MosquittoService, collector: Collector, rate: float, clinical: bool = False
+    ) -> None:
         super().__init__(daemon=True)
         self.collector = collector
         self.rate = rate
+        self.clinical = clinical
         self.stop = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.username_pw_set(local.admin_user, local.admin_password)
         self.client.connect(local.bind, local.port)
         self.client.loop_start()
+        # paho drops QoS 1 publishes queued before the first CONNACK (clean start):
+        # counting those as sent made the drain wait forever for readings never sent
+        wait(self.client.is_connected, 30, "the live publisher connected")
         self.sent = 0
 
     def run(self) -> None:
         rng = random.Random(7)
         seq = 0
+        device, make = ("oxi", clinical) if self.clinical else ("live", reading)
+        sent = self.collector.clinical_sent if self.clinical else self.collector.live_sent
         while not self.stop.wait(1 / self.rate):
             with self.collector.lock:
-                self.collector.live_sent[seq] = time.monotonic()
-            self.client.publish(f"gl/v1/{CENTRE}/live/telemetry", reading(rng, seq), qos=1)
+                sent[seq] = time.monotonic()
+            self.client.publish(f"gl/v1/{CENTRE}/{device}/telemetry", make(rng, seq), qos=1)
             seq += 1
             self.sent = seq
 
@@ -198,6 +271,26 @@ def start_gateway(
     argv += ["--local-url", local.url, "--uplink-url", central.url, "--data-dir", str(data)]
     argv += ["--log-level", "warning", "--health-interval-s", "3600"]
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+
+
+def until_subscribed(local: MosquittoService, collector: Collector) -> None:
+    """Publish probe readings until one crosses the gateway: before its first
+    subscription on the local broker, what a device publishes reaches nobody."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(local.admin_user, local.admin_password)
+    client.connect(local.bind, local.port)
+    client.loop_start()
+    rng = random.Random(5)
+    deadline = time.monotonic() + 60
+    seq = 0
+    while not collector.probed:
+        if time.monotonic() > deadline:
+            raise SystemExit("the gateway never relayed a probe reading")
+        client.publish(f"gl/v1/{CENTRE}/probe/telemetry", reading(rng, seq), qos=1)
+        seq += 1
+        time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
 
 
 def wait(check: object, timeout: float, what: str) -> None:
@@ -255,13 +348,18 @@ def drain(
     n: int,
     live_rate: float,
     kill_at: float | None,
+    clinical_rate: float = 0.0,
 ) -> dict[str, float]:
     collector.reset()
     t_fill = prefill(data / f"{CENTRE}.sqlite3", n)
-    gateway = start_gateway(local, central, data)
-    live = LivePublisher(local, collector, live_rate)
     t0 = time.monotonic()
+    gateway = start_gateway(local, central, data)
+    until_subscribed(local, collector)
+    live = LivePublisher(local, collector, live_rate)
+    oxi = LivePublisher(local, collector, clinical_rate, clinical=True) if clinical_rate else None
     live.start()
+    if oxi is not None:
+        oxi.start()
     kills = 0
     try:
         last = 0
@@ -281,16 +379,31 @@ def drain(
                 raise SystemExit("drain took more than 20 minutes")
             if got >= n and live.sent:
                 live.stop.set()
+                if oxi is not None:
+                    oxi.stop.set()
         print()
         elapsed = collector.last_arrival - t0
     finally:
         live.close()
+        if oxi is not None:
+            oxi.close()
         wait(lambda: collector.distinct() >= n + live.sent, 60, "last live readings")
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
     backlog_seen = sum(1 for dev, _ in collector.seen if dev.startswith("dev-"))
     delays = sorted(collector.live_delays)
+    with collector.lock:  # clinical readings that arrived while the backlog still drained
+        urgent = sorted(d for at, d in collector.clinical if at < collector.last_backlog_arrival)
+        stored = sorted(d for at, d in collector.stored if at < collector.last_backlog_arrival)
     return {
+        "stored_n": len(stored),
+        "stored_p50": statistics.median(stored) if stored else float("nan"),
+        "stored_p99": pct(stored, 0.99),
+        "stored_max": stored[-1] if stored else float("nan"),
+        "clinical_n": len(urgent),
+        "clinical_p50": statistics.median(urgent) if urgent else float("nan"),
+        "clinical_p99": urgent[int(0.99 * (len(urgent) - 1))] if urgent else float("nan"),
+        "clinical_max": urgent[-1] if urgent else float("nan"),
         "prefill_s": t_fill,
         "elapsed_s": elapsed,
         "rate": n / elapsed,
@@ -309,12 +422,103 @@ def drain(
     }
 
 
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))] if ordered else float("nan")
+
+
+def capped(
+    local: MosquittoService,
+    central: MosquittoService,
+    collector: Collector,
+    data: Path,
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    """Drain under the byte cap for ``args.cap_s`` seconds, live and clinical readings on."""
+    collector.reset()
+    prefill(data / f"{CENTRE}.sqlite3", args.cap_backlog)
+    env = {"GRAMLINK_GATEWAY_UPLINK_MAX_BYTES_PER_S": str(args.cap)}
+    gateway = start_gateway(local, central, data, extra_env=env)
+    until_subscribed(local, collector)
+    live = LivePublisher(local, collector, args.cap_live_rate)
+    oxi = LivePublisher(local, collector, max(args.clinical_rate, 1.0), clinical=True)
+    live.start()
+    oxi.start()
+    try:
+        wait(lambda: collector.batches >= 2, 60, "the drain started")
+        start = time.monotonic()
+        while (left := start + args.cap_s - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            print(f"  capped drain: {collector.distinct():>9,} readings", end="\r", flush=True)
+        end = time.monotonic()
+        print()
+    finally:
+        live.close()
+        oxi.close()
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+    with collector.lock:
+        bulk = sum(b for at, b, only in collector.envelopes if start <= at < end and not only)
+        exempt = sum(b for at, b, only in collector.envelopes if start <= at < end and only)
+        live_delays = list(collector.live_delays)
+        oxi_delays = [d for _, d in collector.clinical]
+    return {
+        "rate": bulk / (end - start),
+        "exempt_rate": exempt / (end - start),
+        "seconds": end - start,
+        "live_p50": pct(live_delays, 0.5),
+        "live_p99": pct(live_delays, 0.99),
+        "oxi_p50": pct(oxi_delays, 0.5),
+        "oxi_p99": pct(oxi_delays, 0.99),
+        "oxi_n": len(oxi_delays),
+    }
+
+
+def live_stage(
+    local: MosquittoService,
+    central: MosquittoService,
+    collector: Collector,
+    home: Path,
+    n: int,
+    results: list[tuple[str, str]],
+) -> None:
+    print(f"[1/4] live throughput: {n:,} readings from 20 devices", flush=True)
+    gateway = start_gateway(local, central, home / "gw-live")
+    time.sleep(2)  # let the gateway subscribe (bench only; tests wait on probes)
+    rate, elapsed = live_throughput(local, collector, n)
+    gateway.send_signal(signal.SIGTERM)
+    gateway.wait(30)
+    results.append(("live throughput (device -> central)", f"{rate:,.0f} readings/s"))
+    with collector.lock:
+        live_receipts = collector.receipt_bytes / max(1, collector.records)
+        live_batches = collector.batches
+    results.append(
+        (
+            "live: downlink bytes/reading for storage receipts",
+            f"{live_receipts:.3f} B ({live_batches:,} batches)",
+        )
+    )
+    print(f"  {rate:,.0f} readings/s ({elapsed:.1f} s)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backlog", type=int, default=1_000_000, help="readings in the backlog")
     parser.add_argument("--live", type=int, default=30_000, help="readings for live throughput")
     parser.add_argument("--live-rate", type=float, default=100.0, help="live readings/s in drain")
     parser.add_argument("--kill-backlog", type=int, default=200_000, help="0: skip SIGKILL run")
+    parser.add_argument("--clinical-rate", type=float, default=5.0, help="clinical readings/s")
+    parser.add_argument("--cap", type=int, default=50_000, help="byte cap, B/s (0: skip)")
+    parser.add_argument("--cap-backlog", type=int, default=300_000, help="backlog under the cap")
+    parser.add_argument("--cap-s", type=float, default=60.0, help="seconds measured under it")
+    parser.add_argument("--cap-live-rate", type=float, default=10.0, help="live readings/s")
+    parser.add_argument("--skip-live", action="store_true", help="skip the throughput stage")
+    parser.add_argument(
+        "--store",
+        action="store_true",
+        help="drain into InfluxDB through an ingest worker (its receipts time the clinical"
+        " readings' storage) instead of the collector's receipts",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the brokers on the way out
 
@@ -325,27 +529,33 @@ def main() -> int:
     central.start()
     collector = Collector(central)
     results: list[tuple[str, str]] = []
+    stop_later: list[Callable[[], object]] = []
     try:
-        print(f"[1/3] live throughput: {args.live:,} readings from 20 devices", flush=True)
-        gateway = start_gateway(local, central, home / "gw-live")
-        time.sleep(2)  # let the gateway subscribe (bench only; tests wait on probes)
-        rate, elapsed = live_throughput(local, collector, args.live)
-        gateway.send_signal(signal.SIGTERM)
-        gateway.wait(30)
-        results.append(("live throughput (device -> central)", f"{rate:,.0f} readings/s"))
-        with collector.lock:
-            live_receipts = collector.receipt_bytes / max(1, collector.records)
-            live_batches = collector.batches
-        results.append(
-            (
-                "live: downlink bytes/reading for storage receipts",
-                f"{live_receipts:.3f} B ({live_batches:,} batches)",
-            )
-        )
-        print(f"  {rate:,.0f} readings/s ({elapsed:.1f} s)")
+        if not args.skip_live:
+            live_stage(local, central, collector, home, args.live, results)
 
-        print(f"[2/3] drain of a {args.backlog:,}-reading backlog, live at {args.live_rate}/s")
-        d = drain(local, central, collector, home / "gw-drain", args.backlog, args.live_rate, None)
+        print(
+            f"[2/4] drain of a {args.backlog:,}-reading backlog, live at {args.live_rate}/s,"
+            f" clinical at {args.clinical_rate}/s"
+        )
+        worker = None
+        if args.store:
+            influx = InfluxService(home / "influx", free_port(), secrets.token_urlsafe(16))
+            influx.start()
+            stop_later.append(influx.stop)
+            worker = WorkerProcess(central, influx, home / "ingest.log", "bench-ingest")
+            stop_later.append(worker.proc.terminate)
+            collector.receipting = False
+        d = drain(
+            local,
+            central,
+            collector,
+            home / "gw-drain",
+            args.backlog,
+            args.live_rate,
+            None,
+            args.clinical_rate,
+        )
         results += [
             ("backlog prefill (direct to SQLite)", f"{d['prefill_s']:.1f} s"),
             ("drain rate", f"{d['rate']:,.0f} readings/s ({d['elapsed_s']:.1f} s)"),
@@ -355,11 +565,24 @@ def main() -> int:
                 "live delay during drain p50/p95/max",
                 f"{d['live_p50']:.2f} / {d['live_p95']:.2f} / {d['live_max']:.2f} s",
             ),
+            (
+                "clinical reading -> central broker during the drain p50/p99/max",
+                f"{d['clinical_p50']:.3f} / {d['clinical_p99']:.3f} / {d['clinical_max']:.3f} s"
+                f" (n={d['clinical_n']:.0f})",
+            ),
+            (
+                "clinical reading -> stored in InfluxDB (ingest's receipt) p50/p99/max",
+                f"{d['stored_p50']:.3f} / {d['stored_p99']:.3f} / {d['stored_max']:.3f} s"
+                f" (n={d['stored_n']:.0f})"
+                if args.store
+                else "(not measured: --store)",
+            ),
             ("uplink bytes/reading (batched, MQTT framing)", f"{d['wire_per_reading']:.1f} B"),
             ("one JSON message per reading (MQTT framing)", f"{d['plain_per_reading']:.1f} B"),
             ("ratio", f"1/{d['plain_per_reading'] / d['wire_per_reading']:.1f}"),
             (
-                "downlink bytes/reading for storage receipts (MQTT framing)",
+                "downlink bytes/reading for storage receipts (MQTT framing)"
+                + (" [--store: ingest's receipts, not counted]" if args.store else ""),
                 f"{d['receipt_per_reading']:.3f} B ({d['receipts']:,} receipts"
                 f" for {d['batches']:,} batches)",
             ),
@@ -368,8 +591,31 @@ def main() -> int:
                 f"{d['receipt_per_reading'] + PUBACK * d['batches'] / max(1, d['records']):.3f} B",
             ),
         ]
+        if worker is not None:
+            worker.proc.terminate()
+            worker.proc.wait(30)
+            collector.receipting = True
+        if args.cap:
+            print(f"[3/4] byte cap {args.cap:,} B/s over {args.cap_s:.0f} s")
+            c = capped(local, central, collector, home / "gw-cap", args)
+            results += [
+                (
+                    f"capped drain: envelope bytes/s (cap {args.cap:,} B/s)",
+                    f"{c['rate']:,.0f} B/s ({100 * (c['rate'] / args.cap - 1):+.2f} %,"
+                    f" over {c['seconds']:.0f} s)",
+                ),
+                ("capped: clinical-only envelopes (exempt)", f"{c['exempt_rate']:,.0f} B/s"),
+                (
+                    f"capped: live bulk delay p50/p99 ({args.cap_live_rate}/s)",
+                    f"{c['live_p50']:.2f} / {c['live_p99']:.2f} s",
+                ),
+                (
+                    "capped: clinical delay p50/p99",
+                    f"{c['oxi_p50']:.3f} / {c['oxi_p99']:.3f} s (n={c['oxi_n']:.0f})",
+                ),
+            ]
         if args.kill_backlog:
-            print(f"[3/3] SIGKILL halfway through draining {args.kill_backlog:,} readings")
+            print(f"[4/4] SIGKILL halfway through draining {args.kill_backlog:,} readings")
             k = drain(
                 local, central, collector, home / "gw-kill", args.kill_backlog, args.live_rate, 0.5
             )
@@ -384,6 +630,8 @@ def main() -> int:
         collector.client.loop_stop()
         local.stop()
         central.stop()
+        for stop in reversed(stop_later):
+            stop()
     print("\n| measure | result |\n|---|---|")
     for name, value in results:
         print(f"| {name} | {value} |")

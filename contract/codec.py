@@ -168,19 +168,31 @@ def encode_batch(batch: Batch) -> bytes:
     return zlib.compress(batch.model_dump_json(exclude_none=True).encode(), BATCH_COMPRESSION_LEVEL)
 
 
-RecordParts = tuple[str, str, bytes, int] | tuple[str, str, bytes, int, str | None]
+RecordParts = (
+    tuple[str, str, bytes, int]
+    | tuple[str, str, bytes, int, str | None]
+    | tuple[str, str, bytes, int, str | None, bool]
+)
 
 
 def encode_batch_parts(gw: str, seq: int, records: Iterable[RecordParts]) -> bytes:
     """Build an envelope from already-encoded payloads without re-parsing them.
 
-    Each record is ``(channel, device, payload_json, rx_ms[, model])``; payloads
-    must be output of :func:`encode` (the gateway stores exactly that) and ids
-    valid; a missing or None ``model`` leaves the record's ``m`` out.
+    Each record is ``(channel, device, payload_json, rx_ms[, model[, clock_suspect]])``;
+    payloads must be output of :func:`encode` (the gateway stores exactly that)
+    and ids valid; a missing or None ``model`` leaves the record's ``m`` out, a
+    true ``clock_suspect`` adds ``"cs":true``.
     """
     body = b",".join(
-        b'{"ch":"%s","dev":"%s","p":%s,"rx":%d%s}'
-        % (r[0].encode(), r[1].encode(), r[2], r[3], _model_part(r[4] if len(r) > 4 else None))
+        b'{"ch":"%s","dev":"%s","p":%s,"rx":%d%s%s}'
+        % (
+            r[0].encode(),
+            r[1].encode(),
+            r[2],
+            r[3],
+            _model_part(r[4] if len(r) > 4 else None),  # type: ignore[misc]
+            b',"cs":true' if len(r) > 5 and r[5] else b"",  # type: ignore[misc]
+        )
         for r in records
     )
     head = b'{"v":1,"gw":"%s","seq":%d,"records":[' % (gw.encode(), seq)
@@ -234,7 +246,9 @@ class BatchReadings(NamedTuple):
     readings: list[tuple[str, str, dict[str, Any]]]
     # the refused records as received, each with the error decode_record gives it
     refused: list[tuple[BatchRecord, DecodeError]]
-    # the gateway's model for each valid record (``m``; None: not stamped), by index
+    # the gateway's model for each valid record (``m``; None: not stamped), by index.
+    # A clock-suspect record's reading has ``ts`` = its receive time and ``device_ts``
+    # = the device's own time (:func:`at_receive_time`).
     models: list[str | None] | None = None
     # the gateway's receive time (``rx``, ms) of each valid record, by index
     rx: list[int] | None = None
@@ -301,7 +315,7 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
             maybe_empty = metrics is not None and (not metrics or None in metrics.values())
             if maybe_empty and _metrics_empty(p):
                 break
-            readings.append((r["ch"], r["dev"], p))
+            readings.append((r["ch"], r["dev"], at_receive_time(p, r["rx"]) if r.get("cs") else p))
             models.append(r.get("m"))
             rx.append(r["rx"])
         else:
@@ -313,9 +327,18 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
     refused: list[tuple[BatchRecord, DecodeError]] = []
     for record in batch.records:
         try:
-            good.append((record.ch, record.dev, _reading_dict(decode_record(record))))
+            reading = _reading_dict(decode_record(record))
+            if record.cs:
+                reading = at_receive_time(reading, record.rx)
+            good.append((record.ch, record.dev, reading))
             good_models.append(record.m)
             good_rx.append(record.rx)
         except DecodeError as exc:
             refused.append((record, exc))
     return BatchReadings(batch.gw, batch.seq, good, refused, good_models, good_rx)
+
+
+def at_receive_time(reading: dict[str, Any], rx_ms: int) -> dict[str, Any]:
+    """A clock-suspect record's reading (``BatchRecord.cs``): ``ts`` is the gateway's
+    receive time, the device's own time is kept as ``device_ts``."""
+    return {**reading, "ts": rx_ms, "device_ts": reading["ts"]}

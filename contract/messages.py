@@ -106,6 +106,11 @@ class BatchRecord(BaseModel):
     ``m``: the device's model as the gateway knows it (its birth, or its credential
     update); ingest tags the stored reading with it, so the stored series depends
     only on the record (a redelivery lands on the same point).
+
+    ``cs`` (clock suspect): the gateway found the reading's device time ``p.ts``
+    implausible (docs/gateway.md, "Clock sanity"); the reading is stored at ``rx``
+    with the device's time kept as ``device_ts`` and ``clock_suspect`` set
+    (:func:`contract.codec.decode_batch_readings` does the swap). Absent: trust ``ts``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -115,6 +120,7 @@ class BatchRecord(BaseModel):
     p: dict[str, Any]
     rx: TimestampMs
     m: Model | None = None
+    cs: Literal[True] | None = None
 
 
 class Batch(Message):

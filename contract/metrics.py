@@ -135,6 +135,10 @@ class GatewayMetrics(Metrics):
     uplink_rejected_total: Count | None = None  # batches the central broker did not take
     unreceipted: Count | None = None  # readings sent, not yet named by a storage receipt
     unreceipted_oldest_s: Annotated[float, Field(ge=0)] | None = None  # the oldest's wait
+    # readings stored with an implausible device time (kept, flagged; docs/gateway.md)
+    clock_suspect_total: Count | None = None
+    # hours of uplink outage the outbox's free disk budget holds at the current inflow
+    autonomy_h: Annotated[float, Field(ge=0)] | None = None
 
 
 METRICS_BY_KIND: Final[dict[DeviceKind, type[Metrics]]] = {
@@ -155,6 +159,7 @@ UNITS: Final[dict[str, str]] = {
     "_c": "°C",
     "_ms": "ms",
     "_s": "s",
+    "_h": "h",
     "_w": "W",
     "_wh": "Wh",
     "_v": "V",

@@ -70,7 +70,7 @@ class CentreEnv:
     def is_open(self, t_ms: int) -> bool:
         """Clinic hours: 09:00-17:00 local, closed on Sundays."""
         day = self.local_day(t_ms)
-        sunday = (day + 4) % 7 == 3  # 1970-01-01 was a Thursday
+        sunday = day % 7 == 3  # 1970-01-01 was a Thursday: day 3 was a Sunday
         return not sunday and OPEN_HOUR <= self.local_hour(t_ms) < CLOSE_HOUR
 
     def activity(self, t_ms: int) -> float:

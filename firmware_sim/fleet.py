@@ -76,6 +76,8 @@ class FleetConfig:
     tls_files: TlsFiles = field(default_factory=TlsFiles)
     scenario: str | None = None  # a named scenario (firmware_sim/scenario.py) for one centre
     scenario_centre: str | None = None  # the centre it applies to (None: the first one)
+    # where centres are (latitude, longitude); the others are placed from the seed
+    places: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def centre_list(self) -> list[str]:
         ids = list(self.centre_ids) or [
@@ -139,6 +141,7 @@ class Fleet:
                 validate=validate,
                 interval_s=cfg.interval_s,
                 scenario=cfg.scenario if centre == target else None,
+                place=cfg.places.get(centre),
             )
             self.sites[centre] = SiteFacts.of(env, devices)
             for device in devices:

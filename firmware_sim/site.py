@@ -40,9 +40,14 @@ def build_centre(
     validate: bool = True,
     interval_s: int | None = None,
     scenario: str | None = None,
+    place: tuple[float, float] | None = None,
 ) -> tuple[CentreEnv, list[Device]]:
-    """A centre's surroundings and its standard device set, with a scenario applied if named."""
-    env = CentreEnv(seed, centre)
+    """A centre's surroundings and its standard device set, with a scenario applied if named.
+
+    ``place``: the centre's (latitude, longitude); None: placed from the seed.
+    """
+    latitude, longitude = place or (0.0, 0.0)
+    env = CentreEnv(seed, centre, latitude=latitude, longitude=longitude)
     devices: list[Device] = [
         cls(centre, device_id, env, seed, start_ms, validate=validate, interval_s=interval_s)
         for device_id, cls in centre_layout(centre, devices_per_centre)
@@ -52,7 +57,9 @@ def build_centre(
     return env, devices
 
 
-def site_facts(seed: int, centre: str, devices_per_centre: int) -> SiteFacts:
+def site_facts(
+    seed: int, centre: str, devices_per_centre: int, place: tuple[float, float] | None = None
+) -> SiteFacts:
     """The facts of a centre as a fleet with this seed simulates it (no broker, no clock)."""
-    env, devices = build_centre(centre, seed, 0, devices_per_centre)
+    env, devices = build_centre(centre, seed, 0, devices_per_centre, place=place)
     return SiteFacts.of(env, devices)

@@ -33,7 +33,10 @@ from paho.mqtt.properties import Properties
 
 from contract.provisioning import dynsec_topic
 from contract.receipts import receipt_topic
+from gateway.autonomy import InflowMeter
 from gateway.centre_devices import CentreDevices
+from gateway.clock import GatewayClock
+from gateway.clock_sanity import ClockSanity
 from gateway.device_models import DeviceModels
 from gateway.downlink import Downlink
 from gateway.dynsec_seqs import AppliedSeqs
@@ -65,7 +68,11 @@ class Gateway:
         s = settings
         self.settings = s
         self.ctx = {"centre": s.centre, "gw": s.gateway_id}
+        self.clock = GatewayClock(int(s.clock_jump_s * 1000), s.clock_offset_file)
         self.outbox = Outbox(s.db_path, s.disk_budget_bytes, s.sqlite_synchronous)
+        self.sanity = ClockSanity(
+            self.clock, self.outbox.first_run_ms(self.clock.now_ms()), int(s.clock_ahead_s * 1000)
+        )
         self.quarantine = Quarantine(s.db_path, s.quarantine_max_rows)
         key = s.centre_key_bytes
         # The centre's devices and kinds, learnt from credential updates (local enforcement).
@@ -73,7 +80,11 @@ class Gateway:
         # Each device's model, stamped into its envelope records (registry, else births).
         self.models = DeviceModels(s.db_path, s.gateway_id, self.devices)
         transformer = Transformer(
-            s.centre, s.pseudonym_key.get_secret_value().encode(), self.devices, self.models
+            s.centre,
+            s.pseudonym_key.get_secret_value().encode(),
+            self.devices,
+            self.models,
+            self.sanity,
         )
         self.downlink = Downlink(s.centre)
         self.local_in = LocalIn(
@@ -84,6 +95,8 @@ class Gateway:
             queue_size=s.ingest_queue,
             commit_window_ms=s.commit_window_ms,
             on_stored=lambda: self.uplink.wake(),
+            clock=self.clock,
+            own_device=s.gateway_id,
         )
         common = {
             "keepalive_s": s.keepalive_s,
@@ -140,6 +153,7 @@ class Gateway:
                 backoff_min_s=s.backoff_min_s,
                 backoff_max_s=s.backoff_max_s,
                 receipt_timeout_s=s.receipt_timeout_s,
+                max_bytes_per_s=s.uplink_max_bytes_per_s,
             ),
             self.outbox,
             self.central,
@@ -154,7 +168,9 @@ class Gateway:
         self.dynsec: DynsecWorker | None = None
         if key is not None:
             self._build_local_enforcement(key, common)
-        self.health = HealthReporter(s.gateway_id, self.outbox, s.data_dir)
+        self.health = HealthReporter(
+            s.gateway_id, self.outbox, s.data_dir, self.clock, InflowMeter(s.autonomy_window_s)
+        )
         self.stop_requested = threading.Event()
         self._started = False
 
@@ -284,6 +300,7 @@ class Gateway:
                 unreceipted_oldest_s="" if oldest is None else f"{oldest:.0f}",
                 rejected_total=stats.rejected_total,
                 dropped_total=stats.dropped_total,
+                clock_suspect_total=stats.clock_suspect_total,
                 uplink_up=self.central.connected.is_set(),
                 **self.ctx,
             )

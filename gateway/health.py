@@ -8,7 +8,11 @@ refusals since the store was created, ``uplink_rejected_total`` the messages the
 central broker answered with a PUBACK that is not "delivered" (kept and resent),
 ``unreceipted`` the readings sent (PUBACK delivered) that no storage receipt has
 named yet and ``unreceipted_oldest_s`` how long the oldest such batch has waited
-(0 when none; these grow while ingest or InfluxDB is down).
+(0 when none; these grow while ingest or InfluxDB is down), ``clock_suspect_total``
+the readings stored with an implausible device time (:mod:`gateway.clock_sanity`)
+and ``autonomy_h`` the hours of outage the outbox still holds at the current
+inflow (:mod:`gateway.autonomy`). Its ``ts`` is the gateway's clock
+(:class:`gateway.clock.GatewayClock`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from contract.codec import encode
 from contract.messages import telemetry
 from contract.metrics import GatewayMetrics
 from contract.topics import Channel
-from gateway.outbox import BULK, NewRow, Outbox, OutboxStats, now_ms
+from gateway.autonomy import InflowMeter, autonomy_h
+from gateway.clock import GatewayClock
+from gateway.outbox import BULK, NewRow, Outbox, OutboxStats
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -34,10 +40,19 @@ def _cpu_times() -> tuple[int, int] | None:
 
 
 class HealthReporter:
-    def __init__(self, gateway_id: str, outbox: Outbox, data_dir: Path) -> None:
+    def __init__(
+        self,
+        gateway_id: str,
+        outbox: Outbox,
+        data_dir: Path,
+        clock: GatewayClock | None = None,
+        inflow: InflowMeter | None = None,
+    ) -> None:
         self.gateway_id = gateway_id
         self.outbox = outbox
         self.data_dir = data_dir
+        self.clock = clock or GatewayClock()
+        self.inflow = inflow or InflowMeter()
         self._cpu = _cpu_times()
         self._seq = 0
 
@@ -51,13 +66,15 @@ class HealthReporter:
 
     def reading(self, uplink_up: bool) -> tuple[NewRow, OutboxStats]:
         stats = self.outbox.stats()
-        ts = now_ms()
+        ts = self.clock.now_ms()
+        disk_free = shutil.disk_usage(self.data_dir).free
+        room = min(self.outbox.budget_bytes - stats.bytes, disk_free)
         oldest = 0.0 if stats.oldest_rx_ms is None else max(0.0, (ts - stats.oldest_rx_ms) / 1000)
         # seq: never below the clock, never repeating in this process (no RTC on a Pi).
         self._seq = max(self._seq + 1, ts)
         metrics = GatewayMetrics(
             cpu_pct=self._cpu_pct(),
-            disk_free_mb=round(shutil.disk_usage(self.data_dir).free / 1e6, 1),
+            disk_free_mb=round(disk_free / 1e6, 1),
             queue_depth=stats.depth,
             queue_oldest_s=round(oldest, 1),
             uplink_up=uplink_up,
@@ -65,6 +82,8 @@ class HealthReporter:
             uplink_rejected_total=stats.rejected_total,
             unreceipted=stats.unreceipted,
             unreceipted_oldest_s=round(stats.unreceipted_oldest_s or 0.0, 1),
+            clock_suspect_total=stats.clock_suspect_total,
+            autonomy_h=autonomy_h(room, self.inflow.sample(stats.appended_bytes)),
         )
         message = telemetry("gateway", ts=ts, seq=self._seq, metrics=metrics)
         row = NewRow(BULK, self.gateway_id, Channel.TELEMETRY.value, encode(message), ts)

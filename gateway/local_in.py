@@ -35,7 +35,8 @@ from contract.admission import Refusal, Refused, internal_error_detail
 from contract.codec import DecodeError
 from contract.pseudonym import redacted_excerpt
 from contract.topics import Topic, TopicError, subscription
-from gateway.outbox import NewRow, Outbox, now_ms
+from gateway.clock import GatewayClock
+from gateway.outbox import NewRow, Outbox
 from gateway.pseudonymize import UPSTREAM, Transformer
 from gateway.quarantine import Quarantine, Rejected
 from mqttlink.paho_link import MqttLink
@@ -54,7 +55,7 @@ class Incoming:
     mid: int
     qos: int
     generation: int
-    rx_ms: int
+    rx_mono_ns: int  # received (monotonic): wall time is decided when stored
 
 
 Item = Incoming | NewRow  # a NewRow is the gateway's own reading (health)
@@ -73,6 +74,8 @@ class LocalIn:
         queue_size: int,
         commit_window_ms: int,
         on_stored: Callable[[], None],
+        clock: GatewayClock | None = None,
+        own_device: str = "",
     ) -> None:
         self.centre = centre
         self.outbox = outbox
@@ -81,6 +84,9 @@ class LocalIn:
         self.link: MqttLink | None = None
         self.commit_window = commit_window_ms / 1000
         self.on_stored = on_stored
+        self.clock = clock or GatewayClock()
+        self.own_device = own_device
+        self.clock_steps = 0
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
         self.received_total = 0
         self.stored_total = 0
@@ -118,12 +124,15 @@ class LocalIn:
 
     def on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         payload = bytes(msg.payload)
-        self.queue.put(Incoming(msg.topic, payload, msg.mid, msg.qos, generation, now_ms()))
+        self.queue.put(
+            Incoming(msg.topic, payload, msg.mid, msg.qos, generation, time.monotonic_ns())
+        )
 
     # -- ingest thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                self._check_clock()
                 try:
                     first = self.queue.get(timeout=0.2)
                 except queue.Empty:
@@ -141,26 +150,51 @@ class LocalIn:
                             items.append(self.queue.get(timeout=left))
                         except queue.Empty:
                             break
+                self._check_clock()
                 self._store(items)
         except BaseException as exc:  # the outermost loop: the app sees it and exits
             self.failure = exc
             log.exception(kv("ingest_failed", centre=self.centre, error=type(exc).__name__))
 
+    def _check_clock(self) -> None:
+        """The wall clock stepped: re-base what this process stored (this thread appends)."""
+        step = self.clock.check()
+        if not step:
+            return
+        self.clock_steps += 1
+        sanity = self.transformer.sanity
+        if sanity is not None:
+            sanity.moved(step, self.outbox.first_run_this_run)
+        ahead = sanity.ahead_ms if sanity is not None and self.clock.synced() else None
+        done = self.outbox.rebase(step, self.own_device, ahead)
+        log.warning(
+            kv(
+                "clock_step",
+                centre=self.centre,
+                step_s=f"{step / 1000:.0f}",
+                rebased=done.rows,
+                own=done.own,
+                clock_suspect=done.flagged,
+            )
+        )
+
     def _store(self, items: list[Item]) -> None:
         rows: list[NewRow] = []
         rejected: list[Rejected] = []
+        wall_of = self.clock.wall_of
         for item in items:
             if isinstance(item, NewRow):
                 rows.append(item)
                 continue
+            rx_ms = wall_of(item.rx_mono_ns)
             try:
-                rows.append(self.transformer.row(Topic.parse(item.topic), item.payload, item.rx_ms))
+                rows.append(self.transformer.row(Topic.parse(item.topic), item.payload, rx_ms))
             except (DecodeError, Refused) as exc:
-                rejected.append(_rejected(item, exc.reason.value, exc.detail))
+                rejected.append(_rejected(item, rx_ms, exc.reason.value, exc.detail))
             except TopicError as exc:
-                rejected.append(_rejected(item, "bad_topic", str(exc)))
+                rejected.append(_rejected(item, rx_ms, "bad_topic", str(exc)))
             except Exception as exc:  # one poison message: set it aside, never stop the worker
-                rejected.append(self._internal_error(item, exc))
+                rejected.append(self._internal_error(item, rx_ms, exc))
         self.quarantine.add(rejected)
         result = self.outbox.append(rows)
         for r in rejected:
@@ -198,7 +232,7 @@ class LocalIn:
         if result.stored:
             self.on_stored()
 
-    def _internal_error(self, item: Incoming, exc: Exception) -> Rejected:
+    def _internal_error(self, item: Incoming, rx_ms: int, exc: Exception) -> Rejected:
         self.internal_errors += 1
         detail = internal_error_detail(exc)
         if self._throttle.error(
@@ -211,8 +245,8 @@ class LocalIn:
             internal_errors=self.internal_errors,
         ):
             log.error(kv("internal_error_traceback", centre=self.centre), exc_info=exc)
-        return _rejected(item, Refusal.INTERNAL_ERROR.value, detail)
+        return _rejected(item, rx_ms, Refusal.INTERNAL_ERROR.value, detail)
 
 
-def _rejected(item: Incoming, reason: str, detail: str) -> Rejected:
-    return Rejected(item.rx_ms, reason, item.topic, detail, item.payload)
+def _rejected(item: Incoming, rx_ms: int, reason: str, detail: str) -> Rejected:
+    return Rejected(rx_ms, reason, item.topic, detail, item.payload)

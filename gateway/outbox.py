@@ -31,12 +31,15 @@ Batch numbers grow across restarts; a new store starts them at the clock's
 milliseconds, so a receipt still queued for an earlier (wiped) store never names
 a batch of the new one.
 
-Bounds: the sum of row ``size`` stays under ``budget_bytes``. When a new row
-does not fit, ready and sent rows are evicted (a sent row is no safer than a
-ready one until its receipt): bulk telemetry (prio 1) oldest first; only
-when no bulk row is left, a new bulk row is dropped, and a new high-priority row
-(health, events, state, acks) evicts the oldest high-priority row. Every
-eviction is counted in ``dropped_total`` (persisted) and logged by the caller.
+Bounds: the sum of row ``size`` stays under ``budget_bytes``; when a new row
+does not fit, rows are evicted lane by lane (:mod:`gateway.outbox_budget`).
+Every eviction is counted in ``dropped_total`` (persisted) and logged by the caller.
+
+Lanes and flags: :mod:`gateway.outbox_rows` (a ``prio`` column: priority, high,
+bulk; a ``flags`` column: clock suspect). The priority lane leads every batch
+(:mod:`gateway.outbox_pick`). Tables and upgrades of older stores:
+:mod:`gateway.outbox_schema`. After a wall-clock jump, :meth:`Outbox.rebase`
+moves the receive times this process stored (:mod:`gateway.outbox_rebase`).
 
 Two connections: the ingest thread writes through :meth:`append` (synchronous
 FULL by default: a reading is on disk before the local broker gets its PUBACK);
@@ -50,83 +53,47 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
+from gateway.outbox_budget import make_room
+from gateway.outbox_pick import pick
+from gateway.outbox_rebase import rebase
+from gateway.outbox_rows import (
+    BULK,
+    CLOCK_SUSPECT,
+    HIGH,
+    INFLIGHT,
+    PRIORITY,
+    READY,
+    ROW_OVERHEAD,
+    SENT,
+    AppendResult,
+    Expired,
+    NewRow,
+    OutboxStats,
+    Rebased,
+    Row,
+    now_ms,
+)
+from gateway.outbox_schema import migrate, next_id
 from gateway.sqlite import connect, mapped
 
-HIGH: Final = 0
-BULK: Final = 1
-READY: Final = 0
-INFLIGHT: Final = 1
-SENT: Final = 2
-ROW_OVERHEAD: Final = 48  # bytes of row/index bookkeeping counted per row
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    prio INTEGER NOT NULL,
-    state INTEGER NOT NULL DEFAULT 0,
-    device TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    rx_ms INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    batch INTEGER
-);
-CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (state, prio, id);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-_BATCH_INDEX: Final = "CREATE INDEX IF NOT EXISTS outbox_batch ON outbox (batch)"
-
-
-@dataclass(frozen=True, slots=True)
-class NewRow:
-    prio: int
-    device: str
-    channel: str
-    payload: bytes
-    rx_ms: int
-
-    @property
-    def size(self) -> int:
-        return len(self.payload) + len(self.device) + len(self.channel) + ROW_OVERHEAD
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    id: int
-    device: str
-    channel: str
-    payload: bytes
-    rx_ms: int
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    stored: int
-    evicted: int  # older rows removed to make room
-    refused: int  # new rows not stored (no bulk row left to evict)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxStats:
-    depth: int
-    ready: int
-    bytes: int
-    oldest_rx_ms: int | None
-    dropped_total: int
-    rejected_total: int
-    unreceipted: int = 0  # rows sent (PUBACK delivered) and not yet receipted
-    unreceipted_oldest_s: float | None = None  # how long the oldest such batch has waited
-
-
-@dataclass(frozen=True, slots=True)
-class Expired:
-    batches: int
-    rows: int
+__all__ = [
+    "BULK",
+    "CLOCK_SUSPECT",
+    "HIGH",
+    "PRIORITY",
+    "READY",
+    "ROW_OVERHEAD",
+    "AppendResult",
+    "Expired",
+    "NewRow",
+    "Outbox",
+    "OutboxStats",
+    "Rebased",
+    "Row",
+    "now_ms",
+]
 
 
 class Outbox:
@@ -137,11 +104,7 @@ class Outbox:
         self.budget_bytes = budget_bytes
         with mapped("outbox"):
             self._w = connect(path, synchronous)
-            self._w.executescript(_SCHEMA)
-            columns = {r[1] for r in self._w.execute("PRAGMA table_info(outbox)")}
-            if "batch" not in columns:  # a store written before storage receipts
-                self._w.execute("ALTER TABLE outbox ADD COLUMN batch INTEGER")
-            self._w.execute(_BATCH_INDEX)
+            migrate(self._w)
             self._u = connect(path, "normal")
             # Start-up: whatever was in flight or unreceipted goes back to ready (each
             # keeps its batch: a receipt still queued for us deletes it all the same).
@@ -151,6 +114,7 @@ class Outbox:
             ).fetchone()
             if self._w.execute("SELECT 1 FROM meta WHERE key = 'batch_seq'").fetchone() is None:
                 self._w.execute("INSERT INTO meta VALUES ('batch_seq', ?)", (now_ms(),))
+        self.run_first_id = next_id(self._w)  # this process's rows: from here on
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._r: sqlite3.Connection | None = None
@@ -162,6 +126,9 @@ class Outbox:
         self._dropped = self.meta("dropped_total")
         self._rejected = self.meta("rejected_total")
         self._batch_seq = self.meta("batch_seq")
+        self._suspect = self.meta("clock_suspect_total")
+        self.first_run_this_run = False  # the store's first run is this process's
+        self._appended = 0
 
     def close(self) -> None:
         self._w.close()
@@ -201,7 +168,16 @@ class Outbox:
                 self._rejected,
                 self._sent,
                 None if first_sent is None else max(0.0, time.monotonic() - first_sent),
+                self._appended,
+                self._suspect,
             )
+
+    def first_run_ms(self, now: int) -> int:
+        """When this store was first used (persisted; ``now`` the first time it is asked)."""
+        with mapped("outbox"):
+            cur = self._w.execute("INSERT OR IGNORE INTO meta VALUES ('first_run_ms', ?)", (now,))
+            self.first_run_this_run = self.first_run_this_run or cur.rowcount > 0
+        return self.meta("first_run_ms")
 
     def ready_count(self) -> int:
         with self._lock:
@@ -219,64 +195,44 @@ class Outbox:
             try:
                 with self._lock:
                     over = self._bytes + incoming - self.budget_bytes
-                evicted, freed, keep = 0, 0, list(rows)
+                evicted, freed, sent, keep = 0, 0, 0, list(rows)
                 if over > 0:
-                    evicted, freed, keep = self._make_room(cur, over, keep)
+                    evicted, freed, sent, keep = make_room(cur, over, keep)
                 cur.executemany(
-                    "INSERT INTO outbox (prio, device, channel, payload, rx_ms, size)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(r.prio, r.device, r.channel, r.payload, r.rx_ms, r.size) for r in keep],
+                    "INSERT INTO outbox (prio, device, channel, payload, rx_ms, size, flags)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.prio, r.device, r.channel, r.payload, r.rx_ms, r.size, r.flags)
+                        for r in keep
+                    ],
                 )
                 refused = len(rows) - len(keep)
                 if evicted or refused:
-                    cur.execute(
-                        "INSERT INTO meta VALUES ('dropped_total', ?) ON CONFLICT(key)"
-                        " DO UPDATE SET value = value + excluded.value",
-                        (evicted + refused,),
-                    )
+                    self._count(cur, "dropped_total", evicted + refused)
+                suspect = sum(1 for r in keep if r.flags & CLOCK_SUSPECT)
+                if suspect:
+                    self._count(cur, "clock_suspect_total", suspect)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
         with self._lock:
+            stored = sum(r.size for r in keep)
             self._rows += len(keep) - evicted
-            self._bytes += sum(r.size for r in keep) - freed
+            self._bytes += stored - freed
+            self._sent -= sent
+            self._appended += stored
             self._dropped += evicted + refused
+            self._suspect += suspect
         return AppendResult(len(keep), evicted, refused)
 
-    def _make_room(
-        self, cur: sqlite3.Cursor, over: int, rows: list[NewRow]
-    ) -> tuple[int, int, list[NewRow]]:
-        """Free ``over`` bytes: returns (rows evicted, bytes freed, new rows still to store)."""
-        evicted, freed = self._evict(cur, BULK, over)  # updates the counters of sent rows
-        # No bulk row left to evict: new bulk rows are refused before any high row goes.
-        while freed < over and any(r.prio == BULK for r in rows):
-            over -= rows.pop(next(i for i, r in enumerate(rows) if r.prio == BULK)).size
-        if freed < over:
-            count, size = self._evict(cur, HIGH, over - freed)
-            evicted, freed = evicted + count, freed + size
-        while freed < over and rows:  # nothing ready is left: refuse the newest rows
-            over -= rows.pop().size
-        return evicted, freed, rows
-
-    def _evict(self, cur: sqlite3.Cursor, prio: int, need: int) -> tuple[int, int]:
-        """Delete the oldest ready or sent rows of ``prio`` until ``need`` bytes are free."""
-        victims = cur.execute(
-            "SELECT id, size, state FROM outbox WHERE state != 1 AND prio = ? ORDER BY id LIMIT ?",
-            (prio, 1 + need // ROW_OVERHEAD),
-        ).fetchall()
-        chosen, freed, sent = [], 0, 0
-        for row_id, size, state in victims:
-            if freed >= need:
-                break
-            chosen.append((row_id,))
-            freed += size
-            sent += state == SENT
-        cur.executemany("DELETE FROM outbox WHERE id = ? AND state != 1", chosen)
-        if sent:
-            with self._lock:
-                self._sent -= sent
-        return len(chosen), freed
+    @staticmethod
+    def _count(cur: sqlite3.Cursor, key: str, add: int) -> None:
+        cur.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key)"
+            " DO UPDATE SET value = value + excluded.value",
+            (key, add),
+        )
 
     # -- uplink side -----------------------------------------------------------------------
     def next_batch(
@@ -286,34 +242,20 @@ class Outbox:
         live: int,
         batch: int | None = None,
         batched: frozenset[str] = frozenset(),
+        *,
+        priority_only: bool = False,
     ) -> list[Row]:
         """Mark up to ``max_records`` ready rows inflight and return them in id order.
 
-        ``live`` > 0 (a backlog is draining): that many of the newest ready rows
-        come first so live data is not stuck behind the backlog; the rest are the
-        oldest ready rows, high priority before bulk. Rows of a ``batched``
-        channel are stamped with ``batch`` (the envelope's seq), the others with none.
+        The priority lane's ready rows come first, whatever else waits. Then,
+        unless ``priority_only``: ``live`` > 0 (a backlog is draining): that many
+        of the newest ready rows, so live data is not stuck behind the backlog;
+        the rest are the oldest ready rows, high priority before bulk. Rows of a
+        ``batched`` channel are stamped with ``batch`` (the envelope's seq), the
+        others with none.
         """
-        cols = "id, device, channel, payload, rx_ms, size"
         with mapped("outbox"):
-            picked: dict[int, Row] = {}
-            if live > 0:
-                for r in self._u.execute(
-                    f"SELECT {cols} FROM outbox NOT INDEXED"  # rowid order, newest first
-                    " WHERE state = 0 ORDER BY id DESC LIMIT ?",
-                    (live,),
-                ):
-                    picked[r[0]] = Row(*r)
-            total = sum(r.size for r in picked.values())
-            for r in self._u.execute(
-                f"SELECT {cols} FROM outbox WHERE state = 0 ORDER BY prio, id LIMIT ?",
-                (max_records,),
-            ):
-                if len(picked) >= max_records or (total + r[5] > max_bytes and picked):
-                    break
-                if r[0] not in picked:
-                    picked[r[0]] = Row(*r)
-                    total += r[5]
+            picked = pick(self._u, max_records, max_bytes, live, priority_only=priority_only)
             if not picked:
                 return []
             ids = sorted(picked)
@@ -324,6 +266,35 @@ class Outbox:
         with self._lock:
             self._inflight += len(ids)
         return [picked[i] for i in ids]
+
+    def priority_ready(self) -> bool:
+        """Whether a priority-lane row is ready (an index lookup; the uplink thread)."""
+        with mapped("outbox"):
+            row = self._u.execute(
+                "SELECT 1 FROM outbox WHERE state = 0 AND prio = ? LIMIT 1", (PRIORITY,)
+            ).fetchone()
+        return row is not None
+
+    def rebase(self, jump_ms: int, own_device: str, ahead_ms: int | None) -> Rebased:
+        """The wall clock jumped by ``jump_ms``: move what this process stored before it.
+
+        Called on the thread that appends (so no row is stamped across the jump).
+        """
+        with mapped("outbox"):
+            cur = self._w.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                (last_id,) = cur.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+                done = rebase(cur, jump_ms, self.run_first_id, int(last_id), own_device, ahead_ms)
+                if done.flagged:
+                    self._count(cur, "clock_suspect_total", done.flagged)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        with self._lock:
+            self._suspect += done.flagged
+        return done
 
     def next_seq(self) -> int:
         """The next batch sequence number (persisted, grows across restarts)."""
@@ -461,7 +432,3 @@ class Outbox:
             self._inflight -= count
             if rejected:
                 self._rejected += 1
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -7,6 +7,10 @@ the device's (``contract.admission.Refused``: ``unknown_device``,
 :mod:`gateway.centre_devices`), replaces a health reading's ``patient_id`` with
 ``patient_ref`` (HMAC-SHA256 under the centre key; also a ``patient_id`` key in
 an event's ``detail``) and re-encodes with ``contract.codec.encode``. The raw id never reaches disk.
+Lanes: a reading of a health kind (telemetry or event) goes in the priority
+lane, other events and relayed singles high, other telemetry bulk
+(:mod:`gateway.outbox_rows`); a reading whose device time is implausible is
+flagged clock-suspect (:mod:`gateway.clock_sanity`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from contract.codec import decode, encode
 from contract.metrics import HEALTH_KINDS, DeviceKind
 from contract.pseudonym import pseudonymize
 from contract.topics import Channel, Topic
-from gateway.outbox import BULK, HIGH, NewRow
+from gateway.clock_sanity import ClockSanity
+from gateway.outbox import BULK, CLOCK_SUSPECT, HIGH, PRIORITY, NewRow
 
 UPSTREAM: Final = (
     Channel.TELEMETRY,
@@ -54,24 +59,30 @@ class Transformer:
         key: bytes,
         devices: DeviceKinds | None = None,
         births: Births | None = None,
+        sanity: ClockSanity | None = None,
     ) -> None:
         self.centre = centre
         self._key = key
         self._devices = devices
         self._births = births
+        self.sanity = sanity
 
     def row(self, topic: Topic, payload: bytes, rx_ms: int) -> NewRow:
         registered = self._registered_kind(topic.device)
         message: Any = decode(topic.channel, payload)
         check_kind(topic.device, getattr(message, "kind", None), registered)
-        prio = HIGH
+        prio, flags = HIGH, 0
         if topic.channel is Channel.STATE and self._births is not None:
             self._births.born(topic.device, message.model)
         if topic.channel in (Channel.TELEMETRY, Channel.EVENT):
             message = self._scrub(message)
-            if topic.channel is Channel.TELEMETRY and DeviceKind(message.kind) not in HEALTH_KINDS:
+            if DeviceKind(message.kind) in HEALTH_KINDS:
+                prio = PRIORITY  # clinical: the priority lane
+            elif topic.channel is Channel.TELEMETRY:
                 prio = BULK
-        return NewRow(prio, topic.device, topic.channel.value, encode(message), rx_ms)
+            if self.sanity is not None and self.sanity.suspect(message.ts, rx_ms):
+                flags = CLOCK_SUSPECT
+        return NewRow(prio, topic.device, topic.channel.value, encode(message), rx_ms, flags)
 
     def _registered_kind(self, device: str) -> str | None:
         """The device's kind (None: not checked); raises ``unknown_device``."""

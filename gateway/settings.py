@@ -56,6 +56,11 @@ class GatewaySettings(BaseSettings):
     uplink_max_inflight: int = Field(16, ge=1, le=1000)
     live_share: float = Field(0.25, ge=0.0, le=0.9)
     receipt_timeout_s: float = Field(120.0, ge=1.0, le=86_400)
+    uplink_max_bytes_per_s: int = Field(0, ge=0)  # 0: no cap on the backlog drain
+    clock_jump_s: float = Field(60.0, ge=1.0)  # a wall-clock step at least this big re-bases
+    clock_ahead_s: float = Field(3600.0, ge=60.0)  # device time this far ahead: clock suspect
+    clock_offset_file: Path | None = None  # test hook: "<offset_ms> [synced|unsynced]"
+    autonomy_window_s: float = Field(900.0, ge=1.0)  # inflow averaged over this window
     commit_window_ms: int = Field(5, ge=0, le=1000)
     ingest_queue: int = Field(10_000, ge=100)
     sqlite_synchronous: Literal["full", "normal"] = "full"

@@ -33,6 +33,20 @@ Each record of an envelope carries the device's model as the gateway knows it
 (``models``: the credential updates' and the relayed births'), so ingest tags
 its point from the record alone.
 
+The priority lane (clinical readings, :mod:`gateway.outbox_rows`): whenever a
+priority row is ready the next batch leaves at once (no ``batch_max_age_ms``
+wait) and carries every ready priority row first. Bulk draining leaves the last
+slot of the window free for it, and the byte cap (below) does not apply to it:
+if the drain must wait, a batch of priority rows only leaves alone.
+
+Byte cap (``uplink_max_bytes_per_s``, 0: off): a token bucket
+(:mod:`gateway.rate_cap`) charged with each envelope's compressed payload (and
+each relayed single's payload), minus the share of priority-lane rows in it;
+a batch that is not priority-only waits while the bucket is in debt.
+
+Records whose row is flagged clock-suspect carry ``"cs":true``
+(``contract.messages.BatchRecord``).
+
 paho callbacks (``on_connect``, ``on_puback``, ``on_receipt``) run on the link's
 network thread and only set flags or queue what they got.
 """
@@ -53,8 +67,9 @@ from contract.codec import encode, encode_batch_parts
 from contract.messages import State
 from contract.receipts import ReceiptError, decode_receipt
 from contract.topics import PREFIX, Channel
-from gateway.outbox import Outbox, Row, now_ms
+from gateway.outbox import PRIORITY, Outbox, Row, now_ms
 from gateway.pseudonymize import BATCHED
+from gateway.rate_cap import TokenBucket
 from mqttlink.paho_link import MqttLink
 from mqttlink.reasons import NO_MATCHING_SUBSCRIBERS, delivered, reason
 from runtime.backoff import Backoff
@@ -78,6 +93,7 @@ class UplinkOptions:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
     receipt_timeout_s: float = 120.0
+    max_bytes_per_s: int = 0  # the drain's byte cap; 0: off
     fw: str = "0.1.0"
 
 
@@ -92,6 +108,9 @@ class UplinkCounters:
     rejected: int = 0
     wire_bytes: int = 0  # PUBLISH packets as sent, MQTT framing included (no resends)
     live_batches: int = 0
+    priority_batches: int = 0  # batches that left because a priority row was ready
+    priority_records: int = 0
+    capped_bytes: int = 0  # payload bytes charged to the byte cap
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -150,6 +169,8 @@ class Uplink:
         self._paused_until = 0.0
         self._backoff = Backoff(options.backoff_min_s, options.backoff_max_s)
         self._pending_since: float | None = None
+        rate = options.max_bytes_per_s
+        self.bucket = TokenBucket(rate)
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self.failure: BaseException | None = None
 
@@ -237,6 +258,12 @@ class Uplink:
         window = max(1, min(self.o.max_inflight, self.link.receive_maximum))
         if len(self._pending) >= window:
             return 0.5
+        bulk_window = max(1, window - 1)  # the last slot is the priority lane's
+        if self.outbox.priority_ready():
+            # The priority lane: no batch age, no byte cap, the reserved slot.
+            bulk_ok = len(self._pending) < bulk_window and self.bucket.wait_s(now) == 0
+            self._batch(now, priority_only=not bulk_ok)
+            return 0.0
         ready = self.outbox.ready_count()
         if ready <= 0:
             self._pending_since = None
@@ -247,34 +274,66 @@ class Uplink:
         max_age = self.o.batch_max_age_ms / 1000
         if ready < self.o.batch_max_records and age < max_age:
             return max_age - age
-        backlog = ready > 2 * self.o.batch_max_records
+        if len(self._pending) >= bulk_window:
+            return 0.5
+        wait = self.bucket.wait_s(now)
+        if wait > 0:
+            return wait
+        self._batch(now, priority_only=False)
+        return 0.0
+
+    def _batch(self, now: float, *, priority_only: bool) -> None:
+        """Take one batch from the outbox and send it; charge the byte cap for its bulk."""
+        backlog = self.outbox.ready_count() > 2 * self.o.batch_max_records
         live = int(self.o.batch_max_records * self.o.live_share) if backlog else 0
+        live = 0 if priority_only else live
         seq = self.outbox.next_seq()
         rows = self.outbox.next_batch(
-            self.o.batch_max_records, self.o.batch_max_bytes, live, seq, BATCHED
+            self.o.batch_max_records,
+            self.o.batch_max_bytes,
+            live,
+            seq,
+            BATCHED,
+            priority_only=priority_only,
         )
         self._pending_since = now if self.outbox.ready_count() > 0 else None
         if live:
             self.counters.live_batches += 1
-        self._send(rows, seq)
-        return 0.0
+        sent = self._send(rows, seq)
+        urgent = sum(r.size for r in rows if r.prio == PRIORITY)
+        if urgent:
+            self.counters.priority_batches += 1
+            self.counters.priority_records += sum(1 for r in rows if r.prio == PRIORITY)
+        total = sum(r.size for r in rows)
+        if total and self.bucket.enabled:
+            charge = round(sent * (total - urgent) / total)
+            self.bucket.charge(charge, now)
+            self.counters.capped_bytes += charge
 
-    def _send(self, rows: list[Row], seq: int) -> None:
+    def _send(self, rows: list[Row], seq: int) -> int:
+        """Publish ``rows`` (singles one by one, the rest in one envelope); payload bytes."""
         batched = [r for r in rows if r.channel in BATCHED]
+        sent = 0
         for row in rows:
             if row.channel not in BATCHED:
                 topic = f"{PREFIX}/{self.o.centre}/{row.device}/{row.channel}"
                 self._publish(topic, row.payload, [row], retain=row.channel in RETAINED)
                 self.counters.singles_sent += 1
+                sent += len(row.payload)
         if batched:
             model = self.models
             payload = encode_batch_parts(
                 self.o.gateway_id,
                 seq,
-                ((r.channel, r.device, r.payload, r.rx_ms, model(r.device)) for r in batched),
+                (
+                    (r.channel, r.device, r.payload, r.rx_ms, model(r.device), r.clock_suspect)
+                    for r in batched
+                ),
             )
             self._publish(self.batch_topic, payload, batched, retain=False, batch=seq)
             self.counters.batches_sent += 1
+            sent += len(payload)
+        return sent
 
     def _publish(
         self, topic: str, payload: bytes, rows: list[Row], *, retain: bool, batch: int | None = None

@@ -36,9 +36,11 @@ import paho.mqtt.client as mqtt
 from contract.codec import DecodeError, decode_batch
 from contract.provisioning import mqtt_username
 from contract.topics import Channel, subscription
+from dashboards.push import push_command
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.site import site_facts
 from gramlink.children import Child, PermanentExit, Supervisor, gramlink_argv
+from gramlink.demo_places import locate, place_of
 from gramlink.demo_provision import CentreCredentials, provision
 from gramlink.services import MosquittoService, ServiceError
 from gramlink.services.process import free_port, wait_until
@@ -224,7 +226,9 @@ class Demo:
                 base_url=api_url, headers={"authorization": f"Bearer {token}"}, timeout=120
             ) as api:
                 sites = {
-                    c: site_facts(centre_seed(c), c, self.options.devices_per_centre)
+                    c: site_facts(
+                        centre_seed(c), c, self.options.devices_per_centre, self._place(c)
+                    )
                     for c in [self.hub, *self.spokes]
                 }
                 credentials = provision(
@@ -235,6 +239,7 @@ class Demo:
                     self.options.devices_per_centre,
                     sites,
                 )
+                locate(api, [self.hub, *self.spokes])  # real places (gramlink.demo_places)
 
             metrics_port = free_port()
             self.child(
@@ -254,6 +259,9 @@ class Demo:
             say(f"API docs      {api_url}/docs")
             say(f"admin token   {token}   (shown once; stored hashed)")
             say(f"influxdb      {influx.url} database {influx.database}")
+            say("dashboards    into a Grafana on this machine (docs/dashboards.md):")
+            hint = f"influx_admin_password in {self.home / 'credentials.json'}"
+            say(f"  {push_command(influx.url, influx.database, influx.admin_user, hint)}")
             say(f"central mqtt  {central.url}")
             say(f"logs          {self.logs}")
             say(
@@ -310,11 +318,18 @@ class Demo:
                 start_ms=now - int(self.options.history_days * DAY_MS),
                 seed=centre_seed(centre),
                 scenario="demo" if centre == self.troubled else None,
+                places={centre: self._place(centre)},
             )
         )
         fleet.start()
         cleanup.callback(fleet.stop)
         return fleet
+
+    @staticmethod
+    def _place(centre: str) -> tuple[float, float]:
+        """The centre's real place (gramlink.demo_places): the simulated sun shines there."""
+        place = place_of(centre)
+        return place.latitude, place.longitude
 
     def _wait_for_local_credentials(
         self, local: MosquittoService, creds: CentreCredentials

@@ -78,6 +78,18 @@ class IngestMetrics:
             for sample in metric.samples
             if sample.name.endswith("_total")
         )
+        writes = sum(
+            sample.value
+            for metric in self.write_seconds.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_count")
+        )
+        write_seconds = sum(
+            sample.value
+            for metric in self.write_seconds.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_sum")
+        )
         return (
             f"{PIPELINE_MEASUREMENT},worker={self.worker} "
             f"messages={int(self.messages._value.get())}i,"
@@ -86,5 +98,7 @@ class IngestMetrics:
             f"quarantined={int(quarantined)}i,"
             f"retries={int(self.retries._value.get())}i,"
             f"unacked={int(self.unacked._value.get())}i,"
+            f"writes={int(writes)}i,"
+            f"write_seconds_sum={write_seconds:.6f},"
             f"seconds_since_last_message={self.seconds_since_last_message():.3f} {now_ns}"
         )

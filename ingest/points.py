@@ -14,6 +14,10 @@ directly, is stored under ``model=unknown`` (docs/architecture.md, "Delivery,
 as built"). The retained births (:class:`ModelCache`) still give the device's
 ``kind``: the kind its readings must have.
 
+A gateway envelope record flagged clock-suspect (``BatchRecord.cs``) is stored
+at its receive time, with the device's own time as the field ``device_ts`` (ms)
+and ``clock_suspect=true`` (``contract.codec.at_receive_time``).
+
 Refused, to quarantine (never re-stamped, never stored as a reading):
 - anything the contract refuses (``DecodeReason``), a topic outside the contract;
 - a raw ``patient_id`` (only the gateway's pseudonym ``patient_ref`` may reach central);
@@ -396,6 +400,7 @@ class PointBuilder:
                         metrics is not None
                         and oldest <= ts <= newest
                         and "name" not in values
+                        and "device_ts" not in values  # clock suspect: the long way
                         and "patient_id" not in metrics
                         and None not in metrics.values()
                     ):
@@ -456,7 +461,13 @@ class PointBuilder:
                 return
         seq = values["seq"]
         time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS  # contract.storage.storage_time_ns
-        if metrics is not None and "name" not in values and None not in metrics.values():
+        device_ts = values.get("device_ts")  # a clock-suspect record, stored at its rx
+        if (
+            metrics is not None
+            and "name" not in values
+            and device_ts is None
+            and None not in metrics.values()
+        ):
             names = tuple(metrics)
             make = self._maker(kind, names)
             if make is not None:
@@ -473,6 +484,9 @@ class PointBuilder:
             event_detail = values.get("detail")
             if event_detail:
                 extra += f",detail={_string_field(json.dumps(event_detail, sort_keys=True))}"
+            fields = f"{fields},{extra}" if fields else extra
+        if device_ts is not None:
+            extra = f"device_ts={device_ts}i,clock_suspect=true"
             fields = f"{fields},{extra}" if fields else extra
         sep = "," if fields else ""
         out.append(f"{prefix}{fields}{sep}seq={seq}i {time_ns}")

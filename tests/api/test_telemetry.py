@@ -120,3 +120,31 @@ def test_injection_attempts_are_refused_with_422(
     assert answer.status_code == 422, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     assert influx.database in str(influx.query("SHOW DATABASES"))
+
+
+def test_a_clock_suspect_reading_is_read_with_the_devices_own_time(
+    api: Api, influx: InfluxService
+) -> None:
+    """A reading the gateway flagged (device clock at 1970) is stored at its receive
+    time; a raw read returns the device's own time and the flag beside the metrics."""
+    centre, device = api.centre(), unique_id("ox")
+    body = {"id": device, "centre_id": centre, "kind": "pulse_oximeter", "model": "m1"}
+    assert api.client.post("/v1/devices", json=body, headers=api.headers()).status_code == 201
+    line = (  # as ingest writes a clock-suspect record (docs/ingest.md)
+        f"health,centre={centre},device={device},model=m1 "
+        f"spo2_pct=97.0,seq=4i,device_ts=0i,clock_suspect=true {storage_time_ns(T0, 4)}"
+    )
+    response = httpx.post(
+        f"{influx.url}/write",
+        params={"db": influx.database, "u": influx.admin_user, "p": influx.admin_password},
+        content=line.encode(),
+    )
+    assert response.status_code == 204, response.text
+    window = {"start": "2024-06-01T00:00:00Z", "end": "2024-06-01T01:00:00Z"}
+    raw = api.client.get(f"/v1/devices/{device}/telemetry", params=window, headers=api.headers())
+    assert raw.status_code == 200, raw.text
+    (reading,) = raw.json()["readings"]
+    assert reading["time_ns"] == storage_time_ns(T0, 4)
+    assert reading["values"]["device_ts"] == 0
+    assert reading["values"]["clock_suspect"] is True
+    assert reading["values"]["spo2_pct"] == 97.0

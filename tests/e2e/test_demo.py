@@ -108,6 +108,22 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
         assert f"API docs      http://127.0.0.1:{api_port}/docs" in text
         token = re.search(r"admin token   (glt_\S+)", text)
         assert token is not None
+        assert "gramlink dashboards push --grafana-url http://127.0.0.1:3000" in text
+        # The API wrote the registry's places for the dashboards: Samba's hub, its spoke.
+        places = httpx.get(
+            f"http://127.0.0.1:{influx_port}/query",
+            params={
+                "db": "gramlink",
+                "u": "admin",
+                "p": creds["influx_admin_password"],
+                "q": 'SELECT last("latitude") FROM "centres" GROUP BY "centre", "district"',
+            },
+        ).json()
+        districts = {
+            s["tags"]["centre"]: s["tags"]["district"]
+            for s in places["results"][0].get("series", [])
+        }
+        assert districts == {"hub": "Samba", "spoke1": "Samba"}
 
         # What ingest wrote is what the API reads back, through the device's registry entry.
         latest = httpx.get(

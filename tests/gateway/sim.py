@@ -18,7 +18,7 @@ from contract.receipts import RECEIPT_CHANNEL, encode_receipt, receipt_topic
 from gramlink.services import MosquittoService
 from tests.factories import admin_client, unique_id, wait_for
 
-TS0 = 1_760_000_000_000
+TS0 = int(time.time() * 1000) - 86_400_000  # a day ago: a plausible device time
 
 
 def router_reading(seq: int) -> bytes:
@@ -40,6 +40,8 @@ class Arrival:
     seq: int
     payload: dict[str, Any]
     model: str | None = None  # the model the gateway stamped into the record
+    at: float = 0.0  # when it arrived (monotonic)
+    suspect: bool = False  # the record's clock-suspect flag (``cs``)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Collector:
     centre: str
     client_id: str = field(default_factory=lambda: unique_id("collector"))
     arrivals: list[Arrival] = field(default_factory=list)
+    envelopes: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, bytes)
     singles: list[mqtt.MQTTMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     receipts: bool = True
@@ -89,10 +92,15 @@ class Collector:
         if msg.topic.endswith("/" + RECEIPT_CHANNEL):
             return
         if msg.topic.endswith("/_gateway/batch"):
-            batch = decode_batch(msg.payload)
-            new = [Arrival(r.dev, r.ch, int(r.p["seq"]), r.p, r.m) for r in batch.records]
+            at = time.monotonic()
+            batch = decode_batch(bytes(msg.payload))
+            new = [
+                Arrival(r.dev, r.ch, int(r.p["seq"]), r.p, r.m, at, bool(r.cs))
+                for r in batch.records
+            ]
             with self.lock:
                 self.arrivals.extend(new)
+                self.envelopes.append((at, len(msg.payload)))
             if self.receipts:
                 receipt = encode_receipt(batch.gw, [batch.seq])
                 c.publish(receipt_topic(self.centre, batch.gw), receipt, qos=1)
