@@ -13,6 +13,7 @@ energy since local midnight, integrated from the same power the readings report.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Final
 
 from contract.metrics import DeviceKind, PowerMetrics
@@ -25,6 +26,8 @@ RECONNECT_SOC: Final = 15.0
 GRID_CHARGER_W: Final = 300.0
 INTERNAL_OHM: Final = 0.04
 NOMINAL_V: Final = 24.0
+MAX_CHARGE_C: Final = 0.25  # the charge controller's limit: a quarter of the capacity per hour
+THERMAL_TAU_H: Final = 1.5  # the battery bank's thermal time constant
 
 Events = list[tuple[int, str, dict[str, Any] | None, dict[str, Any] | None]]
 
@@ -54,6 +57,7 @@ class PowerUnit(Device):
         self.grid = self.env.grid_present(self.last_ms)
         self.energy_today_wh = 0.0
         self.day = self.env.local_day(self.last_ms)
+        self.temp_c = self.env.ambient_c(self.last_ms) + 2.0
 
     def demand_w(self, t_ms: int) -> float:
         night_lights = 40.0 if not 6.0 <= self.env.local_hour(t_ms) < 18.5 else 0.0
@@ -90,6 +94,7 @@ class PowerUnit(Device):
         load = demand if (self.inverter_on or grid) else 0.0
         # what the battery can still take in this step, as charging power before losses
         room_w = (100.0 - self.soc) / 100.0 * self.capacity_wh / CHARGE_EFFICIENCY / max(dt_h, 1e-9)
+        room_w = min(room_w, self.capacity_wh * MAX_CHARGE_C)
         # load first, then the battery; the rest is exported (net metering, grid up) or curtailed
         pv = available_pv if grid and self.net_metered else min(available_pv, load + room_w)
         surplus = pv - load  # > 0: for the battery (and export); < 0: what PV leaves uncovered
@@ -102,9 +107,12 @@ class PowerUnit(Device):
         self.soc = min(100.0, max(0.0, self.soc + delta_wh / self.capacity_wh * 100.0))
         self.pv_w, self.load_w, self.batt_w = pv, load, batt
         self.energy_today_wh += pv * dt_h
+        # the bank warms towards ambient + its losses with a thermal lag (hours, not minutes)
+        target = env.ambient_c(t_ms) + 2.0 + abs(batt) / 100.0
+        self.temp_c += (target - self.temp_c) * (1.0 - math.exp(-dt_h / THERMAL_TAU_H))
 
     def battery_temp_c(self, t_ms: int) -> float:
-        return self.env.ambient_c(t_ms) + 2.0 + abs(self.batt_w) / 100.0
+        return self.temp_c
 
     def battery_voltage_v(self, t_ms: int) -> float:
         ocv = 23.4 + 2.4 * self.soc / 100.0
