@@ -132,6 +132,25 @@ def points_written(metrics_url: str) -> tuple[int, int]:
     return int(written), int(quarantined)
 
 
+def open_alerts(api_url: str, token: str) -> str:
+    """Open alerts by severity, from the API (``/v1/alerts/counts``), for the live line."""
+    try:
+        answer = httpx.get(
+            f"{api_url}/v1/alerts/counts",
+            headers={"authorization": f"Bearer {token}"},
+            timeout=2.0,
+        )
+        answer.raise_for_status()
+        totals = answer.json()["totals"]
+        clinical = sum(c["clinical"] for c in answer.json()["centres"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return "alerts ?"
+    return (
+        f"alerts {totals['critical']} critical {totals['warning']} warning "
+        f"{totals['info']} info ({clinical} clinical)"
+    )
+
+
 class WrittenCounter:
     """Totals across ingest restarts (a restarted worker's counters start again from 0)."""
 
@@ -271,7 +290,9 @@ class Demo:
             )
             say("press Ctrl-C to stop everything the demo started")
             say("")
-            self._report(stop, fleets, relay, f"http://127.0.0.1:{metrics_port}/metrics")
+            self._report(
+                stop, fleets, relay, f"http://127.0.0.1:{metrics_port}/metrics", (api_url, token)
+            )
         say("stopped")
         return 0
 
@@ -344,8 +365,14 @@ class Demo:
         wait_until(accepted, 90, f"credentials on the local broker of {creds.centre}")
 
     def _report(
-        self, stop: threading.Event, fleets: list[Fleet], relay: RelayCounter, metrics_url: str
+        self,
+        stop: threading.Event,
+        fleets: list[Fleet],
+        relay: RelayCounter,
+        metrics_url: str,
+        api: tuple[str, str],
     ) -> None:
+        """A live line every 2 s; ``api``: the API's URL and a token to read alert counts."""
         started = time.monotonic()
         last = (started, 0, 0, 0)
         counter = WrittenCounter()
@@ -372,8 +399,8 @@ class Demo:
             say(
                 f"[{now - started:6.0f} s] devices {connected:3d} | published {published:8d} "
                 f"({rates[0]:6.0f}/s) | relayed {relay.records:8d} ({rates[1]:6.0f}/s) | "
-                f"written {written:8d} ({rates[2]:6.0f}/s) | quarantined {quarantined}"
-                + (f" | restarting {', '.join(down)}" if down else "")
+                f"written {written:8d} ({rates[2]:6.0f}/s) | quarantined {quarantined} | "
+                f"{open_alerts(*api)}" + (f" | restarting {', '.join(down)}" if down else "")
             )
             last = (now, published, relay.records, written)
             duration = self.options.duration_s

@@ -138,6 +138,34 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
         assert 0 <= reading["values"]["battery_soc_pct"] <= 100
         assert isinstance(reading["values"]["seq"], int)
 
+        # The demo's scenario: a patient at SpO2 86 % at spoke1 raises a clinical alert
+        # (default pack, installed by the demo), and the live line counts it.
+        def clinical() -> list[dict[str, object]]:
+            found = httpx.get(
+                f"http://127.0.0.1:{api_port}/v1/alerts",
+                params={"clinical": "true", "centre": "spoke1"},
+                headers={"authorization": f"Bearer {token.group(1)}"},
+            )
+            assert found.status_code == 200, found.text
+            items: list[dict[str, object]] = found.json()["items"]
+            return items
+
+        wait_for(lambda: failed() or bool(clinical()), 180, "the scenario's clinical alert")
+        assert not failed(), Path(out.name).read_text()[-3000:]
+        (alert,) = clinical()
+        assert alert["rule_id"] == "spo2-low" and alert["value"] == 86.0, alert
+        wait_for(
+            lambda: (
+                failed()
+                or re.search(
+                    r"alerts \d+ critical .*\([1-9]\d* clinical\)", Path(out.name).read_text()
+                )
+                is not None
+            ),
+            30,
+            "open alerts in the live line",
+        )
+
         # Kill one centre's gateway as a user watching store-and-forward would: the demo
         # restarts it, says so, and readings keep arriving.
         gateway = child_pid(home, "gateway", "--centre", "hub")
