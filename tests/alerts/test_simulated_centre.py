@@ -1,0 +1,103 @@
+"""End to end: a simulated centre's devices (the demo scenario) straight to the central
+broker, the engine with the default pack, the webhook worker, a real HTTP receiver.
+
+The scenario (firmware_sim/scenario.py) drains a small battery below 20 % in a long grid
+cut at night and shows a patient at SpO2 86 %; the clock runs at 3,600x, so a simulated
+day passes in 24 s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from api.alerts.webhook import DeliveryOptions, WebhookWorker
+from api.db.models import Centre, Device, NotificationChannel
+from api.services.alert_pack import install
+from firmware_sim.fleet import Fleet, FleetConfig
+from gramlink.services import MosquittoService
+from tests.alerts.conftest import EngineFactory, Registry
+from tests.api.webhook_receiver import Receiver
+from tests.factories import unique_id, wait_for
+
+pytestmark = pytest.mark.slow
+SECRET = "k" * 40
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver(SECRET) as found:
+        yield found
+
+
+def bodies(receiver: Receiver) -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in list(receiver.received)]
+
+
+def events_of(receiver: Receiver, rule: str) -> list[str]:
+    return [b["event"] for b in bodies(receiver) if b["alert"]["rule_id"] == rule]
+
+
+def test_the_demo_scenario_fires_and_resolves_battery_low_and_fires_spo2_once_each(
+    registry: Registry,
+    mosquitto: MosquittoService,
+    start_engine: EngineFactory,
+    receiver: Receiver,
+) -> None:
+    centre = unique_id("sim")
+    config = FleetConfig(
+        port=mosquitto.port,
+        centre_ids=(centre,),
+        username=mosquitto.admin_user,
+        password=mosquitto.admin_password,
+        accelerate=3600.0,
+        start_ms=time.time_ns() // 1_000_000,
+        seed=5,
+        scenario="demo",
+    )
+    fleet = Fleet(config)
+    site = fleet.sites[centre]
+    registry_centre = {
+        "latitude": site.latitude,
+        "longitude": site.longitude,
+        "utc_offset_h": site.utc_offset_h,
+        "pv_rated_w": site.pv_rated_w,
+    }
+    with registry.sessions.begin() as s:
+        s.add(Centre(id=centre, name=centre, **registry_centre))
+        for device in fleet.devices.values():
+            s.add(Device(id=device.device_id, centre_id=centre, kind=device.kind, model="m"))
+        install(s, "test")
+        s.add(NotificationChannel(name="district", url=receiver.url, secret=SECRET))
+    start_engine()
+    webhook = WebhookWorker(
+        registry.sessions, DeliveryOptions(concurrency=2, backoff_min_s=0.2, poll_s=0.2)
+    )
+    webhook.start()
+    fleet.start()
+    try:
+        wait_for(lambda: "firing" in events_of(receiver, "spo2-low"), 60, "the clinical alert")
+        wait_for(
+            lambda: events_of(receiver, "battery-low") == ["firing", "resolved"],
+            150,
+            "battery-low fired and resolved",
+        )
+    finally:
+        fleet.stop(drain_s=2)
+        webhook.close()
+    assert all(r.verified for r in receiver.received), "a signature did not verify"
+    assert len(set(receiver.deliveries())) == len(receiver.deliveries())
+    clinical = [b for b in bodies(receiver) if b["alert"]["rule_id"] == "spo2-low"]
+    assert [b["event"] for b in clinical][:1] == ["firing"]
+    first = clinical[0]["alert"]
+    assert first["clinical"] is True and first["value"] == 86.0
+    # straight to the central broker there is no gateway to pseudonymise: no patient at all
+    assert first["patient_ref"] is None
+    assert "patient_id" not in json.dumps(bodies(receiver))
+    battery = [b["alert"] for b in bodies(receiver) if b["alert"]["rule_id"] == "battery-low"]
+    assert battery[0]["id"] == battery[1]["id"]  # one alert, notified twice: fired, resolved
+    assert battery[1]["resolved_ms"] - battery[1]["started_ms"] >= 10 * 60_000
