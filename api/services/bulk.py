@@ -164,15 +164,21 @@ def provision_csv(
             errors.append({"row": number, "field": "device_id", "message": "exists already"})
         if spec.centre_id not in known and spec.centre_id not in new_centres:
             errors.append({"row": number, "field": "centre_id", "message": "unknown centre"})
+    hub_ids = {c.hub_id for c in new_centres.values() if c.hub_id} - set(new_centres)
+    hubs = {c.id: c for c in session.scalars(select(Centre).where(Centre.id.in_(hub_ids)))}
     for centre_spec in new_centres.values():
         hub_id = centre_spec.hub_id
-        if hub_id and hub_id not in known and hub_id not in new_centres:
+        if not hub_id:
+            continue
+        hub = new_centres.get(hub_id) or hubs.get(hub_id)
+        message = None
+        if hub is None:
+            message = "unknown hub centre"
+        elif hub.hub_id is not None:
+            message = f"{hub_id} is a spoke and cannot be a hub"
+        if message is not None:
             errors.append(
-                {
-                    "row": centre_row.get(centre_spec.id, 0),
-                    "field": "hub_id",
-                    "message": "unknown hub centre",
-                }
+                {"row": centre_row.get(centre_spec.id, 0), "field": "hub_id", "message": message}
             )
     if errors:
         errors.sort(key=lambda e: e["row"])
