@@ -46,7 +46,8 @@ OPTIONAL = (
     "utc_offset_h",
     "pv_rated_w",
 )
-CSV_HEADER = ("centre_id", "device_id", "kind", "model", "username", "password")
+CSV_HEADER = ("centre_id", "device_id", "kind", "model", "username", "password", "centre_key")
+"""The credentials sheet; ``centre_key`` is filled on gateway rows only."""
 
 
 def _errors(row: int, exc: ValidationError) -> list[dict[str, Any]]:
@@ -244,10 +245,13 @@ def provision_csv(
     )
 
 
-def credentials_csv(rows: list[CredentialRow]) -> str:
+def credentials_csv(rows: list[CredentialRow], keys: list[CentreKey]) -> str:
+    """The sheet: one row per device, the centre key on its gateway's row."""
+    key_of = {(k.centre_id, k.gateway_id): k.centre_key for k in keys}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for row in rows:
-        writer.writerow([getattr(row, name) for name in CSV_HEADER])
+        key = key_of.get((row.centre_id, row.device_id), "")
+        writer.writerow([getattr(row, name) for name in CSV_HEADER[:-1]] + [key])
     return out.getvalue()

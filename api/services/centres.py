@@ -61,7 +61,8 @@ def public_many(session: Session, rows: list[Centre]) -> list[CentrePublic]:
     for spoke, hub in session.execute(
         select(Centre.id, Centre.hub_id).where(Centre.hub_id.in_(ids)).order_by(Centre.id)
     ):
-        spokes[hub].append(spoke)
+        if hub is not None:
+            spokes[hub].append(spoke)
     online = set(
         session.scalars(
             select(Device.centre_id).where(
