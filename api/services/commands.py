@@ -15,6 +15,7 @@ published by :func:`dispatch` at a bounded rate.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -74,7 +75,7 @@ def publish(publisher: Publisher, row: CommandRow, now: datetime) -> bool:
     message = Command(
         id=row.id, name=row.name, args=row.args, expires=int(expires.timestamp() * 1000)
     )
-    publisher.publish_command(row.centre_id, row.device_id, message, max(1, int(remaining)))
+    publisher.publish_command(row.centre_id, row.device_id, message, math.ceil(remaining))
     row.sent_at = now
     return True
 
