@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from gateway.app import Gateway
 from gramlink.services import MosquittoService
 from tests.api.conftest import Api, DeviceFleet
 from tests.api.device_sim import command_state, provision, wait_status
+from tests.api.mqtt_helpers import Watcher
 from tests.factories import unique_id, wait_for
 from tests.gateway.conftest import settings_for
 
@@ -77,11 +81,23 @@ def test_commands_through_a_gateway_and_none_run_late_after_the_gateway_was_offl
     gateway.stop()  # the centre's uplink is down; its session stays on the central broker
     stale = _send(api, device, "set_interval", {"interval_s": 17}, 1)
     live = _send(api, device, "identify", {"duration_s": 3}, 600)
-    wait_status(api, stale, "expired")
+    expired = wait_status(api, stale, "expired")
     assert command_state(api, live)["status"] == "pending"
+    # Mosquitto counts expiry in whole seconds: the gateway stays away past that too.
+    at = datetime.fromisoformat(expired["expires_at"])
+    past = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() + 2
+    wait_for(lambda: time.time() >= past, 5, "the broker's expiry of the stale command")
 
-    start_gateway(centre)
-    done = wait_status(api, live, "succeeded")
+    local = Watcher(centre_broker)
+    try:
+        start_gateway(centre)
+        done = wait_status(api, live, "succeeded")
+        relayed = [m for m in local.received.messages if m.topic == f"gl/v1/{centre}/{device}/cmd"]
+    finally:
+        local.close()
+    assert [json.loads(m.payload)["id"] for m in relayed] == [live]
+    # held on the central broker while the gateway was away: it arrives with what is left
+    assert 0 < relayed[0].properties.MessageExpiryInterval <= 599
     assert done["detail"] == "blinking for 3 s"
     gone = command_state(api, stale)
     assert gone["status"] == "expired" and gone["delivered_at"] is None
