@@ -21,8 +21,9 @@ def _send(api: Api, device: str, body: dict[str, object], role: Role = Role.TECH
 
 
 def test_a_command_round_trip_with_expiry_in_the_message_and_the_mqtt_expiry(
-    api: Api, mosquitto: MosquittoService, device_fleet: DeviceFleet
+    registry_api: Api, mosquitto: MosquittoService, device_fleet: DeviceFleet
 ) -> None:
+    api = registry_api
     centre = api.centre()
     device = unique_id("rtr")
     fleet = device_fleet(

@@ -31,8 +31,9 @@ def _not_applied(api: Api, **params: str) -> list[str]:
 
 
 def test_desired_reaches_the_device_and_the_not_applied_list_follows(
-    api: Api, mosquitto: MosquittoService, device_fleet: DeviceFleet
+    registry_api: Api, mosquitto: MosquittoService, device_fleet: DeviceFleet
 ) -> None:
+    api = registry_api
     district = unique_id("dist")
     centre = api.centre(district=district)
     online, offline = unique_id("rtr"), unique_id("pwr")
