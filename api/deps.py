@@ -10,7 +10,8 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import Forbidden, Unauthorized
+from api.device_link import DeviceLink
+from api.errors import BrokerUnavailable, Forbidden, Unauthorized
 from api.schemas import Role
 from api.services.provisioning import Provisioner
 from api.services.tokens import lookup
@@ -26,6 +27,12 @@ class Components:
     sessions: sessionmaker[Session]
     provisioner: Provisioner
     telemetry: TelemetryReader
+    devices: DeviceLink | None = None  # commands and twins (with presence; None: off)
+
+    def device_link(self) -> DeviceLink:
+        if self.devices is None:
+            raise BrokerUnavailable("commands and twins need the broker link (presence is off)")
+        return self.devices
 
 
 @dataclass(frozen=True)

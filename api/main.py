@@ -24,6 +24,7 @@ from api.broker_files import FileLogins
 from api.centre_facts import CentreFacts, InfluxLines
 from api.db.session import make_engine, migrate, session_factory
 from api.deps import Components
+from api.device_link import DeviceLink
 from api.dynsec import DynsecClient
 from api.logins import CentralLogins, DynsecLogins
 from api.metrics import ApiMetrics, MeasuredLogins
@@ -34,12 +35,14 @@ from api.routes import (
     audit,
     centres,
     channels,
+    commands,
     devices,
     health,
     sequences,
     silences,
     telemetry,
     tokens,
+    twins,
 )
 from api.sequence_feed import SequenceFeed
 from api.services.provisioning import Provisioner
@@ -91,7 +94,7 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
             if isinstance(store, FileLogins):
                 with sessions() as session:
                     provisioner.rewrite_central(session, store)
-            presence = None
+            presence = device_link = None
             if settings.presence:
                 presence = Presence(
                     settings.broker_access(),
@@ -100,6 +103,14 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 )
                 presence.start()
                 stack.callback(presence.close)
+                device_link = DeviceLink(
+                    settings.broker_access(),
+                    sessions,
+                    rate_per_s=settings.command_rate_per_s,
+                    interval=settings.command_sweep_s,
+                )
+                device_link.start()
+                stack.callback(device_link.close)
             if settings.centre_facts_interval_s:
                 start_centre_facts(settings, sessions, stack)
             accounting = None
@@ -124,7 +135,7 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 webhook.start()
                 stack.callback(webhook.close)
             app.state.webhook = webhook
-            app.state.components = Components(settings, sessions, provisioner, reader)
+            app.state.components = Components(settings, sessions, provisioner, reader, device_link)
             app.state.accounting = accounting
             app.state.presence = presence
             app.state.alerts = engine_service
@@ -146,7 +157,7 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
     app.state.metrics = metrics
     app.middleware("http")(metrics.middleware)
     errors.install(app)
-    routes = (centres, devices, telemetry, sequences, tokens, audit, health)
+    routes = (centres, devices, telemetry, sequences, tokens, audit, health, commands, twins)
     alerting = (alert_rules, alerts, silences, channels)
     for module in routes + alerting:
         for router in _routers(module):
@@ -267,8 +278,14 @@ def run(settings: ApiSettings) -> int:
 def _links(app: FastAPI, dynsec: DynsecClient) -> list[MqttLink]:
     presence: Presence | None = getattr(app.state, "presence", None)
     engine_service: AlertService | None = getattr(app.state, "alerts", None)
-    links = [dynsec.link] + ([presence.link] if presence is not None else [])
-    return links + ([engine_service.link] if engine_service is not None else [])
+    components = getattr(app.state, "components", None)
+    device_link = components.devices if components is not None else None
+    return (
+        [dynsec.link]
+        + ([presence.link] if presence is not None else [])
+        + ([engine_service.link] if engine_service is not None else [])
+        + ([device_link.link] if device_link is not None else [])
+    )
 
 
 class RefusalWatch:

@@ -57,6 +57,9 @@ class ApiSettings(BaseSettings):
     notify_backoff_max_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     notify_failed_after: Annotated[int, Field(ge=1, le=1000)] = 8
     notify_poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    command_expiry_s: Annotated[int, Field(ge=1, le=7 * 86_400)] = 3600
+    command_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = 20.0
+    command_sweep_s: Annotated[float, Field(gt=0, le=60)] = 0.5
 
     @field_validator("master_secret")
     @classmethod

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from contract.messages import Command, Twin
+from contract.metrics import DeviceKind
 from contract.topics import TopicError, check_id
 from firmware_sim.clock import AcceleratedClock, BackfillClock, Clock, RealClock
 from firmware_sim.commands import CommandWorker
-from firmware_sim.devices import Device
+from firmware_sim.devices import KINDS, Device
 from firmware_sim.errors import ConfigError
 from firmware_sim.faults import FaultConfig, FaultInjector
 from firmware_sim.link import Link
@@ -78,8 +79,13 @@ class FleetConfig:
     scenario_centre: str | None = None  # the centre it applies to (None: the first one)
     # where centres are (latitude, longitude); the others are placed from the seed
     places: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # explicit devices (centre, device id, kind), e.g. a credentials sheet's rows; empty:
+    # each centre gets the standard set of ``devices_per_centre``
+    roster: tuple[tuple[str, str, str], ...] = ()
 
     def centre_list(self) -> list[str]:
+        if self.roster:
+            return list(dict.fromkeys(centre for centre, _, _ in self.roster))
         ids = list(self.centre_ids) or [
             f"{self.centre_prefix}{i:03d}" for i in range(1, self.centres + 1)
         ]
@@ -87,6 +93,23 @@ class FleetConfig:
             return [check_id(c, "centre") for c in ids]
         except TopicError as exc:
             raise ConfigError(str(exc)) from None
+
+    def layouts(self) -> dict[str, list[tuple[str, type[Device]]]]:
+        """Per centre, the roster's devices by kind (gateways are not simulated: skipped)."""
+        out: dict[str, list[tuple[str, type[Device]]]] = {}
+        for centre, device, kind in self.roster:
+            if kind == DeviceKind.GATEWAY.value:
+                continue
+            cls = KINDS.get(kind)
+            if cls is None:
+                raise ConfigError(f"device {device}: kind {kind!r} cannot be simulated")
+            try:
+                out.setdefault(check_id(centre, "centre"), []).append(
+                    (check_id(device, "device"), cls)
+                )
+            except TopicError as exc:
+                raise ConfigError(str(exc)) from None
+        return out
 
     def make_clock(self) -> Clock:
         if self.backfill_end_ms is not None:
@@ -132,6 +155,11 @@ class Fleet:
         target = cfg.scenario_centre or centres[0]
         if cfg.scenario is not None and target not in centres:
             raise ConfigError(f"scenario centre {target!r} is not one of the fleet's centres")
+        layouts = cfg.layouts() if cfg.roster else {}
+        if cfg.roster:
+            centres = [c for c in centres if c in layouts]
+            if not centres:
+                raise ConfigError("the credentials sheet lists no device to simulate")
         for centre in centres:
             env, devices = build_centre(
                 centre,
@@ -142,6 +170,7 @@ class Fleet:
                 interval_s=cfg.interval_s,
                 scenario=cfg.scenario if centre == target else None,
                 place=cfg.places.get(centre),
+                layout=layouts.get(centre),
             )
             self.sites[centre] = SiteFacts.of(env, devices)
             for device in devices:

@@ -41,16 +41,20 @@ def build_centre(
     interval_s: int | None = None,
     scenario: str | None = None,
     place: tuple[float, float] | None = None,
+    layout: Sequence[tuple[str, type[Device]]] | None = None,
 ) -> tuple[CentreEnv, list[Device]]:
     """A centre's surroundings and its standard device set, with a scenario applied if named.
 
     ``place``: the centre's (latitude, longitude); None: placed from the seed.
+    ``layout``: (device id, class) of the centre's devices; None: the standard set.
     """
     latitude, longitude = place or (0.0, 0.0)
     env = CentreEnv(seed, centre, latitude=latitude, longitude=longitude)
     devices: list[Device] = [
         cls(centre, device_id, env, seed, start_ms, validate=validate, interval_s=interval_s)
-        for device_id, cls in centre_layout(centre, devices_per_centre)
+        for device_id, cls in (
+            layout if layout is not None else centre_layout(centre, devices_per_centre)
+        )
     ]
     if scenario is not None:
         apply_scenario(scenario, env, devices, start_ms)

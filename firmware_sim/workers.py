@@ -79,6 +79,7 @@ class WorkerFleet:
             dataclasses.replace(
                 config,
                 centre_ids=tuple(centres[i::workers]),
+                roster=tuple(r for r in config.roster if r[0] in centres[i::workers]),
                 scenario=config.scenario if target in centres[i::workers] else None,
                 scenario_centre=target if target in centres[i::workers] else None,
             )

@@ -308,3 +308,68 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(512))
     duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class CommandRow(Base):
+    """A command to one device (issue #15); ``batch_id`` when sent to many by a filter.
+
+    ``status``: pending (published, or waiting for its turn in a batch while
+    ``sent_at`` is empty) → delivered (the device acknowledged ``accepted``) →
+    succeeded / failed / expired. Timestamps are the API's clock (UTC).
+    """
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        Index("ix_commands_device", "device_id", "created_at"),
+        Index("ix_commands_open", "status", "expires_at"),
+        Index("ix_commands_batch", "batch_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(32))
+    centre_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(32), index=True)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12))
+    detail: Mapped[str | None] = mapped_column(String(512))
+    progress_pct: Mapped[float | None] = mapped_column(Float)
+    batch_id: Mapped[str | None] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CommandBatch(Base):
+    """One command sent to every device a filter matched, at a bounded rate."""
+
+    __tablename__ = "command_batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    filter: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(80))
+    total: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)  # matched, kind lacks the command
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeviceTwin(Base):
+    """A device's desired configuration (ours, versioned) and what it last reported."""
+
+    __tablename__ = "device_twins"
+
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    centre_id: Mapped[str] = mapped_column(String(32), index=True)
+    desired: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    desired_version: Mapped[int] = mapped_column(Integer, default=0)
+    desired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    desired_by: Mapped[str | None] = mapped_column(String(80))
+    reported: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reported_version: Mapped[int | None] = mapped_column(Integer)
+    reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

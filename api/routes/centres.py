@@ -33,7 +33,7 @@ def list_centres(
         limit=page.limit,
         offset=page.offset,
     )
-    items = [centres.public(session, c, with_spokes=False) for c in rows]
+    items = centres.public_many(session, rows)
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 

@@ -140,9 +140,8 @@ def provision_bulk(
     )
     session.commit()
     if format == "csv":
-        return Response(  # type: ignore[return-value]
-            bulk.credentials_csv(result.credentials), status_code=201, media_type="text/csv"
-        )  # type: ignore[return-value]
+        sheet = bulk.credentials_csv(result.credentials, result.centre_keys)
+        return Response(sheet, status_code=201, media_type="text/csv")  # type: ignore[return-value]
     return result
 
 

@@ -46,7 +46,8 @@ OPTIONAL = (
     "utc_offset_h",
     "pv_rated_w",
 )
-CSV_HEADER = ("centre_id", "device_id", "kind", "model", "username", "password")
+CSV_HEADER = ("centre_id", "device_id", "kind", "model", "username", "password", "centre_key")
+"""The credentials sheet; ``centre_key`` is filled on gateway rows only."""
 
 
 def _errors(row: int, exc: ValidationError) -> list[dict[str, Any]]:
@@ -164,15 +165,21 @@ def provision_csv(
             errors.append({"row": number, "field": "device_id", "message": "exists already"})
         if spec.centre_id not in known and spec.centre_id not in new_centres:
             errors.append({"row": number, "field": "centre_id", "message": "unknown centre"})
+    hub_ids = {c.hub_id for c in new_centres.values() if c.hub_id} - set(new_centres)
+    hubs = {c.id: c for c in session.scalars(select(Centre).where(Centre.id.in_(hub_ids)))}
     for centre_spec in new_centres.values():
         hub_id = centre_spec.hub_id
-        if hub_id and hub_id not in known and hub_id not in new_centres:
+        if not hub_id:
+            continue
+        hub = new_centres.get(hub_id) or hubs.get(hub_id)
+        message = None
+        if hub is None:
+            message = "unknown hub centre"
+        elif hub.hub_id is not None:
+            message = f"{hub_id} is a spoke and cannot be a hub"
+        if message is not None:
             errors.append(
-                {
-                    "row": centre_row.get(centre_spec.id, 0),
-                    "field": "hub_id",
-                    "message": "unknown hub centre",
-                }
+                {"row": centre_row.get(centre_spec.id, 0), "field": "hub_id", "message": message}
             )
     if errors:
         errors.sort(key=lambda e: e["row"])
@@ -238,10 +245,13 @@ def provision_csv(
     )
 
 
-def credentials_csv(rows: list[CredentialRow]) -> str:
+def credentials_csv(rows: list[CredentialRow], keys: list[CentreKey]) -> str:
+    """The sheet: one row per device, the centre key on its gateway's row."""
+    key_of = {(k.centre_id, k.gateway_id): k.centre_key for k in keys}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for row in rows:
-        writer.writerow([getattr(row, name) for name in CSV_HEADER])
+        key = key_of.get((row.centre_id, row.device_id), "")
+        writer.writerow([getattr(row, name) for name in CSV_HEADER[:-1]] + [key])
     return out.getvalue()

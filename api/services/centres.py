@@ -54,6 +54,35 @@ def public(session: Session, centre: Centre, *, with_spokes: bool = True) -> Cen
     return CentrePublic(**data, created_at=centre.created_at, online=online, spokes=spokes)
 
 
+def public_many(session: Session, rows: list[Centre]) -> list[CentrePublic]:
+    """Like :func:`public` for a page of centres, with two queries (spokes, online)."""
+    ids = [c.id for c in rows]
+    spokes: dict[str, list[str]] = {i: [] for i in ids}
+    for spoke, hub in session.execute(
+        select(Centre.id, Centre.hub_id).where(Centre.hub_id.in_(ids)).order_by(Centre.id)
+    ):
+        if hub is not None:
+            spokes[hub].append(spoke)
+    online = set(
+        session.scalars(
+            select(Device.centre_id).where(
+                Device.centre_id.in_(ids),
+                Device.kind == DeviceKind.GATEWAY.value,
+                Device.online.is_(True),
+            )
+        )
+    )
+    return [
+        CentrePublic(
+            **{name: getattr(c, name) for name in FIELDS},
+            created_at=c.created_at,
+            online=c.id in online,
+            spokes=spokes[c.id],
+        )
+        for c in rows
+    ]
+
+
 def _check_hub(session: Session, centre_id: str, hub_id: str | None) -> None:
     if hub_id is None:
         return

@@ -206,10 +206,13 @@ def export_credentials(settings: Any, out: Path, centre: str | None, keys_out: P
             key = centre_key(master, where.id, where.key_version)
             password = device_password(key, device.id, device.credential_version)
             username = mqtt_username(where.id, device.id)
-            writer.writerow([where.id, device.id, device.kind, device.model, username, password])
+            gateway_key = encode_key(key) if device.kind == "gateway" else ""
+            writer.writerow(
+                [where.id, device.id, device.kind, device.model, username, password, gateway_key]
+            )
             rows += 1
             if device.kind == "gateway":
-                gateways.append((where.id, device.id, encode_key(key)))
+                gateways.append((where.id, device.id, gateway_key))
         if keys_out is not None:
             with _private(keys_out) as keys_handle:
                 keys_writer = csv.writer(keys_handle, lineterminator="\n")

@@ -67,10 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def fleet_config(s: SimSettings) -> FleetConfig:
-    from firmware_sim.credentials import load_credentials
+    from firmware_sim.credentials import load_sheet
 
     endpoint = s.broker()
-    creds = load_credentials(s.credentials) if s.credentials else {}
+    sheet = load_sheet(s.credentials) if s.credentials else []
+    creds = {row.device: (row.username, row.password) for row in sheet}
     now = time.time_ns() // 1_000_000
     backfill = s.backfill_days > 0
     faults = FaultConfig(
@@ -99,6 +100,7 @@ def fleet_config(s: SimSettings) -> FleetConfig:
         username=s.mqtt_username,
         password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
         credentials=creds,
+        roster=tuple((row.centre, row.device, row.kind) for row in sheet),
         interval_s=s.interval_s,
         telemetry_qos=s.telemetry_qos,
         will_delay_s=s.will_delay_s,
@@ -126,7 +128,11 @@ def run(args: argparse.Namespace) -> int:
         )
         return ExitCode.CONFIG
     centres = len(config.centre_list())
-    devices = centres * config.devices_per_centre
+    devices = (
+        sum(map(len, config.layouts().values()))
+        if config.roster
+        else centres * config.devices_per_centre
+    )
     print(
         f"sim: {devices} devices in {centres} centres, "
         f"{centres if config.mode == 'centre' else devices} connections ({config.mode} mode, "

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from api.main import create_app
 from api.schemas import Role
 from api.services.tokens import create_token
 from api.settings import ApiSettings
+from firmware_sim.fleet import Fleet, FleetConfig
 from gramlink.services import InfluxService, MosquittoService
 from gramlink.services.process import free_port, wait_until
 from tests.factories import unique_id
@@ -229,3 +231,39 @@ def registry_api(request: pytest.FixtureRequest, api_factory: ApiFactory) -> Api
         return api_factory()
     pg: Postgres = request.getfixturevalue("postgres")
     return api_factory(pg.url(pg.create_database()))
+
+
+DeviceFleet = Callable[..., Fleet]
+
+
+@pytest.fixture
+def device_fleet() -> Iterator[DeviceFleet]:
+    """``make(broker, [(centre, device, kind)], credentials={device: (user, password)})``:
+    a started fleet of exactly those devices (the broker's admin login when no credentials)."""
+    fleets: list[Fleet] = []
+
+    def make(
+        broker: MosquittoService,
+        roster: list[tuple[str, str, str]],
+        credentials: dict[str, tuple[str, str]] | None = None,
+        **extra: Any,
+    ) -> Fleet:
+        options: dict[str, Any] = {
+            "port": broker.port,
+            "roster": tuple(roster),
+            "credentials": credentials or {},
+            "username": None if credentials else broker.admin_user,
+            "password": None if credentials else broker.admin_password,
+            "interval_s": 60,
+            "will_delay_s": 1,
+        }
+        options.update(extra)
+        fleet = Fleet(FleetConfig(**options))
+        fleets.append(fleet)
+        fleet.start()
+        assert fleet.wait_connected(15), "devices did not connect"
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.stop(drain_s=2)

@@ -72,7 +72,8 @@ def test_a_rollout_creates_centres_devices_and_working_credentials(
     assert answer.status_code == 201, answer.text
     assert answer.headers["content-type"].startswith("text/csv")
     creds = list(csv.DictReader(io.StringIO(answer.text)))
-    assert list(creds[0]) == ["centre_id", "device_id", "kind", "model", "username", "password"]
+    header = ["centre_id", "device_id", "kind", "model", "username", "password", "centre_key"]
+    assert list(creds[0]) == header
     assert {c["device_id"] for c in creds} == {r["device_id"] for r in rows}
     hub_view = api.client.get(f"/v1/centres/{hub}", headers=api.headers()).json()
     assert hub_view["spokes"] == [spoke]

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from contract.topics import Channel
-from firmware_sim.credentials import HEADER, load_credentials
+from firmware_sim.credentials import HEADER, load_credentials, load_sheet
 from firmware_sim.devices import centre_layout
+from firmware_sim.errors import ConfigError
+from firmware_sim.fleet import FleetConfig
 from gramlink.services import MosquittoService
 from tests.factories import Received, admin_client, close, unique_id, wait_for
 from tests.firmware_sim.conftest import FleetFactory
@@ -118,3 +122,29 @@ def test_a_file_of_wrong_passwords_ends_the_command_with_a_clear_error(
     assert "refused us: 0x8" in result.stderr
     assert "GRAMLINK_SIM_MQTT_PASSWORD" in result.stderr
     assert result.stderr.count("event=link_refused") == 2, "one refusal per device, no retries"
+
+
+def test_a_sheet_is_the_roster_whatever_the_ids_and_a_kind_it_cannot_simulate_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sheet.csv"
+    rows = [
+        ("spoke-1", "gw-spoke-1", "gateway", "pi4", "spoke-1/gw-spoke-1", "p1", "a2V5"),
+        ("spoke-1", "bp-spoke-1-1", "bp_monitor", "omron", "spoke-1/bp-spoke-1-1", "p2", ""),
+        ("spoke-2", "meter-9", "power", "victron", "spoke-2/meter-9", "p3", ""),
+    ]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow((*HEADER, "centre_key"))
+        writer.writerows(rows)
+    sheet = load_sheet(path)
+    config = FleetConfig(
+        roster=tuple((r.centre, r.device, r.kind) for r in sheet),
+        credentials={r.device: (r.username, r.password) for r in sheet},
+    )
+    assert config.centre_list() == ["spoke-1", "spoke-2"]
+    kinds = {d: cls.kind.value for ids in config.layouts().values() for d, cls in ids}
+    assert kinds == {"bp-spoke-1-1": "bp_monitor", "meter-9": "power"}
+    toaster = FleetConfig(roster=(("spoke-1", "t-1", "toaster"),))
+    with pytest.raises(ConfigError, match="t-1: kind 'toaster' cannot be simulated"):
+        toaster.layouts()

@@ -1,0 +1,165 @@
+"""The API's device-management link to the central broker: commands and twins.
+
+Publishes commands (QoS 1, message expiry) and desired twins (QoS 1, retained)
+and follows ``gl/v1/+/+/cmd/ack`` and ``gl/v1/+/+/twin/reported``.
+``_on_message`` runs on paho's thread and only decodes and queues what came
+(a bounded queue of ``MAX_PENDING``; when full a message is dropped and
+counted: a lost acknowledgement leaves its command ``delivered`` or, swept,
+``expired``; a lost report comes back retained at the next reconnect). The
+``device-commands`` thread writes the queue to the registry, sweeps expired
+commands and publishes waiting batch commands at ``rate_per_s`` (a token
+bucket holding at most one second's worth, and at least one command), every ``interval`` seconds.
+
+The session is clean (:meth:`api.broker.BrokerAccess.link_options`): what waits
+for a device is held by the device's own persistent session on the broker, not
+by ours; the API holds the command rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.broker import BrokerAccess
+from api.errors import BrokerUnavailable
+from api.services import commands, twins
+from contract.codec import DecodeError, decode, encode
+from contract.messages import Command, CommandAck, Twin
+from contract.topics import Channel, Topic, TopicError, subscription, topic
+from mqttlink.paho_link import MqttLink
+from runtime.logs import Throttle, kv
+
+log = logging.getLogger(__name__)
+MAX_PENDING = 100_000
+
+_Item = tuple[str, str, CommandAck | Twin]
+
+
+class DeviceLink:
+    def __init__(
+        self,
+        access: BrokerAccess,
+        sessions: sessionmaker[Session],
+        *,
+        rate_per_s: float = 20.0,
+        interval: float = 0.5,
+    ) -> None:
+        self._sessions = sessions
+        self._rate = rate_per_s
+        self._interval = interval
+        self._queue: queue.Queue[_Item] = queue.Queue(MAX_PENDING)
+        self._stop = threading.Event()
+        self._throttle = Throttle(log)
+        self.dropped = 0
+        self.invalid = 0
+        self.unknown = 0
+        self._tokens = 0.0
+        self._last = time.monotonic()
+        self._link = MqttLink(
+            access.link_options("api-devices", f"gl-api-devices-{uuid.uuid4().hex[:8]}"),
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+        )
+        self._worker = threading.Thread(target=self._run, name="device-commands", daemon=True)
+
+    @property
+    def link(self) -> MqttLink:
+        return self._link
+
+    def start(self) -> None:
+        self._link.start()
+        self._worker.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=5)
+        self._link.disconnect()
+
+    # -- publishing (request threads and the worker) -------------------------------------------
+    def _publish(self, topic_: str, payload: bytes, *, retain: bool, expiry_s: int | None) -> None:
+        props: Properties | None = None
+        if expiry_s is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = expiry_s
+        info = self._link.publish(topic_, payload, retain=retain, properties=props)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise BrokerUnavailable(f"publish to the broker failed ({mqtt.error_string(info.rc)})")
+
+    def publish_command(self, centre: str, device: str, command: Command, expiry_s: int) -> None:
+        self._publish(
+            topic(centre, device, Channel.CMD), encode(command), retain=False, expiry_s=expiry_s
+        )
+
+    def publish_twin(self, centre: str, device: str, twin: Twin) -> None:
+        self._publish(
+            topic(centre, device, Channel.TWIN_DESIRED), encode(twin), retain=True, expiry_s=None
+        )
+
+    # -- paho's thread -------------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
+        opts = SubscribeOptions(qos=1)
+        self._link.subscribe(
+            [(subscription(Channel.CMD_ACK), opts), (subscription(Channel.TWIN_REPORTED), opts)]
+        )
+
+    def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
+        try:
+            found = Topic.parse(msg.topic)
+            message = decode(found.channel, bytes(msg.payload))
+        except (TopicError, DecodeError) as exc:
+            self.invalid += 1
+            self._throttle.warning("bad_device_reply", topic=msg.topic[:120], error=exc)
+            return
+        if not isinstance(message, CommandAck | Twin):
+            return
+        try:
+            self._queue.put_nowait((found.centre, found.device, message))
+        except queue.Full:
+            self.dropped += 1
+            self._throttle.warning("device_reply_dropped", dropped=self.dropped)
+
+    # -- the worker ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.tick()
+            except Exception:  # the worker's outermost loop: log and keep going
+                log.exception("event=device_commands_failed")
+
+    def tick(self) -> None:
+        """Write what came, expire what is overdue, publish the next batch commands."""
+        items: list[_Item] = []
+        while len(items) < 10_000:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        now_mono = time.monotonic()
+        refill = (now_mono - self._last) * self._rate
+        self._tokens = min(max(self._rate, 1.0), self._tokens + refill)
+        self._last = now_mono
+        with self._sessions.begin() as session:
+            for centre, device, message in items:
+                if isinstance(message, CommandAck):
+                    known = commands.apply_ack(session, centre, device, message)
+                else:
+                    known = twins.store_reported(session, centre, device, message)
+                if not known:
+                    self.unknown += 1
+            session.flush()
+            now = datetime.now(UTC)
+            expired = commands.sweep(session, now)
+            sent = commands.dispatch(session, self, int(self._tokens), now)
+            self._tokens -= sent
+        if expired or sent:
+            log.info(kv("commands_tick", expired=expired, sent=sent, replies=len(items)))
