@@ -93,8 +93,17 @@ class Result:
     p50_ms: float | None = None
     p99_ms: float | None = None
     lost: int | None = None
-
     tls: bool = False
+    broker_cpu_s: float | None = None  # Mosquitto's CPU time over the same window
+    influx_cpu_s: float | None = None  # influxd's
+
+    @property
+    def cores(self) -> float:
+        """CPU cores busy on average over the run: the consumer, Mosquitto, influxd."""
+        return (self.cpu_s + (self.broker_cpu_s or 0) + (self.influx_cpu_s or 0)) / self.seconds
+
+    def per_reading_us(self, cpu_s: float | None) -> float | None:
+        return None if cpu_s is None else cpu_s / self.readings * 1e6
 
     @property
     def rate(self) -> float:
@@ -170,11 +179,15 @@ def broker_ceiling(broker: MosquittoService, n: int, tls: Tls | None = None) -> 
         [*base, "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
     )
     preload(broker, single_messages(centre, n, int(time.time() * 1000) - 3_600_000))
+    broker_pid = broker.process.pid
+    assert broker_pid is not None
     start = time.perf_counter()
+    broker_cpu0 = cpu_seconds(broker_pid)
     with open(os.devnull, "wb") as devnull:
         sub = subprocess.Popen([*base, "-C", str(n)], stdout=devnull)
     _, status, usage = os.wait4(sub.pid, 0)
     elapsed = time.perf_counter() - start
+    broker_cpu = cpu_seconds(broker_pid) - broker_cpu0
     sub.returncode = os.waitstatus_to_exitcode(status)
     if sub.returncode != 0:
         raise RuntimeError(f"mosquitto_sub exited with {sub.returncode}")
@@ -185,6 +198,7 @@ def broker_ceiling(broker: MosquittoService, n: int, tls: Tls | None = None) -> 
         usage.ru_utime + usage.ru_stime,
         0.0,  # ru_maxrss of a child forked from this big process is not its own: not shown
         tls=tls is not None,
+        broker_cpu_s=broker_cpu,
     )
 
 
@@ -353,8 +367,11 @@ def ingest_run(
 
     while not total("gramlink_ingest_messages_total"):
         time.sleep(0.01)
+    broker_pid, influx_pid = broker.process.pid, influx.process.pid
+    assert broker_pid is not None and influx_pid is not None
     start = time.perf_counter()
     cpu0 = [cpu_seconds(w.proc.pid) for w in pool]
+    broker_cpu0, influx_cpu0 = cpu_seconds(broker_pid), cpu_seconds(influx_pid)
     last_report = time.monotonic()
     while True:
         written = total("gramlink_ingest_points_written_total")
@@ -366,6 +383,8 @@ def ingest_run(
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
     cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(pool, cpu0, strict=True))
+    broker_cpu = cpu_seconds(broker_pid) - broker_cpu0
+    influx_cpu = cpu_seconds(influx_pid) - influx_cpu0
     rss = sum(peak_rss_mb(w.proc.pid) for w in pool)
     p50, p99 = pool[0].latency_ms(0.5), pool[0].latency_ms(0.99)
     for w in pool:
@@ -380,7 +399,19 @@ def ingest_run(
         name += f", {workers} worker processes"
     if tls is not None:
         name += ", TLS"
-    return Result(name, n, elapsed, cpu, rss, p50, p99, lost=n - stored, tls=tls is not None)
+    return Result(
+        name,
+        n,
+        elapsed,
+        cpu,
+        rss,
+        p50,
+        p99,
+        lost=n - stored,
+        tls=tls is not None,
+        broker_cpu_s=broker_cpu,
+        influx_cpu_s=influx_cpu,
+    )
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -472,6 +503,19 @@ def main() -> int:
             f"| {fmt(r.rss_mb or None, '.0f')} | {fmt(r.p50_ms, '.0f')} | {fmt(r.p99_ms, '.0f')} "
             f"| {to_a} | {to_b} | {fmt(r.lost, 'd')} |"
         )
+    split = [r for r in results if r.broker_cpu_s is not None]
+    if split:
+        print()
+        print("CPU per reading of every process over the same window (from /proc), µs:")
+        print("| run | consumer | Mosquitto | influxd | sum | cores busy (of 2) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in split:
+            total = r.cpu_s + (r.broker_cpu_s or 0) + (r.influx_cpu_s or 0)
+            print(
+                f"| {r.name} | {r.cpu_us:.1f} | {fmt(r.per_reading_us(r.broker_cpu_s), '.1f')} "
+                f"| {fmt(r.per_reading_us(r.influx_cpu_s), '.1f')} "
+                f"| {total / r.readings * 1e6:.1f} | {r.cores:.2f} |"
+            )
     lost = [r for r in results if r.lost]
     if lost:
         print("READINGS LOST in: " + ", ".join(r.name for r in lost))
