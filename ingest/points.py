@@ -367,7 +367,7 @@ class PointBuilder:
 
         A telemetry reading whose device, kind and metric names were seen in a
         reading that passed :meth:`_reading` (so its kind is the device's),
-        with no ``patient_id``, no null metric and a plausible ``ts``: the
+        with no null metric and a plausible ``ts``: the
         same line :meth:`_reading` would write, and its note. (Inlined in
         :meth:`_envelope`.)
         """
@@ -376,12 +376,12 @@ class PointBuilder:
         if (
             metrics is None
             or "name" in values
-            or "patient_id" in metrics
             or None in metrics.values()
             or ts < now_ms - self._max_age_ms
             or ts > now_ms + self._max_future_ms
         ):
             return False
+        # names with ``patient_id`` never have a line (compile_line): the long way refuses them
         line = self._lines.get((centre, device), _NO_LINES).get(
             (values["kind"], None, tuple(metrics))
         )
@@ -411,6 +411,7 @@ class PointBuilder:
         for record, error in batch.refused:
             self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
         reading, lines, append, note = self._reading, self._lines, out.append, notes.append
+        known: dict[str, dict[tuple[str, str | None, tuple[str, ...]], _Line]] = {}
         oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
         models = batch.models or [None] * len(batch.readings)
         records = iter(zip(batch.readings, models, strict=True))
@@ -424,12 +425,16 @@ class PointBuilder:
                         metrics is not None
                         and oldest <= ts <= newest
                         and "name" not in values
-                        and "patient_id" not in metrics
                         and None not in metrics.values()
                     ):
-                        line = lines.get((centre, device), _NO_LINES).get(
-                            (values["kind"], model, tuple(metrics))
-                        )
+                        by_names = known.get(device)  # the device's lines, found once
+                        if by_names is None:
+                            by_names = lines.get((centre, device))
+                            if by_names is None:
+                                by_names = _NO_LINES  # not kept: _reading may make some
+                            else:
+                                known[device] = by_names
+                        line = by_names.get((values["kind"], model, tuple(metrics)))
                         if line is not None:
                             seq = values["seq"]
                             text = line.make(
