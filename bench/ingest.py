@@ -287,7 +287,10 @@ class WorkerProcess:
         while (self.metrics() or {}).get("gramlink_ingest_subscribed") != 1.0:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"ingest worker did not start; see {log}")
-            time.sleep(0.1)
+            time.sleep(0.01)
+        # it consumes from here on: what a run counts starts now (not its start-up)
+        self.started = time.perf_counter()
+        self.cpu0 = cpu_seconds(self.proc.pid)
 
     def metrics(self) -> dict[str, float] | None:
         try:
@@ -359,19 +362,19 @@ def ingest_run(
     for client_id in ids:  # makes the sessions (with several, the broker splits the preload)
         WorkerProcess(broker, influx, log, client_id, group, tls).stop()
     preload(broker, messages)
+    # Timed from the moment the first worker has subscribed (it drains its session
+    # from then on, also while a second one starts); each worker's CPU from its own
+    # subscription, so neither start-up nor a worker's early share escapes the count.
+    broker_pid, influx_pid = broker.process.pid, influx.process.pid
+    assert broker_pid is not None and influx_pid is not None
+    broker_cpu0, influx_cpu0 = cpu_seconds(broker_pid), cpu_seconds(influx_pid)
     pool = [WorkerProcess(broker, influx, log, client_id, group, tls) for client_id in ids]
+    start = pool[0].started
     deadline = time.monotonic() + 600
 
     def total(name: str) -> float:
         return sum((w.metrics() or {}).get(name, 0) for w in pool)
 
-    while not total("gramlink_ingest_messages_total"):
-        time.sleep(0.01)
-    broker_pid, influx_pid = broker.process.pid, influx.process.pid
-    assert broker_pid is not None and influx_pid is not None
-    start = time.perf_counter()
-    cpu0 = [cpu_seconds(w.proc.pid) for w in pool]
-    broker_cpu0, influx_cpu0 = cpu_seconds(broker_pid), cpu_seconds(influx_pid)
     last_report = time.monotonic()
     while True:
         written = total("gramlink_ingest_points_written_total")
@@ -382,7 +385,7 @@ def ingest_run(
             last_report = time.monotonic()
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
-    cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(pool, cpu0, strict=True))
+    cpu = sum(cpu_seconds(w.proc.pid) - w.cpu0 for w in pool)
     broker_cpu = cpu_seconds(broker_pid) - broker_cpu0
     influx_cpu = cpu_seconds(influx_pid) - influx_cpu0
     rss = sum(peak_rss_mb(w.proc.pid) for w in pool)
