@@ -277,20 +277,32 @@ class WorkerProcess:
                 "GRAMLINK_INGEST_LOG_LEVEL": "warning",
             }
         )
+        self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gramlink", "ingest"],
             env=env,
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while (self.metrics() or {}).get("gramlink_ingest_subscribed") != 1.0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"ingest worker did not start; see {log}")
-            time.sleep(0.01)
-        # it consumes from here on: what a run counts starts now (not its start-up)
+        self.started = 0.0
+        self.cpu0 = 0.0
+
+    def wait_subscribed(self) -> WorkerProcess:
+        wait_subscribed([self])
+        return self
+
+    def subscribed(self) -> bool:
+        """True once it subscribed: it consumes from then on, so what a run counts
+        (its time, its CPU) starts here, not at its start-up."""
+        if self.started:
+            return True
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"ingest worker exited; see {self.log}")
+        if (self.metrics() or {}).get("gramlink_ingest_subscribed") != 1.0:
+            return False
         self.started = time.perf_counter()
         self.cpu0 = cpu_seconds(self.proc.pid)
+        return True
 
     def metrics(self) -> dict[str, float] | None:
         try:
@@ -320,6 +332,15 @@ class WorkerProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+def wait_subscribed(pool: list[WorkerProcess]) -> None:
+    """Until every worker subscribed, watching all of them at once."""
+    deadline = time.monotonic() + 30
+    while not all([w.subscribed() for w in pool]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ingest worker did not start; see {pool[0].log}")
+        time.sleep(0.01)
 
 
 def count(influx: InfluxService, centre: str) -> int:
@@ -360,16 +381,18 @@ def ingest_run(
     ids = [f"{group}-{k}" for k in range(workers)]
     log = tmp / "worker.log"
     for client_id in ids:  # makes the sessions (with several, the broker splits the preload)
-        WorkerProcess(broker, influx, log, client_id, group, tls).stop()
+        WorkerProcess(broker, influx, log, client_id, group, tls).wait_subscribed().stop()
     preload(broker, messages)
     # Timed from the moment the first worker has subscribed (it drains its session
-    # from then on, also while a second one starts); each worker's CPU from its own
-    # subscription, so neither start-up nor a worker's early share escapes the count.
+    # from then on); each worker's CPU from its own subscription, so neither
+    # start-up nor a worker's early share escapes the count.
     broker_pid, influx_pid = broker.process.pid, influx.process.pid
     assert broker_pid is not None and influx_pid is not None
     broker_cpu0, influx_cpu0 = cpu_seconds(broker_pid), cpu_seconds(influx_pid)
+    # all spawned before waiting for any: they start together, not one after the other
     pool = [WorkerProcess(broker, influx, log, client_id, group, tls) for client_id in ids]
-    start = pool[0].started
+    wait_subscribed(pool)
+    start = min(w.started for w in pool)
     deadline = time.monotonic() + 600
 
     def total(name: str) -> float:
