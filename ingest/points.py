@@ -41,7 +41,9 @@ kind makes ingest forget that device's entries (``ModelCache.changes_since``).
 A reading whose line is cached and that none of the checks above refuses goes
 the short way (:meth:`PointBuilder._fast`); every other reading the long way
 (``_reading``), which fills the caches. The lines are byte-identical either
-way (``tests/ingest/test_convert_golden.py``).
+way (``tests/ingest/test_convert_golden.py``). With every reading line goes a
+note for the sequence ledger (``ingest.sequences.Note``: device, seq, device
+time), so the ledger never parses the lines back.
 """
 
 from __future__ import annotations
