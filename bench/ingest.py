@@ -93,8 +93,17 @@ class Result:
     p50_ms: float | None = None
     p99_ms: float | None = None
     lost: int | None = None
-
     tls: bool = False
+    broker_cpu_s: float | None = None  # Mosquitto's CPU time over the same window
+    influx_cpu_s: float | None = None  # influxd's
+
+    @property
+    def cores(self) -> float:
+        """CPU cores busy on average over the run: the consumer, Mosquitto, influxd."""
+        return (self.cpu_s + (self.broker_cpu_s or 0) + (self.influx_cpu_s or 0)) / self.seconds
+
+    def per_reading_us(self, cpu_s: float | None) -> float | None:
+        return None if cpu_s is None else cpu_s / self.readings * 1e6
 
     @property
     def rate(self) -> float:
@@ -170,11 +179,15 @@ def broker_ceiling(broker: MosquittoService, n: int, tls: Tls | None = None) -> 
         [*base, "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
     )
     preload(broker, single_messages(centre, n, int(time.time() * 1000) - 3_600_000))
+    broker_pid = broker.process.pid
+    assert broker_pid is not None
     start = time.perf_counter()
+    broker_cpu0 = cpu_seconds(broker_pid)
     with open(os.devnull, "wb") as devnull:
         sub = subprocess.Popen([*base, "-C", str(n)], stdout=devnull)
     _, status, usage = os.wait4(sub.pid, 0)
     elapsed = time.perf_counter() - start
+    broker_cpu = cpu_seconds(broker_pid) - broker_cpu0
     sub.returncode = os.waitstatus_to_exitcode(status)
     if sub.returncode != 0:
         raise RuntimeError(f"mosquitto_sub exited with {sub.returncode}")
@@ -185,6 +198,7 @@ def broker_ceiling(broker: MosquittoService, n: int, tls: Tls | None = None) -> 
         usage.ru_utime + usage.ru_stime,
         0.0,  # ru_maxrss of a child forked from this big process is not its own: not shown
         tls=tls is not None,
+        broker_cpu_s=broker_cpu,
     )
 
 
@@ -263,17 +277,32 @@ class WorkerProcess:
                 "GRAMLINK_INGEST_LOG_LEVEL": "warning",
             }
         )
+        self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gramlink", "ingest"],
             env=env,
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while (self.metrics() or {}).get("gramlink_ingest_subscribed") != 1.0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"ingest worker did not start; see {log}")
-            time.sleep(0.1)
+        self.started = 0.0
+        self.cpu0 = 0.0
+
+    def wait_subscribed(self) -> WorkerProcess:
+        wait_subscribed([self])
+        return self
+
+    def subscribed(self) -> bool:
+        """True once it subscribed: it consumes from then on, so what a run counts
+        (its time, its CPU) starts here, not at its start-up."""
+        if self.started:
+            return True
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"ingest worker exited; see {self.log}")
+        if (self.metrics() or {}).get("gramlink_ingest_subscribed") != 1.0:
+            return False
+        self.started = time.perf_counter()
+        self.cpu0 = cpu_seconds(self.proc.pid)
+        return True
 
     def metrics(self) -> dict[str, float] | None:
         try:
@@ -303,6 +332,15 @@ class WorkerProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+def wait_subscribed(pool: list[WorkerProcess]) -> None:
+    """Until every worker subscribed, watching all of them at once."""
+    deadline = time.monotonic() + 30
+    while not all([w.subscribed() for w in pool]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ingest worker did not start; see {pool[0].log}")
+        time.sleep(0.01)
 
 
 def count(influx: InfluxService, centre: str) -> int:
@@ -343,18 +381,23 @@ def ingest_run(
     ids = [f"{group}-{k}" for k in range(workers)]
     log = tmp / "worker.log"
     for client_id in ids:  # makes the sessions (with several, the broker splits the preload)
-        WorkerProcess(broker, influx, log, client_id, group, tls).stop()
+        WorkerProcess(broker, influx, log, client_id, group, tls).wait_subscribed().stop()
     preload(broker, messages)
+    # Timed from the moment the first worker has subscribed (it drains its session
+    # from then on); each worker's CPU from its own subscription, so neither
+    # start-up nor a worker's early share escapes the count.
+    broker_pid, influx_pid = broker.process.pid, influx.process.pid
+    assert broker_pid is not None and influx_pid is not None
+    broker_cpu0, influx_cpu0 = cpu_seconds(broker_pid), cpu_seconds(influx_pid)
+    # all spawned before waiting for any: they start together, not one after the other
     pool = [WorkerProcess(broker, influx, log, client_id, group, tls) for client_id in ids]
+    wait_subscribed(pool)
+    start = min(w.started for w in pool)
     deadline = time.monotonic() + 600
 
     def total(name: str) -> float:
         return sum((w.metrics() or {}).get(name, 0) for w in pool)
 
-    while not total("gramlink_ingest_messages_total"):
-        time.sleep(0.01)
-    start = time.perf_counter()
-    cpu0 = [cpu_seconds(w.proc.pid) for w in pool]
     last_report = time.monotonic()
     while True:
         written = total("gramlink_ingest_points_written_total")
@@ -365,7 +408,9 @@ def ingest_run(
             last_report = time.monotonic()
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
-    cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(pool, cpu0, strict=True))
+    cpu = sum(cpu_seconds(w.proc.pid) - w.cpu0 for w in pool)
+    broker_cpu = cpu_seconds(broker_pid) - broker_cpu0
+    influx_cpu = cpu_seconds(influx_pid) - influx_cpu0
     rss = sum(peak_rss_mb(w.proc.pid) for w in pool)
     p50, p99 = pool[0].latency_ms(0.5), pool[0].latency_ms(0.99)
     for w in pool:
@@ -380,7 +425,19 @@ def ingest_run(
         name += f", {workers} worker processes"
     if tls is not None:
         name += ", TLS"
-    return Result(name, n, elapsed, cpu, rss, p50, p99, lost=n - stored, tls=tls is not None)
+    return Result(
+        name,
+        n,
+        elapsed,
+        cpu,
+        rss,
+        p50,
+        p99,
+        lost=n - stored,
+        tls=tls is not None,
+        broker_cpu_s=broker_cpu,
+        influx_cpu_s=influx_cpu,
+    )
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -472,6 +529,19 @@ def main() -> int:
             f"| {fmt(r.rss_mb or None, '.0f')} | {fmt(r.p50_ms, '.0f')} | {fmt(r.p99_ms, '.0f')} "
             f"| {to_a} | {to_b} | {fmt(r.lost, 'd')} |"
         )
+    split = [r for r in results if r.broker_cpu_s is not None]
+    if split:
+        print()
+        print("CPU per reading of every process over the same window (from /proc), µs:")
+        print("| run | consumer | Mosquitto | influxd | sum | cores busy (of 2) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in split:
+            total = r.cpu_s + (r.broker_cpu_s or 0) + (r.influx_cpu_s or 0)
+            print(
+                f"| {r.name} | {r.cpu_us:.1f} | {fmt(r.per_reading_us(r.broker_cpu_s), '.1f')} "
+                f"| {fmt(r.per_reading_us(r.influx_cpu_s), '.1f')} "
+                f"| {total / r.readings * 1e6:.1f} | {r.cores:.2f} |"
+            )
     lost = [r for r in results if r.lost]
     if lost:
         print("READINGS LOST in: " + ", ".join(r.name for r in lost))

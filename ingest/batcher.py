@@ -11,16 +11,13 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ingest.sequences import Note
 
-class Ack(NamedTuple):
-    """What to acknowledge once a batch is stored: a packet id on one MQTT connection.
-
-    A named tuple: one is made per message on the network thread (half the cost
-    of a frozen dataclass)."""
-
-    mid: int
-    qos: int
-    generation: int
+Ack = tuple[int, int]
+"""What to acknowledge once a batch is stored: ``(packet id, connection generation)``
+of a QoS 1 message. A plain tuple: one is made per message on the network thread
+(a named tuple's ``__new__`` costs a Python call; measured 0.6 µs per message for
+this and :data:`ingest.subscriber.Inbound` together)."""
 
 
 class Stored(NamedTuple):
@@ -34,9 +31,9 @@ class Stored(NamedTuple):
 @dataclass(slots=True)
 class Batch:
     lines: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)  # the reading lines', for the ledger
     acks: list[Ack] = field(default_factory=list)
     envelopes: list[Stored] = field(default_factory=list)
-    readings: int = 0
     born: float = 0.0
     seqno: int = 0
 
@@ -55,12 +52,21 @@ class Batcher:
             self._current.born = time.monotonic()
         return self._current.lines
 
-    def add_ack(self, ack: Ack | None, readings: int) -> None:
+    @property
+    def notes(self) -> list[Note]:
+        """The current batch's notes (``PointBuilder.convert`` appends one per reading line)."""
+        return self._current.notes
+
+    @property
+    def acks(self) -> list[Ack]:
+        """The current batch's acknowledgements (the decode loop appends here directly)."""
+        return self._current.acks
+
+    def add_ack(self, ack: Ack | None) -> None:
         if not self._current.lines and not self._current.acks:
             self._current.born = time.monotonic()
         if ack is not None:
             self._current.acks.append(ack)
-        self._current.readings += readings
 
     def add_envelope(self, centre: str, gw: str, seq: int) -> None:
         """The envelope just converted into this batch (its lines travel with it)."""

@@ -157,7 +157,7 @@ class RawSubscriber:
             sock, generation = self._sock, self.generation
             if sock is None or self.down_since is not None:
                 return 0
-            ids = [a.mid for a in acks if a.generation == generation and a.qos]
+            ids = [mid for mid, made_on in acks if made_on == generation]
             if ids:
                 self._send(sock, pubacks(ids))
             return len(ids)
@@ -267,10 +267,9 @@ class RawSubscriber:
                             if topic.endswith(STATE_SUFFIX):
                                 self._state(sock, packet)
                             elif pid is None:
-                                chunk.append(Inbound(topic, packet.payload, None))
+                                chunk.append((topic, packet.payload, None))
                             else:
-                                ack = Ack(pid, 1, generation)
-                                chunk.append(Inbound(topic, packet.payload, ack))
+                                chunk.append((topic, packet.payload, (pid, generation)))
                         elif type(packet) is PubAckPacket:
                             self._puback(packet)
                         elif not accepted:

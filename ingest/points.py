@@ -45,7 +45,9 @@ kind makes ingest forget that device's entries (``ModelCache.changes_since``).
 A reading whose line is cached and that none of the checks above refuses goes
 the short way (:meth:`PointBuilder._fast`); every other reading the long way
 (``_reading``), which fills the caches. The lines are byte-identical either
-way (``tests/ingest/test_convert_golden.py``).
+way (``tests/ingest/test_convert_golden.py``). With every reading line goes a
+note for the sequence ledger (``ingest.sequences.Note``: device, seq, device
+time), so the ledger never parses the lines back.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from contract.metrics import METRICS_BY_KIND, Metrics, measurement_for
 from contract.storage import SEQ_SLOTS
 from contract.topics import Channel, Topic, TopicError
 from ingest.quarantine import QuarantineLines, Reason
+from ingest.sequences import READING_MEASUREMENTS, Key, Note
 from runtime.logs import Throttle, kv
 
 log = logging.getLogger("ingest.points")
@@ -248,6 +251,7 @@ def compile_line(kinds: dict[str, str], names: tuple[str, ...]) -> LineMaker | N
 class _Line(typing.NamedTuple):
     prefix: str
     make: LineMaker
+    key: Key | None  # (centre, device) for the sequence ledger; None: not accounted
 
 
 # keys: (kind, the record's model or None, metric names) and (kind, model or None)
@@ -289,22 +293,29 @@ class PointBuilder:
         self._throttle = Throttle(log)
         self.internal_errors = 0
 
-    def convert(self, topic: str, payload: bytes, out: list[str]) -> int:
+    def convert(
+        self, topic: str, payload: bytes, out: list[str], notes: list[Note] | None = None
+    ) -> int:
         """Append the lines for one message to ``out``; returns the readings it carried.
 
+        ``notes`` gets one :data:`~ingest.sequences.Note` per reading line, for the
+        sequence ledger (what the line says, so the ledger never parses it).
         Never raises: a message whose conversion fails unexpectedly ends as one
         ``internal_error`` quarantine line instead of any lines it began.
         """
-        mark = len(out)
+        if notes is None:
+            notes = []
+        mark, noted = len(out), len(notes)
         try:
-            return self._convert(topic, payload, out)
+            return self._convert(topic, payload, out, notes)
         except Exception as exc:  # one poison message: set it aside, never stop the worker
             del out[mark:]
+            del notes[noted:]
             where = _topic_or_none(topic)
             self._internal_error(out, exc, topic, where, payload)
             return 0
 
-    def _convert(self, topic: str, payload: bytes, out: list[str]) -> int:
+    def _convert(self, topic: str, payload: bytes, out: list[str], notes: list[Note]) -> int:
         where = self._topics.get(topic)
         if where is None:
             try:
@@ -320,7 +331,7 @@ class PointBuilder:
             self._forget(generation)
         now_ms = int(self._clock() * 1000)
         if where.channel is Channel.GATEWAY_BATCH:
-            return self._envelope(where, topic, payload, now_ms, out)
+            return self._envelope(where, topic, payload, now_ms, out, notes)
         if where.channel not in (Channel.TELEMETRY, Channel.EVENT):
             self._refuse(out, Reason.BAD_TOPIC, "not a reading channel", topic, payload, where)
             return 0
@@ -329,11 +340,10 @@ class PointBuilder:
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
-        line = self._fast(where.centre, where.device, reading, now_ms)
-        if line is not None:
-            out.append(line)
-        else:
-            self._reading(where.centre, where.device, reading, topic, payload, now_ms, out, None)
+        if not self._fast(where.centre, where.device, reading, now_ms, out, notes):
+            self._reading(
+                where.centre, where.device, reading, topic, payload, now_ms, out, notes, None
+            )
         return 1
 
     def _forget(self, generation: int) -> None:
@@ -348,35 +358,55 @@ class PointBuilder:
                 self._lines.pop(key, None)
         self._generation = generation
 
-    def _fast(self, centre: str, device: str, values: dict[str, Any], now_ms: int) -> str | None:
-        """The line of a reading like one already stored, without a check failing; else None.
+    def _fast(
+        self,
+        centre: str,
+        device: str,
+        values: dict[str, Any],
+        now_ms: int,
+        out: list[str],
+        notes: list[Note],
+    ) -> bool:
+        """Write the line of a reading like one already stored, without a check failing.
+
+        False (nothing written) for any other reading.
 
         A telemetry reading whose device, kind and metric names were seen in a
         reading that passed :meth:`_reading` (so its kind is the device's),
-        with no ``patient_id``, no null metric and a plausible ``ts``: the
-        same line :meth:`_reading` would write. (Inlined in :meth:`_envelope`.)
+        with no null metric and a plausible ``ts``: the
+        same line :meth:`_reading` would write, and its note. (Inlined in
+        :meth:`_envelope`.)
         """
         metrics = values.get("metrics")
         ts = values["ts"]
         if (
             metrics is None
             or "name" in values
-            or "patient_id" in metrics
             or None in metrics.values()
             or ts < now_ms - self._max_age_ms
             or ts > now_ms + self._max_future_ms
         ):
-            return None
+            return False
+        # names with ``patient_id`` never have a line (compile_line): the long way refuses them
         line = self._lines.get((centre, device), _NO_LINES).get(
             (values["kind"], None, tuple(metrics))
         )
         if line is None:
-            return None
+            return False
         seq = values["seq"]
-        return line.make(line.prefix, metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS)
+        text = line.make(line.prefix, metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS)
+        out.append(text)
+        notes.append((text, line.key, seq, ts))
+        return True
 
     def _envelope(
-        self, where: Topic, topic: str, payload: bytes, now_ms: int, out: list[str]
+        self,
+        where: Topic,
+        topic: str,
+        payload: bytes,
+        now_ms: int,
+        out: list[str],
+        notes: list[Note],
     ) -> int:
         try:
             batch = decode_batch_readings(payload)
@@ -386,7 +416,8 @@ class PointBuilder:
         centre = where.centre
         for record, error in batch.refused:
             self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
-        reading, lines, append = self._reading, self._lines, out.append
+        reading, lines, append, note = self._reading, self._lines, out.append, notes.append
+        known: dict[str, dict[tuple[str, str | None, tuple[str, ...]], _Line]] = {}
         oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
         models = batch.models or [None] * len(batch.readings)
         records = iter(zip(batch.readings, models, strict=True))
@@ -401,18 +432,25 @@ class PointBuilder:
                         and oldest <= ts <= newest
                         and "name" not in values
                         and "device_ts" not in values  # clock suspect: the long way
-                        and "patient_id" not in metrics
                         and None not in metrics.values()
                     ):
-                        line = lines.get((centre, device), _NO_LINES).get(
-                            (values["kind"], model, tuple(metrics))
-                        )
+                        by_names = known.get(device)  # the device's lines, found once
+                        if by_names is None:
+                            by_names = lines.get((centre, device))
+                            if by_names is None:
+                                by_names = _NO_LINES  # not kept: _reading may make some
+                            else:
+                                known[device] = by_names
+                        line = by_names.get((values["kind"], model, tuple(metrics)))
                         if line is not None:
                             seq = values["seq"]
-                            time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS
-                            append(line.make(line.prefix, metrics, seq, time_ns))
+                            text = line.make(
+                                line.prefix, metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS
+                            )
+                            append(text)
+                            note((text, line.key, seq, ts))
                             continue
-                    reading(centre, device, values, topic, values, now_ms, out, model)
+                    reading(centre, device, values, topic, values, now_ms, out, notes, model)
             except Exception as exc:  # one poison record: set it aside, go on with the next
                 where = Topic(centre, device, Channel.TELEMETRY)
                 self._internal_error(out, exc, topic, where, _json_or_repr(values))
@@ -431,6 +469,7 @@ class PointBuilder:
         source: bytes | dict[str, Any],
         now_ms: int,
         out: list[str],
+        notes: list[Note],
         model: str | None,
     ) -> None:
         """One validated reading, a dict from the contract (``decode_reading``, an envelope);
@@ -462,6 +501,7 @@ class PointBuilder:
         seq = values["seq"]
         time_ns = ts * SEQ_SLOTS + seq % SEQ_SLOTS  # contract.storage.storage_time_ns
         device_ts = values.get("device_ts")  # a clock-suspect record, stored at its rx
+        key = (centre, device) if MEASUREMENTS[kind] in READING_MEASUREMENTS else None
         if (
             metrics is not None
             and "name" not in values
@@ -474,8 +514,10 @@ class PointBuilder:
                 if len(self._lines) >= _CACHE_LIMIT:
                     self._lines.clear()
                 lines = self._lines.setdefault((centre, device), {})
-                lines[(kind, model, names)] = _Line(prefix, make)
-                out.append(make(prefix, metrics, seq, time_ns))
+                lines[(kind, model, names)] = _Line(prefix, make, key)
+                text = make(prefix, metrics, seq, time_ns)
+                out.append(text)
+                notes.append((text, key, seq, ts))
                 return
         fields = "" if metrics is None else format_field_values(FIELD_KINDS[kind], metrics)
         name = values.get("name")
@@ -489,7 +531,9 @@ class PointBuilder:
             extra = f"device_ts={device_ts}i,clock_suspect=true"
             fields = f"{fields},{extra}" if fields else extra
         sep = "," if fields else ""
-        out.append(f"{prefix}{fields}{sep}seq={seq}i {time_ns}")
+        text = f"{prefix}{fields}{sep}seq={seq}i {time_ns}"
+        out.append(text)
+        notes.append((text, key, seq, ts))
 
     def _prefix(
         self, centre: str, device: str, kind: str, model: str | None

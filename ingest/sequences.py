@@ -1,8 +1,10 @@
 """The worker's ledger of stored readings, reported as ``sequences`` points.
 
 After InfluxDB accepted a batch (``Worker._write``), :meth:`SequenceLedger.stored`
-notes the (centre, device, seq, device time) of every reading line in it that
-was stored (lines InfluxDB refused went to quarantine instead). Every
+notes the (centre, device, seq, device time) of every reading in it that was
+stored (lines InfluxDB refused went to quarantine instead). ``PointBuilder``
+hands these over as it writes each line (a :data:`Note` per reading line, in
+``Batch.notes``), so nothing here parses line protocol. Every
 ``sequence_interval_s`` :meth:`SequenceLedger.report` writes the spans of every
 device that had readings stored since the last report as ``contract.sequences``
 points (one per report, more if the entries pass 60 KB), stamped with the time
@@ -40,8 +42,6 @@ from prometheus_client.registry import Collector
 
 from contract.metrics import Measurement
 from contract.sequences import SEQUENCES_MEASUREMENT, Entry, Span, format_entries
-from contract.storage import SEQ_SLOTS
-from contract.topics import ID_RE
 from ingest.errors import WriteError
 from runtime.logs import Throttle, kv
 
@@ -50,23 +50,11 @@ log = logging.getLogger("ingest.sequences")
 # A gateway numbers its own health readings by its clock (``gateway/health.py``: no RTC,
 # no counter kept on disk), so their seqs have gaps by design: not accounted.
 READING_MEASUREMENTS: Final = frozenset(m.value for m in Measurement) - {Measurement.GATEWAY}
-KEY_CACHE: Final = 400_000
-NOT_A_READING: Final = ("", "")
-
-
-def key_of(prefix: str) -> tuple[str, str] | None:
-    """``(centre, device)`` of a line's start up to ``,model=``, if it is a reading's.
-
-    Reading lines (``ingest.points``) start ``{measurement},centre=C,device=D,model=``,
-    and end ``seq=Ni {storage time ns}``; anything else (quarantine, pipeline) gives None.
-    """
-    measurement, _, tags = prefix.partition(",")
-    if measurement not in READING_MEASUREMENTS or not tags.startswith("centre="):
-        return None
-    centre, sep, device = tags[7:].partition(",device=")
-    if not sep or ID_RE.fullmatch(centre) is None or ID_RE.fullmatch(device) is None:
-        return None
-    return centre, device
+Key = tuple[str, str]
+Note = tuple[str, Key | None, int, int]
+"""``(line, (centre, device), seq, device time ms)`` of one reading line, as
+``ingest.points.PointBuilder`` wrote it; the key is None for a reading not
+accounted (a measurement outside :data:`READING_MEASUREMENTS`)."""
 
 
 @dataclass(slots=True)
@@ -102,9 +90,6 @@ class _Segment:
         return [Span(lo, hi, ts_lo, ts_hi) for lo, hi, ts_lo, ts_hi in merged]
 
 
-Key = tuple[str, str]
-
-
 class SequenceLedger(Collector):
     def __init__(self, worker: str, max_devices: int = 200_000) -> None:
         self.worker = worker
@@ -118,53 +103,39 @@ class SequenceLedger(Collector):
         self._keys: dict[str, Key] = {}
         self._throttle = Throttle(log)
 
-    def note(self, lines: list[str], refused: list[str]) -> None:
+    def note(self, notes: list[Note], refused: list[str]) -> None:
         """:meth:`stored` for the writer threads: never raises (a bug is logged, counted)."""
         try:
-            self.stored(lines, set(refused))
+            self.stored(notes, set(refused))
         except Exception as exc:  # the batch is stored: acknowledge it whatever happens here
             self.failures += 1
             self._throttle.error("sequences_note_failed", error=repr(exc)[:300])
 
-    def stored(self, lines: Iterable[str], refused: Collection[str] = ()) -> int:
-        """Note the readings among ``lines`` (all stored except ``refused``); returns how many.
+    def stored(self, notes: Iterable[Note], refused: Collection[str] = ()) -> int:
+        """Note the readings of a stored batch (all but the lines ``refused``); how many.
 
-        About 1.3 µs a reading: device keys are cached by line prefix, so a line costs
-        a few string searches and two ``int()``.
+        About 0.3 µs a reading: the builder already knows each reading's device,
+        seq and time, so no line is read here.
         """
-        keys = self._keys
         noted = 0
         with self._lock:
             pending = self._pending
-            for line in lines:
-                cut = line.find(",model=")
-                if cut < 0:
+            last_key: Key | None = None
+            segment = _Segment()
+            for line, key, seq, ts in notes:
+                if key is None or (refused and line in refused):
                     continue
-                prefix = line[:cut]
-                key = keys.get(prefix)
-                if key is None:
-                    if len(keys) >= KEY_CACHE:
-                        keys.clear()  # bounded: rebuilt on demand
-                    key = keys[prefix] = key_of(prefix) or NOT_A_READING
-                if key is NOT_A_READING or (refused and line in refused):
-                    continue
-                head, _, stamp = line.rpartition(" ")
-                at = head.rfind("seq=")
-                try:
-                    seq = int(head[at + 4 : -1])
-                    ts = int(stamp) // SEQ_SLOTS
-                except ValueError:
-                    continue
-                segments = pending.get(key)
-                if segments is None:
-                    if len(pending) >= self.max_devices:
-                        self.dropped += 1
-                        continue
-                    segments = pending[key] = [_Segment()]
-                segment = segments[-1]
+                if key is not last_key:
+                    segments = pending.get(key)
+                    if segments is None:
+                        if len(pending) >= self.max_devices:
+                            self.dropped += 1
+                            continue
+                        segments = pending[key] = [_Segment()]
+                    segment, last_key = segments[-1], key
                 if seq <= segment.high and ts > segment.ts_high:  # numbering restarted
                     segment = _Segment()
-                    segments.append(segment)
+                    pending[key].append(segment)
                 segment.add(seq, ts)
                 noted += 1
         return noted

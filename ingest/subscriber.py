@@ -8,7 +8,6 @@ the paho client this module used to hold was removed after measurement
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
 
 from contract.codec import DecodeError, decode
 from contract.topics import Channel, Topic, TopicError, shared, subscription
@@ -22,12 +21,9 @@ DATA_CHANNELS = (Channel.GATEWAY_BATCH, Channel.TELEMETRY, Channel.EVENT)
 STATE_SUFFIX = "/" + Channel.STATE.value
 
 
-class Inbound(NamedTuple):
-    """One data message handed to the decode thread (a named tuple: one per message)."""
-
-    topic: str
-    payload: bytes
-    ack: Ack | None
+Inbound = tuple[str, bytes, Ack | None]
+"""One data message handed to the decode thread: ``(topic, payload, ack)`` (ack None:
+QoS 0). A plain tuple: one is made per message (see :data:`ingest.batcher.Ack`)."""
 
 
 def subscription_filters(settings: IngestSettings) -> list[str]:
