@@ -131,7 +131,7 @@ class CampaignRunner:
                     Campaign.status != "cancelled",
                 )
             )
-            for row, version in joined.tuples():
+            for row, version in joined:
                 event = states[row.device_id]
                 if event.centre == row.centre_id and event.state.fw == version:
                     row.state, row.progress_pct = "succeeded", 100.0
