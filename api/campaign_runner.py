@@ -187,9 +187,9 @@ class CampaignRunner:
         """Halt, advance or complete; True when the campaign stopped running."""
         while True:
             stage = [r for r in rows if r.stage == campaign.current_stage]
-            total = len(stage) or 1
+            total = len(stage) or 1  # an empty stage (few devices) passes at once
             failed = sum(r.state == "failed" for r in stage)
-            succeeded = sum(r.state == "succeeded" for r in stage)
+            succeeded = sum(r.state == "succeeded" for r in stage) if stage else total
             if failed / total > campaign.failure_threshold:
                 reason = (
                     f"stage {campaign.current_stage + 1}: {failed} of {len(stage)} failed "
