@@ -37,6 +37,7 @@ class LiveApi:
     settings: ApiSettings
     broker: MosquittoService
     tokens: dict[Role, str] = field(default_factory=dict)
+    stop: Callable[[], None] = lambda: None
 
     def headers(self, role: Role = Role.ADMIN) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -138,7 +139,12 @@ def live_api_factory(
         thread.start()
         servers.append((server, thread))
         wait_until(lambda: server.started, 60, "the API")
-        live = LiveApi(f"http://127.0.0.1:{port}", app, settings, mosquitto)
+
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(timeout=20)
+
+        live = LiveApi(f"http://127.0.0.1:{port}", app, settings, mosquitto, stop=stop)
         with app.state.components.sessions.begin() as session:
             live.tokens = {role: create_token(session, role, f"t-{role.value}") for role in Role}
         return live

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from api.schemas import Role
@@ -156,3 +157,46 @@ def test_a_device_inside_its_centres_opening_hours_waits_for_the_window(
     assert {"campaign.create", "campaign.pause", "campaign.resume", "campaign.completed"} <= set(
         actions
     )
+
+
+def test_an_api_restart_continues_the_campaign(
+    live_api_factory: LiveApiFactory, routers: RouterFactory, tmp_path: Path
+) -> None:
+    db_url, files = f"sqlite:///{tmp_path / 'restart.sqlite'}", tmp_path / "restart-fw"
+    first = live_api_factory(db_url=db_url, firmware_dir=files)
+    # At 05:00 UTC centres on UTC+5:30 are open (10:30), centres on UTC-7 closed (22:00).
+    open_now = [unique_id("c") for _ in range(2)]
+    closed_now = [unique_id("c") for _ in range(2)]
+    logins = first.provision_routers(open_now, utc_offset_h=5.5)
+    logins |= first.provision_routers(closed_now, utc_offset_h=-7)
+    fleet = routers(logins)
+    first.runner.clock = lambda: datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
+    fw = first.upload("3.3.0", os.urandom(20_000))
+    campaign = first.campaign(
+        name="restart", firmware_id=fw["id"], stages=[100], deadline=_deadline()
+    )
+
+    def states(api: LiveApi) -> dict[str, str]:
+        return {d["device_id"]: d["state"] for d in api.get_campaign(campaign["id"])["devices"]}
+
+    wait_for(
+        lambda: (
+            states(first)
+            == {
+                **{f"{c}-rtr1": "window" for c in open_now},
+                **{f"{c}-rtr1": "succeeded" for c in closed_now},
+            }
+        ),
+        60,
+        "the closed centres updated, the open ones waiting",
+    )
+    first.stop()
+
+    second = live_api_factory(db_url=db_url, firmware_dir=files)
+    second.runner.clock = lambda: datetime(2026, 12, 2, 13, 0, tzinfo=UTC)  # 18:30 / 06:00
+    wait_for(lambda: _status(second, campaign["id"], "completed"), 60, "the campaign's end")
+
+    rows = second.get_campaign(campaign["id"])["devices"]
+    assert {r["state"] for r in rows} == {"succeeded"}
+    assert all(r["attempts"] == 1 for r in rows)  # nothing sent twice across the restart
+    assert {d.fw for d in fleet.devices.values()} == {"3.3.0"}
