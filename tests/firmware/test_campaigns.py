@@ -7,9 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from api.schemas import Role
 from tests.factories import unique_id, wait_for
 from tests.firmware.conftest import LiveApi, LiveApiFactory, RouterFactory
+
+pytestmark = pytest.mark.timeout(180)
 
 
 def _deadline(minutes: int = 10) -> str:
@@ -200,3 +205,70 @@ def test_an_api_restart_continues_the_campaign(
     assert {r["state"] for r in rows} == {"succeeded"}
     assert all(r["attempts"] == 1 for r in rows)  # nothing sent twice across the restart
     assert {d.fw for d in fleet.devices.values()} == {"3.3.0"}
+
+
+def test_an_offline_router_is_retried_until_it_is_back(
+    live_api_factory: LiveApiFactory, routers: RouterFactory
+) -> None:
+    api = live_api_factory()
+    online, offline = unique_id("c"), unique_id("c")
+    logins = api.provision_routers([online, offline])
+    first = routers({k: v for k, v in logins.items() if k.startswith(online)})
+    fw = api.upload("3.4.0", os.urandom(10_000))
+    campaign = api.campaign(
+        name="offline",
+        firmware_id=fw["id"],
+        stages=[100],
+        deadline=_deadline(),
+        respect_window=False,
+        target={"centre_id": [online, offline]},
+    )
+
+    def row(device: str) -> dict[str, Any]:
+        rows = api.get_campaign(campaign["id"])["devices"]
+        return next(r for r in rows if r["device_id"] == device)
+
+    wait_for(lambda: row(f"{online}-rtr1")["state"] == "succeeded", 60, "the online router")
+    late = row(f"{offline}-rtr1")
+    assert late["state"] == "waiting" and "offline" in late["reason"] and late["attempts"] == 0
+    assert api.get_campaign(campaign["id"])["status"] == "running"
+
+    second = routers({k: v for k, v in logins.items() if k.startswith(offline)})
+    wait_for(lambda: _status(api, campaign["id"], "completed"), 60, "the late router's update")
+    assert first.devices[f"{online}-rtr1"].fw == second.devices[f"{offline}-rtr1"].fw == "3.4.0"
+
+
+def test_campaign_requests_are_checked_and_admin_only(live_api_factory: LiveApiFactory) -> None:
+    api = live_api_factory(campaign_interval_s=0)
+    centre = unique_id("c")
+    api.provision_routers([centre])
+    fw = api.upload("3.5.0", os.urandom(1000))
+    other = api.upload("1.0.0", os.urandom(1000), kind="thermometer", model="t1")
+    good = {"name": "n", "firmware_id": fw["id"], "deadline": _deadline()}
+    with api.http as http:
+
+        def post(body: dict[str, Any], role: Role = Role.ADMIN) -> httpx.Response:
+            return http.post("/v1/campaigns", json=body, headers=api.headers(role))
+
+        assert post(good, Role.TECHNICIAN).status_code == 403
+        for body, field in (
+            ({**good, "stages": [50, 20, 100]}, "body.stages"),
+            ({**good, "stages": [10, 50]}, "body.stages"),
+            ({**good, "opening_hours": "9-5"}, "body.opening_hours"),
+            ({**good, "kind": "thermometer"}, "body.kind"),
+            ({**good, "firmware_id": 9999}, "body.firmware_id"),
+            ({**good, "firmware_id": other["id"]}, "body.target"),
+            ({**good, "target": {"centre_id": [unique_id("c")]}}, "body.target"),
+        ):
+            answer = post(body)
+            assert answer.status_code == 422, (body, answer.text)
+            problem = answer.json()
+            fields = {e["field"] for e in problem.get("errors", [])} | {problem.get("field")}
+            assert any(f and f.startswith(field) for f in fields), (field, problem)
+        created = post({**good, "target": {"centre_id": [centre]}})
+        assert created.status_code == 201
+        cid = created.json()["id"]
+        assert http.post(f"/v1/campaigns/{cid}/resume", headers=api.headers()).status_code == 409
+        assert http.post(f"/v1/campaigns/{cid}/cancel", headers=api.headers()).status_code == 200
+        assert http.post(f"/v1/campaigns/{cid}/pause", headers=api.headers()).status_code == 409
+        assert http.delete(f"/v1/firmware/{fw['id']}", headers=api.headers()).status_code == 409

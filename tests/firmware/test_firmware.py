@@ -8,12 +8,15 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from api.schemas import Role
 from gramlink.services.process import free_port
 from tests.factories import unique_id, wait_for
 from tests.firmware.conftest import LiveApiFactory, RouterFactory
 from tests.firmware.cutting_proxy import CuttingProxy
+
+pytestmark = pytest.mark.timeout(180)
 
 
 def test_upload_facts_download_with_range_and_delete(live_api_factory: LiveApiFactory) -> None:

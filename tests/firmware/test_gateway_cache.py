@@ -20,6 +20,8 @@ __all__ = ["local_broker", "make_gateway"]  # the gateway tests' fixtures, used 
 ROUTERS = 10
 STANDARD_SET_SIZE = 7  # a router every seventh device of a simulated centre
 
+pytestmark = pytest.mark.timeout(180)
+
 
 @pytest.fixture
 def centre_fleet() -> Iterator[list[Fleet]]:
