@@ -3,8 +3,7 @@
 Uploads are streamed to a temporary file while SHA-256 and size are computed,
 then renamed into place, so a half-written upload never has a final name.
 ``served`` counts the downloads answered per firmware id (the measure of how
-often the uplink carried a file); ``gramlink_api_firmware_downloads_total``
-shows the same on ``/metrics``.
+often the uplink carried a file).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from api.services.audit import record
 
 LIVE: Final = ("provisioned", "active")
 TERMINAL: Final = ("succeeded", "failed")
+ACTIVE: Final = ("running", "paused")  # a device is in one of these at most
 FIELDS: Final = ("status", "current_stage", "reason")
 
 
@@ -73,6 +74,20 @@ def create(session: Session, actor: str, body: CampaignCreate, default_hours: st
     devices = resolve_targets(session, fw, body)
     if not devices:
         raise Unprocessable("no device matches the target", field="body.target")
+    busy = sorted(
+        set(
+            session.scalars(
+                select(CampaignDevice.campaign_id)
+                .join(Campaign, Campaign.id == CampaignDevice.campaign_id)
+                .where(
+                    Campaign.status.in_(ACTIVE),
+                    CampaignDevice.device_id.in_([d.id for d in devices]),
+                )
+            )
+        )
+    )
+    if busy:
+        raise Conflict(f"some of these devices are in running campaign(s) {busy}; end those first")
     campaign = Campaign(
         name=body.name,
         firmware_id=fw.id,

@@ -11,10 +11,20 @@ import httpx
 import pytest
 
 from api.schemas import Role
+from tests.api.conftest import Postgres, postgres
 from tests.factories import unique_id, wait_for
 from tests.firmware.conftest import LiveApi, LiveApiFactory, RouterFactory
 
 pytestmark = pytest.mark.timeout(180)
+__all__ = ["postgres"]  # the API tests' PostgreSQL fixture, used here
+
+
+def _database(request: pytest.FixtureRequest, database: str) -> dict[str, Any]:
+    """The API's registry: SQLite (the fixture's default) or a new PostgreSQL database."""
+    if database == "sqlite":
+        return {}
+    pg: Postgres = request.getfixturevalue("postgres")
+    return {"db_url": pg.url(pg.create_database())}
 
 
 def _deadline(minutes: int = 10) -> str:
@@ -80,10 +90,14 @@ def test_a_campaign_over_50_routers_completes_in_stages(
     wait_for(lambda: registry_versions() == {"3.0.0"}, 10, "the registry's versions")
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_corrupted_firmware_file_halts_the_first_stage(
-    live_api_factory: LiveApiFactory, routers: RouterFactory
+    live_api_factory: LiveApiFactory,
+    routers: RouterFactory,
+    request: pytest.FixtureRequest,
+    database: str,
 ) -> None:
-    api = live_api_factory()
+    api = live_api_factory(**_database(request, database))
     logins = api.provision_routers([unique_id("c") for _ in range(10)])
     fleet = routers(logins)
     fw = api.upload("3.1.0", os.urandom(60_000))
@@ -238,8 +252,11 @@ def test_an_offline_router_is_retried_until_it_is_back(
     assert first.devices[f"{online}-rtr1"].fw == second.devices[f"{offline}-rtr1"].fw == "3.4.0"
 
 
-def test_campaign_requests_are_checked_and_admin_only(live_api_factory: LiveApiFactory) -> None:
-    api = live_api_factory(campaign_interval_s=0)
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_campaign_requests_are_checked_and_admin_only(
+    live_api_factory: LiveApiFactory, request: pytest.FixtureRequest, database: str
+) -> None:
+    api = live_api_factory(campaign_interval_s=0, **_database(request, database))
     centre = unique_id("c")
     api.provision_routers([centre])
     fw = api.upload("3.5.0", os.urandom(1000))
@@ -268,6 +285,8 @@ def test_campaign_requests_are_checked_and_admin_only(live_api_factory: LiveApiF
         created = post({**good, "target": {"centre_id": [centre]}})
         assert created.status_code == 201
         cid = created.json()["id"]
+        twice = post({**good, "target": {"centre_id": [centre]}})
+        assert twice.status_code == 409 and str(cid) in twice.json()["detail"]
         assert http.post(f"/v1/campaigns/{cid}/resume", headers=api.headers()).status_code == 409
         assert http.post(f"/v1/campaigns/{cid}/cancel", headers=api.headers()).status_code == 200
         assert http.post(f"/v1/campaigns/{cid}/pause", headers=api.headers()).status_code == 409
