@@ -1,4 +1,5 @@
-"""A TCP proxy that cuts the first firmware download in the middle (a bad link).
+"""A TCP proxy that cuts the first firmware download in the middle (a bad link), or
+slows every answer down (a thin link).
 
 Every request line and its ``Range`` header is recorded; the first connection
 whose request asks for a firmware file is closed after ``cut_after`` bytes of the
@@ -10,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class CuttingProxy:
-    def __init__(self, upstream_port: int, cut_after: int) -> None:
+    def __init__(self, upstream_port: int, cut_after: int | None, delay_s: float = 0.0) -> None:
         self.upstream_port = upstream_port
-        self.cut_after = cut_after
+        self.cut_after = cut_after  # None: never cut
+        self.delay_s = delay_s  # a slow link: this long per 16 KiB of an answer
         self.requests: list[tuple[str, str | None]] = []  # (request line, Range header)
         self.cuts = 0
         self._lock = threading.Lock()
@@ -57,15 +60,17 @@ class CuttingProxy:
         ranges = [v.split(":", 1)[1].strip() for v in lines[1:] if v.lower().startswith("range:")]
         with self._lock:
             self.requests.append((lines[0], ranges[0] if ranges else None))
-            cut = self.cuts == 0 and "/file" in lines[0]
+            cut = self.cut_after is not None and self.cuts == 0 and "/file" in lines[0]
             if cut:
                 self.cuts += 1
         upstream.sendall(head)
         threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
-        self._pipe(upstream, client, self.cut_after if cut else None)
+        self._pipe(upstream, client, self.cut_after if cut else None, self.delay_s)
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+    def _pipe(
+        source: socket.socket, sink: socket.socket, limit: int | None, delay_s: float = 0.0
+    ) -> None:
         sent = 0
         try:
             while True:
@@ -77,6 +82,8 @@ class CuttingProxy:
                     break
                 sink.sendall(chunk)
                 sent += len(chunk)
+                if delay_s:
+                    time.sleep(delay_s)  # the simulated link's speed, not a wait
         except OSError:
             pass
         finally:

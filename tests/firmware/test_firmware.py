@@ -101,3 +101,39 @@ def test_a_download_cut_in_the_middle_resumes_with_a_range_request(
     row = api.get_campaign(campaign["id"])["devices"][0]
     assert row["state"] == "succeeded" and row["attempts"] == 1
     assert httpx.get(f"{api.url}/healthz", timeout=5).status_code == 200
+
+
+def test_a_slow_download_shows_its_progress_in_the_campaign(
+    live_api_factory: LiveApiFactory, routers: RouterFactory
+) -> None:
+    port = free_port()
+    proxy = CuttingProxy(port, cut_after=None, delay_s=0.1)  # ~160 KiB/s
+    proxy.start()
+    try:
+        api = live_api_factory(port=port, firmware_public_url=proxy.url)
+        logins = api.provision_routers([unique_id("c")])
+        fleet = routers(logins)
+        (device_id,) = logins
+        fw = api.upload("2.2.0", os.urandom(480_000))
+        campaign = api.campaign(
+            name="progress",
+            firmware_id=fw["id"],
+            stages=[100],
+            deadline=(datetime.now(UTC) + timedelta(minutes=5)).isoformat(),
+            respect_window=False,
+        )
+        seen: list[tuple[str, float | None]] = []
+
+        def midway() -> bool:
+            row = api.get_campaign(campaign["id"])["devices"][0]
+            seen.append((row["state"], row["progress_pct"]))
+            return row["state"] == "downloading" and 0 < (row["progress_pct"] or 0) < 100
+
+        wait_for(midway, 60, "the download's progress")
+        wait_for(
+            lambda: api.get_campaign(campaign["id"])["status"] == "completed", 60, "the campaign"
+        )
+    finally:
+        proxy.stop()
+    assert fleet.devices[device_id].fw == "2.2.0"
+    assert seen[-1][1] in (25.0, 50.0, 75.0), seen
