@@ -21,22 +21,27 @@ from api.alerts.settings import AlertsSettings
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.broker import BrokerStartError
 from api.broker_files import FileLogins
+from api.campaign_runner import CampaignRunner
 from api.centre_facts import CentreFacts, InfluxLines
 from api.db.session import make_engine, migrate, session_factory
 from api.deps import Components
 from api.device_link import DeviceLink
 from api.dynsec import DynsecClient
+from api.firmware_store import FirmwareStore
 from api.logins import CentralLogins, DynsecLogins
 from api.metrics import ApiMetrics, MeasuredLogins
+from api.ota_link import OtaLink
 from api.presence import Presence
 from api.routes import (
     alert_rules,
     alerts,
     audit,
+    campaigns,
     centres,
     channels,
     commands,
     devices,
+    firmware,
     health,
     sequences,
     silences,
@@ -135,6 +140,12 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 webhook.start()
                 stack.callback(webhook.close)
             app.state.webhook = webhook
+            app.state.firmware_store = FirmwareStore(
+                settings.firmware_dir, settings.firmware_max_bytes
+            )
+            app.state.campaigns = None
+            if settings.campaign_interval_s:
+                app.state.campaigns = start_campaigns(settings, sessions, stack)
             app.state.components = Components(settings, sessions, provisioner, reader, device_link)
             app.state.accounting = accounting
             app.state.presence = presence
@@ -157,7 +168,19 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
     app.state.metrics = metrics
     app.middleware("http")(metrics.middleware)
     errors.install(app)
-    routes = (centres, devices, telemetry, sequences, tokens, audit, health, commands, twins)
+    routes = (
+        centres,
+        devices,
+        telemetry,
+        sequences,
+        tokens,
+        audit,
+        health,
+        commands,
+        twins,
+        firmware,
+        campaigns,
+    )
     alerting = (alert_rules, alerts, silences, channels)
     for module in routes + alerting:
         for router in _routers(module):
@@ -183,6 +206,23 @@ def start_centre_facts(
     facts.start()
     stack.callback(facts.close)
     return facts
+
+
+def start_campaigns(
+    settings: ApiSettings, sessions: sessionmaker[Session], stack: ExitStack
+) -> CampaignRunner:
+    """The OTA campaign runner (thread ``campaign-runner``) and its MQTT link."""
+    runner = CampaignRunner(
+        sessions,
+        OtaLink(settings.broker_access()),
+        settings.firmware_base_url(),
+        interval=settings.campaign_interval_s,
+        max_sends=settings.campaign_max_sends,
+        presence=settings.presence,
+    )
+    runner.start()
+    stack.callback(runner.close)
+    return runner
 
 
 def connect_dynsec(settings: ApiSettings) -> DynsecClient:

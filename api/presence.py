@@ -3,7 +3,8 @@
 ``_on_message`` runs on paho's thread and only parses and records the newest state
 per device in a dict (bounded: ``MAX_PENDING`` devices; when full, states of
 devices not yet in it are dropped and counted, the retained state brings them
-back at the next reconnect). A worker thread writes the dict to the registry
+back at the next reconnect); a birth's ``fw`` becomes the device's
+``firmware_version``. A worker thread writes the dict to the registry
 every ``interval`` seconds. A device that comes online for the first time
 becomes ``active``. A gateway that comes online (after being offline or never
 seen) is handed to ``on_gateway_online``: the API re-sends it its centre's
@@ -52,7 +53,7 @@ class Presence:
         self._sessions = sessions
         self._on_gateway_online = on_gateway_online
         self._interval = interval
-        self._pending: dict[tuple[str, str], tuple[bool, datetime]] = {}
+        self._pending: dict[tuple[str, str], tuple[bool, datetime, str | None]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.dropped = 0
@@ -98,7 +99,7 @@ class Presence:
             if key not in self._pending and len(self._pending) >= MAX_PENDING:
                 self.dropped += 1
                 return
-            self._pending[key] = (bool(state.online), datetime.now(UTC))
+            self._pending[key] = (bool(state.online), datetime.now(UTC), state.fw)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -113,13 +114,16 @@ class Presence:
         if not pending:
             return
         with self._sessions.begin() as session:
-            for (centre, device), (online, seen) in pending.items():
+            for (centre, device), (online, seen, fw) in pending.items():
                 if online and self._on_gateway_online is not None:
                     self._maybe_seed(session, centre, device)
+                values: dict[str, object] = {"online": online, "last_seen": seen}
+                if fw:  # the version a device announces in its birth (after an OTA too)
+                    values["firmware_version"] = fw
                 session.execute(
                     update(Device)
                     .where(Device.id == device, Device.centre_id == centre)
-                    .values(online=online, last_seen=seen)
+                    .values(**values)
                 )
                 if online:
                     session.execute(

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.broker import BrokerAccess, env_name
+from api.windows import parse_hours
 from contract.provisioning import MIN_KEY_BYTES
 from mqttlink.endpoint import Endpoint, TlsFiles
 
@@ -60,6 +61,12 @@ class ApiSettings(BaseSettings):
     command_expiry_s: Annotated[int, Field(ge=1, le=7 * 86_400)] = 3600
     command_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] = 20.0
     command_sweep_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    firmware_dir: Path = Path(".gramlink/firmware")
+    firmware_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    firmware_public_url: str | None = None  # how devices reach the API; None: http://host:port
+    campaign_interval_s: Annotated[float, Field(ge=0, le=3600)] = 2.0  # 0: no campaign runner
+    campaign_max_sends: Annotated[int, Field(ge=1, le=100_000)] = 200  # ota commands per tick
+    opening_hours: str = "09:00-17:00"  # centres' local opening hours: no ota inside them
 
     @field_validator("master_secret")
     @classmethod
@@ -89,6 +96,19 @@ class ApiSettings(BaseSettings):
             raise ValueError("must look like http://host:port")
         return value.rstrip("/")
 
+    @field_validator("firmware_public_url")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must look like http://host:port")
+        return None if value is None else value.rstrip("/")
+
+    @field_validator("opening_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value
+
     @field_validator("broker_files_dir")
     @classmethod
     def _directory(cls, value: Path | None) -> Path | None:
@@ -109,6 +129,10 @@ class ApiSettings(BaseSettings):
         if self.notify_backoff_max_s < self.notify_backoff_min_s:
             raise ValueError("notify_backoff_max_s: must not be below NOTIFY_BACKOFF_MIN_S")
         return self
+
+    def firmware_base_url(self) -> str:
+        """The API's address as devices and gateways reach it (firmware downloads)."""
+        return self.firmware_public_url or f"http://{self.host}:{self.port}"
 
     def broker_access(self) -> BrokerAccess:
         """The central broker as every MQTT connection of the API reaches it."""

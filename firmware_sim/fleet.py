@@ -174,12 +174,22 @@ class Fleet:
             )
             self.sites[centre] = SiteFacts.of(env, devices)
             for device in devices:
+                device.http_auth = self._login_of(device.device_id)
                 device.skew_ms = self.faults.skew_ms(device.device_id)
                 device.on_reschedule = self._reschedule
                 self.devices[device.device_id] = device
             groups = [devices] if cfg.mode == "centre" else [[d] for d in devices]
             for group in groups:
                 self._add_link(centre, group)
+
+    def _login_of(self, device_id: str) -> tuple[str, str] | None:
+        """A device's own login (its firmware downloads use it too)."""
+        cfg = self.config
+        if device_id in cfg.credentials:
+            return cfg.credentials[device_id]
+        if cfg.username is not None and cfg.password is not None:
+            return cfg.username, cfg.password
+        return None
 
     def _add_link(self, centre: str, group: list[Device]) -> None:
         cfg = self.config

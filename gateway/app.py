@@ -40,10 +40,13 @@ from gateway.clock_sanity import ClockSanity
 from gateway.device_models import DeviceModels
 from gateway.downlink import Downlink
 from gateway.dynsec_seqs import AppliedSeqs
+from gateway.firmware_cache import FirmwareCache
+from gateway.firmware_server import FirmwareServer
 from gateway.health import HealthReporter
 from gateway.local_auth import LocalAuth
 from gateway.local_enforcement import DynsecWorker
 from gateway.local_in import LocalIn
+from gateway.ota_rewrite import OtaRewrite
 from gateway.outbox import Outbox
 from gateway.pseudonymize import Transformer
 from gateway.quarantine import Quarantine
@@ -168,6 +171,9 @@ class Gateway:
         self.dynsec: DynsecWorker | None = None
         if key is not None:
             self._build_local_enforcement(key, common)
+        self.firmware: FirmwareServer | None = None
+        if s.firmware_port:
+            self._build_firmware_cache()
         self.health = HealthReporter(
             s.gateway_id, self.outbox, s.data_dir, self.clock, InflowMeter(s.autonomy_window_s)
         )
@@ -210,6 +216,17 @@ class Gateway:
         )
         self.downlink.add_route(dynsec_topic(s.centre, s.gateway_id), self.dynsec.on_message)
 
+    def _build_firmware_cache(self) -> None:
+        s = self.settings
+        login = None
+        if s.uplink_username is not None and s.uplink_password is not None:
+            login = (s.uplink_username, s.uplink_password.get_secret_value())
+        cache = FirmwareCache(
+            s.data_dir / "firmware", s.firmware_cache_bytes, login, s.firmware_timeout_s
+        )
+        self.firmware = FirmwareServer(cache, s.firmware_host, s.firmware_port)
+        self.downlink.rewrite = OtaRewrite(cache, s.firmware_local_url)
+
     def _on_admin_connect(self, client: mqtt.Client, props: Properties | None) -> None:
         if self.dynsec is not None:
             self.dynsec.on_local_connect(client, props)
@@ -247,6 +264,8 @@ class Gateway:
                     **self.ctx,
                 )
             )
+        if self.firmware is not None:
+            self.firmware.start()
         self.central.start()
         self.local.start()
         self._started = True
@@ -271,6 +290,8 @@ class Gateway:
         if self.dynsec is not None:
             self.dynsec.stop()
         self.uplink.stop()
+        if self.firmware is not None:
+            self.firmware.stop()
         self.uplink.say_offline()
         self.central.disconnect()
         if self.admin is not None:

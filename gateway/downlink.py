@@ -5,7 +5,9 @@ another (e.g. the gateway's own ``_gateway/...`` topics) without touching the
 relay. Subscriptions are made again after every connect, with
 ``retainAsPublished`` so a retained twin stays retained on the local broker. A
 ``cmd`` keeps its MQTT v5 message expiry (the broker has already counted down
-the time it waited), so a stale command expires on the local broker too.
+the time it waited), so a stale command expires on the local broker too. With
+the firmware cache on, an ``ota`` command's ``url`` is rewritten to the
+gateway's copy (:mod:`gateway.ota_rewrite`).
 
 The central message is acknowledged (paho ``manual_ack``) only when the local
 broker acknowledged the relayed copy; until then the central broker keeps it.
@@ -27,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contract.codec import DecodeError, decode
+from contract.messages import Command
 from contract.topics import Channel, Topic, TopicError, subscription
 from mqttlink.paho_link import MqttLink
 from mqttlink.reasons import delivered, reason
@@ -58,6 +61,8 @@ class Downlink:
         self.rejected_total = 0
         self.undelivered_total = 0
         self._throttle = Throttle(log)
+        # set with the firmware cache: an ``ota`` command points at the gateway's copy
+        self.rewrite: Callable[[Command, bytes], bytes] | None = None
         self.add_route(subscription(Channel.CMD, centre), self._relay)
         self.add_route(subscription(Channel.TWIN_DESIRED, centre), self._relay)
 
@@ -87,7 +92,7 @@ class Downlink:
         payload = bytes(msg.payload)
         try:
             topic = Topic.parse(msg.topic)
-            decode(topic.channel, payload)
+            body = decode(topic.channel, payload)
         except (DecodeError, TopicError) as exc:
             self.rejected_total += 1
             log.warning(
@@ -96,6 +101,8 @@ class Downlink:
             self._ack_central(origin)
             return
         assert self.local is not None
+        if self.rewrite is not None and isinstance(body, Command):
+            payload = self.rewrite(body, payload)
         props: Properties | None = None
         expiry = getattr(msg.properties, "MessageExpiryInterval", None)
         if expiry is not None:

@@ -74,6 +74,11 @@ class GatewaySettings(BaseSettings):
     uplink_down_warn_s: float = Field(300.0, gt=0)
     local_down_exit_s: float = Field(120.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    firmware_port: int = Field(0, ge=0, le=65535)  # local firmware server; 0: cache off
+    firmware_host: str = "0.0.0.0"
+    firmware_url: str | None = None  # devices reach the server here; None: http://host:port
+    firmware_cache_bytes: int = Field(512 * 1024**2, ge=1024**2)
+    firmware_timeout_s: float = Field(60.0, gt=0, le=3600)
 
     @field_validator("centre")
     @classmethod
@@ -123,9 +128,20 @@ class GatewaySettings(BaseSettings):
             object.__setattr__(self, "gateway_id", f"{self.centre}-gw"[:32])
         if not ID_RE.fullmatch(self.gateway_id):
             raise ValueError(f"gateway_id must match {ID_RE.pattern}")
+        if self.firmware_port and not self.firmware_url and self.firmware_host in ("0.0.0.0", "::"):
+            raise ValueError(
+                "firmware_url: set it to the address the centre's devices reach this gateway at"
+            )
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s must be >= backoff_min_s")
         return self
+
+    @property
+    def firmware_local_url(self) -> str:
+        """Where the centre's devices fetch firmware from this gateway."""
+        if self.firmware_url:
+            return self.firmware_url.rstrip("/")
+        return f"http://{self.firmware_host}:{self.firmware_port}"
 
     @property
     def local(self) -> Endpoint:

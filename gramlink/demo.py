@@ -4,7 +4,8 @@ The central stack (Mosquitto, InfluxDB), the API, which provisions a hub centre
 and its spokes, one local broker and gateway per centre, the centres' simulated
 devices (with the credentials the API issued, on an accelerated clock replaying
 the past days) and an ingest worker. A live line shows readings published at the
-centres, relayed to the central broker and written to InfluxDB.
+centres, relayed to the central broker and written to InfluxDB, and the progress
+of a staged firmware campaign over the routers (``gramlink.demo_campaign``).
 
 Ingest logs in with its own broker account (``gramlink stack``), not the admin.
 The children are supervised like the systemd units run them
@@ -40,6 +41,7 @@ from dashboards.push import push_command
 from firmware_sim.fleet import Fleet, FleetConfig
 from firmware_sim.site import site_facts
 from gramlink.children import Child, PermanentExit, Supervisor, gramlink_argv
+from gramlink.demo_campaign import DemoCampaign
 from gramlink.demo_places import locate, place_of
 from gramlink.demo_provision import CentreCredentials, provision
 from gramlink.services import MosquittoService, ServiceError
@@ -233,7 +235,10 @@ class Demo:
                 raise ServiceError(f"influx init failed: {init.last_lines()}")
 
             say("starting the API and provisioning the centres ...")
-            api_env = {"GRAMLINK_API_MASTER_SECRET": self.secrets["master_secret"]}
+            api_env = {
+                "GRAMLINK_API_MASTER_SECRET": self.secrets["master_secret"],
+                "GRAMLINK_API_FIRMWARE_DIR": str(self.work / "firmware"),
+            }
             api_url = f"http://127.0.0.1:{self.options.api_port}"
             home = str(self.home)
             port = str(self.options.api_port)
@@ -271,6 +276,12 @@ class Demo:
                 },
             )
             fleets = [self._start_centre(c, credentials[c], cleanup) for c in credentials]
+            api = httpx.Client(
+                base_url=api_url, headers={"authorization": f"Bearer {token}"}, timeout=10
+            )
+            cleanup.callback(api.close)
+            campaign = DemoCampaign(api)
+            campaign.start(self.hub)
             relay = RelayCounter(central)
             cleanup.callback(relay.close)
 
@@ -290,8 +301,14 @@ class Demo:
             )
             say("press Ctrl-C to stop everything the demo started")
             say("")
+            say(f"firmware      a staged campaign updates the routers of {self.hub} and its spokes")
             self._report(
-                stop, fleets, relay, f"http://127.0.0.1:{metrics_port}/metrics", (api_url, token)
+                stop,
+                fleets,
+                relay,
+                f"http://127.0.0.1:{metrics_port}/metrics",
+                (api_url, token),
+                campaign,
             )
         say("stopped")
         return 0
@@ -317,6 +334,10 @@ class Demo:
                 self.stack.mosquitto.url,
                 "--data-dir",
                 str(self.work / centre / "gateway"),
+                "--firmware-port",  # the centre's routers fetch firmware from their gateway
+                str(free_port()),
+                "--firmware-host",
+                "127.0.0.1",
             ],
             {
                 "GRAMLINK_GATEWAY_PSEUDONYM_KEY": self.secrets["pseudonym_key"],
@@ -371,6 +392,7 @@ class Demo:
         relay: RelayCounter,
         metrics_url: str,
         api: tuple[str, str],
+        campaign: DemoCampaign,
     ) -> None:
         """A live line every 2 s; ``api``: the API's URL and a token to read alert counts."""
         started = time.monotonic()
@@ -400,7 +422,8 @@ class Demo:
                 f"[{now - started:6.0f} s] devices {connected:3d} | published {published:8d} "
                 f"({rates[0]:6.0f}/s) | relayed {relay.records:8d} ({rates[1]:6.0f}/s) | "
                 f"written {written:8d} ({rates[2]:6.0f}/s) | quarantined {quarantined} | "
-                f"{open_alerts(*api)}" + (f" | restarting {', '.join(down)}" if down else "")
+                f"{open_alerts(*api)} | {campaign.progress()}"
+                + (f" | restarting {', '.join(down)}" if down else "")
             )
             last = (now, published, relay.records, written)
             duration = self.options.duration_s

@@ -373,3 +373,66 @@ class DeviceTwin(Base):
     reported: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reported_version: Mapped[int | None] = mapped_column(Integer)
     reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Firmware(Base):
+    """An uploaded firmware file (``api.firmware_store`` keeps the bytes, by id)."""
+
+    __tablename__ = "firmware"
+    __table_args__ = (
+        Index("ux_firmware_kind_model_version", "kind", "model", "version", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Campaign(Base):
+    """A staged OTA roll-out; the runner (``api.campaign_runner``) moves it on."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    firmware_id: Mapped[int] = mapped_column(ForeignKey("firmware.id", ondelete="RESTRICT"))
+    target: Mapped[dict[str, Any]] = mapped_column(JSON)  # the filter as given
+    stages: Mapped[list[int]] = mapped_column(JSON)  # cumulative percentages, e.g. [5, 25, 100]
+    success_threshold: Mapped[float] = mapped_column(Float)  # 0..1 of a stage's devices
+    failure_threshold: Mapped[float] = mapped_column(Float)  # 0..1; passed: halt
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    respect_window: Mapped[bool] = mapped_column(Boolean, default=True)
+    opening_hours: Mapped[str] = mapped_column(String(16))  # local "HH:MM-HH:MM"
+    command_ttl_s: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    current_stage: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(String(256))
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CampaignDevice(Base):
+    """One device of a campaign: its stage and where its update stands."""
+
+    __tablename__ = "campaign_devices"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    centre_id: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    progress_pct: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(String(512))
+    command_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

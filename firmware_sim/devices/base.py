@@ -107,6 +107,8 @@ class Device:
         self.seed = seed
         self.rng = stream(seed, device_id)
         self.fw = fw
+        # the device's own login, also for firmware downloads (HTTP Basic); None: anonymous
+        self.http_auth: tuple[str, str] | None = None
         self.validate = validate
         self.seq = 0
         self.skew_ms = 0

@@ -73,6 +73,15 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
 
         wait_for(lambda: failed() or written() >= 200, 240, "readings written by the demo")
         assert not failed(), Path(out.name).read_text()[-3000:]
+        # The staged campaign updates the two routers (hub, spoke1) through their gateways.
+        wait_for(
+            lambda: (
+                failed() or "ota 2/2 succeeded, stage 2/2, completed" in Path(out.name).read_text()
+            ),
+            120,
+            "the demo's firmware campaign",
+        )
+        assert not failed(), Path(out.name).read_text()[-3000:]
 
         creds = json.loads((home / "credentials.json").read_text())
         answer = httpx.get(
