@@ -1,7 +1,7 @@
 """Firmware files and staged OTA campaigns.
 
 Revision ID: 0005
-Revises: 0003 (re-chained after 0004 at merge)
+Revises: 0004
 """
 
 import sqlalchemy as sa
