@@ -213,13 +213,15 @@ def dashboard() -> Dashboard:
         )
     )
     dash.with_panel(
-        panels.bars(
+        panels.series(
             "Clock-suspect readings",
-            "Readings refused for an implausible device time (a gateway without a clock).",
+            "Readings the gateway flagged for an implausible device time (a device without a "
+            "real-time clock, or one far ahead): stored at the gateway's receive time with "
+            "the device's own time kept (docs/gateway.md, clock sanity). A rising line: "
+            "set that device's clock.",
             Influx(
-                'SELECT count("detail") FROM "quarantine" '
-                f'WHERE "reason" =~ /^ts_implausible/ AND {CENTRE} AND $timeFilter '
-                f"{BY_TIME}",
+                'SELECT max("clock_suspect_total") FROM "gateway" '
+                f"WHERE {CENTRE} AND $timeFilter {BY_TIME}",
                 alias="$tag_centre",
             ),
             width=8,

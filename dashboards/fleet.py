@@ -43,7 +43,7 @@ def dashboard() -> Dashboard:
             "Alerts firing or acknowledged now, per severity (the latest state of each rule "
             "on each device).",
             Influx(
-                f'SELECT count("value") FROM ({LATEST_ALERTS}) WHERE {OPEN} GROUP BY "severity"',
+                f'SELECT count("count") FROM ({LATEST_ALERTS}) WHERE {OPEN} GROUP BY "severity"',
                 alias="$tag_severity",
             ),
             steps=((None, "orange"),),
@@ -55,7 +55,7 @@ def dashboard() -> Dashboard:
             "Open alerts raised by a patient measurement (clinical rules): a patient may need "
             "a call back.",
             Influx(
-                f'SELECT count("value") FROM ({LATEST_ALERTS}) WHERE {OPEN} AND "clinical" = true'
+                f'SELECT count("count") FROM ({LATEST_ALERTS}) WHERE {OPEN} AND "clinical" = true'
             ),
             steps=((None, "green"), (1, "red")),
         )

@@ -54,10 +54,11 @@ LATEST_CENTRES: Final = (
 # The latest point of every alert subject (rule, centre, device) of the last 30
 # days, with its state: the alert engine writes a point at each transition
 # (tags ``rule``, ``severity``, ``centre``, ``device``, ``state``), so a subject
-# whose latest point is ``firing`` or ``acknowledged`` has an open alert. An
+# whose latest point is ``firing`` or ``acknowledged`` has an open alert. ``count`` is
+# in every point (``value`` is not: absence and offline alerts have none). An
 # alert still open after 30 days without a new point drops off these panels.
 LATEST_ALERTS: Final = (
-    'SELECT last("value") AS "value", "state", "clinical", "id" FROM "alerts" '
+    'SELECT last("count") AS "count", "value", "state", "clinical", "id" FROM "alerts" '
     f"WHERE {CENTRE} AND time > now() - 30d "
     'GROUP BY "rule", "centre", "device", "severity"'
 )

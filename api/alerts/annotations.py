@@ -2,7 +2,7 @@
 
 One point per transition (pending, firing, resolved): tags ``rule``,
 ``severity``, ``centre``, ``device`` (``-`` for a centre's alert), ``state``;
-fields ``alert_id``, ``value``, ``clinical``, ``count``; the device time of the
+fields ``id`` (the alert's), ``value``, ``clinical``, ``count``; the device time of the
 transition, ms precision. Written with the 1.x HTTP ``/write`` (what the API's
 sequence accounting and ingest's v1 writer use), after the round's transaction
 committed. InfluxDB down is not the engine's problem: the points wait in a
@@ -40,7 +40,7 @@ def line(a: Annotation) -> str:
         f"{MEASUREMENT},rule={_tag(a.rule)},severity={_tag(a.severity)},"
         f"centre={_tag(a.centre)},device={_tag(a.device or '-')},state={_tag(a.state)}"
     )
-    fields = [f'alert_id="{a.alert}"', f"clinical={'true' if a.clinical else 'false'}"]
+    fields = [f'id="{a.alert}"', f"clinical={'true' if a.clinical else 'false'}"]
     fields.append(f"count={a.count}i")
     if a.value is not None:
         fields.append(f"value={a.value!r}")

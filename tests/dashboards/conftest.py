@@ -19,13 +19,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.alerts.annotations import line as alert_line
+from api.alerts.lifecycle import Annotation
 from api.centre_facts import CentreFact, InfluxLines, centre_line, solar_lines
 from api.clear_sky import DAY_S, local_day_start_s
 from firmware_sim.fleet import Fleet, FleetConfig
 from gateway.app import Gateway
 from gramlink.demo_places import place_of
 from gramlink.services import InfluxService, MosquittoService
-from tests.factories import wait_for
+from tests.factories import admin_client, close, wait_for
 from tests.gateway.conftest import settings_for
 from tests.gateway.sim import Devices, router_reading
 from tests.ingest.conftest import ThreadWorker, worker_settings
@@ -80,7 +82,7 @@ ALERTS = (
     ("battery-low", "warning", "hub", "hub-pwr1", "firing", "a1", 18.0, False),
     ("spo2-low", "critical", "spoke1", "spoke1-ox1", "firing", "a2", 88.0, True),
     ("spo2-low", "critical", "spoke1", "spoke1-ox1", "resolved", "a2", 96.0, True),
-    ("wan-down", "warning", "spoke5", "spoke5-rtr1", "firing", "a3", 0.0, False),
+    ("device-silent", "warning", "spoke5", "spoke5-rtr1", "firing", "a3", None, False),
     ("bp-high", "critical", "hub", "hub-bp1", "firing", "a4", 182.0, True),
 )
 
@@ -104,14 +106,13 @@ def dashboard_day(
             gw = Gateway(settings_for(centre, local, central, data / centre, health_interval_s=1))
             gw.start()
             gateways.append(gw)
-        # Each gateway relays: a reading from a clock without a battery (2025) reaches
-        # ingest and is quarantined as clock-suspect (ts_implausible_past).
+        # Each gateway relays before the day is pushed: a probe reading reaches InfluxDB.
         devices = {c: Devices(local, c) for c in CENTRES}
         for centre, publisher in devices.items():
             seq = 0
 
             def arrived(centre: str = centre) -> bool:
-                q = f"SELECT count(detail) FROM quarantine WHERE centre = '{centre}'"
+                q = f"SELECT count(seq) FROM router WHERE centre = '{centre}' AND device = 'probe'"
                 return bool(count(influx, q))
 
             while not arrived():
@@ -123,6 +124,12 @@ def dashboard_day(
                     if seq > 20:
                         raise
             publisher.close()
+        # A device publishing garbage straight to the central broker: ingest quarantines it.
+        garbage = admin_client(central)
+        garbage.publish("gl/v1/hub/broken-1/telemetry", b"{not json", qos=1).wait_for_publish(5)
+        close(garbage)
+        quarantined = "SELECT count(detail) FROM quarantine WHERE centre = 'hub'"
+        wait_for(lambda: count(influx, quarantined) > 0, 20, "a quarantined reading")
         fleet = Fleet(
             FleetConfig(
                 port=local.port,
@@ -172,12 +179,11 @@ def dashboard_day(
         for back in (2, 1, 0):
             lines.extend(solar_lines(fact, today - back * DAY_S))
     for i, (rule, severity, centre, device, state, alert_id, value, clinical) in enumerate(ALERTS):
-        t_ns = (now_ms - (len(ALERTS) - i) * 3_600_000) * 1_000_000  # in order
-        lines.append(
-            f"alerts,centre={centre},device={device},rule={rule},severity={severity},"
-            f'state={state} id="{alert_id}",value={value},clinical={str(clinical).lower()},'
-            f"count=1i {t_ns}"
+        at_ms = now_ms - (len(ALERTS) - i) * 3_600_000  # in order
+        annotation = Annotation(
+            at_ms, alert_id, rule, severity, centre, device, state, value, clinical, 1
         )
+        lines.append(alert_line(annotation).rsplit(" ", 1)[0] + f" {at_ms * 1_000_000}")
     writer.write(lines)
     writer.close()
     return Day(influx, start_ms - 3_600_000, now_ms + 300_000, CENTRES)

@@ -107,8 +107,9 @@ def panel_series(day: Day, dashboard: str, title: str) -> list[dict[str, Any]]:
 
 
 def test_open_alerts_are_the_subjects_whose_latest_state_is_open(dashboard_day: Day) -> None:
-    """The fixture's alerts: battery-low and wan-down (warning) and bp-high (critical,
-    clinical) firing; spo2-low (critical, clinical) fired and then resolved."""
+    """The fixture's alerts, written as the engine writes them: battery-low and
+    device-silent (warning; an absence has no value) and bp-high (critical, clinical)
+    firing; spo2-low (critical, clinical) fired and then resolved."""
     by_severity = {
         s["tags"]["severity"]: s["values"][0][1]
         for s in panel_series(dashboard_day, "fleet", "Open alerts, by severity")
