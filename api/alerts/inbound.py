@@ -53,6 +53,7 @@ def reading_of(centre: str, device: str, body: dict[str, Any]) -> Reading:
     metrics = dict(body.get("metrics") or {})
     metrics.pop("patient_id", None)  # a raw local id never goes further
     ref = metrics.get("patient_ref")
+    device_ts = body.get("device_ts")  # a clock-suspect record: ts is the receive time
     return Reading(
         centre=centre,
         device=device,
@@ -61,6 +62,7 @@ def reading_of(centre: str, device: str, body: dict[str, Any]) -> Reading:
         seq=int(body["seq"]),
         metrics=metrics,
         patient_ref=ref if isinstance(ref, str) else None,
+        device_ts_ms=int(device_ts) if device_ts is not None else None,
     )
 
 
