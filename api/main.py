@@ -42,6 +42,7 @@ from api.routes import (
     tokens,
 )
 from api.sequence_feed import SequenceFeed
+from api.services import edge_rules
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
 from api.telemetry import TelemetryReader
@@ -96,7 +97,7 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 presence = Presence(
                     settings.broker_access(),
                     sessions,
-                    on_gateway_online=provisioner.seed_gateway,
+                    on_gateway_online=edge_rules.gateway_resync(provisioner),
                 )
                 presence.start()
                 stack.callback(presence.close)
