@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from contract.codec import DecodeError, DecodeReason
 from contract.messages import Id, SchemaVersion, Seq, TimestampMs
-from contract.metrics import PatientRef
+from contract.metrics import DeviceKind, PatientRef
 from contract.topics import PREFIX, check_id
 
 RULES_CHANNEL: Final = "_gateway/rules"
@@ -85,7 +85,7 @@ class EdgeAlert(_Model):
     clinical: bool
     centre: Id
     device: Id
-    kind: Id
+    kind: DeviceKind
     subject: Short
     # the reading: its time as stored (the gateway's receive time when its clock is
     # suspect), and the device's own time and seq (the alert id derives from these)

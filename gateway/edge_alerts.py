@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from alerting.evaluation import Reading
 from contract.codec import DecodeError, decode
 from contract.edge import ALERT_CHANNEL, RESOLVED_RETAIN_S, EdgeAlert, alert_local_topic
+from contract.metrics import DeviceKind
 from contract.topics import Channel
 from gateway.edge_outlets import Outlets
 from gateway.edge_rules import EdgeRules, Raised
@@ -110,7 +111,7 @@ class EdgeAlerter:
             clinical=rule.clinical,
             centre=r.centre,
             device=r.device,
-            kind=r.kind,
+            kind=DeviceKind(r.kind),
             subject=change.subject,
             ts=r.ts_ms,
             device_ts=r.id_ts_ms,
