@@ -8,7 +8,9 @@ runs on the central link's network thread: one small SQLite transaction
 acknowledged (paho ``manual_ack``) and an :class:`contract.edge.EdgeRulesAck` is
 published on ``.../rules/ack``. An update older than the set held (a redelivery)
 is acknowledged ``ok`` and changes nothing; a malformed one is acknowledged
-``ok: false`` with the error (permanent: it never blocks the next one).
+``ok: false`` with the error (permanent: it never blocks the next one); one the
+database did not take is logged and left unacknowledged (the central broker
+sends it again after the next reconnect).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import paho.mqtt.client as mqtt
 from contract.codec import DecodeError
 from contract.edge import EdgeRulesAck, decode_rules, rules_ack_topic
 from gateway.edge_rules import EdgeRules
+from gateway.errors import StoreError
 from mqttlink.paho_link import MqttLink
 from runtime.logs import kv
 
@@ -35,6 +38,7 @@ class RuleUpdates:
         self.applied = 0
         self.stale = 0
         self.rejected = 0
+        self.failed = 0  # not stored (the disk): left unacknowledged
 
     def attach(self, central: MqttLink) -> None:
         self.central = central
@@ -49,7 +53,12 @@ class RuleUpdates:
             self.central.ack(msg.mid, generation)
             self._answer(EdgeRulesAck(seq=0, ok=False, error=str(exc)[:256]))
             return
-        kept = self.rules.replace(update)  # a StoreError here: not acked, redelivered
+        try:
+            kept = self.rules.replace(update)
+        except StoreError as exc:  # not acknowledged: the broker sends it again after a reconnect
+            self.failed += 1
+            log.error(kv("edge_rules_not_stored", centre=self.centre, seq=update.seq, error=exc))
+            return
         self.central.ack(msg.mid, generation)
         if kept:
             self.applied += 1

@@ -26,6 +26,13 @@ firing), its devices' absence and offline alerts are recorded inhibited. When
 the gateway is back, the absence timers of its devices restart from the
 centre's clock (an inhibited absence alert is resolved, silently).
 
+Alerts raised at the centres (``_gateway/alert``, :meth:`Engine._edge`): the
+gateway derived the id from the reading the engine evaluates too, so the engine
+either stamps its own alert of that id with ``edge_raised_ms`` or, the reading
+not here yet, opens the alert from the gateway's message and sets the subject's
+state as the reading would have (the reading then changes nothing): one alert,
+notified once.
+
 A rule deleted or disabled closes what it had open: its pending alerts are
 removed, its firing ones resolved (notified if their firing was), its states
 forgotten.
