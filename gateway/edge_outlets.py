@@ -19,8 +19,10 @@ upstream copy are the durable announcements).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -118,23 +120,28 @@ class Outlets:
                     self.counters.sms += 1
 
     def _run_one(self, what: str, alert: EdgeAlert, argv: list[str], stdin: str | None) -> bool:
+        """Run ``argv`` in a process group of its own, killed whole past the timeout."""
         try:
-            done = subprocess.run(
+            proc = subprocess.Popen(
                 argv,
-                input=(stdin or "").encode(),
-                capture_output=True,
-                timeout=self.options.timeout_s,
-                check=False,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            self._failed(what, alert, f"timed out after {self.options.timeout_s:g} s")
-            return False
         except OSError as exc:
             self._failed(what, alert, str(exc))
             return False
-        if done.returncode != 0:
-            error = done.stderr.decode(errors="replace").strip()[-200:]
-            self._failed(what, alert, f"exit {done.returncode}: {error}")
+        try:
+            _, stderr = proc.communicate((stdin or "").encode(), timeout=self.options.timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            self._failed(what, alert, f"timed out after {self.options.timeout_s:g} s")
+            return False
+        if proc.returncode != 0:
+            error = stderr.decode(errors="replace").strip()[-200:]
+            self._failed(what, alert, f"exit {proc.returncode}: {error}")
             return False
         log.info(kv("alert_outlet", outlet=what, alert=alert.alert_id, state=alert.state))
         return True
