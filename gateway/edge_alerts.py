@@ -66,6 +66,8 @@ class EdgeAlerter:
     def observe(self, rows: list[NewRow]) -> list[NewRow]:
         """Evaluate the readings among ``rows``; the priority rows of the alerts raised."""
         out: list[NewRow] = []
+        if not self.rules.kinds:
+            return out  # no edge rules (yet): nothing to decode
         for row in rows:
             if row.channel not in READINGS:
                 continue
@@ -82,8 +84,8 @@ class EdgeAlerter:
             message: Any = decode(Channel(row.channel), row.payload)
         except DecodeError:  # pragma: no cover - the row was encoded from a valid message
             return None
-        if message.metrics is None:
-            return None  # an event without metrics (a reboot): nothing to evaluate
+        if message.metrics is None or str(message.kind) not in self.rules.kinds:
+            return None  # no metrics (a reboot event), or a kind no edge rule looks at
         metrics = message.metrics.model_dump(exclude_none=True)
         ref = metrics.get("patient_ref")
         suspect = bool(row.flags & CLOCK_SUSPECT)

@@ -70,13 +70,19 @@ class EdgeRules:
         self.seq = -1
         self.invalid = 0
         self._evaluators: list[Evaluator] = []
+        self._kinds: frozenset[str] = frozenset()
         with mapped(STORE):
             row = self._conn.execute(
                 "SELECT seq, rules FROM edge_rules WHERE gateway = ?", (gateway_id,)
             ).fetchone()
         if row is not None:
             self.seq = int(row[0])
-            self._evaluators = self._load(json.loads(row[1]))
+            self._set(self._load(json.loads(row[1])))
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The device kinds some rule looks at (empty: nothing to evaluate)."""
+        return self._kinds
 
     @property
     def rules(self) -> list[Rule]:
@@ -118,8 +124,12 @@ class EdgeRules:
                         self._conn.execute("DELETE FROM edge_states WHERE rule = ?", (rule_id,))
                 self._conn.execute("COMMIT")
             self.seq = message.seq
-            self._evaluators = evaluators
+            self._set(evaluators)
             return True
+
+    def _set(self, evaluators: list[Evaluator]) -> None:
+        self._evaluators = evaluators
+        self._kinds = frozenset(k.value for e in evaluators for k in e.rule.kinds())
 
     def evaluate(self, reading: Reading) -> list[Raised]:
         """Every rule's changes from ``reading``; the new states are saved."""
