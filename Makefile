@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql openssl chromium
+APT_PACKAGES := mosquitto mosquitto-clients influxdb postgresql openssl chromium gammu gammu-smsd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo deps lint bench stack-down clean

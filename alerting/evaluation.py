@@ -68,6 +68,13 @@ class Reading:
     seq: int
     metrics: Mapping[str, Any]
     patient_ref: str | None = None
+    # The device's own time when ``ts_ms`` is not it (a clock-suspect reading is
+    # evaluated at its receive time): alert ids derive from the device's time.
+    device_ts_ms: int | None = None
+
+    @property
+    def id_ts_ms(self) -> int:
+        return self.ts_ms if self.device_ts_ms is None else self.device_ts_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +341,7 @@ class Evaluator:
     # -- transitions ----------------------------------------------------------------
 
     def _id(self, r: Reading) -> str:
-        return alert_id(self.rule.id, self.subject(r), r.ts_ms, r.seq)
+        return alert_id(self.rule.id, self.subject(r), r.id_ts_ms, r.seq)
 
     def _start(
         self, r: Reading, value: Any, for_s: float, detail: Mapping[str, Any] | None = None

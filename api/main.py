@@ -50,6 +50,7 @@ from api.routes import (
     twins,
 )
 from api.sequence_feed import SequenceFeed
+from api.services import edge_rules
 from api.services.provisioning import Provisioner
 from api.settings import ApiSettings
 from api.telemetry import TelemetryReader
@@ -104,7 +105,7 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 presence = Presence(
                     settings.broker_access(),
                     sessions,
-                    on_gateway_online=provisioner.seed_gateway,
+                    on_gateway_online=edge_rules.gateway_resync(provisioner),
                 )
                 presence.start()
                 stack.callback(presence.close)

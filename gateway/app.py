@@ -31,6 +31,7 @@ from types import FrameType
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
+from contract.edge import rules_topic
 from contract.provisioning import dynsec_topic
 from contract.receipts import receipt_topic
 from gateway.autonomy import InflowMeter
@@ -40,6 +41,10 @@ from gateway.clock_sanity import ClockSanity
 from gateway.device_models import DeviceModels
 from gateway.downlink import Downlink
 from gateway.dynsec_seqs import AppliedSeqs
+from gateway.edge_alerts import EdgeAlerter
+from gateway.edge_outlets import OutletOptions, Outlets
+from gateway.edge_rules import EdgeRules
+from gateway.edge_updates import RuleUpdates
 from gateway.firmware_cache import FirmwareCache
 from gateway.firmware_server import FirmwareServer
 from gateway.health import HealthReporter
@@ -90,6 +95,21 @@ class Gateway:
             self.sanity,
         )
         self.downlink = Downlink(s.centre)
+        # Alerts raised at the centre: the API's edge rules, evaluated on every reading.
+        self.edge_rules = EdgeRules(s.db_path, s.gateway_id)
+        self.outlets = Outlets(
+            OutletOptions(
+                command=s.alert_command,
+                sms_numbers=s.sms_numbers,
+                sms_config=s.alert_sms_config,
+                sms_inject=s.alert_sms_inject,
+                timeout_s=s.alert_outlet_timeout_s,
+            )
+        )
+        self.alerter = EdgeAlerter(
+            s.centre, s.gateway_id, self.edge_rules, self.outlets, self.clock.now_ms
+        )
+        self.rule_updates = RuleUpdates(s.centre, s.gateway_id, self.edge_rules)
         self.local_in = LocalIn(
             s.centre,
             self.outbox,
@@ -100,6 +120,7 @@ class Gateway:
             on_stored=lambda: self.uplink.wake(),
             clock=self.clock,
             own_device=s.gateway_id,
+            alerter=self.alerter,
         )
         common = {
             "keepalive_s": s.keepalive_s,
@@ -162,8 +183,24 @@ class Gateway:
             self.central,
             self.models.model_of,
         )
+        # The local announcements of edge alerts: a connection of their own (its PUBACKs).
+        self.local_alerts = MqttLink(
+            LinkOptions(
+                name="local-alerts",
+                endpoint=s.local,
+                client_id=f"{s.gateway_id}-alerts",
+                names=s.setting_names("local"),
+                tls=s.tls_files("local"),
+                username=s.local_username,
+                password=_secret(s.local_password),
+                **common,  # type: ignore[arg-type]
+            )
+        )
+        self.alerter.attach(self.local_alerts)
+        self.rule_updates.attach(self.central)
         self.local_in.attach(self.local)
         self.downlink.attach(self.local, self.central)
+        self.downlink.add_route(rules_topic(s.centre, s.gateway_id), self.rule_updates.on_message)
         # Storage receipts from ingest, on our own topic (subscribed again on every connect).
         self.downlink.add_route(receipt_topic(s.centre, s.gateway_id), self._on_receipt)
         self.seqs: AppliedSeqs | None = None
@@ -243,6 +280,8 @@ class Gateway:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        self.outlets.start()
+        self.local_alerts.start()
         self.local_in.start()
         self.uplink.start()
         if self.dynsec is not None and self.admin is not None:
@@ -287,6 +326,8 @@ class Gateway:
         self._started = False
         self.local.disconnect()
         self.local_in.stop()
+        self.outlets.stop()
+        self.local_alerts.disconnect()
         if self.dynsec is not None:
             self.dynsec.stop()
         self.uplink.stop()
@@ -301,6 +342,7 @@ class Gateway:
 
     def _close_stores(self) -> None:
         self.outbox.close()
+        self.edge_rules.close()
         self.models.close()
         self.quarantine.close()
         if self.seqs is not None:
@@ -332,7 +374,7 @@ class Gateway:
         """One watchdog pass: an exit code if the process must end, else None."""
         s = self.settings
         workers: list[LocalIn | Uplink | DynsecWorker] = [self.local_in, self.uplink]
-        links = [self.local, self.central]
+        links = [self.local, self.central, self.local_alerts]
         if self.dynsec is not None and self.admin is not None:
             workers.append(self.dynsec)
             links.append(self.admin)

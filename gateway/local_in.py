@@ -36,6 +36,8 @@ from contract.codec import DecodeError
 from contract.pseudonym import redacted_excerpt
 from contract.topics import Topic, TopicError, subscription
 from gateway.clock import GatewayClock
+from gateway.edge_alerts import EdgeAlerter
+from gateway.errors import StoreError
 from gateway.outbox import NewRow, Outbox
 from gateway.pseudonymize import UPSTREAM, Transformer
 from gateway.quarantine import Quarantine, Rejected
@@ -76,6 +78,7 @@ class LocalIn:
         on_stored: Callable[[], None],
         clock: GatewayClock | None = None,
         own_device: str = "",
+        alerter: EdgeAlerter | None = None,
     ) -> None:
         self.centre = centre
         self.outbox = outbox
@@ -86,6 +89,8 @@ class LocalIn:
         self.on_stored = on_stored
         self.clock = clock or GatewayClock()
         self.own_device = own_device
+        self.alerter = alerter
+        self.alert_errors = 0  # edge evaluations that raised (logged; the readings are stored)
         self.clock_steps = 0
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
         self.received_total = 0
@@ -196,6 +201,7 @@ class LocalIn:
             except Exception as exc:  # one poison message: set it aside, never stop the worker
                 rejected.append(self._internal_error(item, rx_ms, exc))
         self.quarantine.add(rejected)
+        rows += self._edge_alerts(rows)
         result = self.outbox.append(rows)
         for r in rejected:
             payload = redacted_excerpt(r.payload, LOG_PAYLOAD_BYTES).decode(errors="replace")
@@ -231,6 +237,25 @@ class LocalIn:
             self.last_message_at = time.monotonic()
         if result.stored:
             self.on_stored()
+
+    def _edge_alerts(self, rows: list[NewRow]) -> list[NewRow]:
+        """The edge rules on the accepted readings: their alerts' priority rows."""
+        if self.alerter is None:
+            return []
+        try:
+            return self.alerter.observe(rows)
+        except StoreError:
+            raise  # the disk: the worker stops, as for the outbox
+        except Exception as exc:  # a bug in evaluation must not stop the readings
+            self.alert_errors += 1
+            self._throttle.error(
+                "edge_alert_failed",
+                key="edge_alert_failed",
+                centre=self.centre,
+                error=internal_error_detail(exc),
+                alert_errors=self.alert_errors,
+            )
+            return []
 
     def _internal_error(self, item: Incoming, rx_ms: int, exc: Exception) -> Rejected:
         self.internal_errors += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,7 @@ from mqttlink.reasons import SettingNames
 ENV_PREFIX = "GRAMLINK_GATEWAY_"
 MIN_KEY_BYTES = 16
 CENTRE_KEY_BYTES = 32
+NUMBER_RE = re.compile(r"\+?[0-9]{3,20}")
 
 
 class GatewaySettings(BaseSettings):
@@ -79,6 +81,12 @@ class GatewaySettings(BaseSettings):
     firmware_url: str | None = None  # devices reach the server here; None: http://host:port
     firmware_cache_bytes: int = Field(512 * 1024**2, ge=1024**2)
     firmware_timeout_s: float = Field(60.0, gt=0, le=3600)
+    # Local outlets of alerts raised at the centre (docs/gateway.md, "Alerts at the centre")
+    alert_command: str | None = None  # run with the alert JSON on stdin
+    alert_sms_numbers: str = ""  # comma-separated; empty: no SMS
+    alert_sms_config: Path | None = None  # gammu-smsd's config file (-c of gammu-smsd-inject)
+    alert_sms_inject: str = "gammu-smsd-inject"
+    alert_outlet_timeout_s: float = Field(10.0, gt=0, le=300)
 
     @field_validator("centre")
     @classmethod
@@ -135,6 +143,18 @@ class GatewaySettings(BaseSettings):
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s must be >= backoff_min_s")
         return self
+
+    @field_validator("alert_sms_numbers")
+    @classmethod
+    def _numbers(cls, value: str) -> str:
+        for number in filter(None, (n.strip() for n in value.split(","))):
+            if not NUMBER_RE.fullmatch(number):
+                raise ValueError(f"{number!r} is not a phone number (digits, an optional +)")
+        return value
+
+    @property
+    def sms_numbers(self) -> tuple[str, ...]:
+        return tuple(n for n in (n.strip() for n in self.alert_sms_numbers.split(",")) if n)
 
     @property
     def firmware_local_url(self) -> str:

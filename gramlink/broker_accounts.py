@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 
+from contract.edge import alert_filter
 from contract.receipts import receipt_filter
 from contract.topics import Channel, shared, subscription
 from mqttlink.endpoint import Endpoint, TlsFiles, tls_context
@@ -76,8 +77,9 @@ def ingest_account(username: str = "ingest", share_group: str = "ingest") -> Ser
 
 
 def alerts_account(username: str = "alerts") -> ServiceAccount:
-    """What the alert engine needs: every data channel and the births, read only."""
-    topics = [subscription(channel) for channel in ALERTS_READ]
+    """What the alert engine needs: every data channel, the births and the alerts the
+    centres' gateways raised (``_gateway/alert``), read only."""
+    topics = [subscription(channel) for channel in ALERTS_READ] + [alert_filter()]
     acls = [Acl("subscribeLiteral", t) for t in topics]
     acls += [Acl("publishClientReceive", t) for t in topics]
     return ServiceAccount(username, f"gl-{username}", tuple(acls))

@@ -5,7 +5,8 @@ A :class:`mqttlink.paho_link.MqttLink` with a fixed client id
 arrives while the engine restarts waits for it on the broker. Subscriptions
 (not shared: the engine's state is keyed by subject, see docs/alerts.md) to the
 gateway envelopes, the readings published straight to the central broker and
-the ``state`` messages, all QoS 1 and acknowledged by hand: only after the
+the ``state`` messages and the alerts raised at the centres' gateways
+(``_gateway/alert``), all QoS 1 and acknowledged by hand: only after the
 round that evaluated a message committed (:meth:`Consumer.ack`).
 
 ``_on_message`` runs on paho's network thread and only queues the message. The
@@ -27,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from api.alerts.settings import AlertsSettings
+from contract.edge import alert_filter
 from contract.topics import Channel, subscription
 from mqttlink.paho_link import LinkOptions, MqttLink
 
@@ -45,7 +47,7 @@ class Message:
 
 
 def filters() -> list[str]:
-    return [subscription(channel) for channel in CHANNELS]
+    return [subscription(channel) for channel in CHANNELS] + [alert_filter()]
 
 
 class Consumer:

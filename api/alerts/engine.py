@@ -26,6 +26,13 @@ firing), its devices' absence and offline alerts are recorded inhibited. When
 the gateway is back, the absence timers of its devices restart from the
 centre's clock (an inhibited absence alert is resolved, silently).
 
+Alerts raised at the centres (``_gateway/alert``, :meth:`Engine._edge`): the
+gateway derived the id from the reading the engine evaluates too, so the engine
+either stamps its own alert of that id with ``edge_raised_ms`` or, the reading
+not here yet, opens the alert from the gateway's message and sets the subject's
+state as the reading would have (the reading then changes nothing): one alert,
+notified once.
+
 A rule deleted or disabled closes what it had open: its pending alerts are
 removed, its firing ones resolved (notified if their firing was), its states
 forgotten.
@@ -54,7 +61,14 @@ from api.alerts.annotations import AlertAnnotations
 from api.alerts.clock import CentreClocks, wall_ms
 from api.alerts.conditions import Conditions
 from api.alerts.consumer import Message
-from api.alerts.inbound import BadMessage, Item, Observed, Presence, decode_message
+from api.alerts.inbound import (
+    BadMessage,
+    EdgeRaised,
+    Item,
+    Observed,
+    Presence,
+    decode_message,
+)
 from api.alerts.lifecycle import Lifecycle, Tally
 from api.alerts.metrics import EngineMetrics
 from api.alerts.places import Places
@@ -94,6 +108,7 @@ class Engine:
         self.skies = Skies()
         self._throttle = Throttle(log)
         self.evaluated = 0
+        self.edge_alerts = 0  # alerts raised at the centres heard of
         self.refused = 0
         self._clocks_saved = 0.0
         self._retiring: list[Loaded] = []  # rules deleted or disabled, not yet closed
@@ -127,8 +142,10 @@ class Engine:
                 for item in items:
                     if isinstance(item, Observed):
                         self._reading(life, item, now_ms)
-                    else:
+                    elif isinstance(item, Presence):
                         self._presence(life, item)
+                    else:
+                        self._edge(life, item, now_ms)
                 if tick:
                     self._follow_people(session)
                     self._timers(life)
@@ -216,6 +233,46 @@ class Engine:
             inhibited = loaded.inhibitable and self.centre_offline(place.centre)
             if not life.apply(loaded, place, change, backlog=backlog, inhibited=inhibited):
                 self.conditions.put(loaded.rule.id, subject, None)
+
+    # -- alerts raised at the centres ---------------------------------------------------
+
+    def _edge(self, life: Lifecycle, raised: EdgeRaised, now_ms: int) -> None:
+        """An alert a centre's gateway raised: one alert with the engine's own, never two.
+
+        The gateway derived the id from the same reading the engine evaluates, so the
+        alert is the engine's if it already opened it (stamped ``edge_raised_ms``).
+        Otherwise the reading is still on its way: the alert opens from the gateway's
+        message (notified as the engine would) and the subject's state is set as the
+        reading would have set it, so the reading, when it comes, changes nothing.
+        When the engine has seen that reading or a newer one (or has another alert of
+        the subject open) and opened no alert, its own evaluation stands.
+        """
+        a = raised.alert
+        if a.state != "firing":
+            return
+        self.edge_alerts += 1
+        alert = life.get(a.alert_id)
+        if alert is not None:
+            life.stamp_edge(alert, a.raised_ms, a.ts)
+            return
+        loaded = self.rules.rules.get(a.rule_id)
+        if loaded is None:
+            self._throttle.warning("edge_alert_unknown_rule", key=a.rule_id, rule=a.rule_id)
+            return
+        state = self.conditions.get(a.rule_id, a.subject)
+        if state is not None and (state.get("last", -1) >= a.ts or state.get("phase") in LIVE):
+            return
+        place = self.places.place(a.centre, a.device, a.kind)
+        detail = {"metric": a.metric, "patient_ref": a.patient_ref} if a.clinical else {}
+        change = Change("firing", a.subject, a.alert_id, a.ts, a.started_ms, a.value, detail)
+        backlog = now_ms - a.raised_ms > self._lag_ms
+        if not life.apply(loaded, place, change, backlog=backlog, inhibited=False):
+            return
+        opened = life.get(a.alert_id)
+        if opened is not None:
+            life.stamp_edge(opened, a.raised_ms, a.ts)
+        firing = {"phase": "firing", "since": a.started_ms, "last": a.ts, "alert": a.alert_id}
+        self.conditions.put(a.rule_id, a.subject, {**(state or {}), **firing})
 
     # -- presence and timers ------------------------------------------------------------
 
@@ -354,4 +411,5 @@ class Engine:
             "states": len(self.conditions),
             "centres": len(self.clocks),
             "evaluated": self.evaluated,
+            "edge_alerts": self.edge_alerts,
         }

@@ -17,6 +17,7 @@ from typing import Any
 
 from alerting.evaluation import Reading
 from contract.codec import DecodeError, decode, decode_batch_readings, decode_reading
+from contract.edge import ALERT_CHANNEL, EdgeAlert, decode_alert
 from contract.topics import Channel, Topic, TopicError
 
 
@@ -46,13 +47,22 @@ class Presence:
     kind: str | None
 
 
-Item = Observed | Presence
+@dataclass(frozen=True, slots=True)
+class EdgeRaised:
+    """An alert a centre's gateway raised (the gateway's id from the topic)."""
+
+    alert: EdgeAlert
+    gateway: str
+
+
+Item = Observed | Presence | EdgeRaised
 
 
 def reading_of(centre: str, device: str, body: dict[str, Any]) -> Reading:
     metrics = dict(body.get("metrics") or {})
     metrics.pop("patient_id", None)  # a raw local id never goes further
     ref = metrics.get("patient_ref")
+    device_ts = body.get("device_ts")  # a clock-suspect record: ts is the receive time
     return Reading(
         centre=centre,
         device=device,
@@ -61,11 +71,14 @@ def reading_of(centre: str, device: str, body: dict[str, Any]) -> Reading:
         seq=int(body["seq"]),
         metrics=metrics,
         patient_ref=ref if isinstance(ref, str) else None,
+        device_ts_ms=int(device_ts) if device_ts is not None else None,
     )
 
 
 def decode_message(topic_text: str, payload: bytes) -> tuple[list[Item], int]:
     """The items of one message and how many of its records were refused."""
+    if topic_text.endswith("/" + ALERT_CHANNEL):
+        return [_edge_alert(topic_text, payload)], 0
     try:
         topic = Topic.parse(topic_text)
     except TopicError as exc:
@@ -92,3 +105,16 @@ def decode_message(topic_text: str, payload: bytes) -> tuple[list[Item], int]:
     except DecodeError as exc:
         raise BadMessage(exc.reason.value, exc.detail[:200]) from None
     return [], 0
+
+
+def _edge_alert(topic_text: str, payload: bytes) -> EdgeRaised:
+    parts = topic_text.split("/")
+    if len(parts) != 6:
+        raise BadMessage("bad_topic", topic_text[:120])
+    try:
+        alert = decode_alert(payload)
+    except DecodeError as exc:
+        raise BadMessage(exc.reason.value, exc.detail[:200]) from None
+    if alert.centre != parts[2]:
+        raise BadMessage("bad_topic", f"an alert of {alert.centre} on {parts[2]}'s topic")
+    return EdgeRaised(alert, parts[3])

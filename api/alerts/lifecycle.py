@@ -159,6 +159,22 @@ class Lifecycle:
         self._event(alert, "resolved", change, backlog=False)
         self._annotate(alert, "resolved", change.at_ms)
 
+    def stamp_edge(self, alert: Alert, raised_ms: int, at_ms: int) -> None:
+        """The centre's gateway raised ``alert`` at ``raised_ms`` (its clock): recorded once."""
+        if alert.edge_raised_ms is not None:
+            return
+        alert.edge_raised_ms = raised_ms
+        alert.updated_at = self.now
+        self.session.add(
+            AlertEvent(
+                alert_id=alert.id,
+                at=self.now,
+                at_ms=at_ms,
+                event="edge_raised",
+                detail={"raised_ms": raised_ms},
+            )
+        )
+
     # -- rows -------------------------------------------------------------------------
 
     def get(self, alert_id: str) -> Alert | None:
