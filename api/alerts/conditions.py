@@ -17,7 +17,7 @@ from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from alerting.evaluation import State
+from alerting.evaluation import State, jsonable
 from api.db.models import AlertCondition
 
 TABLE: Table = AlertCondition.__table__  # type: ignore[assignment]
@@ -69,7 +69,7 @@ class Conditions:
         if not self._overlay:
             return
         rows = [
-            {"rule_id": r, "subject": s, "state": state}
+            {"rule_id": r, "subject": s, "state": jsonable(state)}
             for (r, s), state in self._overlay.items()
             if state is not None
         ]

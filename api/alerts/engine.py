@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -72,6 +72,14 @@ RETIRED = {"reason": "rule deleted or disabled"}
 ENGINE = "engine"  # the actor of the history the engine writes
 
 
+class Plan(NamedTuple):
+    """Where a device is and which rules its readings go to."""
+
+    place: Place
+    steps: tuple[Loaded, ...]
+    subject: str  # the device's (rules per patient make their own)
+
+
 class Engine:
     def __init__(
         self,
@@ -96,6 +104,8 @@ class Engine:
         self.evaluated = 0
         self.refused = 0
         self._clocks_saved = 0.0
+        self._plans: dict[tuple[str, str, str], Plan] = {}
+        self._plans_stamp = (-1, -1)
         self._retiring: list[Loaded] = []  # rules deleted or disabled, not yet closed
         self._last_event = 0  # the newest AlertEvent id looked at (committed rounds)
         self._events_read = 0  # ... in this round
@@ -119,6 +129,8 @@ class Engine:
         if self.rules.due():
             self._retiring += self.rules.refresh()
         items = self._decode(messages)
+        self.places.tick()
+        evaluated = self.evaluated
         now_ms = wall_ms()
         self._events_read = self._last_event
         try:
@@ -143,7 +155,7 @@ class Engine:
         self._retiring = []
         self._last_event = self._events_read
         tally = life.tally
-        self.metrics.readings.inc(sum(isinstance(i, Observed) for i in items))
+        self.metrics.readings.inc(self.evaluated - evaluated)
         self.metrics.messages.inc(len(messages))
         self.metrics.notifications.inc(tally.notifications)
         self.metrics.rounds.inc()
@@ -177,30 +189,52 @@ class Engine:
 
     # -- readings -----------------------------------------------------------------------
 
+    def _plan(self, centre: str, device: str, kind: str) -> Plan:
+        """The device's place and the rules its readings go to (kept while rules and
+        registry stay the same)."""
+        stamp = (self.rules.generation, self.places.loads)
+        if stamp != self._plans_stamp:
+            self._plans.clear()
+            self._plans_stamp = stamp
+        key = (centre, device, kind)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        place, settled = self.places.placed(centre, device, kind)
+        steps = tuple(
+            loaded
+            for loaded in self.rules.for_kind(kind)
+            if loaded.everywhere or loaded.rule.scope.matches(place)
+        )
+        plan = Plan(place, steps, device_subject(centre, device))
+        if settled and self.places.loads == stamp[1]:
+            self._plans[key] = plan  # a device the registry does not know: asked again
+        return plan
+
     def _reading(self, life: Lifecycle, observed: Observed, now_ms: int) -> None:
         r = observed.reading
-        self.clocks.see(r.centre, r.ts_ms)
-        self._heard[(r.centre, r.device)] = time.monotonic()
+        centre = r.centre
+        mono = time.monotonic()
+        self.clocks.see(centre, r.ts_ms, mono)
+        self._heard[(centre, r.device)] = mono
         if observed.rx_ms is not None:
             backlog = now_ms - observed.rx_ms > self._lag_ms
         else:
             backlog = r.ts_ms < now_ms - self._lag_ms
-        place: Place | None = None
         self.evaluated += 1
-        for loaded in self.rules.for_kind(r.kind):
-            place = place or self.places.place(r.centre, r.device, r.kind)
-            rule = loaded.rule
-            if not loaded.everywhere and not rule.scope.matches(place):
-                continue
+        plan = self._plan(centre, r.device, r.kind)
+        conditions = self.conditions
+        for loaded in plan.steps:
             evaluator = loaded.evaluator
-            subject = evaluator.subject(r)
-            state = self.conditions.get(rule.id, subject)
-            sky = self.skies.of(r.centre, self.places) if loaded.solar else None
+            subject = evaluator.subject(r) if loaded.per_patient else plan.subject
+            rule_id = loaded.rule.id
+            state = conditions.get(rule_id, subject)
+            sky = self.skies.of(centre, self.places) if loaded.solar else None
             new, changes = evaluator.on_reading(state, r, sky)
             if new is not state:
-                self.conditions.put(rule.id, subject, new)
+                conditions.put(rule_id, subject, new)
             if changes:
-                self._record(life, loaded, place, subject, changes, backlog=backlog)
+                self._record(life, loaded, plan.place, subject, changes, backlog=backlog)
 
     def _record(
         self,
