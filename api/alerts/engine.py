@@ -136,6 +136,7 @@ class Engine:
         try:
             with self._sessions.begin() as session, session.no_autoflush:
                 life = Lifecycle(session, datetime.now(UTC), self._place_of)
+                life.prefetch(self._open_alerts(items))
                 for item in items:
                     if isinstance(item, Observed):
                         self._reading(life, item, now_ms)
@@ -210,6 +211,24 @@ class Engine:
         if settled and self.places.loads == stamp[1]:
             self._plans[key] = plan  # a device the registry does not know: asked again
         return plan
+
+    def _open_alerts(self, items: list[Item]) -> set[str]:
+        """The alerts the round's readings may fold into (read in one query, not one each)."""
+        devices = {
+            (i.reading.centre, i.reading.device, i.reading.kind)
+            for i in items
+            if isinstance(i, Observed)
+        }
+        ids: set[str] = set()
+        for centre, device, kind in devices:
+            plan = self._plan(centre, device, kind)
+            for loaded in plan.steps:
+                if loaded.per_patient:
+                    continue
+                state = self.conditions.get(loaded.rule.id, plan.subject)
+                if state is not None and state.get("phase") in LIVE and "alert" in state:
+                    ids.add(state["alert"])
+        return ids
 
     def _reading(self, life: Lifecycle, observed: Observed, now_ms: int) -> None:
         r = observed.reading
