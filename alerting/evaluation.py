@@ -108,6 +108,12 @@ class Evaluator:
         self.condition = rule.condition
         self.live_windows = live_windows
         self.clinical = isinstance(rule.condition, Clinical)
+        c = rule.condition
+        # a threshold's quiet reading (no breach, nothing pending or firing) changes nothing:
+        # told apart without the full evaluation (most readings of most rules)
+        self._quiet: tuple[str, Callable[[Any, Any], bool], Value] | None = (
+            (c.metric, OPS[c.op], c.value) if isinstance(c, Threshold) else None
+        )
 
     # -- readings -----------------------------------------------------------------
 
@@ -120,6 +126,11 @@ class Evaluator:
         self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None = None
     ) -> tuple[State | None, list[Change]]:
         """The subject's new state and changes after ``reading`` (state may be ``state`` itself)."""
+        quiet = self._quiet
+        if quiet is not None and (state is None or state["phase"] == "ok"):
+            value = reading.metrics.get(quiet[0])
+            if value is None or not quiet[1](value, quiet[2]):
+                return state, []
         condition = self.condition
         if state is not None and reading.ts_ms <= state.get("last", -1):
             return state, []

@@ -123,6 +123,8 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 )
                 webhook.start()
                 stack.callback(webhook.close)
+                if engine_service is not None:
+                    engine_service.on_notified = webhook.wake  # sent at once, not at the next poll
             app.state.webhook = webhook
             app.state.components = Components(settings, sessions, provisioner, reader)
             app.state.accounting = accounting
