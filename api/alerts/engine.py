@@ -137,11 +137,15 @@ class Engine:
             with self._sessions.begin() as session, session.no_autoflush:
                 life = Lifecycle(session, datetime.now(UTC), self._place_of)
                 life.prefetch(self._open_alerts(items))
+                readings: list[Observed] = []
                 for item in items:
                     if isinstance(item, Observed):
-                        self._reading(life, item, now_ms)
-                    else:
-                        self._presence(life, item)
+                        readings.append(item)
+                        continue
+                    self._readings(life, readings, now_ms)
+                    readings = []
+                    self._presence(life, item)
+                self._readings(life, readings, now_ms)
                 if tick:
                     self._follow_people(session)
                     self._timers(life)
@@ -230,30 +234,63 @@ class Engine:
                     ids.add(state["alert"])
         return ids
 
-    def _reading(self, life: Lifecycle, observed: Observed, now_ms: int) -> None:
-        r = observed.reading
-        centre = r.centre
+    def _readings(self, life: Lifecycle, readings: list[Observed], now_ms: int) -> None:
+        """Readings between two presence messages, device by device (each device's in
+        order: what a rule's state for a subject sees is the same as one by one)."""
+        by_device: dict[tuple[str, str, str], list[Observed]] = {}
+        for one in readings:
+            r = one.reading
+            by_device.setdefault((r.centre, r.device, r.kind), []).append(one)
+        for (centre, device, kind), observed in by_device.items():
+            self._heard[(centre, device)] = time.monotonic()
+            self._device(life, self._plan(centre, device, kind), observed, now_ms)
+
+    def _device(self, life: Lifecycle, plan: Plan, observed: list[Observed], now_ms: int) -> None:
+        """One device's readings of a round, in device-time order, by each of its rules."""
+        centre = plan.place.centre
         mono = time.monotonic()
-        self.clocks.see(centre, r.ts_ms, mono)
-        self._heard[(centre, r.device)] = mono
-        if observed.rx_ms is not None:
-            backlog = now_ms - observed.rx_ms > self._lag_ms
-        else:
-            backlog = r.ts_ms < now_ms - self._lag_ms
-        self.evaluated += 1
-        plan = self._plan(centre, r.device, r.kind)
+        lag_ms = self._lag_ms
+        backlog: list[bool] = []
+        for o in observed:
+            r = o.reading
+            self.clocks.see(centre, r.ts_ms, mono)
+            late = (now_ms - o.rx_ms if o.rx_ms is not None else now_ms - r.ts_ms) > lag_ms
+            backlog.append(late)
+        self.evaluated += len(observed)
         conditions = self.conditions
         for loaded in plan.steps:
             evaluator = loaded.evaluator
-            subject = evaluator.subject(r) if loaded.per_patient else plan.subject
             rule_id = loaded.rule.id
-            state = conditions.get(rule_id, subject)
             sky = self.skies.of(centre, self.places) if loaded.solar else None
-            new, changes = evaluator.on_reading(state, r, sky)
-            if new is not state:
-                conditions.put(rule_id, subject, new)
-            if changes:
-                self._record(life, loaded, plan.place, subject, changes, backlog=backlog)
+            if loaded.per_patient:  # a subject per patient: one by one
+                for o, late in zip(observed, backlog, strict=True):
+                    subject = evaluator.subject(o.reading)
+                    state = conditions.get(rule_id, subject)
+                    new, changes = evaluator.on_reading(state, o.reading, sky)
+                    if new is not state:
+                        conditions.put(rule_id, subject, new)
+                    if changes:
+                        self._record(life, loaded, plan.place, subject, changes, backlog=late)
+                continue
+            subject = plan.subject
+            state = first = conditions.get(rule_id, subject)
+            for o, late in zip(observed, backlog, strict=True):
+                state, changes = evaluator.on_reading(state, o.reading, sky)
+                if changes and not self._recorded(life, loaded, plan.place, changes, late):
+                    state = None  # resolved by hand meanwhile: forget the condition
+            if state is not first:
+                conditions.put(rule_id, subject, state)
+
+    def _recorded(
+        self, life: Lifecycle, loaded: Loaded, place: Place, changes: list[Change], backlog: bool
+    ) -> bool:
+        """Record ``changes``; False when one found its alert resolved by hand."""
+        kept = True
+        for change in changes:
+            inhibited = loaded.inhibitable and self.centre_offline(place.centre)
+            if not life.apply(loaded, place, change, backlog=backlog, inhibited=inhibited):
+                kept = False
+        return kept
 
     def _record(
         self,
