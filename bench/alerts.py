@@ -434,7 +434,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=30, help="device minutes per centre, (a)")
     parser.add_argument("--records", type=int, default=10, help="readings per envelope, (a)")
     parser.add_argument(
-        "--round", type=int, default=2000, help="messages per round, (a) (the engine's ROUND_MAX)"
+        "--round", type=int, default=500, help="messages per round, (a) (the engine's default)"
     )
     parser.add_argument("--ingest-readings", type=int, default=300_000, help="bench.ingest's case")
     parser.add_argument("--duration", type=float, default=30.0, help="s per latency run, (b)")

@@ -2,10 +2,12 @@
 
 Thread ``alert-engine`` owns all evaluation (one concurrency model: paho's
 network thread only queues). Each loop takes what is queued (waiting at most
-until the next tick), runs one :meth:`api.alerts.engine.Engine.round` and
-acknowledges the round's messages after it committed; a round that queued
-notifications calls ``on_notified`` (the API's webhook worker's ``wake``), so
-they go out at once rather than at the worker's next poll. A round the database did
+until the next tick; at most ``round_max`` messages and half the Receive
+Maximum, so the broker sends the next round's messages while one is
+evaluated), runs one :meth:`api.alerts.engine.Engine.round` and acknowledges
+the round's messages after it committed; a round that queued notifications
+calls ``on_notified`` (the API's webhook worker's ``wake``), so they go out at
+once rather than at the worker's next poll. A round the database did
 not take is tried again with the same messages after a jittered backoff (the
 broker holds them unacknowledged meanwhile). Any other failure of a round is a
 bug or a poison message: its messages are then evaluated one by one, and one
@@ -64,6 +66,8 @@ class AlertService:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
         self._backoff = Backoff(0.2, 10.0)
+        # at most half the broker's window: it sends the next round while one is evaluated
+        self.round_max = max(1, min(settings.round_max, settings.receive_maximum // 2))
 
     @property
     def link(self) -> MqttLink:
@@ -110,7 +114,7 @@ class AlertService:
                 next_tick = time.monotonic() + tick_s
 
     def _take(self, wait_s: float, have: int) -> list[Message]:
-        room = self.settings.round_max - have
+        room = self.round_max - have
         out: list[Message] = []
         if room <= 0:
             return out
