@@ -261,7 +261,11 @@ class Engine:
         for loaded in plan.steps:
             evaluator = loaded.evaluator
             rule_id = loaded.rule.id
-            sky = self.skies.of(centre, self.places) if loaded.solar else None
+            sky = None
+            if loaded.solar:
+                sky = self.skies.of(centre, self.places)
+                if sky is None:
+                    continue  # no expectation (no coordinates or rated power): nothing to judge
             if loaded.per_patient:  # a subject per patient: one by one
                 for o, late in zip(observed, backlog, strict=True):
                     subject = evaluator.subject(o.reading)
