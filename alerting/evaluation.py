@@ -21,11 +21,12 @@ subject's last resolution (a late reading never reopens a resolved alert).
 
 from __future__ import annotations
 
+import bisect
 import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from alerting.forecast import MIN_SPAN_MS, SocWindow, hours_to_floor
 from alerting.ids import alert_id
@@ -57,9 +58,9 @@ DEFAULT_INTERVAL_MS = 60_000
 ABSENCE_INTERVALS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One validated reading (telemetry or event) as the evaluator needs it."""
+class Reading(NamedTuple):
+    """One validated reading (telemetry or event) as the evaluator needs it (a tuple:
+    the engine makes one per reading, and a frozen dataclass costs three times as much)."""
 
     centre: str
     device: str
@@ -105,14 +106,26 @@ def breached(op: Op, value: Any, threshold: Value) -> bool:
 class Evaluator:
     """The evaluation of one rule; see the module docstring for the contract."""
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, *, live_windows: bool = False) -> None:
+        """``live_windows``: a forecast state keeps its window as a :class:`SocWindow`
+        (copied, never changed in place) instead of its JSON form; the caller then
+        writes :func:`jsonable` of the state (the engine, which keeps states in memory).
+        """
         self.rule = rule
         self.condition = rule.condition
+        self.live_windows = live_windows
+        self.clinical = isinstance(rule.condition, Clinical)
+        c = rule.condition
+        # a threshold's quiet reading (no breach, nothing pending or firing) changes nothing:
+        # told apart without the full evaluation (most readings of most rules)
+        self._quiet: tuple[str, Callable[[Any, Any], bool], Value] | None = (
+            (c.metric, OPS[c.op], c.value) if isinstance(c, Threshold) else None
+        )
 
     # -- readings -----------------------------------------------------------------
 
     def subject(self, reading: Reading) -> str:
-        if isinstance(self.condition, Clinical):
+        if self.clinical:
             return f"{reading.centre}/{reading.device}/{reading.patient_ref or '-'}"
         return device_subject(reading.centre, reading.device)
 
@@ -120,6 +133,11 @@ class Evaluator:
         self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None = None
     ) -> tuple[State | None, list[Change]]:
         """The subject's new state and changes after ``reading`` (state may be ``state`` itself)."""
+        quiet = self._quiet
+        if quiet is not None and (state is None or state["phase"] == "ok"):
+            value = reading.metrics.get(quiet[0])
+            if value is None or not quiet[1](value, quiet[2]):
+                return state, []
         condition = self.condition
         if state is not None and reading.ts_ms <= state.get("last", -1):
             return state, []
@@ -201,11 +219,10 @@ class Evaluator:
             return state, []
         state = dict(state) if state else {"phase": "ok"}
         span_ms = c.per_s * 1000
-        window = [p for p in state.get("window", []) if p[0] >= r.ts_ms - span_ms]
-        older = [p for p in state.get("window", []) if p[0] < r.ts_ms - span_ms]
-        base = older[-1:] + window  # one point at or before the window's start
-        window.append([r.ts_ms, value])
-        state["window"] = older[-1:] + window
+        points: list[list[Any]] = state.get("window", [])  # in device-time order
+        inside = bisect.bisect_left(points, r.ts_ms - span_ms, key=_first)
+        base = points[max(inside - 1, 0) :]  # one point at or before the window's start
+        state["window"] = [*base, [r.ts_ms, value]]
         state["last"] = r.ts_ms
         if not base:
             return state, []
@@ -231,20 +248,24 @@ class Evaluator:
         saved = state.get("window")
         if saved is None:
             window = SocWindow(max_span_ms=max(int(c.window_s * 1000), MIN_SPAN_MS))
+        elif isinstance(saved, SocWindow):
+            window = saved.copy()
         else:
             window = SocWindow.from_state(saved)
         window.add(r.ts_ms, soc)
-        state["window"] = window.to_state()
+        state["window"] = window if self.live_windows else window.to_state()
         state["last"] = r.ts_ms
+        firing = state["phase"] == "firing"
+        if not firing and grid is not False:
+            return state, []  # on grid: no autonomy to judge (the fit is not needed)
         hours = hours_to_floor(window, c.floor_pct)
         detail = {"hours": None if hours is None or math.isinf(hours) else round(hours, 2)}
-        short = grid is False and hours is not None and hours < c.below_h
-        if state["phase"] == "firing":
+        if firing:
             recovered = grid is True or (hours is not None and hours >= c.below_h * 1.25)
             if recovered:
                 return self._resolve(state, r, hours, detail)
             return self._repeat(state, r, hours, detail)
-        if short:
+        if hours is not None and hours < c.below_h:
             return self._fire({**state, "since": r.ts_ms, "alert": self._id(r)}, r, hours, detail)
         return state, []
 
@@ -387,14 +408,24 @@ class Evaluator:
         )
 
 
+def _first(point: list[Any]) -> Any:
+    return point[0]
+
+
 def _change_over(base: list[list[Any]], ts_ms: int, value: float, span_ms: float) -> float:
     """How much the value changed over the last ``span_ms`` (interpolating the start)."""
     start = ts_ms - span_ms
-    before = [p for p in base if p[0] <= start]
-    after = [p for p in base if p[0] > start]
-    if before and after:
-        (t0, v0), (t1, v1) = before[-1], after[0]
+    split = bisect.bisect_right(base, start, key=_first)  # base is in device-time order
+    if 0 < split < len(base):
+        (t0, v0), (t1, v1) = base[split - 1], base[split]
         then = v0 + (v1 - v0) * (start - t0) / (t1 - t0)
     else:
-        then = (before or after)[-1 if before else 0][1]
+        then = base[split - 1][1] if split else base[0][1]
     return float(value - then)
+
+
+def jsonable(state: State | None) -> State | None:
+    """``state`` as it is saved: a live forecast window (``live_windows``) in its JSON form."""
+    if state is not None and isinstance(window := state.get("window"), SocWindow):
+        return {**state, "window": window.to_state()}
+    return state

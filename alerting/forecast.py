@@ -91,6 +91,12 @@ class SocWindow:
         sxy = sum((h - mean_h) * (s - mean_soc) for h, s in zip(hours, soc, strict=True))
         return sxy / sxx
 
+    def copy(self) -> SocWindow:
+        twin = SocWindow.__new__(SocWindow)
+        twin.max_span_ms, twin.max_points = self.max_span_ms, self.max_points
+        twin._ts, twin._soc = self._ts[:], self._soc[:]
+        return twin
+
     def to_state(self) -> dict[str, object]:
         """A JSON-able dict; :meth:`from_state` reads it back."""
         return {

@@ -140,6 +140,8 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 )
                 webhook.start()
                 stack.callback(webhook.close)
+                if engine_service is not None:
+                    engine_service.on_notified = webhook.wake  # sent at once, not at the next poll
             app.state.webhook = webhook
             app.state.firmware_store = FirmwareStore(
                 settings.firmware_dir, settings.firmware_max_bytes

@@ -34,10 +34,12 @@ class CentreClocks:
         self._seen: dict[str, tuple[int, float]] = {}  # centre -> (device ms, monotonic at)
         self._changed: set[str] = set()
 
-    def see(self, centre: str, ts_ms: int) -> None:
+    def see(self, centre: str, ts_ms: int, monotonic: float | None = None) -> None:
+        """A device time from ``centre`` (``monotonic``: now, if the caller has it)."""
         known = self._seen.get(centre)
-        if known is None or ts_ms > self._now(known):
-            self._seen[centre] = (ts_ms, self._monotonic())
+        mono = self._monotonic() if monotonic is None else monotonic
+        if known is None or ts_ms > known[0] + int((mono - known[1]) * 1000):
+            self._seen[centre] = (ts_ms, mono)
             self._changed.add(centre)
 
     def changed(self) -> list[tuple[str, int, int]]:

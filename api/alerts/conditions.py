@@ -6,22 +6,26 @@ and keeps them in memory; a round's changes go into an overlay that
 forgotten one) in the round's transaction. :meth:`commit` merges the overlay
 after that transaction committed; :meth:`discard` drops it after a failure, so
 memory never runs ahead of the database (the round is processed again from its
-redelivered messages).
+redelivered messages). A forecast window is kept in memory as a live
+:class:`alerting.forecast.SocWindow` and written in its JSON form
+(:func:`alerting.evaluation.jsonable`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Final
 
 from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from alerting.evaluation import State
+from alerting.evaluation import State, jsonable
 from api.db.models import AlertCondition
 
 TABLE: Table = AlertCondition.__table__  # type: ignore[assignment]
 Key = tuple[str, str]  # (rule id, subject)
+_UNSET: Final = object()
 
 
 class Conditions:
@@ -39,10 +43,11 @@ class Conditions:
         return count
 
     def get(self, rule_id: str, subject: str) -> State | None:
-        key = (rule_id, subject)
-        if key in self._overlay:
-            return self._overlay[key]
-        return self._by_rule.get(rule_id, {}).get(subject)
+        state = self._overlay.get((rule_id, subject), _UNSET)
+        if state is not _UNSET:
+            return state  # type: ignore[return-value]
+        committed = self._by_rule.get(rule_id)
+        return None if committed is None else committed.get(subject)
 
     def put(self, rule_id: str, subject: str, state: State | None) -> None:
         self._overlay[(rule_id, subject)] = state
@@ -69,7 +74,7 @@ class Conditions:
         if not self._overlay:
             return
         rows = [
-            {"rule_id": r, "subject": s, "state": state}
+            {"rule_id": r, "subject": s, "state": jsonable(state)}
             for (r, s), state in self._overlay.items()
             if state is not None
         ]

@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,6 +86,14 @@ RETIRED = {"reason": "rule deleted or disabled"}
 ENGINE = "engine"  # the actor of the history the engine writes
 
 
+class Plan(NamedTuple):
+    """Where a device is and which rules its readings go to."""
+
+    place: Place
+    steps: tuple[Loaded, ...]
+    subject: str  # the device's (rules per patient make their own)
+
+
 class Engine:
     def __init__(
         self,
@@ -111,6 +119,8 @@ class Engine:
         self.edge_alerts = 0  # alerts raised at the centres heard of
         self.refused = 0
         self._clocks_saved = 0.0
+        self._plans: dict[tuple[str, str, str], Plan] = {}
+        self._plans_stamp = (-1, -1)
         self._retiring: list[Loaded] = []  # rules deleted or disabled, not yet closed
         self._last_event = 0  # the newest AlertEvent id looked at (committed rounds)
         self._events_read = 0  # ... in this round
@@ -134,18 +144,26 @@ class Engine:
         if self.rules.due():
             self._retiring += self.rules.refresh()
         items = self._decode(messages)
+        self.places.tick()
+        evaluated = self.evaluated
         now_ms = wall_ms()
         self._events_read = self._last_event
         try:
             with self._sessions.begin() as session, session.no_autoflush:
                 life = Lifecycle(session, datetime.now(UTC), self._place_of)
+                life.prefetch(self._open_alerts(items))
+                readings: list[Observed] = []
                 for item in items:
                     if isinstance(item, Observed):
-                        self._reading(life, item, now_ms)
-                    elif isinstance(item, Presence):
+                        readings.append(item)
+                        continue
+                    self._readings(life, readings, now_ms)
+                    readings = []
+                    if isinstance(item, Presence):
                         self._presence(life, item)
                     else:
                         self._edge(life, item, now_ms)
+                self._readings(life, readings, now_ms)
                 if tick:
                     self._follow_people(session)
                     self._timers(life)
@@ -160,7 +178,7 @@ class Engine:
         self._retiring = []
         self._last_event = self._events_read
         tally = life.tally
-        self.metrics.readings.inc(sum(isinstance(i, Observed) for i in items))
+        self.metrics.readings.inc(self.evaluated - evaluated)
         self.metrics.messages.inc(len(messages))
         self.metrics.notifications.inc(tally.notifications)
         self.metrics.rounds.inc()
@@ -194,30 +212,107 @@ class Engine:
 
     # -- readings -----------------------------------------------------------------------
 
-    def _reading(self, life: Lifecycle, observed: Observed, now_ms: int) -> None:
-        r = observed.reading
-        self.clocks.see(r.centre, r.ts_ms)
-        self._heard[(r.centre, r.device)] = time.monotonic()
-        if observed.rx_ms is not None:
-            backlog = now_ms - observed.rx_ms > self._lag_ms
-        else:
-            backlog = r.ts_ms < now_ms - self._lag_ms
-        place: Place | None = None
-        self.evaluated += 1
-        for loaded in self.rules.for_kind(r.kind):
-            place = place or self.places.place(r.centre, r.device, r.kind)
-            rule = loaded.rule
-            if not loaded.everywhere and not rule.scope.matches(place):
-                continue
+    def _plan(self, centre: str, device: str, kind: str) -> Plan:
+        """The device's place and the rules its readings go to (kept while rules and
+        registry stay the same)."""
+        stamp = (self.rules.generation, self.places.loads)
+        if stamp != self._plans_stamp:
+            self._plans.clear()
+            self._plans_stamp = stamp
+        key = (centre, device, kind)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        place, settled = self.places.placed(centre, device, kind)
+        steps = tuple(
+            loaded
+            for loaded in self.rules.for_kind(kind)
+            if loaded.everywhere or loaded.rule.scope.matches(place)
+        )
+        plan = Plan(place, steps, device_subject(centre, device))
+        if settled and self.places.loads == stamp[1]:
+            self._plans[key] = plan  # a device the registry does not know: asked again
+        return plan
+
+    def _open_alerts(self, items: list[Item]) -> set[str]:
+        """The alerts the round's readings may fold into (read in one query, not one each)."""
+        devices = {
+            (i.reading.centre, i.reading.device, i.reading.kind)
+            for i in items
+            if isinstance(i, Observed)
+        }
+        ids: set[str] = set()
+        for centre, device, kind in devices:
+            plan = self._plan(centre, device, kind)
+            for loaded in plan.steps:
+                if loaded.per_patient:
+                    continue
+                state = self.conditions.get(loaded.rule.id, plan.subject)
+                if state is not None and state.get("phase") in LIVE and "alert" in state:
+                    ids.add(state["alert"])
+        return ids
+
+    def _readings(self, life: Lifecycle, readings: list[Observed], now_ms: int) -> None:
+        """Readings between two presence messages, device by device (each device's in
+        order: what a rule's state for a subject sees is the same as one by one)."""
+        by_device: dict[tuple[str, str, str], list[Observed]] = {}
+        for one in readings:
+            r = one.reading
+            by_device.setdefault((r.centre, r.device, r.kind), []).append(one)
+        for (centre, device, kind), observed in by_device.items():
+            self._heard[(centre, device)] = time.monotonic()
+            self._device(life, self._plan(centre, device, kind), observed, now_ms)
+
+    def _device(self, life: Lifecycle, plan: Plan, observed: list[Observed], now_ms: int) -> None:
+        """One device's readings of a round, in device-time order, by each of its rules."""
+        centre = plan.place.centre
+        mono = time.monotonic()
+        lag_ms = self._lag_ms
+        backlog: list[bool] = []
+        for o in observed:
+            r = o.reading
+            self.clocks.see(centre, r.ts_ms, mono)
+            late = (now_ms - o.rx_ms if o.rx_ms is not None else now_ms - r.ts_ms) > lag_ms
+            backlog.append(late)
+        self.evaluated += len(observed)
+        conditions = self.conditions
+        for loaded in plan.steps:
             evaluator = loaded.evaluator
-            subject = evaluator.subject(r)
-            state = self.conditions.get(rule.id, subject)
-            sky = self.skies.of(r.centre, self.places) if loaded.solar else None
-            new, changes = evaluator.on_reading(state, r, sky)
-            if new is not state:
-                self.conditions.put(rule.id, subject, new)
-            if changes:
-                self._record(life, loaded, place, subject, changes, backlog=backlog)
+            rule_id = loaded.rule.id
+            sky = None
+            if loaded.solar:
+                sky = self.skies.of(centre, self.places)
+                if sky is None:
+                    continue  # no expectation (no coordinates or rated power): nothing to judge
+            if loaded.per_patient:  # a subject per patient: one by one
+                for o, late in zip(observed, backlog, strict=True):
+                    subject = evaluator.subject(o.reading)
+                    state = conditions.get(rule_id, subject)
+                    new, changes = evaluator.on_reading(state, o.reading, sky)
+                    if new is not state:
+                        conditions.put(rule_id, subject, new)
+                    if changes:
+                        self._record(life, loaded, plan.place, subject, changes, backlog=late)
+                continue
+            subject = plan.subject
+            state = first = conditions.get(rule_id, subject)
+            for o, late in zip(observed, backlog, strict=True):
+                state, changes = evaluator.on_reading(state, o.reading, sky)
+                if changes and not self._recorded(life, loaded, plan.place, changes, late):
+                    state = None  # resolved by hand meanwhile: forget the condition
+            if state is not first:
+                conditions.put(rule_id, subject, state)
+
+    def _recorded(
+        self, life: Lifecycle, loaded: Loaded, place: Place, changes: list[Change], backlog: bool
+    ) -> bool:
+        """Record ``changes``; False when one found its alert resolved by hand."""
+        kept = True
+        for change in changes:
+            inhibited = loaded.inhibitable and self.centre_offline(place.centre)
+            if not life.apply(loaded, place, change, backlog=backlog, inhibited=inhibited):
+                kept = False
+        return kept
 
     def _record(
         self,

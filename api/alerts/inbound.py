@@ -13,7 +13,7 @@ inside a good envelope is counted and skipped. The patient's raw local id
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from alerting.evaluation import Reading
 from contract.codec import DecodeError, decode, decode_batch_readings, decode_reading
@@ -29,8 +29,7 @@ class BadMessage(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Observed:
+class Observed(NamedTuple):
     """A reading and when the centre's gateway received it (``rx_ms``; None: sent direct)."""
 
     reading: Reading
@@ -59,19 +58,21 @@ Item = Observed | Presence | EdgeRaised
 
 
 def reading_of(centre: str, device: str, body: dict[str, Any]) -> Reading:
-    metrics = dict(body.get("metrics") or {})
-    metrics.pop("patient_id", None)  # a raw local id never goes further
+    """``body`` (a decoded reading, a dict of its own) as the evaluator takes it."""
+    metrics: dict[str, Any] = body.get("metrics") or {}
+    if "patient_id" in metrics:
+        metrics = {k: v for k, v in metrics.items() if k != "patient_id"}  # never goes further
     ref = metrics.get("patient_ref")
     device_ts = body.get("device_ts")  # a clock-suspect record: ts is the receive time
     return Reading(
-        centre=centre,
-        device=device,
-        kind=str(body["kind"]),
-        ts_ms=int(body["ts"]),
-        seq=int(body["seq"]),
-        metrics=metrics,
-        patient_ref=ref if isinstance(ref, str) else None,
-        device_ts_ms=int(device_ts) if device_ts is not None else None,
+        centre,
+        device,
+        str(body["kind"]),
+        int(body["ts"]),
+        int(body["seq"]),
+        metrics,
+        ref if isinstance(ref, str) else None,
+        int(device_ts) if device_ts is not None else None,
     )
 
 

@@ -177,6 +177,17 @@ class Lifecycle:
 
     # -- rows -------------------------------------------------------------------------
 
+    def prefetch(self, alert_ids: set[str]) -> None:
+        """Read these alerts in one query (the ones this round will likely touch)."""
+        wanted = [i for i in alert_ids if i not in self._alerts]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found = {
+                a.id: a for a in self.session.scalars(select(Alert).where(Alert.id.in_(chunk)))
+            }
+            for alert_id in chunk:
+                self._alerts[alert_id] = found.get(alert_id)
+
     def get(self, alert_id: str) -> Alert | None:
         if alert_id not in self._alerts:
             self._alerts[alert_id] = self.session.get(Alert, alert_id)

@@ -77,6 +77,10 @@ class Places:
         self._loaded_at = self._clock()
         self.loads += 1
 
+    def tick(self) -> None:
+        """Refresh if ``refresh_s`` went by (callers that keep places of their own)."""
+        self._fresh(True)
+
     def _fresh(self, known: bool) -> None:
         age = self._clock() - self._loaded_at
         if age >= self._refresh_s or (not known and age >= MIN_REFRESH_S):
@@ -94,11 +98,16 @@ class Places:
 
     def place(self, centre: str, device: str | None, kind: str | None) -> Place:
         """``device`` of ``centre`` (``kind``: what its message says, if the registry does not)."""
+        return self.placed(centre, device, kind)[0]
+
+    def placed(self, centre: str, device: str | None, kind: str | None) -> tuple[Place, bool]:
+        """:meth:`place`, and whether the registry knows it all (the same until ``loads``
+        changes; otherwise the next call may refresh to learn more)."""
         key = (centre, device, kind)
         self._fresh(True)
         known = self._placed.get(key)
         if known is not None:
-            return known
+            return known, True
         registered = self.kind_of(centre, device) if device is not None else None
         facts = self.centre(centre)
         place = Place(
@@ -111,4 +120,5 @@ class Places:
         )
         if facts is not None and (device is None or registered is not None):
             self._placed[key] = place  # all registered: the same until the next refresh
-        return place
+            return place, True
+        return place, False

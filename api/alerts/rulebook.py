@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alerting.evaluation import Evaluator
-from alerting.rules import Absence, Offline, Rule, ScopeKind, SolarYield
+from alerting.rules import Absence, Clinical, Offline, Rule, ScopeKind, SolarYield
 from api.db.models import AlertRule
 from runtime.logs import Throttle
 
@@ -37,6 +37,7 @@ class Loaded:
     timer: bool  # evaluated on the clock too (absence, offline)
     centre_offline: bool  # a gateway's Last Will held: its subject is the centre
     inhibitable: bool  # suppressed while the device's centre is offline
+    per_patient: bool  # subject: device and patient (clinical), else the device
 
     @classmethod
     def of(cls, rule: Rule) -> Loaded:
@@ -44,12 +45,13 @@ class Loaded:
         device_offline = isinstance(c, Offline) and c.target == "device"
         return cls(
             rule=rule,
-            evaluator=Evaluator(rule),
+            evaluator=Evaluator(rule, live_windows=True),
             solar=isinstance(c, SolarYield),
             everywhere=rule.scope.kind is ScopeKind.ALL,
             timer=isinstance(c, Absence | Offline),
             centre_offline=isinstance(c, Offline) and c.target == "gateway",
             inhibitable=isinstance(c, Absence) or device_offline,
+            per_patient=isinstance(c, Clinical),
         )
 
 
@@ -67,6 +69,7 @@ class RuleBook:
         self._versions: dict[str, tuple[int, object]] = {}
         self.rules: dict[str, Loaded] = {}
         self._by_kind: dict[str, list[Loaded]] = {}
+        self.generation = 0  # grows with every refresh (what was derived from the rules is stale)
         self._throttle = Throttle(log)
 
     def due(self) -> bool:
@@ -105,6 +108,7 @@ class RuleBook:
         gone = [loaded for rule_id, loaded in self.rules.items() if rule_id not in versions]
         self.rules, self._versions, self._by_kind = rules, versions, by_kind
         self._loaded_at = self._clock()
+        self.generation += 1
         return gone
 
     def for_kind(self, kind: str) -> list[Loaded]:

@@ -2,8 +2,12 @@
 
 Thread ``alert-engine`` owns all evaluation (one concurrency model: paho's
 network thread only queues). Each loop takes what is queued (waiting at most
-until the next tick), runs one :meth:`api.alerts.engine.Engine.round` and
-acknowledges the round's messages after it committed. A round the database did
+until the next tick; at most ``round_max`` messages and half the Receive
+Maximum, so the broker sends the next round's messages while one is
+evaluated), runs one :meth:`api.alerts.engine.Engine.round` and acknowledges
+the round's messages after it committed; a round that queued notifications
+calls ``on_notified`` (the API's webhook worker's ``wake``), so they go out at
+once rather than at the worker's next poll. A round the database did
 not take is tried again with the same messages after a jittered backoff (the
 broker holds them unacknowledged meanwhile). Any other failure of a round is a
 bug or a poison message: its messages are then evaluated one by one, and one
@@ -17,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,9 +61,13 @@ class AlertService:
         self.metrics = metrics
         self.open_alerts = OpenAlerts(sessions)
         self.failed = 0  # messages dropped after failing alone
+        # called after a round that queued notifications committed (a webhook worker's wake)
+        self.on_notified: Callable[[], None] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
         self._backoff = Backoff(0.2, 10.0)
+        # at most half the broker's window: it sends the next round while one is evaluated
+        self.round_max = max(1, min(settings.round_max, settings.receive_maximum // 2))
 
     @property
     def link(self) -> MqttLink:
@@ -105,7 +114,7 @@ class AlertService:
                 next_tick = time.monotonic() + tick_s
 
     def _take(self, wait_s: float, have: int) -> list[Message]:
-        room = self.settings.round_max - have
+        room = self.round_max - have
         out: list[Message] = []
         if room <= 0:
             return out
@@ -121,8 +130,9 @@ class AlertService:
         return out
 
     def _round(self, messages: list[Message], tick: bool) -> None:
+        notified = 0
         try:
-            self.engine.round(messages, tick=tick)
+            notified = self.engine.round(messages, tick=tick).notifications
         except SQLAlchemyError:
             raise
         except Exception:  # a bug or a poison message: isolate it
@@ -130,12 +140,14 @@ class AlertService:
             self.metrics.round_failures.inc()
             for message in messages:
                 try:
-                    self.engine.round([message], tick=False)
+                    notified += self.engine.round([message], tick=False).notifications
                 except SQLAlchemyError:
                     raise
                 except Exception:
                     self.failed += 1
                     log.exception("event=alert_message_failed topic=%s", message.topic[:120])
+        if notified and self.on_notified is not None:
+            self.on_notified()  # committed: the notify worker may look now, not at its next poll
         self.consumer.ack(messages)
         now = time.monotonic()
         for message in messages:

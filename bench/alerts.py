@@ -1,0 +1,562 @@
+"""Alert engine benchmark: ``.venv/bin/python -m bench.alerts`` (``make bench`` runs it).
+
+In one run:
+
+(a) **Throughput**: readings/s one engine process evaluates with the default
+    pack (18 rules, scope all) over ``--centres`` centres (a gateway, a router, a
+    power unit and a pulse oximeter each), in process and without a broker:
+    gateway envelopes of ``--records`` readings (router and power unit of a
+    centre, one device minute each) handed to :meth:`api.alerts.engine.Engine.round`
+    ``--round`` messages at a time with a timer tick every ``tick_s``, as the
+    engine thread does after taking them off its MQTT queue; every round is one
+    registry transaction (SQLite), so the figure includes writing the evaluator
+    states. A tenth of the power units run on battery and drain (forecast alerts
+    fire and fold repeats). Next to it, **one ingest worker** (``gramlink ingest``
+    as a process, on a Mosquitto and an InfluxDB of its own, timed as
+    :mod:`bench.ingest` times it) on the *same* envelopes, and on
+    :mod:`bench.ingest`'s own envelope case (500 readings each).
+(b) **Detection latency**: from a clinical reading's publish to the central
+    broker to the *webhook request* at a real local HTTP receiver. The engine as
+    it runs in the API (:class:`api.alerts.service.AlertService`, its own
+    persistent session, acknowledgements after each commit) and the notify
+    worker (:class:`api.alerts.webhook.WebhookWorker`, woken by the engine after
+    every round that queued notifications) in this process; a publisher process
+    sends gateway envelopes of background readings at a given rate and, every
+    ``--every`` seconds, an envelope with an SpO2 of 85 for a new patient.
+    Measured at the demo's load (3 centres of 7 devices at 720x, a reading per
+    device minute: 252 readings/s in an envelope per centre every 0.5 s) and at
+    full rate (``--full-fractions`` of the readings/s measured in (a), over all
+    the centres; by default 50 % and 80 %). Targets: p99 < 2 s at the demo's
+    load, < 5 s at full rate.
+
+Prints the machine, the date and the load average with the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from alerting.defaults import DEFAULT_PACK
+from api.alerts.consumer import Message
+from api.alerts.engine import Engine
+from api.alerts.metrics import EngineMetrics
+from api.alerts.service import AlertService
+from api.alerts.settings import AlertsSettings
+from api.alerts.webhook import DeliveryOptions, WebhookWorker
+from api.db.models import AlertRule, Centre, Device, NotificationChannel
+from api.db.session import make_engine, migrate, session_factory
+from bench import ingest
+from contract.codec import encode_batch_parts
+from gramlink.services import InfluxService, MosquittoService
+from gramlink.services.process import free_port
+
+MINUTE = 60_000
+KINDS = ("gateway", "router", "power", "pulse_oximeter")
+DEMO_CENTRES, DEMO_DEVICES, DEMO_ACCELERATE = 3, 7, 720.0
+
+
+# -- the registry and the readings ------------------------------------------------------------
+
+
+def setup(db_url: str, centres: int) -> None:
+    """A registry with the default pack and ``centres`` centres of four devices each."""
+    engine = make_engine(db_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    with sessions.begin() as s:
+        for key, spec in DEFAULT_PACK.items():
+            s.add(
+                AlertRule(
+                    id=key,
+                    name=spec.name,
+                    severity=spec.severity.value,
+                    enabled=True,
+                    spec=spec.model_dump(mode="json", by_alias=True),
+                    version=1,
+                    pack_key=key,
+                )
+            )
+        for c in range(centres):
+            centre = f"c{c}"
+            s.add(Centre(id=centre, name=centre, district=f"d{c % 20}", state="s"))
+            for kind in KINDS:
+                s.add(Device(id=f"{centre}-{kind[:3]}", centre_id=centre, kind=kind, model="m"))
+    engine.dispose()
+
+
+def router_json(ts: int, seq: int, latency: float) -> bytes:
+    return (
+        b'{"v":1,"kind":"router","ts":%d,"seq":%d,"metrics":{"wan_up":true,'
+        b'"wan_latency_ms":%.1f}}' % (ts, seq, latency)
+    )
+
+
+def power_json(ts: int, seq: int, soc: float, grid: bool) -> bytes:
+    return (
+        b'{"v":1,"kind":"power","ts":%d,"seq":%d,"metrics":{"battery_soc_pct":%.1f,'
+        b'"battery_temp_c":30.0,"load_power_w":150.0,"grid_present":%s}}'
+        % (ts, seq, soc, b"true" if grid else b"false")
+    )
+
+
+def spo2_json(ts: int, seq: int, ref: str) -> bytes:
+    return (
+        b'{"v":1,"kind":"pulse_oximeter","ts":%d,"seq":%d,"name":"spo2","metrics":'
+        b'{"patient_ref":"%s","spo2_pct":85.0}}' % (ts, seq, ref.encode())
+    )
+
+
+def envelopes(
+    centres: int, records: int, minutes: int, t0: int, rx: int | None = None
+) -> list[tuple[str, bytes]]:
+    """Per centre, ``minutes`` of router and power readings in envelopes of ``records``
+    (``rx``: the gateways' receive time, else the device time)."""
+    out: list[tuple[str, bytes]] = []
+    per = max(records // 2, 1)
+    for start in range(0, minutes, per):
+        for c in range(centres):
+            centre = f"c{c}"
+            parts = []
+            for m in range(start, min(start + per, minutes)):
+                ts = t0 + m * MINUTE
+                soc = max(5.0, 80.0 - m) if c % 10 == 0 else 70.0 + (m % 5)
+                at = ts if rx is None else rx
+                parts.append(
+                    ("telemetry", f"{centre}-rou", router_json(ts, m + 1, 120 + m % 7), at)
+                )
+                parts.append(
+                    ("telemetry", f"{centre}-pow", power_json(ts, m + 1, soc, c % 10 != 0), at)
+                )
+            gw = f"{centre}-gat"
+            out.append(
+                (f"gl/v1/{centre}/{gw}/_gateway/batch", encode_batch_parts(gw, start, parts))
+            )
+    return out
+
+
+# -- (a) throughput ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Throughput:
+    name: str
+    readings: int
+    seconds: float
+    cpu_s: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.readings / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_s / self.readings * 1e6
+
+
+def engine_throughput(args: argparse.Namespace, tmp: Path) -> tuple[Throughput, str]:
+    db_url = f"sqlite:///{tmp / 'throughput.sqlite'}"
+    setup(db_url, args.centres)
+    settings = AlertsSettings(db_url=db_url, influx_url="", round_max=args.round)
+    db = make_engine(db_url)
+    engine = Engine(settings, session_factory(db), EngineMetrics(CollectorRegistry()))
+    engine.load()
+    raw = envelopes(args.centres, args.records, args.minutes, time.time_ns() // 1_000_000)
+    messages = [Message(t, p, 0, 0, 0, time.monotonic()) for t, p in raw]
+    readings = args.centres * args.minutes * 2
+    started = time.perf_counter()
+    cpu = time.process_time()
+    next_tick = time.monotonic()
+    fired = 0
+    for i in range(0, len(messages), args.round):
+        tick = time.monotonic() >= next_tick
+        fired += engine.round(messages[i : i + args.round], tick=tick).fired
+        if tick:
+            next_tick = time.monotonic() + settings.tick_s
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    db.dispose()
+    held = f"states held {len(engine.conditions):,}, alerts fired {fired}, peak RSS {rss_mb:.0f} MB"
+    name = f"engine, default pack, {args.centres:,} centres, envelopes of {args.records}"
+    return Throughput(name, readings, elapsed, cpu), held
+
+
+def ingest_throughput(
+    broker: MosquittoService,
+    influx: InfluxService,
+    tmp: Path,
+    messages: list[tuple[str, bytes]],
+    readings: int,
+    name: str,
+) -> Throughput:
+    """One ``gramlink ingest`` worker draining ``messages`` from its session, timed as
+    :mod:`bench.ingest` times it (first message to last point written)."""
+    client_id = f"bench-alerts-ingest-{uuid.uuid4().hex[:6]}"
+    log = tmp / "ingest.log"
+    ingest.WorkerProcess(broker, influx, log, client_id).stop()  # makes its session
+    ingest.preload(broker, messages)
+    worker = ingest.WorkerProcess(broker, influx, log, client_id)
+    try:
+        metrics = lambda: worker.metrics() or {}  # noqa: E731
+        while not metrics().get("gramlink_ingest_messages_total"):
+            time.sleep(0.01)
+        start = time.perf_counter()
+        cpu0 = ingest.cpu_seconds(worker.proc.pid)
+        deadline = time.monotonic() + 600
+        while metrics().get("gramlink_ingest_points_written_total", 0) < readings:
+            if time.monotonic() > deadline:
+                raise RuntimeError("ingest did not write every reading within 600 s")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        cpu = ingest.cpu_seconds(worker.proc.pid) - cpu0
+    finally:
+        worker.stop()
+    return Throughput(name, readings, elapsed, cpu)
+
+
+# -- (b) detection latency --------------------------------------------------------------------
+
+
+class Receiver:
+    """A local HTTP webhook receiver: when each patient's ``firing`` request arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.requests = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                at = time.time()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.requests += 1
+                alert = body.get("alert") or {}
+                ref = alert.get("patient_ref")
+                if body.get("event") == "firing" and ref and ref not in receiver.arrived:
+                    receiver.arrived[ref] = at
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    centres: int
+    rate: float  # readings/s
+    per_envelope: int  # readings per background envelope
+
+
+def publish(
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    load: Load,
+    duration: float,
+    every: float,
+    out: Any,
+) -> None:
+    """The publisher process: background envelopes at ``load.rate``, and a clinical one
+    every ``every`` s; sends back {patient_ref: publish time} and the readings sent."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(user, password)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(host, port)
+    client.loop_start()
+    sent: dict[str, float] = {}
+    per = max(load.per_envelope // 2, 1)
+    interval = per * 2 / load.rate  # s between envelopes
+    started = time.monotonic()
+    t0 = time.time_ns() // 1_000_000
+    minute = [0] * load.centres
+    next_clinical = started + every
+    k = readings = clinical = 0
+    while time.monotonic() - started < duration:
+        now = time.monotonic()
+        wall = time.time_ns() // 1_000_000
+        if now >= next_clinical:  # its own envelope, from the next centre's gateway
+            c = clinical % load.centres
+            centre, gw = f"c{c}", f"c{c}-gat"
+            ref = secrets.token_hex(32)
+            ts = t0 + minute[c] * MINUTE
+            record = [("event", f"{centre}-pul", spo2_json(ts, clinical + 1, ref), wall)]
+            sent[ref] = time.time()
+            topic = f"gl/v1/{centre}/{gw}/_gateway/batch"
+            client.publish(topic, encode_batch_parts(gw, 1_000_000 + clinical, record), qos=1)
+            clinical += 1
+            next_clinical += every
+        if now >= started + k * interval:
+            c = k % load.centres
+            centre, gw = f"c{c}", f"c{c}-gat"
+            parts = []
+            for _ in range(per):
+                m = minute[c] = minute[c] + 1
+                ts = t0 + m * MINUTE
+                parts.append(("telemetry", f"{centre}-rou", router_json(ts, m, 120.0), wall))
+                parts.append(("telemetry", f"{centre}-pow", power_json(ts, m, 70.0, True), wall))
+            topic = f"gl/v1/{centre}/{gw}/_gateway/batch"
+            client.publish(topic, encode_batch_parts(gw, k, parts), qos=1)
+            readings += len(parts)
+            k += 1
+        wake = min(next_clinical, started + k * interval)
+        time.sleep(max(0.0, wake - time.monotonic()))
+    elapsed = time.monotonic() - started
+    client.disconnect()
+    client.loop_stop()
+    out.put((sent, readings, elapsed))
+
+
+@dataclass(frozen=True)
+class Latency:
+    load: Load
+    published: float  # readings/s
+    evaluated: float  # readings/s
+    latencies: list[float]
+    missing: int
+
+    def q(self, fraction: float) -> float:
+        data = self.latencies
+        return data[min(len(data) - 1, int(len(data) * fraction))]
+
+
+def detection_latency(
+    args: argparse.Namespace, tmp: Path, broker: MosquittoService, load: Load
+) -> Latency:
+    db_url = f"sqlite:///{tmp / f'latency-{uuid.uuid4().hex[:6]}.sqlite'}"
+    setup(db_url, load.centres)
+    receiver = Receiver()
+    db = make_engine(db_url)
+    sessions = session_factory(db)
+    with sessions.begin() as s:
+        s.add(NotificationChannel(name="bench", url=receiver.url, secret="s" * 32))
+    settings = AlertsSettings(
+        db_url=db_url,
+        mqtt_url=broker.url,
+        mqtt_username=broker.admin_user,
+        mqtt_password=SecretStr(broker.admin_password),
+        client_id=f"bench-alerts-{uuid.uuid4().hex[:6]}",
+        influx_url="",
+    )
+    ctx = mp.get_context("spawn")  # no threads carried over; the engine starts after
+    out: Any = ctx.Queue()
+    publisher = ctx.Process(
+        target=publish,
+        args=(
+            broker.bind,
+            broker.port,
+            broker.admin_user,
+            broker.admin_password,
+            load,
+            args.duration,
+            args.every,
+            out,
+        ),
+        daemon=True,
+    )
+    service = AlertService(settings, sessions, EngineMetrics(CollectorRegistry()))
+    worker = WebhookWorker(sessions, DeliveryOptions(concurrency=4, timeout_s=5.0))
+    service.on_notified = worker.wake
+    try:
+        service.start()
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not service.consumer.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the SUBACK
+        evaluated0 = service.engine.evaluated
+        publisher.start()
+        sent, readings, elapsed = out.get(timeout=args.duration + 120)
+        publisher.join(10)
+        evaluated = service.engine.evaluated - evaluated0
+        wait_until = time.monotonic() + 60
+        while time.monotonic() < wait_until and not set(sent) <= set(receiver.arrived):
+            time.sleep(0.1)
+        evaluated = service.engine.evaluated - evaluated0
+    finally:
+        worker.close()
+        service.close()
+        receiver.close()
+        db.dispose()
+    found = sorted(
+        receiver.arrived[ref] - at for ref, at in sent.items() if ref in receiver.arrived
+    )
+    return Latency(
+        load,
+        readings / elapsed,
+        evaluated / elapsed,
+        found,
+        len(sent) - len(found),
+    )
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--centres", type=int, default=1000)
+    parser.add_argument("--minutes", type=int, default=30, help="device minutes per centre, (a)")
+    parser.add_argument("--records", type=int, default=10, help="readings per envelope, (a)")
+    parser.add_argument(
+        "--round", type=int, default=500, help="messages per round, (a) (the engine's default)"
+    )
+    parser.add_argument("--ingest-readings", type=int, default=300_000, help="bench.ingest's case")
+    parser.add_argument("--duration", type=float, default=30.0, help="s per latency run, (b)")
+    parser.add_argument("--every", type=float, default=0.2, help="s between clinical readings")
+    parser.add_argument(
+        "--full-fractions", default="0.5,0.8", help="full rate(s), of (a)'s engine readings/s"
+    )
+    parser.add_argument("--runs", default="engine,ingest,demo,full", help="a subset of these")
+    args = parser.parse_args()
+    runs = set(args.runs.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
+    broker = MosquittoService(tmp / "mosquitto", free_port(), secrets.token_urlsafe(16))
+    influx = InfluxService(tmp / "influxdb", free_port(), secrets.token_urlsafe(16))
+    rates: list[Throughput] = []
+    latencies: list[Latency] = []
+    held = ""
+    try:
+        engine_rate = 15_000.0
+        if "engine" in runs:
+            print("(a) engine throughput ...", flush=True)
+            result, held = engine_throughput(args, tmp)
+            rates.append(result)
+            engine_rate = result.rate
+        broker.start()
+        if "ingest" in runs:
+            influx.start()
+            print("(a) one ingest worker on the same envelopes ...", flush=True)
+            same = envelopes(args.centres, args.records, args.minutes, time.time_ns() // 1_000_000)
+            rates.append(
+                ingest_throughput(
+                    broker,
+                    influx,
+                    tmp,
+                    same,
+                    args.centres * args.minutes * 2,
+                    f"one ingest worker, the same envelopes (of {args.records})",
+                )
+            )
+            print("(a) one ingest worker, bench.ingest's envelope case ...", flush=True)
+            own = ingest.ingest_run(broker, influx, tmp, args.ingest_readings, True)
+            rates.append(
+                Throughput(
+                    "one ingest worker, bench.ingest's envelopes (of 500)",
+                    own.readings,
+                    own.seconds,
+                    own.cpu_s,
+                )
+            )
+        demo = Load(
+            "demo's load (3 centres x 7 devices at 720x)",
+            DEMO_CENTRES,
+            DEMO_CENTRES * DEMO_DEVICES * DEMO_ACCELERATE / 60,
+            int(DEMO_DEVICES * DEMO_ACCELERATE / 60 / 2),
+        )
+        loads = [("demo", demo)] + [
+            (
+                "full",
+                Load(
+                    f"full rate: {float(f):.0%} of (a)'s engine rate, {args.centres:,} centres",
+                    args.centres,
+                    engine_rate * float(f),
+                    args.records,
+                ),
+            )
+            for f in args.full_fractions.split(",")
+        ]
+        for key, load in loads:
+            if key in runs:
+                print(
+                    f"(b) detection latency, {load.name}, {load.rate:,.0f} readings/s ...",
+                    flush=True,
+                )
+                latencies.append(detection_latency(args, tmp, broker, load))
+    finally:
+        if influx.running():
+            influx.stop()
+        if broker.running():
+            broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(rates, held, latencies)
+    missing = [lat for lat in latencies if lat.missing or not lat.latencies]
+    return 1 if missing else 0
+
+
+def report(rates: list[Throughput], held: str, latencies: list[Latency]) -> None:
+    print()
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}; load average "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
+    if rates:
+        print("| (a) run | readings | readings/s | CPU µs / reading |")
+        print("|---|---:|---:|---:|")
+        for r in rates:
+            print(f"| {r.name} | {r.readings:,} | {r.rate:,.0f} | {r.cpu_us:.1f} |")
+        if held:
+            print(f"engine: {held}")
+        engine = next((r for r in rates if r.name.startswith("engine")), None)
+        for r in rates:
+            if engine is not None and r is not engine:
+                print(f"engine / {r.name}: {engine.rate / r.rate:.0%} of its readings/s")
+    if latencies:
+        print()
+        print(
+            "| (b) load | published readings/s | evaluated readings/s | clinical readings "
+            "| p50 ms | p99 ms | max ms | not notified |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for lat in latencies:
+            if not lat.latencies:
+                print(
+                    f"| {lat.load.name} | {lat.published:,.0f} | {lat.evaluated:,.0f} | 0 "
+                    f"| - | - | - | {lat.missing} |"
+                )
+                continue
+            print(
+                f"| {lat.load.name} | {lat.published:,.0f} | {lat.evaluated:,.0f} "
+                f"| {len(lat.latencies)} | {statistics.median(lat.latencies) * 1000:,.0f} "
+                f"| {lat.q(0.99) * 1000:,.0f} | {lat.latencies[-1] * 1000:,.0f} | {lat.missing} |"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
