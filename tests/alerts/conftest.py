@@ -40,6 +40,7 @@ from contract.topics import Channel, topic
 from gramlink.broker_accounts import DynsecSession, alerts_account, ensure_account, new_password
 from gramlink.services import InfluxService, MosquittoService
 from tests.api.conftest import postgres  # noqa: F401  (the session's PostgreSQL)
+from tests.conftest import BrokerFactory
 from tests.factories import admin_client, close, unique_id, wait_for
 
 _LOGINS: dict[Path, tuple[str, str]] = {}
@@ -155,6 +156,14 @@ class Registry:
                 .order_by(Notification.created_at)
             ).all()
         return [(r, e) for r, e in rows if rule_id is None or r == rule_id]
+
+
+@pytest.fixture(scope="session")
+def mosquitto(broker_factory: BrokerFactory) -> MosquittoService:
+    """The alert tests' own central broker: their persistent engine sessions, retained
+    states and simulated fleets stay off the broker the API tests share (a full run
+    had that broker stop taking reloaded password files after them)."""
+    return broker_factory(login_files=True)
 
 
 @pytest.fixture(params=["sqlite"])

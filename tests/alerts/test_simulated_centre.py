@@ -58,6 +58,7 @@ def test_the_demo_scenario_fires_and_resolves_battery_low_and_fires_spo2_once_ea
         start_ms=time.time_ns() // 1_000_000,
         seed=5,
         scenario="demo",
+        session_expiry_s=0,  # nothing of these devices outlives the test on the shared broker
     )
     fleet = Fleet(config)
     site = fleet.sites[centre]
