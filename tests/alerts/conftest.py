@@ -161,8 +161,7 @@ class Registry:
 @pytest.fixture(scope="session")
 def mosquitto(broker_factory: BrokerFactory) -> MosquittoService:
     """The alert tests' own central broker: their persistent engine sessions, retained
-    states and simulated fleets stay off the broker the API tests share (a full run
-    had that broker stop taking reloaded password files after them)."""
+    states and simulated fleets stay off the broker the API tests share."""
     return broker_factory(login_files=True)
 
 

@@ -26,7 +26,6 @@ from api.settings import ApiSettings
 from firmware_sim.fleet import Fleet, FleetConfig
 from gramlink.services import InfluxService, MosquittoService
 from gramlink.services.process import free_port, wait_until
-from tests.conftest import BrokerFactory
 from tests.factories import unique_id
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -179,15 +178,6 @@ class Api:
 
 
 ApiFactory = Callable[..., Api]
-
-
-@pytest.fixture(scope="module")
-def mosquitto(broker_factory: BrokerFactory) -> MosquittoService:
-    """A central broker per test module. The APIs of these tests rewrite its login files
-    and reload it hundreds of times; in a full run the session-wide broker stopped
-    taking reloaded password files after about 230 tests (every file-login API then
-    answered 503). Why is not understood yet: see the closing note of stop 17."""
-    return broker_factory(login_files=True)
 
 
 @pytest.fixture
