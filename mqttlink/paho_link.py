@@ -227,6 +227,16 @@ class MqttLink:
 
     # -- network thread ------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._connect_and_loop()
+        finally:
+            # paho closes its loop's socket pair only in __del__, and this object
+            # and its client refer to each other, so without this the sockets wait
+            # for a full garbage collection; a process that piles up 1024
+            # descriptors that way can no longer connect (paho waits in select()).
+            self.client._reset_sockets()
+
+    def _connect_and_loop(self) -> None:
         first = True
         while not self._stop.is_set():
             try:
