@@ -27,11 +27,13 @@ class Components:
     sessions: sessionmaker[Session]
     provisioner: Provisioner
     telemetry: TelemetryReader
-    devices: DeviceLink | None = None  # commands and twins (with presence; None: off)
+    devices: DeviceLink | None = None  # commands and twins (with presence or campaigns)
 
     def device_link(self) -> DeviceLink:
         if self.devices is None:
-            raise BrokerUnavailable("commands and twins need the broker link (presence is off)")
+            raise BrokerUnavailable(
+                "commands and twins need the broker link (presence and campaigns are off)"
+            )
         return self.devices
 
 

@@ -8,7 +8,9 @@ counted: a lost acknowledgement leaves its command ``delivered`` or, swept,
 ``expired``; a lost report comes back retained at the next reconnect). The
 ``device-commands`` thread writes the queue to the registry, sweeps expired
 commands and publishes waiting batch commands at ``rate_per_s`` (a token
-bucket holding at most one second's worth, and at least one command), every ``interval`` seconds.
+bucket holding at most one second's worth, and at least one command), every ``interval`` seconds;
+after a tick that wrote acknowledgements it calls ``on_acks`` (the campaign
+runner, which sends its ``ota`` commands through this link, looks at once).
 
 The session is clean (:meth:`api.broker.BrokerAccess.link_options`): what waits
 for a device is held by the device's own persistent session on the broker, not
@@ -22,6 +24,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -65,6 +68,7 @@ class DeviceLink:
         self.unknown = 0
         self._tokens = 0.0
         self._last = time.monotonic()
+        self.on_acks: Callable[[], None] | None = None
         self._link = MqttLink(
             access.link_options("api-devices", f"gl-api-devices-{uuid.uuid4().hex[:8]}"),
             on_connect=self._on_connect,
@@ -163,3 +167,7 @@ class DeviceLink:
             self._tokens -= sent
         if expired or sent:
             log.info(kv("commands_tick", expired=expired, sent=sent, replies=len(items)))
+        if self.on_acks is not None and (
+            expired or any(isinstance(m, CommandAck) for *_, m in items)
+        ):
+            self.on_acks()

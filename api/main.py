@@ -21,6 +21,7 @@ from api.alerts.settings import AlertsSettings
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.broker import BrokerStartError
 from api.broker_files import FileLogins
+from api.campaign_metrics import CampaignMetrics
 from api.campaign_runner import CampaignRunner
 from api.centre_facts import CentreFacts, InfluxLines
 from api.db.session import make_engine, migrate, session_factory
@@ -30,7 +31,6 @@ from api.dynsec import DynsecClient
 from api.firmware_store import FirmwareStore
 from api.logins import CentralLogins, DynsecLogins
 from api.metrics import ApiMetrics, MeasuredLogins
-from api.ota_link import OtaLink
 from api.presence import Presence
 from api.routes import (
     alert_rules,
@@ -109,6 +109,7 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 )
                 presence.start()
                 stack.callback(presence.close)
+            if settings.presence or settings.campaign_interval_s:
                 device_link = DeviceLink(
                     settings.broker_access(),
                     sessions,
@@ -147,8 +148,10 @@ def create_app(settings: ApiSettings, dynsec: DynsecClient | None = None) -> Fas
                 settings.firmware_dir, settings.firmware_max_bytes
             )
             app.state.campaigns = None
-            if settings.campaign_interval_s:
-                app.state.campaigns = start_campaigns(settings, sessions, stack)
+            if device_link is not None and settings.campaign_interval_s:
+                app.state.campaigns = start_campaigns(
+                    settings, sessions, device_link, metrics, stack
+                )
             app.state.components = Components(settings, sessions, provisioner, reader, device_link)
             app.state.accounting = accounting
             app.state.presence = presence
@@ -212,17 +215,26 @@ def start_centre_facts(
 
 
 def start_campaigns(
-    settings: ApiSettings, sessions: sessionmaker[Session], stack: ExitStack
+    settings: ApiSettings,
+    sessions: sessionmaker[Session],
+    device_link: DeviceLink,
+    metrics: ApiMetrics,
+    stack: ExitStack,
 ) -> CampaignRunner:
-    """The OTA campaign runner (thread ``campaign-runner``) and its MQTT link."""
+    """The OTA campaign runner (thread ``campaign-runner``): its ``ota`` commands go
+    through the command service and ``device_link``, which wakes it on acknowledgements."""
+    counted = CampaignMetrics(metrics.registry, sessions)
+    stack.callback(counted.close)
     runner = CampaignRunner(
         sessions,
-        OtaLink(settings.broker_access()),
+        device_link,
         settings.firmware_base_url(),
         interval=settings.campaign_interval_s,
         max_sends=settings.campaign_max_sends,
         presence=settings.presence,
+        metrics=counted,
     )
+    device_link.on_acks = runner.wake
     runner.start()
     stack.callback(runner.close)
     return runner

@@ -80,6 +80,41 @@ def publish(publisher: Publisher, row: CommandRow, now: datetime) -> bool:
     return True
 
 
+def create(
+    session: Session,
+    actor: str,
+    device: Device,
+    name: str,
+    args: Mapping[str, Any],
+    expires_at: datetime,
+    *,
+    command_id: str | None = None,
+    audit: Mapping[str, Any] | None = None,
+) -> CommandRow:
+    """A ``pending`` command for ``device``, checked against its kind's catalogue and
+    audited (``command.send``); not committed, not published (the caller commits,
+    then :func:`publish`, so an acknowledgement never arrives before its row)."""
+    if device.status == "decommissioned":
+        raise Conflict(f"device {device.id} is decommissioned")
+    checked = _args(device.kind, name, args)
+    row = CommandRow(
+        id=command_id or uuid.uuid4().hex,
+        device_id=device.id,
+        centre_id=device.centre_id,
+        kind=device.kind,
+        name=name,
+        args=checked,
+        status=CommandState.PENDING.value,
+        actor=actor,
+        created_at=datetime.now(UTC),
+        expires_at=expires_at,
+    )
+    session.add(row)
+    after = {"command": row.id, "name": name, "args": checked, **(audit or {})}
+    record(session, actor, "command.send", "device", device.id, None, after)
+    return row
+
+
 def send(
     session: Session,
     publisher: Publisher,
@@ -88,32 +123,9 @@ def send(
     body: CommandCreate,
     default_expiry_s: int,
 ) -> CommandRow:
-    if device.status == "decommissioned":
-        raise Conflict(f"device {device.id} is decommissioned")
-    args = _args(device.kind, body.name, body.args)
     now = datetime.now(UTC)
-    row = CommandRow(
-        id=uuid.uuid4().hex,
-        device_id=device.id,
-        centre_id=device.centre_id,
-        kind=device.kind,
-        name=body.name,
-        args=args,
-        status=CommandState.PENDING.value,
-        actor=actor,
-        created_at=now,
-        expires_at=now + timedelta(seconds=body.expires_in_s or default_expiry_s),
-    )
-    session.add(row)
-    record(
-        session,
-        actor,
-        "command.send",
-        "device",
-        device.id,
-        None,
-        {"command": row.id, "name": row.name, "args": args},
-    )
+    expires = now + timedelta(seconds=body.expires_in_s or default_expiry_s)
+    row = create(session, actor, device, body.name, body.args, expires)
     session.commit()
     publish(publisher, row, now)
     session.commit()
