@@ -91,6 +91,7 @@ class CampaignDevicePublic(BaseModel):
     progress_pct: float | None
     reason: str | None
     attempts: int
+    command_id: str | None  # its ota command in flight or last answered (/v1/commands/{id})
     updated_at: datetime
 
 

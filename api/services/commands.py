@@ -10,7 +10,9 @@ device says it came too late). The sweep marks ``pending`` commands past their
 expiry ``expired``; an acknowledgement that still arrives afterwards (an ack
 held in a gateway's outbox while its uplink was down) wins over the sweep's
 presumption. A batch's commands wait unsent (``sent_at`` empty) and are
-published by :func:`dispatch` at a bounded rate.
+published by :func:`dispatch` at a bounded rate. The campaign runner makes its
+``ota`` commands with :func:`create` and :func:`publish` too, so they are in
+the device's history like any other.
 """
 
 from __future__ import annotations
