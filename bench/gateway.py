@@ -19,7 +19,7 @@ is measured. Meanwhile a pulse oximeter publishes ``--clinical-rate`` readings/s
 backlog is still draining (p50/p99). With ``--store`` an ingest worker
 stores the batches in a real InfluxDB and its storage receipts time each
 clinical reading's arrival there; with ``--alerts`` the central alert engine
-(``gramlink alerts``, default pack, :mod:`bench.gateway_alerts`) runs on the
+(``gramlink alerts``, default pack, :mod:`bench._gateway_alerts`) runs on the
 central broker and each clinical reading (an SpO2 of 85, a patient of its own)
 is timed until its alert row is committed in the registry. The priority lane's
 figures of issue #13 in one command::
@@ -56,7 +56,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.gateway_alerts import CentralAlerts, patient_id
+from bench._gateway_alerts import CentralAlerts, patient_id
 from bench.ingest import WorkerProcess
 from contract.codec import decode
 from contract.receipts import decode_receipt, encode_receipt, receipt_topic
