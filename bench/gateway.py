@@ -16,8 +16,16 @@ until the central broker got every reading, while a live device publishes
 ``--live-rate`` readings/s through the local broker and their end-to-end delay
 is measured. Meanwhile a pulse oximeter publishes ``--clinical-rate`` readings/s
 (the priority lane): their delay to the central broker is measured while the
-backlog is still draining (p50/p99). ("Reaches InfluxDB" would add ingest's
-write round, ~0.2 s, measured in bench/ingest.py; the central alert is #12's.)
+backlog is still draining (p50/p99). With ``--store`` an ingest worker
+stores the batches in a real InfluxDB and its storage receipts time each
+clinical reading's arrival there; with ``--alerts`` the central alert engine
+(``gramlink alerts``, default pack, :mod:`bench._gateway_alerts`) runs on the
+central broker and each clinical reading (an SpO2 of 85, a patient of its own)
+is timed until its alert row is committed in the registry. The priority lane's
+figures of issue #13 in one command::
+
+    .venv/bin/python -m bench.gateway --skip-live --cap 0 --kill-backlog 0 \\
+        --store --alerts --clinical-rate 10
 
 The byte-cap stage drains a ``--cap-backlog`` backlog for ``--cap-s`` seconds
 with ``GRAMLINK_GATEWAY_UPLINK_MAX_BYTES_PER_S=--cap`` and reports the rate of
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import secrets
 import signal
@@ -47,6 +56,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench._gateway_alerts import CentralAlerts, patient_id
 from bench.ingest import WorkerProcess
 from contract.codec import decode
 from contract.receipts import decode_receipt, encode_receipt, receipt_topic
@@ -68,11 +78,15 @@ TEMPLATE = (
 )
 
 
-CLINICAL = b'{"v":1,"kind":"pulse_oximeter","ts":%d,"seq":%d,"metrics":{"spo2_pct":%.1f}}'
+CLINICAL = (
+    b'{"v":1,"kind":"pulse_oximeter","ts":%d,"seq":%d,'
+    b'"metrics":{"patient_id":"%s","spo2_pct":85.0}}'
+)
 
 
 def clinical(rng: random.Random, seq: int) -> bytes:
-    return CLINICAL % (int(time.time() * 1000), seq, rng.uniform(80, 99))
+    """An SpO2 of 85 (below the default pack's 90) for a patient of its own: one alert each."""
+    return CLINICAL % (int(time.time() * 1000), seq, patient_id(seq).encode())
 
 
 def reading(rng: random.Random, seq: int) -> bytes:
@@ -101,12 +115,14 @@ class Collector:
         self.receipts = 0
         self.unreceipted: dict[str, list[int]] = {}
         self.receipting = True  # False: an ingest worker stores and receipts (--store)
-        self.stored: list[tuple[float, float]] = []  # clinical: (receipt arrival, delay)
-        self._clinical_in: dict[int, list[float]] = {}  # batch seq -> clinical sent times
+        self.stored: dict[int, float] = {}  # clinical seq -> its storage receipt's arrival
+        self._clinical_in: dict[int, list[int]] = {}  # batch seq -> the clinical seqs in it
         self.live_delays: list[float] = []
         self.live_sent: dict[int, float] = {}
         self.clinical_sent: dict[int, float] = {}
         self.clinical: list[tuple[float, float]] = []  # (arrival, delay)
+        self.clinical_at: dict[int, float] = {}  # clinical seq -> arrival at central
+        self.alerts: CentralAlerts | None = None  # the central engine, when it runs
         # (arrival, compressed bytes, only clinical records: exempt from the byte cap)
         self.envelopes: list[tuple[float, int, bool]] = []
         self.last_backlog_arrival = 0.0
@@ -150,6 +166,7 @@ class Collector:
             self.live_sent.clear()
             self.clinical_sent.clear()
             self.clinical.clear()
+            self.clinical_at.clear()
             self.envelopes.clear()
             self.stored.clear()
             self._clinical_in.clear()
@@ -163,8 +180,8 @@ class Collector:
         with self.lock:
             for first, last in receipt.batches():
                 for seq in [s for s in self._clinical_in if first <= s <= last]:
-                    for sent in self._clinical_in.pop(seq):
-                        self.stored.append((now, now - sent))
+                    for reading_seq in self._clinical_in.pop(seq):
+                        self.stored.setdefault(reading_seq, now)
 
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
@@ -187,7 +204,8 @@ class Collector:
                     sent = self.clinical_sent.get(seq)
                     if sent is not None:
                         self.clinical.append((now, now - sent))
-                        self._clinical_in.setdefault(batch["seq"], []).append(sent)
+                        self.clinical_at.setdefault(seq, now)
+                        self._clinical_in.setdefault(batch["seq"], []).append(seq)
                     continue
                 self.records += 1
                 self.seen.add((dev, seq))
@@ -233,7 +251,10 @@ class LivePublisher(threading.Thread):
         seq = 0
         device, make = ("oxi", clinical) if self.clinical else ("live", reading)
         sent = self.collector.clinical_sent if self.clinical else self.collector.live_sent
+        alerts = self.collector.alerts if self.clinical else None
         while not self.stop.wait(1 / self.rate):
+            if alerts is not None:
+                alerts.expect(seq)
             with self.collector.lock:
                 sent[seq] = time.monotonic()
             self.client.publish(f"gl/v1/{CENTRE}/{device}/telemetry", make(rng, seq), qos=1)
@@ -349,8 +370,11 @@ def drain(
     live_rate: float,
     kill_at: float | None,
     clinical_rate: float = 0.0,
+    store: bool = False,
 ) -> dict[str, float]:
     collector.reset()
+    if collector.alerts is not None:
+        collector.alerts.reset()
     t_fill = prefill(data / f"{CENTRE}.sqlite3", n)
     t0 = time.monotonic()
     gateway = start_gateway(local, central, data)
@@ -394,12 +418,28 @@ def drain(
     delays = sorted(collector.live_delays)
     with collector.lock:  # clinical readings that arrived while the backlog still drained
         urgent = sorted(d for at, d in collector.clinical if at < collector.last_backlog_arrival)
-        stored = sorted(d for at, d in collector.stored if at < collector.last_backlog_arrival)
+        due = {
+            seq: collector.clinical_sent[seq]
+            for seq, at in collector.clinical_at.items()
+            if at < collector.last_backlog_arrival
+        }
+    stored, stored_missing = after(due, collector.stored, collector.lock, 60 if store else 0)
+    opened: list[float] = []
+    opened_missing = 0
+    if collector.alerts is not None:
+        alerts = collector.alerts
+        opened, opened_missing = after(due, alerts.opened, alerts.lock, 120)
     return {
         "stored_n": len(stored),
-        "stored_p50": statistics.median(stored) if stored else float("nan"),
+        "stored_missing": stored_missing,
+        "stored_p50": pct(stored, 0.5),
         "stored_p99": pct(stored, 0.99),
         "stored_max": stored[-1] if stored else float("nan"),
+        "opened_n": len(opened),
+        "opened_missing": opened_missing,
+        "opened_p50": pct(opened, 0.5),
+        "opened_p99": pct(opened, 0.99),
+        "opened_max": opened[-1] if opened else float("nan"),
         "clinical_n": len(urgent),
         "clinical_p50": statistics.median(urgent) if urgent else float("nan"),
         "clinical_p99": urgent[int(0.99 * (len(urgent) - 1))] if urgent else float("nan"),
@@ -420,6 +460,20 @@ def drain(
         "batches": collector.batches,
         "plain_per_reading": collector.plain_bytes / max(1, collector.records),
     }
+
+
+def after(
+    due: dict[int, float], done: dict[int, float], lock: threading.Lock, timeout: float
+) -> tuple[list[float], int]:
+    """Delays from ``due`` (seq -> sent) to ``done`` (seq -> monotonic), sorted, and how many
+    of ``due`` were not done after waiting up to ``timeout`` s for the last ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with lock:
+            got = {seq: done[seq] - sent for seq, sent in due.items() if seq in done}
+        if len(got) == len(due) or time.monotonic() > deadline:
+            return sorted(got.values()), len(due) - len(got)
+        time.sleep(0.1)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -501,6 +555,16 @@ def live_stage(
     print(f"  {rate:,.0f} readings/s ({elapsed:.1f} s)")
 
 
+def registered() -> list[tuple[str, str]]:
+    """The benchmark centre's devices as the registry knows them (id, kind)."""
+    routers = [f"dev-{i}" for i in range(100)] + ["live", "probe"]
+    return [(d, "router") for d in routers] + [
+        ("oxi", "pulse_oximeter"),
+        ("oxi-warm", "pulse_oximeter"),
+        (GW, "gateway"),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backlog", type=int, default=1_000_000, help="readings in the backlog")
@@ -518,6 +582,12 @@ def main() -> int:
         action="store_true",
         help="drain into InfluxDB through an ingest worker (its receipts time the clinical"
         " readings' storage) instead of the collector's receipts",
+    )
+    parser.add_argument(
+        "--alerts",
+        action="store_true",
+        help="run the central alert engine (gramlink alerts, default pack) during the drain"
+        " and time each clinical reading's alert opening in its registry",
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the brokers on the way out
@@ -539,6 +609,7 @@ def main() -> int:
             f" clinical at {args.clinical_rate}/s"
         )
         worker = None
+        influx: InfluxService | None = None
         if args.store:
             influx = InfluxService(home / "influx", free_port(), secrets.token_urlsafe(16))
             influx.start()
@@ -546,6 +617,19 @@ def main() -> int:
             worker = WorkerProcess(central, influx, home / "ingest.log", "bench-ingest")
             stop_later.append(worker.proc.terminate)
             collector.receipting = False
+        if args.alerts:
+            alerts = CentralAlerts(
+                home / "alerts",
+                central,
+                CENTRE,
+                KEY.encode(),
+                registered(),
+                influx,
+            )
+            stop_later.append(alerts.close)
+            print("  central alert engine: warming up", flush=True)
+            alerts.warm_up()
+            collector.alerts = alerts
         d = drain(
             local,
             central,
@@ -555,6 +639,7 @@ def main() -> int:
             args.live_rate,
             None,
             args.clinical_rate,
+            args.store,
         )
         results += [
             ("backlog prefill (direct to SQLite)", f"{d['prefill_s']:.1f} s"),
@@ -573,9 +658,16 @@ def main() -> int:
             (
                 "clinical reading -> stored in InfluxDB (ingest's receipt) p50/p99/max",
                 f"{d['stored_p50']:.3f} / {d['stored_p99']:.3f} / {d['stored_max']:.3f} s"
-                f" (n={d['stored_n']:.0f})"
+                f" (n={d['stored_n']:.0f}, not stored {d['stored_missing']:.0f})"
                 if args.store
                 else "(not measured: --store)",
+            ),
+            (
+                "clinical reading -> its central alert opened (registry row) p50/p99/max",
+                f"{d['opened_p50']:.3f} / {d['opened_p99']:.3f} / {d['opened_max']:.3f} s"
+                f" (n={d['opened_n']:.0f}, not opened {d['opened_missing']:.0f})"
+                if args.alerts
+                else "(not measured: --alerts)",
             ),
             ("uplink bytes/reading (batched, MQTT framing)", f"{d['wire_per_reading']:.1f} B"),
             ("one JSON message per reading (MQTT framing)", f"{d['plain_per_reading']:.1f} B"),
@@ -591,6 +683,7 @@ def main() -> int:
                 f"{d['receipt_per_reading'] + PUBACK * d['batches'] / max(1, d['records']):.3f} B",
             ),
         ]
+        collector.alerts = None
         if worker is not None:
             worker.proc.terminate()
             worker.proc.wait(30)
@@ -632,6 +725,11 @@ def main() -> int:
         central.stop()
         for stop in reversed(stop_later):
             stop()
+    print(
+        f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()};"
+        f" {time.strftime('%Y-%m-%d %H:%M %Z')}; load average"
+        f" {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     print("\n| measure | result |\n|---|---|")
     for name, value in results:
         print(f"| {name} | {value} |")

@@ -11,6 +11,13 @@ receiving).
 ``alerts``: the alert engine reads the same data channels with a plain (not
 shared) subscription of its own, and the births; it publishes nothing.
 
+``tablet`` (on a centre's own broker, :func:`tablet_account`): a tablet or
+display at the centre follows the alerts the gateway raised there
+(``gl/v1/{centre}/+/_gateway/alert/+``, retained) and, if asked, the centre's
+readings (``gl/v1/{centre}/+/{telemetry,event}``); it publishes nothing and
+may subscribe to nothing else (no other centre, no device's commands or
+credentials, no ``$CONTROL``).
+
 :func:`ensure_account` makes a broker hold an account exactly so, idempotently:
 the role is created or its ACLs corrected, the client created or given the new
 password, the one role and re-enabled. It talks to Mosquitto's
@@ -33,9 +40,9 @@ from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 
-from contract.edge import alert_filter
+from contract.edge import alert_filter, local_alert_filter
 from contract.receipts import receipt_filter
-from contract.topics import Channel, shared, subscription
+from contract.topics import PREFIX, Channel, check_id, shared, subscription
 from mqttlink.endpoint import Endpoint, TlsFiles, tls_context
 
 CONTROL: Final = "$CONTROL/dynamic-security/v1"
@@ -83,6 +90,24 @@ def alerts_account(username: str = "alerts") -> ServiceAccount:
     acls = [Acl("subscribeLiteral", t) for t in topics]
     acls += [Acl("publishClientReceive", t) for t in topics]
     return ServiceAccount(username, f"gl-{username}", tuple(acls))
+
+
+def tablet_account(centre: str, username: str = "tablet", readings: bool = False) -> ServiceAccount:
+    """A centre tablet's or display's login on the centre broker: read only.
+
+    ``subscribePattern`` lets it subscribe to the filter or to a narrower one (one
+    gateway, one alert); ``publishClientReceive`` is what the centre broker's
+    ``defaultACLAccess`` (deny) needs to deliver; nothing may be published. The
+    role is per centre (``gl-tablet:{centre}``): device logins are ``centre/device``
+    and roles ``gl-{device}`` (no ``:`` in an id), so neither can clash with it.
+    """
+    topics = [local_alert_filter(centre)]
+    if readings:
+        c = check_id(centre, "centre")
+        topics += [f"{PREFIX}/{c}/+/{ch.value}" for ch in (Channel.TELEMETRY, Channel.EVENT)]
+    acls = [Acl("subscribePattern", t) for t in topics]
+    acls += [Acl("publishClientReceive", t) for t in topics]
+    return ServiceAccount(username, f"gl-tablet:{centre}", tuple(acls))
 
 
 def account_for(kind: str, username: str, share_group: str = "ingest") -> ServiceAccount:
