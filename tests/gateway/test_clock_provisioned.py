@@ -9,6 +9,7 @@ Readings go through an ingest worker into InfluxDB.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from contract.metrics import DeviceKind
 from contract.provisioning import DynsecOp, DynsecUpdate, centre_key, encode_key
 from contract.storage import SEQ_SLOTS
 from gateway.app import Gateway
+from gateway.centre_devices import CentreDevices
 from gateway.outbox import Outbox
 from gramlink.services import InfluxService, MosquittoService
 from tests.factories import wait_for
@@ -107,3 +109,26 @@ def test_a_reading_from_before_its_device_was_provisioned_is_stored_flagged(
     finally:
         devices.close()
         worker.stop()
+
+
+def test_a_store_written_before_provisioning_times_were_kept_opens_and_learns_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gw.db"
+    with sqlite3.connect(path) as conn:  # the table as the first gateways wrote it
+        conn.execute(
+            "CREATE TABLE centre_devices (gateway TEXT NOT NULL, device TEXT NOT NULL,"
+            " kind TEXT NOT NULL, PRIMARY KEY (gateway, device))"
+        )
+        conn.execute("INSERT INTO centre_devices VALUES ('gw-1', 'oxi-1', 'pulse_oximeter')")
+    conn.close()
+    book = CentreDevices(path, "gw-1")
+    assert book.kind_of("oxi-1") == "pulse_oximeter" and book.provisioned_ms("oxi-1") is None
+    book.learn("oxi-1", "pulse_oximeter", "m1", 1_750_000_000_000)
+    book.learn("oxi-1", "pulse_oximeter")  # an update without it keeps what was learnt
+    book.close()
+    again = CentreDevices(path, "gw-1")
+    assert again.provisioned_ms("oxi-1") == 1_750_000_000_000
+    again.forget("oxi-1")
+    assert again.provisioned_ms("oxi-1") is None
+    again.close()
