@@ -177,16 +177,15 @@ class DeviceLink:
             outcome = gateway_downlink.on_credentials_ack(session, centre, gateway, ack)
             what = "credentials"
         if outcome is Outcome.RECORDED:
-            if not ack.ok:
-                log.warning(
-                    kv(
-                        "gateway_update_rejected",
-                        centre=centre,
-                        gateway=gateway,
-                        downlink=what,
-                        seq=ack.seq,
-                        error=ack.error,
-                    )
+            if not ack.ok:  # a gateway refusing every update is one line a minute
+                self._throttle.warning(
+                    "gateway_update_rejected",
+                    f"rejected/{centre}/{gateway}/{what}",
+                    centre=centre,
+                    gateway=gateway,
+                    downlink=what,
+                    seq=ack.seq,
+                    error=ack.error,
                 )
             return
         if outcome is Outcome.STALE:

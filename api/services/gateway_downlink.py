@@ -78,17 +78,18 @@ def sent(session: Session, gateway: Device, channel: Downlink) -> None:
         row.creds_sent_seq, row.creds_sent_at = gateway.dynsec_seq, _now()
 
 
-def _known(session: Session, centre: str, gateway_id: str) -> GatewayDownlink | None:
+def _known(session: Session, centre: str, gateway_id: str) -> GatewayDownlink | Outcome:
+    """The gateway's record; an answer creates none (nothing was sent: ``NOT_SENT``)."""
     device = session.get(Device, gateway_id)
     if device is None or device.centre_id != centre or device.kind != DeviceKind.GATEWAY.value:
-        return None
-    return _row(session, device)
+        return Outcome.UNKNOWN
+    return session.get(GatewayDownlink, gateway_id) or Outcome.NOT_SENT
 
 
 def on_rules_ack(session: Session, centre: str, gateway_id: str, ack: EdgeRulesAck) -> Outcome:
     row = _known(session, centre, gateway_id)
-    if row is None:
-        return Outcome.UNKNOWN
+    if isinstance(row, Outcome):
+        return row
     if ack.seq > row.rules_sent_seq:
         return Outcome.NOT_SENT
     if ack.seq <= row.rules_answered_seq:
@@ -106,8 +107,8 @@ def on_rules_ack(session: Session, centre: str, gateway_id: str, ack: EdgeRulesA
 
 def on_credentials_ack(session: Session, centre: str, gateway_id: str, ack: DynsecAck) -> Outcome:
     row = _known(session, centre, gateway_id)
-    if row is None:
-        return Outcome.UNKNOWN
+    if isinstance(row, Outcome):
+        return row
     if ack.seq > row.creds_sent_seq:
         return Outcome.NOT_SENT
     if ack.seq <= row.creds_answered_seq:
