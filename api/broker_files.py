@@ -41,6 +41,7 @@ import paho.mqtt.client as mqtt
 
 from api.broker import BrokerAccess
 from api.logins import LoginChange
+from contract.edge import ALERT_CHANNEL, RULES_ACK_CHANNEL, RULES_CHANNEL
 from contract.metrics import DeviceKind
 from contract.provisioning import (
     DEVICE_RECEIVES,
@@ -91,6 +92,9 @@ def gateway_acl(username: str, centre: str) -> list[str]:
     lines += [f"topic write {base}/+/{channel}" for channel in GATEWAY_WRITES]
     lines += [f"topic read {base}/+/{channel}" for channel in GATEWAY_READS]
     lines += [f"topic read {own}/{DYNSEC_CHANNEL}", f"topic read {own}/{RECEIPT_CHANNEL}"]
+    # its edge rule set (in), the answers to it and the alerts it raised (out)
+    lines += [f"topic read {own}/{RULES_CHANNEL}", f"topic write {own}/{RULES_ACK_CHANNEL}"]
+    lines += [f"topic write {own}/{ALERT_CHANNEL}"]
     return lines
 
 

@@ -1,7 +1,11 @@
-"""The API's device-management link to the central broker: commands and twins.
+"""The API's device-management link to the central broker: commands, twins, gateway acks.
 
 Publishes commands (QoS 1, message expiry) and desired twins (QoS 1, retained)
-and follows ``gl/v1/+/+/cmd/ack`` and ``gl/v1/+/+/twin/reported``.
+and follows ``gl/v1/+/+/cmd/ack`` and ``gl/v1/+/+/twin/reported``, and the
+gateways' answers to their downlink updates, ``gl/v1/+/+/_gateway/rules/ack``
+(``EdgeRulesAck``) and ``gl/v1/+/+/_gateway/dynsec/ack`` (``DynsecAck``), which
+:mod:`api.services.gateway_downlink` records (an answer that changes nothing, a
+stale or unknown one, is counted in ``stale`` / ``unknown`` and logged, throttled).
 ``_on_message`` runs on paho's thread and only decodes and queues what came
 (a bounded queue of ``MAX_PENDING``; when full a message is dropped and
 counted: a lost acknowledgement leaves its command ``delivered`` or, swept,
@@ -35,9 +39,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.broker import BrokerAccess
 from api.errors import BrokerUnavailable
-from api.services import commands, twins
+from api.services import commands, gateway_downlink, twins
+from api.services.gateway_downlink import Outcome
 from contract.codec import DecodeError, decode, encode
+from contract.edge import (
+    RULES_ACK_CHANNEL,
+    EdgeRulesAck,
+    decode_rules_ack,
+    gateway_of,
+    rules_ack_filter,
+)
 from contract.messages import Command, CommandAck, Twin
+from contract.provisioning import (
+    DYNSEC_ACK_CHANNEL,
+    DynsecAck,
+    decode_dynsec_ack,
+    dynsec_ack_filter,
+)
 from contract.topics import Channel, Topic, TopicError, subscription, topic
 from mqttlink.paho_link import MqttLink
 from runtime.logs import Throttle, kv
@@ -45,7 +63,7 @@ from runtime.logs import Throttle, kv
 log = logging.getLogger(__name__)
 MAX_PENDING = 100_000
 
-_Item = tuple[str, str, CommandAck | Twin]
+_Item = tuple[str, str, CommandAck | Twin | EdgeRulesAck | DynsecAck]
 
 
 class DeviceLink:
@@ -66,6 +84,7 @@ class DeviceLink:
         self.dropped = 0
         self.invalid = 0
         self.unknown = 0
+        self.stale = 0
         self._tokens = 0.0
         self._last = time.monotonic()
         self.on_acks: Callable[[], None] | None = None
@@ -113,21 +132,33 @@ class DeviceLink:
     def _on_connect(self, client: mqtt.Client, props: Properties | None) -> None:
         opts = SubscribeOptions(qos=1)
         self._link.subscribe(
-            [(subscription(Channel.CMD_ACK), opts), (subscription(Channel.TWIN_REPORTED), opts)]
+            [
+                (subscription(Channel.CMD_ACK), opts),
+                (subscription(Channel.TWIN_REPORTED), opts),
+                (rules_ack_filter(), opts),
+                (dynsec_ack_filter(), opts),
+            ]
         )
 
     def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
+        item: _Item
         try:
-            found = Topic.parse(msg.topic)
-            message = decode(found.channel, bytes(msg.payload))
+            if "/_gateway/" in msg.topic:
+                item = _gateway_ack(msg.topic, bytes(msg.payload))
+            else:
+                found = Topic.parse(msg.topic)
+                message = decode(found.channel, bytes(msg.payload))
+                if not isinstance(message, CommandAck | Twin):
+                    return
+                item = (found.centre, found.device, message)
         except (TopicError, DecodeError) as exc:
             self.invalid += 1
-            self._throttle.warning("bad_device_reply", topic=msg.topic[:120], error=exc)
-            return
-        if not isinstance(message, CommandAck | Twin):
+            self._throttle.warning(
+                "bad_device_reply", topic=msg.topic[:120], error=exc, invalid=self.invalid
+            )
             return
         try:
-            self._queue.put_nowait((found.centre, found.device, message))
+            self._queue.put_nowait(item)
         except queue.Full:
             self.dropped += 1
             self._throttle.warning("device_reply_dropped", dropped=self.dropped)
@@ -139,6 +170,43 @@ class DeviceLink:
                 self.tick()
             except Exception:  # the worker's outermost loop: log and keep going
                 log.exception("event=device_commands_failed")
+
+    def _gateway_ack(
+        self, session: Session, centre: str, gateway: str, ack: EdgeRulesAck | DynsecAck
+    ) -> None:
+        if isinstance(ack, EdgeRulesAck):
+            outcome = gateway_downlink.on_rules_ack(session, centre, gateway, ack)
+            what = "rules"
+        else:
+            outcome = gateway_downlink.on_credentials_ack(session, centre, gateway, ack)
+            what = "credentials"
+        if outcome is Outcome.RECORDED:
+            if not ack.ok:  # a gateway refusing every update is one line a minute
+                self._throttle.warning(
+                    "gateway_update_rejected",
+                    f"rejected/{centre}/{gateway}/{what}",
+                    centre=centre,
+                    gateway=gateway,
+                    downlink=what,
+                    seq=ack.seq,
+                    error=ack.error,
+                )
+            return
+        if outcome is Outcome.STALE:
+            self.stale += 1
+        else:
+            self.unknown += 1
+        self._throttle.log(
+            logging.INFO,
+            "gateway_ack_ignored",
+            centre=centre,
+            gateway=gateway,
+            downlink=what,
+            seq=ack.seq,
+            reason=outcome.value,
+            stale=self.stale,
+            unknown=self.unknown,
+        )
 
     def tick(self) -> None:
         """Write what came, expire what is overdue, publish the next batch commands."""
@@ -156,8 +224,11 @@ class DeviceLink:
             for centre, device, message in items:
                 if isinstance(message, CommandAck):
                     known = commands.apply_ack(session, centre, device, message)
-                else:
+                elif isinstance(message, Twin):
                     known = twins.store_reported(session, centre, device, message)
+                else:
+                    self._gateway_ack(session, centre, device, message)
+                    continue
                 if not known:
                     self.unknown += 1
             session.flush()
@@ -171,3 +242,13 @@ class DeviceLink:
             expired or any(isinstance(m, CommandAck) for *_, m in items)
         ):
             self.on_acks()
+
+
+def _gateway_ack(name: str, payload: bytes) -> _Item:
+    """A gateway's answer to a downlink update; raises TopicError / DecodeError."""
+    centre, gateway, channel = gateway_of(name)
+    if channel == RULES_ACK_CHANNEL:
+        return centre, gateway, decode_rules_ack(payload)
+    if channel == DYNSEC_ACK_CHANNEL:
+        return centre, gateway, decode_dynsec_ack(payload)
+    raise TopicError(f"not a gateway acknowledgement: {name[:120]!r}")

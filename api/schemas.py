@@ -118,6 +118,40 @@ class DeviceUpdate(Strict):
     firmware_version: Short | None = None
 
 
+class DownlinkStatus(StrEnum):
+    NONE = "none"  # nothing sent yet
+    APPLIED = "applied"  # the gateway acknowledged the newest update sent
+    BEHIND = "behind"  # an update sent is not acknowledged (gateway or uplink down)
+    REJECTED = "rejected"  # the gateway refused the newest update (see error)
+
+
+class DownlinkChannel(BaseModel):
+    """One downlink of a gateway (edge rules or credentials): sent vs acknowledged."""
+
+    status: DownlinkStatus
+    sent_seq: int | None = Field(default=None, description="the newest update sent")
+    sent_at: datetime | None = None
+    acknowledged_seq: int | None = Field(
+        default=None,
+        description="rules: the set the gateway holds; credentials: the newest update answered",
+    )
+    acknowledged_at: datetime | None = None
+    rules: int | None = Field(default=None, description="rules: how many the gateway holds")
+    error: str | None = Field(default=None, description="why the gateway refused an update")
+    error_seq: int | None = None
+    error_at: datetime | None = None
+    error_device: str | None = Field(default=None, description="credentials: whose update")
+
+
+class GatewayDownlinkPublic(BaseModel):
+    """What a gateway holds of the updates the API sent it (numbered per gateway)."""
+
+    gateway_id: str
+    rules: DownlinkChannel
+    credentials: DownlinkChannel
+    stale_acks: int = Field(default=0, description="acknowledgements that changed nothing")
+
+
 class DevicePublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -132,6 +166,22 @@ class DevicePublic(BaseModel):
     created_at: datetime
     last_seen: datetime | None
     online: bool
+    downlink: GatewayDownlinkPublic | None = Field(
+        default=None, description="a gateway's own view: the edge rules and credentials it holds"
+    )
+
+
+class EdgeRuleRef(BaseModel):
+    id: str
+    version: int
+
+
+class CentreEdgeRules(BaseModel):
+    """The edge rule set of a centre, and which version each of its gateways holds."""
+
+    centre_id: str
+    rules: list[EdgeRuleRef] = Field(description="what the centre's gateways should hold now")
+    gateways: list[GatewayDownlinkPublic]
 
 
 class Credentials(BaseModel):

@@ -6,9 +6,16 @@ rule that runs at the edge changes and whenever the gateway comes online. It is
 the whole set for the centre (not a change), so the newest one replaces what the
 gateway had; ``seq`` is the gateway's downlink counter (the one credential
 updates use), and a gateway keeps an update only if its ``seq`` is newer than the
-one it holds. Each rule is a stored rule's JSON (``alerting.rules.Rule``); the
-contract does not look inside (``alerting`` imports the contract, not the other
-way round). The gateway answers with an :class:`EdgeRulesAck` on ``.../rules/ack``.
+one it holds (that ``seq`` is the version of the set it holds). Each rule is a
+stored rule's JSON (``alerting.rules.Rule``); the contract does not look inside
+(``alerting`` imports the contract, not the other way round).
+
+The gateway answers with an :class:`EdgeRulesAck` on ``.../rules/ack`` (QoS 1):
+``ok`` with the number of rules it holds, or ``ok: false`` with the error and,
+when the update named it, its ``seq``. The API follows every gateway's answers
+(:func:`rules_ack_filter`, and ``contract.provisioning.dynsec_ack_filter`` for
+credential updates; :func:`gateway_of` names the gateway of such a topic) and
+shows per gateway which update it holds.
 
 Alerts (gateway -> centre's tablets, and -> central). An :class:`EdgeAlert` is
 published:
@@ -36,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 from contract.codec import DecodeError, DecodeReason
 from contract.messages import Id, SchemaVersion, Seq, TimestampMs
 from contract.metrics import DeviceKind, PatientRef
-from contract.topics import PREFIX, check_id
+from contract.topics import PREFIX, TopicError, check_id
 
 RULES_CHANNEL: Final = "_gateway/rules"
 RULES_ACK_CHANNEL: Final = "_gateway/rules/ack"
@@ -44,6 +51,7 @@ ALERT_CHANNEL: Final = "_gateway/alert"
 MAX_RULES: Final = 256
 MAX_RULES_BYTES: Final = 512 * 1024
 MAX_ALERT_BYTES: Final = 8 * 1024
+MAX_ACK_BYTES: Final = 4 * 1024
 RESOLVED_RETAIN_S: Final = 3600
 
 AlertId = Annotated[str, StringConstraints(pattern=r"^al-[0-9a-f]{24}$")]
@@ -101,6 +109,7 @@ class EdgeAlert(_Model):
 
 _ALERT: Final = TypeAdapter(EdgeAlert)
 _RULES: Final = TypeAdapter(EdgeRules)
+_RULES_ACK: Final = TypeAdapter(EdgeRulesAck)
 
 
 def _topic(centre: str, gateway: str, channel: str) -> str:
@@ -113,6 +122,23 @@ def rules_topic(centre: str, gateway: str) -> str:
 
 def rules_ack_topic(centre: str, gateway: str) -> str:
     return _topic(centre, gateway, RULES_ACK_CHANNEL)
+
+
+def rules_ack_filter() -> str:
+    """Every gateway's :class:`EdgeRulesAck` (what the API follows)."""
+    return f"{PREFIX}/+/+/{RULES_ACK_CHANNEL}"
+
+
+def gateway_of(topic: str) -> tuple[str, str, str]:
+    """``(centre, gateway, channel)`` of a gateway's own ``gl/v1/{c}/{g}/_gateway/...`` topic."""
+    parts = topic.split("/", 4)
+    if (
+        len(parts) != 5
+        or f"{parts[0]}/{parts[1]}" != PREFIX
+        or not parts[4].startswith("_gateway/")
+    ):
+        raise TopicError(f"not a gateway topic: {topic[:120]!r}")
+    return check_id(parts[2], "centre"), check_id(parts[3], "gateway"), parts[4]
 
 
 def alert_upstream_topic(centre: str, gateway: str) -> str:
@@ -150,4 +176,9 @@ def decode_alert(payload: bytes) -> EdgeAlert:
 
 def decode_rules(payload: bytes) -> EdgeRules:
     result: EdgeRules = _decode(_RULES, payload, MAX_RULES_BYTES)
+    return result
+
+
+def decode_rules_ack(payload: bytes) -> EdgeRulesAck:
+    result: EdgeRulesAck = _decode(_RULES_ACK, payload, MAX_ACK_BYTES)
     return result

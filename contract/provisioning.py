@@ -8,7 +8,8 @@ No clear-text device password is stored anywhere. Passwords are derived:
 
 The API tells a centre's gateway about a change with a :class:`DynsecUpdate` on
 ``gl/v1/{centre}/{gateway}/_gateway/dynsec`` (QoS 1, never retained). The message
-carries versions only, never a secret: the gateway derives the same password from
+carries versions only, never a secret (and the device's model and provisioning
+time, which the gateway stamps and judges readings by): the gateway derives the same password from
 its centre key and applies it to its local broker's dynamic security. The ACL of a
 client is defined here once (:func:`client_acls`) so both brokers enforce the same.
 """
@@ -23,7 +24,8 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from contract.messages import SchemaVersion
+from contract.codec import DecodeError, DecodeReason
+from contract.messages import SchemaVersion, TimestampMs
 from contract.metrics import DeviceKind
 from contract.receipts import RECEIPT_CHANNEL
 from contract.topics import ID_RE, PREFIX, Channel, check_id, topic
@@ -33,6 +35,7 @@ DYNSEC_ACK_CHANNEL: Final = "_gateway/dynsec/ack"
 CONTROL_TOPIC: Final = "$CONTROL/dynamic-security/v1"
 CONTROL_RESPONSE_TOPIC: Final = "$CONTROL/dynamic-security/v1/response"
 MIN_KEY_BYTES: Final = 32
+MAX_ACK_BYTES: Final = 4 * 1024
 ROLE_PREFIX: Final = "gl-"
 
 Id = Annotated[str, StringConstraints(pattern=f"^{ID_RE.pattern}$")]
@@ -62,6 +65,10 @@ class DynsecUpdate(BaseModel):
     # The device's model in the API's registry: the gateway stamps it into each of the
     # device's envelope records (``BatchRecord.m``), so its stored series is fixed.
     model: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    # When the API provisioned the device (epoch ms, the registry's ``created_at``):
+    # the gateway flags a reading whose device time is well before it
+    # (``gateway.clock_sanity``). Absent in updates of an older API: not judged.
+    provisioned_ms: TimestampMs | None = None
 
 
 class DynsecAck(BaseModel):
@@ -82,6 +89,21 @@ def dynsec_topic(centre: str, gateway: str) -> str:
 
 def dynsec_ack_topic(centre: str, gateway: str) -> str:
     return f"{dynsec_topic(centre, gateway)}/ack"
+
+
+def decode_dynsec_ack(payload: bytes) -> DynsecAck:
+    """A gateway's :class:`DynsecAck`; raises :class:`contract.codec.DecodeError`."""
+    if len(payload) > MAX_ACK_BYTES:
+        raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_ACK_BYTES}")
+    try:
+        return DynsecAck.model_validate_json(payload)
+    except ValueError as exc:
+        raise DecodeError(DecodeReason.INVALID, str(exc)[:200]) from None
+
+
+def dynsec_ack_filter() -> str:
+    """Every gateway's :class:`DynsecAck` (what the API follows)."""
+    return f"{PREFIX}/+/+/{DYNSEC_ACK_CHANNEL}"
 
 
 def centre_key(master: bytes, centre: str, key_version: int) -> bytes:

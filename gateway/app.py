@@ -78,13 +78,16 @@ class Gateway:
         self.ctx = {"centre": s.centre, "gw": s.gateway_id}
         self.clock = GatewayClock(int(s.clock_jump_s * 1000), s.clock_offset_file)
         self.outbox = Outbox(s.db_path, s.disk_budget_bytes, s.sqlite_synchronous)
-        self.sanity = ClockSanity(
-            self.clock, self.outbox.first_run_ms(self.clock.now_ms()), int(s.clock_ahead_s * 1000)
-        )
         self.quarantine = Quarantine(s.db_path, s.quarantine_max_rows)
         key = s.centre_key_bytes
         # The centre's devices and kinds, learnt from credential updates (local enforcement).
         self.devices = CentreDevices(s.db_path, s.gateway_id) if key is not None else None
+        self.sanity = ClockSanity(
+            self.clock,
+            self.outbox.first_run_ms(self.clock.now_ms()),
+            int(s.clock_ahead_s * 1000),
+            self.devices,
+        )
         # Each device's model, stamped into its envelope records (registry, else births).
         self.models = DeviceModels(s.db_path, s.gateway_id, self.devices)
         transformer = Transformer(

@@ -4,7 +4,8 @@ A table ``centre_devices`` in the gateway's database: one row per (gateway id,
 device) the API provisioned for this centre, with the device's kind. Written by
 :class:`gateway.local_auth.LocalAuth` when it applies a ``DynsecUpdate``
 (upsert, enable, disable: the device is known, with the update's kind and, when
-the update names it, the registry's model; delete:
+the update names them, the registry's model and the device's provisioning time;
+delete:
 forgotten, its row kept with an empty kind so that the table is still "known"
 when the last device goes), so its size is bounded by the centre's fleet. Read by
 :class:`gateway.pseudonymize.Transformer` for every device message:
@@ -14,6 +15,9 @@ when the last device goes), so its size is bounded by the centre's fleet. Read b
 - otherwise a message from a device not in the table is refused
   (``unknown_device``), and a reading or birth naming another kind than the
   device's (``kind_mismatch``).
+
+:class:`gateway.clock_sanity.ClockSanity` reads the provisioning time
+(:meth:`CentreDevices.provisioned_ms`): a reading from well before it is flagged.
 
 Threads: written by the dynsec thread, read by the ingest thread. Reads take no
 lock: they look up one key in a dict that writers replace under the lock.
@@ -36,11 +40,12 @@ CREATE TABLE IF NOT EXISTS centre_devices (
     PRIMARY KEY (gateway, device)
 );
 """
-_MODEL_COLUMN: Final = "ALTER TABLE centre_devices ADD COLUMN model TEXT"
+# columns added after the table's first version: a store written before gets them
+_ADDED: Final = {"model": "TEXT", "provisioned_ms": "INTEGER"}
 
 
 class CentreDevices:
-    """Device id -> kind of one centre, persisted in SQLite (WAL)."""
+    """Device id -> kind (model, provisioning time) of one centre, in SQLite (WAL)."""
 
     def __init__(self, path: Path, gateway_id: str) -> None:
         self._gateway = gateway_id
@@ -48,13 +53,18 @@ class CentreDevices:
         self._conn = open_store(path, _SCHEMA, STORE)
         with mapped(STORE):
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(centre_devices)")}
-            if "model" not in columns:  # a store written before models were kept
-                self._conn.execute(_MODEL_COLUMN)
+            for name, sql_type in _ADDED.items():
+                if name not in columns:
+                    self._conn.execute(f"ALTER TABLE centre_devices ADD COLUMN {name} {sql_type}")
             rows = self._conn.execute(
-                "SELECT device, kind, model FROM centre_devices WHERE gateway = ?", (gateway_id,)
+                "SELECT device, kind, model, provisioned_ms FROM centre_devices WHERE gateway = ?",
+                (gateway_id,),
             ).fetchall()
-        self._kinds: dict[str, str] = {device: kind for device, kind, _ in rows}
-        self._models: dict[str, str] = {device: model for device, _, model in rows if model}
+        self._kinds: dict[str, str] = {device: kind for device, kind, _, _ in rows}
+        self._models: dict[str, str] = {device: model for device, _, model, _ in rows if model}
+        self._provisioned: dict[str, int] = {
+            device: int(at) for device, kind, _, at in rows if kind and at is not None
+        }
 
     def kind_of(self, device: str) -> str | None:
         """The device's registered kind; None if it is not one of the centre's devices."""
@@ -63,6 +73,10 @@ class CentreDevices:
     def model_of(self, device: str) -> str | None:
         """The device's model in the API's registry (None: not said)."""
         return self._models.get(device)
+
+    def provisioned_ms(self, device: str) -> int | None:
+        """When the API provisioned the device (epoch ms; None: not said, or not a device)."""
+        return self._provisioned.get(device)
 
     @property
     def known(self) -> bool:
@@ -73,16 +87,24 @@ class CentreDevices:
         """How many devices the centre has (deleted ones not counted)."""
         return sum(1 for kind in self._kinds.values() if kind)
 
-    def learn(self, device: str, kind: str, model: str | None = None) -> None:
+    def learn(
+        self, device: str, kind: str, model: str | None = None, provisioned_ms: int | None = None
+    ) -> None:
         with self._lock:
             model = model or self._models.get(device) if kind else None
-            if self._kinds.get(device) == kind and self._models.get(device) == model:
+            at = provisioned_ms or self._provisioned.get(device) if kind else None
+            if (
+                self._kinds.get(device) == kind
+                and self._models.get(device) == model
+                and self._provisioned.get(device) == at
+            ):
                 return
             self._write(
-                "INSERT INTO centre_devices (gateway, device, kind, model) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(gateway, device) DO UPDATE SET kind = excluded.kind,"
-                " model = excluded.model",
-                (self._gateway, device, kind, model),
+                "INSERT INTO centre_devices (gateway, device, kind, model, provisioned_ms)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(gateway, device) DO UPDATE SET"
+                " kind = excluded.kind, model = excluded.model,"
+                " provisioned_ms = excluded.provisioned_ms",
+                (self._gateway, device, kind, model, at),
             )
             kinds = dict(self._kinds)
             kinds[device] = kind
@@ -91,11 +113,15 @@ class CentreDevices:
             if model:
                 models[device] = model
             self._models = models
+            provisioned = {d: t for d, t in self._provisioned.items() if d != device}
+            if at is not None:
+                provisioned[device] = at
+            self._provisioned = provisioned
 
     def forget(self, device: str) -> None:
         self.learn(device, "")  # a tombstone: no longer a device of the centre
 
-    def _write(self, sql: str, params: tuple[str | None, ...]) -> None:
+    def _write(self, sql: str, params: tuple[str | int | None, ...]) -> None:
         with mapped(STORE):
             self._conn.execute(sql, params)
 

@@ -7,6 +7,10 @@ A reading's device time ``ts`` is implausible when it is
   kept in the outbox's meta, and never earlier than ``FLOOR_MS``: a store
   created by a gateway whose clock started at 1970 does not make 1970
   plausible), or
+- more than ``PAST_MARGIN_MS`` before the device was provisioned (the API's
+  time, sent with the device's credentials: ``DynsecUpdate.provisioned_ms``, kept
+  in :class:`gateway.centre_devices.CentreDevices`; a device the updates did not
+  date is not judged by it), or
 - more than ``ahead_ms`` (default an hour) ahead of the gateway's clock, once
   that clock is synced (before, the device may well be right and the gateway
   behind; :meth:`gateway.outbox.Outbox.rebase` judges those rows again when the
@@ -16,9 +20,6 @@ Such a reading is neither quarantined nor re-stamped: its row is flagged
 ``CLOCK_SUSPECT``; it travels with ``"cs":true`` and is stored at its receive
 time with the device's time as ``device_ts`` (docs/gateway.md, "Clock sanity").
 The gateway's own readings are never judged (their time is the gateway's clock).
-
-(The API does not yet send a device's provisioning time with its credentials;
-when it does, "before the device was provisioned" joins the rules here.)
 """
 
 from __future__ import annotations
@@ -35,17 +36,33 @@ class Clock(Protocol):
     def synced(self) -> bool: ...
 
 
-class ClockSanity:
-    """Judges device times against the gateway's first run and its (synced) clock."""
+class Provisioned(Protocol):
+    def provisioned_ms(self, device: str) -> int | None: ...
 
-    def __init__(self, clock: Clock, first_run_ms: int, ahead_ms: int = 3_600_000) -> None:
+
+class ClockSanity:
+    """Judges device times against the gateway's first run, the device's provisioning
+    and the gateway's (synced) clock."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        first_run_ms: int,
+        ahead_ms: int = 3_600_000,
+        provisioned: Provisioned | None = None,
+    ) -> None:
         self.clock = clock
         self.first_run_ms = max(first_run_ms, FLOOR_MS)
         self.ahead_ms = ahead_ms
+        self.provisioned = provisioned
 
-    def suspect(self, ts: int, rx_ms: int) -> bool:
+    def suspect(self, ts: int, rx_ms: int, device: str | None = None) -> bool:
         if ts < self.first_run_ms - PAST_MARGIN_MS:
             return True
+        if device is not None and self.provisioned is not None:
+            at = self.provisioned.provisioned_ms(device)
+            if at is not None and ts < at - PAST_MARGIN_MS:
+                return True
         return ts > rx_ms + self.ahead_ms and self.clock.synced()
 
     def moved(self, step_ms: int, first_run_this_run: bool) -> None:

@@ -6,21 +6,25 @@ gateway was offline arrives when it reconnects). :meth:`RuleUpdates.on_message`
 runs on the central link's network thread: one small SQLite transaction
 (:meth:`gateway.edge_rules.EdgeRules.replace`), then the central message is
 acknowledged (paho ``manual_ack``) and an :class:`contract.edge.EdgeRulesAck` is
-published on ``.../rules/ack``. An update older than the set held (a redelivery)
-is acknowledged ``ok`` and changes nothing; a malformed one is acknowledged
-``ok: false`` with the error (permanent: it never blocks the next one); one the
+published on ``.../rules/ack`` (QoS 1: the API shows per gateway which set it
+holds). An update older than the set held (a redelivery) is acknowledged ``ok``
+and changes nothing; a malformed one is acknowledged ``ok: false`` with the error
+and its ``seq`` when it names one (0 when not), so the API shows it rejected
+(permanent: it never blocks the next one); one the
 database did not take is logged and left unacknowledged (the central broker
 sends it again after the next reconnect).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import paho.mqtt.client as mqtt
 
 from contract.codec import DecodeError
-from contract.edge import EdgeRulesAck, decode_rules, rules_ack_topic
+from contract.edge import MAX_RULES_BYTES, EdgeRulesAck, decode_rules, rules_ack_topic
+from contract.messages import MAX_SEQ
 from gateway.edge_rules import EdgeRules
 from gateway.errors import StoreError
 from mqttlink.paho_link import MqttLink
@@ -51,7 +55,9 @@ class RuleUpdates:
             self.rejected += 1
             log.error(kv("edge_rules_rejected", centre=self.centre, error=exc))
             self.central.ack(msg.mid, generation)
-            self._answer(EdgeRulesAck(seq=0, ok=False, error=str(exc)[:256]))
+            self._answer(
+                EdgeRulesAck(seq=_seq_of(bytes(msg.payload)), ok=False, error=str(exc)[:256])
+            )
             return
         try:
             kept = self.rules.replace(update)
@@ -80,4 +86,16 @@ class RuleUpdates:
     def _answer(self, ack: EdgeRulesAck) -> None:
         assert self.central is not None
         topic = rules_ack_topic(self.centre, self.gateway_id)
-        self.central.client.publish(topic, ack.model_dump_json().encode(), qos=0)
+        self.central.publish(topic, ack.model_dump_json().encode())
+
+
+def _seq_of(payload: bytes) -> int:
+    """The ``seq`` a malformed update names (0: none that could be an update's)."""
+    if len(payload) > MAX_RULES_BYTES:
+        return 0
+    try:
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return 0
+    seq = value.get("seq") if isinstance(value, dict) else None
+    return seq if type(seq) is int and 0 <= seq <= MAX_SEQ else 0

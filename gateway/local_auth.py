@@ -15,7 +15,8 @@ is kept in a :class:`SeqStore` (in memory by default; the gateway passes the
 SQLite-backed :class:`gateway.dynsec_seqs.AppliedSeqs` so it survives restarts).
 Each applied update also tells an optional :class:`DeviceBook` (the gateway's
 :class:`gateway.centre_devices.CentreDevices`) which devices the centre has and
-their kinds, so local intake can refuse readings of unknown devices or kinds.
+their kinds (and models and provisioning times), so local intake can refuse
+readings of unknown devices or kinds and judge device clocks.
 
 Threads: ``apply`` blocks until the local broker answered (or ``timeout``); call
 it from a worker, never from the local client's own network thread. Only
@@ -113,7 +114,9 @@ class SeqStore(Protocol):
 class DeviceBook(Protocol):
     """The centre's devices, as the applied updates describe them."""
 
-    def learn(self, device: str, kind: str, model: str | None = None) -> None: ...
+    def learn(
+        self, device: str, kind: str, model: str | None = None, provisioned_ms: int | None = None
+    ) -> None: ...
 
     def forget(self, device: str) -> None: ...
 
@@ -229,7 +232,9 @@ class LocalAuth:
             if update.op is DynsecOp.DELETE:
                 self._devices.forget(update.device_id)
             else:
-                self._devices.learn(update.device_id, update.kind.value, update.model)
+                self._devices.learn(
+                    update.device_id, update.kind.value, update.model, update.provisioned_ms
+                )
         self._seqs.set(update.device_id, update.seq)
         self.last_seq = max(self.last_seq, update.seq)
         self.applied += 1

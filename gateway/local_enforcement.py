@@ -78,7 +78,19 @@ REASON_BAD = "dynsec_bad_update"
 REASON_KEY = "dynsec_key_outdated"
 REASON_REFUSED = "dynsec_refused"
 # Fields of a DynsecUpdate; anything else in a quarantined update is redacted.
-_KNOWN_FIELDS = frozenset({"v", "op", "device_id", "kind", "credential_version", "seq", "key_id"})
+_KNOWN_FIELDS = frozenset(
+    {
+        "v",
+        "op",
+        "device_id",
+        "kind",
+        "credential_version",
+        "seq",
+        "key_id",
+        "model",
+        "provisioned_ms",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

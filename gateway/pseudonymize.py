@@ -80,7 +80,7 @@ class Transformer:
                 prio = PRIORITY  # clinical: the priority lane
             elif topic.channel is Channel.TELEMETRY:
                 prio = BULK
-            if self.sanity is not None and self.sanity.suspect(message.ts, rx_ms):
+            if self.sanity is not None and self.sanity.suspect(message.ts, rx_ms, topic.device):
                 flags = CLOCK_SUSPECT
         return NewRow(prio, topic.device, topic.channel.value, encode(message), rx_ms, flags)
 

@@ -436,3 +436,38 @@ class CampaignDevice(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GatewayDownlink(Base):
+    """What a gateway holds of its downlink (``api.services.gateway_downlink``).
+
+    Per channel (``rules``: the centre's edge rule set; ``creds``: credential
+    updates), numbered from the gateway's ``Device.dynsec_seq``: the newest update
+    sent, the newest the gateway answered, and the last one it rejected (its error).
+    For rules, ``rules_held_*`` is the set the gateway keeps (its newest ``ok``).
+    """
+
+    __tablename__ = "gateway_downlink"
+
+    gateway_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    centre_id: Mapped[str] = mapped_column(String(32), index=True)
+    rules_sent_seq: Mapped[int] = mapped_column(Integer, default=0)
+    rules_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rules_answered_seq: Mapped[int] = mapped_column(Integer, default=0)
+    rules_held_seq: Mapped[int] = mapped_column(Integer, default=0)
+    rules_held_count: Mapped[int | None] = mapped_column(Integer)
+    rules_held_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rules_error: Mapped[str | None] = mapped_column(String(256))
+    rules_error_seq: Mapped[int | None] = mapped_column(Integer)
+    rules_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    creds_sent_seq: Mapped[int] = mapped_column(Integer, default=0)
+    creds_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    creds_answered_seq: Mapped[int] = mapped_column(Integer, default=0)
+    creds_answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    creds_error: Mapped[str | None] = mapped_column(String(256))
+    creds_error_seq: Mapped[int | None] = mapped_column(Integer)
+    creds_error_device: Mapped[str | None] = mapped_column(String(32))
+    creds_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stale_acks: Mapped[int] = mapped_column(Integer, default=0)

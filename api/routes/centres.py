@@ -7,8 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from api.deps import DB, Admin, PageArgs, Parts, Reader
-from api.schemas import CentreCreate, CentrePublic, CentreUpdate, Id, KeyRotation, Page
-from api.services import centre_keys, centres
+from api.schemas import (
+    CentreCreate,
+    CentreEdgeRules,
+    CentrePublic,
+    CentreUpdate,
+    Id,
+    KeyRotation,
+    Page,
+)
+from api.services import centre_keys, centres, edge_rules
 
 router = APIRouter(prefix="/v1/centres", tags=["centres"])
 CentreId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
@@ -47,6 +55,18 @@ def create_centre(session: DB, parts: Parts, who: Admin, body: CentreCreate) -> 
 @router.get("/{centre_id}", summary="One centre with its spokes and online state")
 def get_centre(session: DB, _who: Reader, centre_id: CentreId) -> CentrePublic:
     return centres.public(session, centres.get(session, centre_id))
+
+
+@router.get(
+    "/{centre_id}/edge-rules",
+    summary="The centre's edge rule set and which version each of its gateways holds",
+    description="`rules`: the enabled rules the centre's gateways evaluate themselves; per "
+    "gateway, `rules.status` is `applied` (it holds the newest set sent), `behind` (a set "
+    "sent is not acknowledged: the gateway or its uplink is down), `rejected` (it refused "
+    "the newest set: `error`) or `none`; `credentials` likewise for credential updates.",
+)
+def get_edge_rules(session: DB, _who: Reader, centre_id: CentreId) -> CentreEdgeRules:
+    return edge_rules.centre_view(session, centres.get(session, centre_id))
 
 
 @router.patch("/{centre_id}", summary="Change a centre")

@@ -23,7 +23,7 @@ from api.schemas import (
     Short,
     Status,
 )
-from api.services import bulk, devices
+from api.services import bulk, devices, gateway_downlink
 
 DeviceId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", examples=["bp-0001"])]
 MAX_CSV_BYTES = 32 * 1024 * 1024
@@ -148,9 +148,17 @@ def provision_bulk(
 def _register_common(router: APIRouter, gateway: bool) -> None:
     what = "gateway" if gateway else "device"
 
-    @router.get("/{device_id}", summary=f"One {what}")
+    @router.get(
+        "/{device_id}",
+        summary=f"One {what}"
+        + (" with the edge rules and credential updates it holds" if gateway else ""),
+    )
     def get_one(session: DB, _who: Reader, device_id: DeviceId) -> DevicePublic:
-        return DevicePublic.model_validate(devices.get(session, device_id, gateway=gateway))
+        device = devices.get(session, device_id, gateway=gateway)
+        public = DevicePublic.model_validate(device)
+        if gateway:
+            public.downlink = gateway_downlink.view(session, device)
+        return public
 
     @router.patch("/{device_id}", summary=f"Change a {what}'s model, serial or firmware")
     def update_one(

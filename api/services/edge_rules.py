@@ -15,6 +15,10 @@ persistent session), numbered from the gateway's downlink counter
 - when a gateway comes online (:func:`seed_gateway`, with the credentials), so a
   gateway that missed updates (a new one, or one whose session expired) catches up.
 
+Each send is recorded (:mod:`api.services.gateway_downlink`) and the gateway's
+``EdgeRulesAck`` moves it to ``applied`` or ``rejected``; :func:`centre_view`
+(``GET /v1/centres/{id}/edge-rules``) shows which set each gateway holds.
+
 A publish that fails (the central broker down) is logged, not raised: the rule
 change stands, and the gateway gets the set when it next comes online.
 """
@@ -31,6 +35,9 @@ from sqlalchemy.orm import Session
 from alerting.rules import READING_CONDITIONS, Place, Rule, RuleSpec, ScopeKind
 from api.db.models import AlertRule, Centre, Device
 from api.dynsec import DynsecClient, DynsecError
+from api.schemas import CentreEdgeRules, EdgeRuleRef
+from api.services import gateway_downlink
+from api.services.gateway_downlink import Downlink
 from api.services.provisioning import LIVE, Provisioner, gateways_of
 from contract.edge import EdgeRules, rules_topic
 from contract.metrics import DeviceKind
@@ -74,7 +81,17 @@ def message_for(session: Session, gateway: Device, centre: Centre) -> tuple[str,
     gateway.dynsec_seq += 1
     rules = [r.model_dump(mode="json", by_alias=True) for r in rules_for(session, centre)]
     update = EdgeRules(seq=gateway.dynsec_seq, rules=rules)
+    gateway_downlink.sent(session, gateway, Downlink.RULES)
     return rules_topic(gateway.centre_id, gateway.id), update.model_dump_json().encode()
+
+
+def centre_view(session: Session, centre: Centre) -> CentreEdgeRules:
+    """The set the centre's gateways should hold, and what each acknowledged."""
+    return CentreEdgeRules(
+        centre_id=centre.id,
+        rules=[EdgeRuleRef(id=r.id, version=r.version) for r in rules_for(session, centre)],
+        gateways=[gateway_downlink.view(session, g) for g in gateways_of(session, centre.id)],
+    )
 
 
 def _publish(dynsec: DynsecClient, messages: list[tuple[str, bytes]]) -> bool:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +25,8 @@ from api.dynsec import DynsecClient, DynsecError, DynsecRefused
 from api.errors import BrokerUnavailable
 from api.logins import CentralLogins, LoginChange
 from api.schemas import CredentialRow, Credentials, Status
+from api.services import gateway_downlink
+from api.services.gateway_downlink import Downlink
 from contract.metrics import DeviceKind
 from contract.provisioning import (
     DynsecOp,
@@ -122,6 +125,7 @@ class Provisioner:
             centre = _centre(session, centres, centre_id)
             for gateway in gateways_of(session, centre_id):
                 messages += self.updates_for(gateway, centre, centre_changes)
+                gateway_downlink.sent(session, gateway, Downlink.CREDENTIALS)
         return messages
 
     def updates_for(
@@ -140,6 +144,7 @@ class Provisioner:
                 seq=gateway.dynsec_seq,
                 key_id=current_key,
                 model=change.device.model or None,
+                provisioned_ms=provisioned_ms(change.device),
             )
             out.append((topic, update.model_dump_json().encode()))
         return out
@@ -160,7 +165,9 @@ class Provisioner:
         if changes:
             with broker_errors():
                 centre = _centre(session, {}, gateway.centre_id)
-                self.dynsec.publish_many(self.updates_for(gateway, centre, changes))
+                messages = self.updates_for(gateway, centre, changes)
+                gateway_downlink.sent(session, gateway, Downlink.CREDENTIALS)
+                self.dynsec.publish_many(messages)
 
     def rewrite_central(self, session: Session, files: FileLogins) -> None:
         """Write the broker's login files afresh from the registry (at start)."""
@@ -206,6 +213,14 @@ def _centre(session: Session, centres: dict[str, Centre], centre_id: str) -> Cen
         raise LookupError(f"centre {centre_id} of a device is missing")
     centres[centre_id] = centre
     return centre
+
+
+def provisioned_ms(device: Device) -> int:
+    """When the device was provisioned (its registry record's creation), epoch ms."""
+    created = device.created_at or datetime.now(UTC)
+    if created.tzinfo is None:  # SQLite gives back naive datetimes: they are UTC
+        created = created.replace(tzinfo=UTC)
+    return int(created.timestamp() * 1000)
 
 
 def gateways_of(session: Session, centre_id: str) -> list[Device]:
