@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -133,6 +133,45 @@ class Evaluator:
         self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None = None
     ) -> tuple[State | None, list[Change]]:
         """The subject's new state and changes after ``reading`` (state may be ``state`` itself)."""
+        return self._evaluate(state, reading, clear_sky, owned=False)
+
+    def on_readings(
+        self,
+        state: State | None,
+        readings: Sequence[Reading],
+        start: int = 0,
+        clear_sky: ClearSkyFn | None = None,
+    ) -> tuple[State | None, list[Change], int]:
+        """:meth:`on_reading` of ``readings[start:]`` (one subject's, in order) up to the
+        first that changes an alert: the state, that reading's changes and the index
+        after it; ``(state, [], len(readings))`` when none does.
+
+        The same result as one call per reading, cheaper: a state this call made is
+        changed in place by the next reading instead of being copied again.
+        """
+        quiet = self._quiet
+        owned: State | None = None  # made by this call: nobody else holds it
+        n = len(readings)
+        i = start
+        while i < n:
+            reading = readings[i]
+            i += 1
+            if quiet is not None and (state is None or state["phase"] == "ok"):
+                value = reading.metrics.get(quiet[0])
+                if value is None or not quiet[1](value, quiet[2]):
+                    continue
+            mine = state is not None and state is owned
+            new, changes = self._evaluate(state, reading, clear_sky, owned=mine)
+            if new is not state:
+                owned = new
+            state = new
+            if changes:
+                return state, changes, i
+        return state, [], n
+
+    def _evaluate(
+        self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None, *, owned: bool
+    ) -> tuple[State | None, list[Change]]:
         quiet = self._quiet
         if quiet is not None and (state is None or state["phase"] == "ok"):
             value = reading.metrics.get(quiet[0])
@@ -148,13 +187,13 @@ class Evaluator:
         if isinstance(condition, Clinical):
             return self._clinical(condition, state, reading)
         if isinstance(condition, Rate):
-            return self._rate(condition, state, reading)
+            return self._rate(condition, state, reading, owned)
         if isinstance(condition, Forecast):
-            return self._forecast(condition, state, reading)
+            return self._forecast(condition, state, reading, owned)
         if isinstance(condition, SolarYield):
             return self._solar(condition, state, reading, clear_sky)
         if isinstance(condition, Absence):
-            return self._seen(condition, state, reading)
+            return self._seen(state, reading, owned)
         return state, []
 
     def _threshold(
@@ -213,20 +252,27 @@ class Evaluator:
             return self._resolve(state, r, value, detail)
         return state, []
 
-    def _rate(self, c: Rate, state: State | None, r: Reading) -> tuple[State | None, list[Change]]:
+    def _rate(
+        self, c: Rate, state: State | None, r: Reading, owned: bool
+    ) -> tuple[State | None, list[Change]]:
         value = r.metrics.get(c.metric)
         if value is None:
             return state, []
-        state = dict(state) if state else {"phase": "ok"}
         span_ms = c.per_s * 1000
-        points: list[list[Any]] = state.get("window", [])  # in device-time order
+        if owned and state is not None and "window" in state:
+            points: list[list[Any]] = state["window"]  # made by this evaluation: ours
+        else:
+            state = dict(state) if state else {"phase": "ok"}
+            points = list(state.get("window", []))
+            state["window"] = points
+        # in device-time order; kept: one point at or before the window's start
         inside = bisect.bisect_left(points, r.ts_ms - span_ms, key=_first)
-        base = points[max(inside - 1, 0) :]  # one point at or before the window's start
-        state["window"] = [*base, [r.ts_ms, value]]
+        del points[: max(inside - 1, 0)]
+        change = _change_over(points, r.ts_ms, value, span_ms) if points else None
+        points.append([r.ts_ms, value])
         state["last"] = r.ts_ms
-        if not base:
+        if change is None:
             return state, []
-        change = _change_over(base, r.ts_ms, value, span_ms)
         rise = change if c.direction == "rises" else -change
         detail = {"metric": c.metric, "change": round(change, 3), "per_s": c.per_s}
         if state["phase"] == "firing":
@@ -238,20 +284,24 @@ class Evaluator:
         return state, []
 
     def _forecast(
-        self, c: Forecast, state: State | None, r: Reading
+        self, c: Forecast, state: State | None, r: Reading, owned: bool
     ) -> tuple[State | None, list[Change]]:
         soc = r.metrics.get("battery_soc_pct")
         grid = r.metrics.get("grid_present")
         if soc is None:
             return state, []
-        state = dict(state) if state else {"phase": "ok"}
-        saved = state.get("window")
-        if saved is None:
-            window = SocWindow(max_span_ms=max(int(c.window_s * 1000), MIN_SPAN_MS))
-        elif isinstance(saved, SocWindow):
-            window = saved.copy()
+        saved = state.get("window") if state else None
+        if owned and isinstance(saved, SocWindow):
+            window = saved  # made by this evaluation: ours to change
         else:
-            window = SocWindow.from_state(saved)
+            state = dict(state) if state else {"phase": "ok"}
+            if saved is None:
+                window = SocWindow(max_span_ms=max(int(c.window_s * 1000), MIN_SPAN_MS))
+            elif isinstance(saved, SocWindow):
+                window = saved.copy()
+            else:
+                window = SocWindow.from_state(saved)
+        assert state is not None
         window.add(r.ts_ms, soc)
         state["window"] = window if self.live_windows else window.to_state()
         state["last"] = r.ts_ms
@@ -294,10 +344,11 @@ class Evaluator:
     # -- absence and presence --------------------------------------------------------
 
     def _seen(
-        self, c: Absence, state: State | None, r: Reading
+        self, state: State | None, r: Reading, owned: bool
     ) -> tuple[State | None, list[Change]]:
         """A reading of an absence rule's device: remember when, and how often it reports."""
-        state = dict(state) if state else {"phase": "ok"}
+        if not (owned and state is not None):
+            state = dict(state) if state else {"phase": "ok"}
         previous = state.get("last")
         state["last"] = r.ts_ms
         if previous is not None:

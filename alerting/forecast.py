@@ -98,37 +98,57 @@ class SocWindow:
         return twin
 
     def to_state(self) -> dict[str, object]:
-        """A JSON-able dict; :meth:`from_state` reads it back."""
+        """A JSON-able dict; :meth:`from_state` reads it back.
+
+        Two flat lists rather than a pair per point: a saved state is written after
+        every round, and a list of pairs costs a list object per point to build and
+        to encode.
+        """
         return {
             "max_span_ms": self.max_span_ms,
             "max_points": self.max_points,
-            "points": [[t, s] for t, s in zip(self._ts, self._soc, strict=True)],
+            "ts": self._ts[:],
+            "soc": self._soc[:],
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, object]) -> SocWindow:
-        """Rebuild a window from :meth:`to_state`; ValueError names what is malformed."""
-        span, most, points = state.get("max_span_ms"), state.get("max_points"), state.get("points")
+        """Rebuild a window from :meth:`to_state` (or the earlier ``points`` form of
+        ``[ts_ms, soc_pct]`` pairs); ValueError names what is malformed."""
+        span, most = state.get("max_span_ms"), state.get("max_points")
         if not isinstance(span, int) or not isinstance(most, int):
             raise ValueError("state needs integer max_span_ms and max_points")
+        window = cls(span, most)
+        times: list[int] = []
+        charges: list[float] = []
+        for t, s in zip(*_series(state), strict=True):
+            if (
+                not isinstance(t, int)
+                or not isinstance(s, int | float)
+                or (times and t <= times[-1])
+            ):
+                raise ValueError(f"state point {[t, s]!r} is not [ts_ms, soc_pct] in time order")
+            times.append(t)
+            charges.append(float(s))
+        # written by to_state, in order and within bounds: taken as they are
+        window._ts, window._soc = times, charges
+        return window
+
+
+def _series(state: Mapping[str, object]) -> tuple[list[object], list[object]]:
+    """The (device times, charges) of a saved window, in either form."""
+    if "points" in state:
+        points = state["points"]
         if not isinstance(points, list):
             raise ValueError("state needs a points list")
-        window = cls(span, most)
-        previous = -1
         for point in points:
-            if (
-                not isinstance(point, list | tuple)
-                or len(point) != 2
-                or not isinstance(point[0], int)
-                or not isinstance(point[1], int | float)
-                or point[0] <= previous
-            ):
+            if not isinstance(point, list | tuple) or len(point) != 2:
                 raise ValueError(f"state point {point!r} is not [ts_ms, soc_pct] in time order")
-            previous = point[0]
-        # the points were written by to_state, in order and within bounds: taken as they are
-        window._ts = [point[0] for point in points]
-        window._soc = [float(point[1]) for point in points]
-        return window
+        return [p[0] for p in points], [p[1] for p in points]
+    ts, soc = state.get("ts"), state.get("soc")
+    if not isinstance(ts, list) or not isinstance(soc, list) or len(ts) != len(soc):
+        raise ValueError("state needs ts and soc lists of one length")
+    return ts, soc
 
 
 def hours_to_floor(window: SocWindow, floor_pct: float) -> float | None:

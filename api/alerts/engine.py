@@ -275,6 +275,8 @@ class Engine:
             late = (now_ms - o.rx_ms if o.rx_ms is not None else now_ms - r.ts_ms) > lag_ms
             backlog.append(late)
         self.evaluated += len(observed)
+        readings = [o.reading for o in observed]
+        count = len(readings)
         conditions = self.conditions
         for loaded in plan.steps:
             evaluator = loaded.evaluator
@@ -296,9 +298,12 @@ class Engine:
                 continue
             subject = plan.subject
             state = first = conditions.get(rule_id, subject)
-            for o, late in zip(observed, backlog, strict=True):
-                state, changes = evaluator.on_reading(state, o.reading, sky)
-                if changes and not self._recorded(life, loaded, plan.place, changes, late):
+            at = 0
+            while at < count:
+                state, changes, at = evaluator.on_readings(state, readings, at, sky)
+                if changes and not self._recorded(
+                    life, loaded, plan.place, changes, backlog[at - 1]
+                ):
                     state = None  # resolved by hand meanwhile: forget the condition
             if state is not first:
                 conditions.put(rule_id, subject, state)

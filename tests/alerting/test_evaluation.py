@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerting.defaults import DEFAULT_PACK
-from alerting.evaluation import Change, Evaluator, Reading, State
+from alerting.evaluation import Change, Evaluator, Reading, State, jsonable
 from alerting.rules import Rule
 
 MIN = 60_000
@@ -203,3 +203,45 @@ def test_replaying_a_prefix_after_any_point_never_adds_a_change(
     _, straight = feed(ev, readings)
     assert replayed == []
     assert first + rest == straight
+
+
+POWER_RULES = ("battery-low", "battery-hot", "battery-heating", "autonomy-low", "device-silent")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.5, max_value=30),  # minutes since the previous reading
+            st.floats(min_value=0, max_value=100, allow_nan=False),  # charge
+            st.floats(min_value=20, max_value=60, allow_nan=False),  # battery temperature
+            st.booleans(),  # grid
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from(POWER_RULES),
+    st.booleans(),
+)
+def test_a_batch_of_readings_gives_what_one_call_per_reading_gives(
+    steps: list[tuple[float, float, float, bool]], key: str, live_windows: bool
+) -> None:
+    """The engine hands a device's readings of a round over together (on_readings)."""
+    minute = 0.0
+    readings = []
+    for seq, (gap, soc, temp, grid) in enumerate(steps):
+        minute += gap
+        readings.append(
+            power(minute, seq, battery_soc_pct=soc, battery_temp_c=temp, grid_present=grid)
+        )
+    rule = Rule(id=key, **DEFAULT_PACK[key].model_dump(by_alias=True))
+    one = Evaluator(rule, live_windows=live_windows)
+    batched = Evaluator(rule, live_windows=live_windows)
+    state, expected = feed(one, readings)
+    got: list[Change] = []
+    at, batch_state = 0, None
+    while at < len(readings):
+        batch_state, changes, at = batched.on_readings(batch_state, readings, at)
+        got += changes
+    assert got == expected
+    assert jsonable(batch_state) == jsonable(state)

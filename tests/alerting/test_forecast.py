@@ -98,6 +98,14 @@ def test_state_survives_a_round_trip_through_json() -> None:
     assert hours_to_floor(restored, 20.0) == hours_to_floor(window, 20.0)
 
 
+def test_a_window_saved_as_pairs_by_an_earlier_version_is_read_back() -> None:
+    window = draining(SocWindow(max_span_ms=45 * MINUTE, max_points=50), 60.0, 10.0, 30)
+    pairs = {"max_span_ms": 45 * MINUTE, "max_points": 50, "points": window.points}
+    restored = SocWindow.from_state(json.loads(json.dumps(pairs)))
+    assert restored.points == window.points
+    assert hours_to_floor(restored, 20.0) == hours_to_floor(window, 20.0)
+
+
 @pytest.mark.parametrize(
     "state",
     [
@@ -106,6 +114,8 @@ def test_state_survives_a_round_trip_through_json() -> None:
         {"max_span_ms": 3_600_000, "max_points": 120, "points": [[1, 2, 3]]},
         {"max_span_ms": 3_600_000, "max_points": 120, "points": [["1", 50.0]]},
         {"max_span_ms": 1_000, "max_points": 120, "points": []},
+        {"max_span_ms": 3_600_000, "max_points": 120, "ts": [1, 2], "soc": [50.0]},
+        {"max_span_ms": 3_600_000, "max_points": 120, "ts": [2, 1], "soc": [50.0, 49.0]},
     ],
 )
 def test_a_malformed_state_is_refused_by_name(state: dict[str, object]) -> None:
