@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.device_link import DeviceLink
 from api.errors import BrokerUnavailable, Forbidden, Unauthorized
-from api.schemas import Role
+from api.schemas import MAX_ROW_ID, Role
 from api.services.provisioning import Provisioner
 from api.services.tokens import lookup
 from api.settings import ApiSettings
@@ -66,6 +66,8 @@ def db_session(parts: Parts) -> Iterator[Session]:
 
 
 DB = Annotated[Session, Depends(db_session)]
+# a path's integer row id: one past the column's range is a 422, not an overflow
+RowIdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 _bearer = HTTPBearer(auto_error=False, description="an API token from `gramlink api create-token`")
 
 

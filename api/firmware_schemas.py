@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from api.schemas import RowId
 from api.windows import parse_hours
 from contract.metrics import DeviceKind
 from contract.topics import ID_RE
@@ -52,7 +53,7 @@ class CampaignCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    firmware_id: int
+    firmware_id: RowId
     kind: DeviceKind | None = Field(default=None, description="must match the firmware's")
     model: Model | None = Field(default=None, description="must match the firmware's")
     target: CampaignTarget = Field(default_factory=CampaignTarget)

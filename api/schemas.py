@@ -12,6 +12,9 @@ from contract.metrics import DeviceKind
 from contract.topics import ID_RE
 
 Id = Annotated[str, StringConstraints(pattern=f"^{ID_RE.pattern}$"), Field(examples=["ctr-hub-1"])]
+# A registry row's integer id (an INTEGER column: larger ones are a 4xx, never an overflow)
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
 Latitude = Annotated[float, Field(ge=-90, le=90, examples=[26.85])]

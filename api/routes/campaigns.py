@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import DB, Admin, PageArgs, Parts, Reader
+from api.deps import DB, Admin, PageArgs, Parts, Reader, RowIdPath
 from api.firmware_schemas import CampaignCreate, CampaignPublic, CampaignStatus
 from api.schemas import Page
 from api.services import campaigns
@@ -38,7 +38,7 @@ def listing(
 def get_one(
     session: DB,
     _who: Reader,
-    campaign_id: int,
+    campaign_id: RowIdPath,
     devices: Annotated[bool, Query(description="include the per-device rows")] = True,
 ) -> CampaignPublic:
     return campaigns.view(session, campaigns.get(session, campaign_id), with_devices=devices)
@@ -46,7 +46,7 @@ def get_one(
 
 def _action(name: str, summary: str) -> None:
     @router.post(f"/{{campaign_id}}/{name}", summary=summary, name=f"campaign_{name}")
-    def act(session: DB, who: Admin, campaign_id: int) -> CampaignPublic:
+    def act(session: DB, who: Admin, campaign_id: RowIdPath) -> CampaignPublic:
         row = campaigns.act(session, who.label, campaign_id, name)
         session.commit()
         return campaigns.view(session, row, with_devices=False)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 
 from api.alert_schemas import ChannelCreate, ChannelCreated, ChannelPublic, ChannelUpdate
-from api.deps import DB, Admin, PageArgs
+from api.deps import DB, Admin, PageArgs, RowIdPath
 from api.schemas import Page
 from api.services import alert_channels
 
 router = APIRouter(prefix="/v1/notification-channels", tags=["alerts"])
-ChannelId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("", summary="List channels (never their secrets)")
@@ -34,13 +31,13 @@ def create_channel(session: DB, who: Admin, body: ChannelCreate) -> ChannelCreat
 
 
 @router.get("/{channel_id}", summary="One channel (without its secret)")
-def get_channel(session: DB, _who: Admin, channel_id: ChannelId) -> ChannelPublic:
+def get_channel(session: DB, _who: Admin, channel_id: RowIdPath) -> ChannelPublic:
     return alert_channels.public(alert_channels.get(session, channel_id))
 
 
 @router.patch("/{channel_id}", summary="Change a channel (a new secret is not shown back)")
 def update_channel(
-    session: DB, who: Admin, channel_id: ChannelId, body: ChannelUpdate
+    session: DB, who: Admin, channel_id: RowIdPath, body: ChannelUpdate
 ) -> ChannelPublic:
     row = alert_channels.update_channel(session, who.label, channel_id, body)
     session.commit()
@@ -52,7 +49,7 @@ def update_channel(
     status_code=204,
     summary="Delete a channel (its queued notifications are marked failed)",
 )
-def delete_channel(session: DB, who: Admin, channel_id: ChannelId) -> Response:
+def delete_channel(session: DB, who: Admin, channel_id: RowIdPath) -> Response:
     alert_channels.delete(session, who.label, channel_id)
     session.commit()
     return Response(status_code=204)

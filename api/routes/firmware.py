@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Header, Request, Response, U
 from fastapi.responses import StreamingResponse
 
 from api.db.models import Device
-from api.deps import DB, Admin, PageArgs, Parts, Reader
+from api.deps import DB, Admin, PageArgs, Parts, Reader, RowIdPath
 from api.device_auth import authenticate
 from api.errors import ApiError, Forbidden
 from api.firmware_schemas import FirmwarePublic, Model, Version
@@ -79,12 +79,12 @@ def listing(
 
 
 @router.get("/{firmware_id}", summary="One firmware file's facts")
-def get_one(session: DB, _who: Reader, firmware_id: int) -> FirmwarePublic:
+def get_one(session: DB, _who: Reader, firmware_id: RowIdPath) -> FirmwarePublic:
     return FirmwarePublic.model_validate(firmware.get(session, firmware_id))
 
 
 @router.delete("/{firmware_id}", status_code=204, summary="Delete a firmware file (admins)")
-def delete(session: DB, who: Admin, files: Store, firmware_id: int) -> Response:
+def delete(session: DB, who: Admin, files: Store, firmware_id: RowIdPath) -> Response:
     firmware.delete(session, files, who.label, firmware_id)
     session.commit()
     return Response(status_code=204)
@@ -100,7 +100,7 @@ def download(
     session: DB,
     parts: Parts,
     files: Store,
-    firmware_id: int,
+    firmware_id: RowIdPath,
     authorization: Annotated[str | None, Header()] = None,
     range_: Annotated[str | None, Header(alias="range")] = None,
 ) -> StreamingResponse:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from api.alert_schemas import SilenceCreate, SilencePublic
-from api.deps import DB, PageArgs, Reader, Technician
+from api.deps import DB, PageArgs, Reader, RowIdPath, Technician
 from api.schemas import Page
 from api.services import alert_silences
 
 router = APIRouter(prefix="/v1/silences", tags=["alerts"])
-SilenceId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("", summary="Silences in force or scheduled (expired=true: all)")
@@ -41,12 +40,12 @@ def create_silence(session: DB, who: Technician, body: SilenceCreate) -> Silence
 
 
 @router.get("/{silence_id}", summary="One silence")
-def get_silence(session: DB, _who: Reader, silence_id: SilenceId) -> SilencePublic:
+def get_silence(session: DB, _who: Reader, silence_id: RowIdPath) -> SilencePublic:
     return alert_silences.public(alert_silences.get(session, silence_id))
 
 
 @router.delete("/{silence_id}", status_code=204, summary="End a silence now (kept as expired)")
-def expire_silence(session: DB, who: Technician, silence_id: SilenceId) -> Response:
+def expire_silence(session: DB, who: Technician, silence_id: RowIdPath) -> Response:
     alert_silences.expire(session, who.label, silence_id)
     session.commit()
     return Response(status_code=204)
