@@ -102,6 +102,12 @@ class PidProcess:
         self.pid_file.write_text(f"{child.pid}\n")
         return child.pid
 
+    def exit_code(self) -> int | None:
+        """The exit status of the process we spawned once it is gone (-N: killed by signal N)."""
+        if self._child is None:
+            return None
+        return self._child.poll()
+
     def exited_early(self) -> str | None:
         """If the process we spawned has already died: the tail of its log."""
         if self._child is None or self._child.poll() is None:
