@@ -57,15 +57,15 @@ import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from alerting.defaults import DEFAULT_PACK
 from api.alerts.consumer import Message
 from api.alerts.engine import Engine
 from api.alerts.metrics import EngineMetrics
 from api.alerts.service import AlertService
 from api.alerts.settings import AlertsSettings
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
-from api.db.models import AlertRule, Centre, Device, NotificationChannel
+from api.db.models import Centre, Device, NotificationChannel
 from api.db.session import make_engine, migrate, session_factory
+from api.services import alert_pack
 from bench import ingest
 from contract.codec import encode_batch_parts
 from gramlink.services import InfluxService, MosquittoService
@@ -85,18 +85,7 @@ def setup(db_url: str, centres: int) -> None:
     migrate(engine)
     sessions = session_factory(engine)
     with sessions.begin() as s:
-        for key, spec in DEFAULT_PACK.items():
-            s.add(
-                AlertRule(
-                    id=key,
-                    name=spec.name,
-                    severity=spec.severity.value,
-                    enabled=True,
-                    spec=spec.model_dump(mode="json", by_alias=True),
-                    version=1,
-                    pack_key=key,
-                )
-            )
+        alert_pack.install(s, "bench")
         for c in range(centres):
             centre = f"c{c}"
             s.add(Centre(id=centre, name=centre, district=f"d{c % 20}", state="s"))
