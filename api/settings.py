@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from api.broker import BrokerAccess, env_name
 from api.windows import parse_hours
 from contract.provisioning import MIN_KEY_BYTES
-from mqttlink.endpoint import Endpoint, TlsFiles
+from mqttlink.endpoint import BrokerUrl, Endpoint, PemFile, TlsFiles
 
 PLACEHOLDERS = frozenset({"changeme", "change-me", "secret", "password", "xxx"})
 
@@ -21,12 +21,12 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRAMLINK_API_", extra="ignore")
 
     db_url: str = "sqlite:///.gramlink/api.sqlite"
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: BrokerUrl = "mqtt://127.0.0.1:1883"
     mqtt_admin_user: str = "admin"
     mqtt_admin_password: SecretStr = SecretStr("")
-    mqtt_ca_file: Path | None = None
-    mqtt_cert_file: Path | None = None
-    mqtt_key_file: Path | None = None
+    mqtt_ca_file: PemFile = None
+    mqtt_cert_file: PemFile = None
+    mqtt_key_file: PemFile = None
     mqtt_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     dynsec_batch: Annotated[int, Field(ge=1, le=5000)] = 500
     broker_files_dir: Path | None = None
@@ -74,19 +74,6 @@ class ApiSettings(BaseSettings):
         raw = value.get_secret_value()
         if raw.lower() in PLACEHOLDERS or len(raw.encode()) < MIN_KEY_BYTES:
             raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes and not a placeholder")
-        return value
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt(cls, value: str) -> str:
-        Endpoint.parse(value)
-        return value
-
-    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
-    @classmethod
-    def _tls_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"{value} is not a readable file")
         return value
 
     @field_validator("influx_url")

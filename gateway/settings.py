@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.topics import ID_RE
 from gateway.errors import ConfigError
-from mqttlink.endpoint import Endpoint, TlsFiles
+from mqttlink.endpoint import BrokerUrl, Endpoint, PemFile, TlsFiles
 from mqttlink.reasons import SettingNames
 
 ENV_PREFIX = "GRAMLINK_GATEWAY_"
@@ -34,18 +34,18 @@ class GatewaySettings(BaseSettings):
 
     centre: str
     gateway_id: str = ""
-    local_url: str = "mqtt://127.0.0.1:1883"
+    local_url: BrokerUrl = "mqtt://127.0.0.1:1883"
     local_username: str | None = None
     local_password: SecretStr | None = None
-    local_ca_file: Path | None = None
-    local_cert_file: Path | None = None
-    local_key_file: Path | None = None
-    uplink_url: str
+    local_ca_file: PemFile = None
+    local_cert_file: PemFile = None
+    local_key_file: PemFile = None
+    uplink_url: BrokerUrl
     uplink_username: str | None = None
     uplink_password: SecretStr | None = None
-    uplink_ca_file: Path | None = None
-    uplink_cert_file: Path | None = None
-    uplink_key_file: Path | None = None
+    uplink_ca_file: PemFile = None
+    uplink_cert_file: PemFile = None
+    uplink_key_file: PemFile = None
     data_dir: Path = Path(".gramlink/gateway")
     pseudonym_key: SecretStr
     centre_key: SecretStr | None = None
@@ -93,26 +93,6 @@ class GatewaySettings(BaseSettings):
     def _centre(cls, value: str) -> str:
         if not ID_RE.fullmatch(value):
             raise ValueError(f"must match {ID_RE.pattern}")
-        return value
-
-    @field_validator("local_url", "uplink_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        Endpoint.parse(value)
-        return value
-
-    @field_validator(
-        "local_ca_file",
-        "local_cert_file",
-        "local_key_file",
-        "uplink_ca_file",
-        "uplink_cert_file",
-        "uplink_key_file",
-    )
-    @classmethod
-    def _tls_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"{value} is not a readable file")
         return value
 
     @field_validator("pseudonym_key")

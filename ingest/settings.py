@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.topics import ID_RE
 from ingest.errors import ConfigError
-from mqttlink.endpoint import Endpoint, EndpointError, TlsFiles
+from mqttlink.endpoint import BrokerUrl, Endpoint, PemFile, TlsFiles
 from mqttlink.reasons import SettingNames
 
 ENV_PREFIX = "GRAMLINK_INGEST_"
@@ -38,7 +38,7 @@ class IngestSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: BrokerUrl = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     client_id: str = ""  # empty: ingest-{host}-{slot} (ingest.identity)
@@ -47,9 +47,9 @@ class IngestSettings(BaseSettings):
     receive_maximum: int = Field(10_000, ge=1, le=65_535)
     keepalive_s: int = Field(30, ge=5, le=300)
     mqtt_down_exit_s: float = Field(300.0, ge=5)
-    mqtt_ca_file: Path | None = None
-    mqtt_cert_file: Path | None = None
-    mqtt_key_file: Path | None = None
+    mqtt_ca_file: PemFile = None
+    mqtt_cert_file: PemFile = None
+    mqtt_key_file: PemFile = None
 
     influx_url: str = "http://127.0.0.1:8086"
     writer: Literal["v1", "v2"] = "v1"
@@ -80,15 +80,6 @@ class IngestSettings(BaseSettings):
     sequence_interval_s: float = Field(10.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt_url(cls, value: str) -> str:
-        try:
-            Endpoint.parse(value)
-        except EndpointError:
-            raise ValueError("must look like mqtt://host:port or mqtts://host:port") from None
-        return value
 
     @field_validator("influx_url")
     @classmethod

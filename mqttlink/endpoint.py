@@ -11,7 +11,10 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
@@ -49,6 +52,26 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def _broker_url(value: str) -> str:
+    try:
+        Endpoint.parse(value)
+    except EndpointError:
+        raise ValueError("must look like mqtt://host:port or mqtts://host:port") from None
+    return value
+
+
+def _readable(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"{value} is not a readable file")
+    return value
+
+
+# Setting types, checked when the settings load (so a process stops at start,
+# naming the setting): a broker URL, and a PEM file that must exist when set.
+BrokerUrl = Annotated[str, AfterValidator(_broker_url)]
+PemFile = Annotated[Path | None, AfterValidator(_readable)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,13 @@ admin login unless the engine has its own account) and InfluxDB.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mqttlink.endpoint import Endpoint, TlsFiles
+from mqttlink.endpoint import BrokerUrl, Endpoint, PemFile, TlsFiles
 from mqttlink.reasons import SettingNames
 from runtime.slots import host_label
 
@@ -34,12 +33,12 @@ class AlertsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     db_url: str = "sqlite:///.gramlink/api.sqlite"
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: BrokerUrl = "mqtt://127.0.0.1:1883"
     mqtt_username: str = "alerts"
     mqtt_password: SecretStr = SecretStr("")
-    mqtt_ca_file: Path | None = None
-    mqtt_cert_file: Path | None = None
-    mqtt_key_file: Path | None = None
+    mqtt_ca_file: PemFile = None
+    mqtt_cert_file: PemFile = None
+    mqtt_key_file: PemFile = None
     client_id: str = ""  # empty: gl-alerts-{host}
     session_expiry_s: Annotated[int, Field(ge=60, le=2**32 - 1)] = 7 * 86_400
     receive_maximum: Annotated[int, Field(ge=1, le=65_535)] = 1000
@@ -58,25 +57,12 @@ class AlertsSettings(BaseSettings):
     metrics_addr: str = "127.0.0.1"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt(cls, value: str) -> str:
-        Endpoint.parse(value)
-        return value
-
     @field_validator("influx_url")
     @classmethod
     def _http(cls, value: str) -> str:
         if value and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must look like http://host:port (or be empty: no annotations)")
         return value.rstrip("/")
-
-    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
-    @classmethod
-    def _tls_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"{value} is not a readable file")
-        return value
 
     @model_validator(mode="after")
     def _client_id(self) -> AlertsSettings:

@@ -69,12 +69,11 @@ def test_a_missing_ca_file_stops_ingest_at_start_with_one_line(
     influx: InfluxService,
     tmp_path: Path,
 ) -> None:
-    settings = worker_settings(
-        tls_mosquitto, influx, mqtt_url=tls_mosquitto.tls_url, mqtt_ca_file=tmp_path / "none.pem"
-    )
+    settings = worker_settings(tls_mosquitto, influx, mqtt_url=tls_mosquitto.tls_url)
+    env = {**ingest_env(settings), "GRAMLINK_INGEST_MQTT_CA_FILE": str(tmp_path / "none.pem")}
     done = subprocess.run(
         [sys.executable, "-m", "gramlink", "ingest"],
-        env=ingest_env(settings),
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
