@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
 from alerting.rules import RuleSpec, Severity
 from api.alert_schemas import ConditionType, RuleCreate, RulePatch, RulePublic
+from api.db.models import AlertRule
 from api.deps import DB, Admin, PageArgs, Parts, Reader
 from api.schemas import Page
 from api.services import alert_rules, edge_rules
@@ -16,15 +18,30 @@ router = APIRouter(prefix="/v1/alert-rules", tags=["alert rules"])
 RuleIdPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 
 
-def _before(session: DB, rule_id: str) -> RuleSpec:
-    return alert_rules.spec_of(alert_rules.get(session, rule_id))
-
-
-def _tell_gateways(
-    session: DB, parts: Parts, before: RuleSpec | None, after: RuleSpec | None
-) -> None:
-    """The centres' gateways evaluate edge rules themselves: send them the new set."""
+def _changed(
+    session: DB,
+    parts: Parts,
+    before: RuleSpec | None,
+    change: Callable[[], AlertRule | None],
+) -> AlertRule | None:
+    """Make ``change`` to the rules and commit it, then send the centres' gateways
+    (which evaluate edge rules themselves) the sets it touched."""
+    row = change()
+    session.commit()
+    after = None if row is None else alert_rules.spec_of(row)
     edge_rules.push_rule_change(session, parts.provisioner.dynsec, before, after)
+    session.commit()
+    return row
+
+
+def _changed_rule(
+    session: DB, parts: Parts, rule_id: str, change: Callable[[], AlertRule]
+) -> RulePublic:
+    """:func:`_changed` for a rule that exists before and after."""
+    before = alert_rules.spec_of(alert_rules.get(session, rule_id))
+    row = _changed(session, parts, before, change)
+    assert row is not None
+    return alert_rules.public(row)
 
 
 @router.get("", summary="List rules (filter by enabled, severity, condition type, clinical)")
@@ -57,10 +74,10 @@ def list_rules(
     "threshold or duration is a 422 naming the field)",
 )
 def create_rule(session: DB, who: Admin, parts: Parts, body: RuleCreate) -> RulePublic:
-    row = alert_rules.create(session, who.label, body, body.id)
-    session.commit()
-    _tell_gateways(session, parts, None, alert_rules.spec_of(row))
-    session.commit()
+    row = _changed(
+        session, parts, None, lambda: alert_rules.create(session, who.label, body, body.id)
+    )
+    assert row is not None
     return alert_rules.public(row)
 
 
@@ -73,53 +90,38 @@ def get_rule(session: DB, _who: Reader, rule_id: RuleIdPath) -> RulePublic:
 def replace_rule(
     session: DB, who: Admin, parts: Parts, rule_id: RuleIdPath, body: RuleSpec
 ) -> RulePublic:
-    before = _before(session, rule_id)
-    row = alert_rules.replace(session, who.label, rule_id, body)
-    session.commit()
-    _tell_gateways(session, parts, before, alert_rules.spec_of(row))
-    session.commit()
-    return alert_rules.public(row)
+    return _changed_rule(
+        session, parts, rule_id, lambda: alert_rules.replace(session, who.label, rule_id, body)
+    )
 
 
 @router.patch("/{rule_id}", summary="Change parts of a rule (version + 1)")
 def patch_rule(
     session: DB, who: Admin, parts: Parts, rule_id: RuleIdPath, body: RulePatch
 ) -> RulePublic:
-    before = _before(session, rule_id)
-    row = alert_rules.patch(session, who.label, rule_id, body)
-    session.commit()
-    _tell_gateways(session, parts, before, alert_rules.spec_of(row))
-    session.commit()
-    return alert_rules.public(row)
+    return _changed_rule(
+        session, parts, rule_id, lambda: alert_rules.patch(session, who.label, rule_id, body)
+    )
 
 
 @router.post("/{rule_id}/enable", summary="Enable a rule")
 def enable_rule(session: DB, who: Admin, parts: Parts, rule_id: RuleIdPath) -> RulePublic:
-    before = _before(session, rule_id)
-    row = alert_rules.set_enabled(session, who.label, rule_id, True)
-    session.commit()
-    _tell_gateways(session, parts, before, alert_rules.spec_of(row))
-    session.commit()
-    return alert_rules.public(row)
+    return _changed_rule(
+        session, parts, rule_id, lambda: alert_rules.set_enabled(session, who.label, rule_id, True)
+    )
 
 
 @router.post("/{rule_id}/disable", summary="Disable a rule (its open alerts are resolved)")
 def disable_rule(session: DB, who: Admin, parts: Parts, rule_id: RuleIdPath) -> RulePublic:
-    before = _before(session, rule_id)
-    row = alert_rules.set_enabled(session, who.label, rule_id, False)
-    session.commit()
-    _tell_gateways(session, parts, before, alert_rules.spec_of(row))
-    session.commit()
-    return alert_rules.public(row)
+    return _changed_rule(
+        session, parts, rule_id, lambda: alert_rules.set_enabled(session, who.label, rule_id, False)
+    )
 
 
 @router.delete(
     "/{rule_id}", status_code=204, summary="Delete a rule (its open alerts are resolved)"
 )
 def delete_rule(session: DB, who: Admin, parts: Parts, rule_id: RuleIdPath) -> Response:
-    before = _before(session, rule_id)
-    alert_rules.delete(session, who.label, rule_id)
-    session.commit()
-    _tell_gateways(session, parts, before, None)
-    session.commit()
+    before = alert_rules.spec_of(alert_rules.get(session, rule_id))
+    _changed(session, parts, before, lambda: alert_rules.delete(session, who.label, rule_id))
     return Response(status_code=204)
