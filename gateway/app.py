@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
@@ -125,44 +126,22 @@ class Gateway:
             own_device=s.gateway_id,
             alerter=self.alerter,
         )
-        common = {
-            "keepalive_s": s.keepalive_s,
-            "session_expiry_s": s.session_expiry_s,
-            "backoff_min_s": s.backoff_min_s,
-            "backoff_max_s": s.backoff_max_s,
-            "context": self.ctx,
-        }
         self.local = MqttLink(
-            LinkOptions(
-                name="local",
-                endpoint=s.local,
-                client_id=f"{s.gateway_id}-local",
-                names=s.setting_names("local"),
-                tls=s.tls_files("local"),
-                username=s.local_username,
-                password=_secret(s.local_password),
-                manual_ack=True,
-                **common,  # type: ignore[arg-type]
-            ),
+            self._link_options("local", "local", f"{s.gateway_id}-local", manual_ack=True),
             on_connect=self.local_in.on_connect,
             on_message=self.local_in.on_message,
             on_publish=self.downlink.on_local_puback,
         )
         self.central = MqttLink(
-            LinkOptions(
-                name="uplink",
-                endpoint=s.uplink,
-                client_id=s.gateway_id,
-                names=s.setting_names("uplink"),
-                tls=s.tls_files("uplink"),
-                username=s.uplink_username,
-                password=_secret(s.uplink_password),
+            self._link_options(
+                "uplink",
+                "uplink",
+                s.gateway_id,
                 manual_ack=True,
                 receive_maximum=s.dynsec_queue,
                 will=Will(
                     state_topic(s.centre, s.gateway_id), gateway_state(False, ""), s.will_delay_s
                 ),
-                **common,  # type: ignore[arg-type]
             ),
             on_connect=self._on_central_connect,
             on_message=self.downlink.on_message,
@@ -188,16 +167,7 @@ class Gateway:
         )
         # The local announcements of edge alerts: a connection of their own (its PUBACKs).
         self.local_alerts = MqttLink(
-            LinkOptions(
-                name="local-alerts",
-                endpoint=s.local,
-                client_id=f"{s.gateway_id}-alerts",
-                names=s.setting_names("local"),
-                tls=s.tls_files("local"),
-                username=s.local_username,
-                password=_secret(s.local_password),
-                **common,  # type: ignore[arg-type]
-            )
+            self._link_options("local", "local-alerts", f"{s.gateway_id}-alerts")
         )
         self.alerter.attach(self.local_alerts)
         self.rule_updates.attach(self.central)
@@ -210,7 +180,7 @@ class Gateway:
         self.admin: MqttLink | None = None
         self.dynsec: DynsecWorker | None = None
         if key is not None:
-            self._build_local_enforcement(key, common)
+            self._build_local_enforcement(key)
         self.firmware: FirmwareServer | None = None
         if s.firmware_port:
             self._build_firmware_cache()
@@ -220,18 +190,35 @@ class Gateway:
         self.stop_requested = threading.Event()
         self._started = False
 
-    def _build_local_enforcement(self, key: bytes, common: dict[str, object]) -> None:
+    def _link_options(
+        self, side: Literal["local", "uplink"], name: str, client_id: str, **extra: Any
+    ) -> LinkOptions:
+        """A link to the centre's broker (``local``) or the central one (``uplink``)."""
+        s = self.settings
+        options: dict[str, Any] = {
+            "keepalive_s": s.keepalive_s,
+            "session_expiry_s": s.session_expiry_s,
+            "backoff_min_s": s.backoff_min_s,
+            "backoff_max_s": s.backoff_max_s,
+            "context": self.ctx,
+            **extra,
+        }
+        return LinkOptions(
+            name=name,
+            endpoint=s.local if side == "local" else s.uplink,
+            client_id=client_id,
+            names=s.setting_names(side),
+            tls=s.tls_files(side),
+            username=s.local_username if side == "local" else s.uplink_username,
+            password=_secret(s.local_password if side == "local" else s.uplink_password),
+            **options,
+        )
+
+    def _build_local_enforcement(self, key: bytes) -> None:
         s = self.settings
         self.admin = MqttLink(
-            LinkOptions(
-                name="local-admin",
-                endpoint=s.local,
-                client_id=f"{s.gateway_id}-dynsec",
-                names=s.setting_names("local"),
-                tls=s.tls_files("local"),
-                username=s.local_username,
-                password=_secret(s.local_password),
-                **{**common, "session_expiry_s": 0},  # type: ignore[arg-type]
+            self._link_options(
+                "local", "local-admin", f"{s.gateway_id}-dynsec", session_expiry_s=0
             ),
             on_connect=lambda client, props: self._on_admin_connect(client, props),
         )
