@@ -98,7 +98,9 @@ class Gateway:
             self.models,
             self.sanity,
         )
-        self.downlink = Downlink(s.centre)
+        self.downlink = Downlink(
+            s.centre, now_ms=lambda: self.clock.now_ms() if self.clock.synced() else None
+        )
         # Alerts raised at the centre: the API's edge rules, evaluated on every reading.
         self.edge_rules = EdgeRules(s.db_path, s.gateway_id)
         self.outlets = Outlets(

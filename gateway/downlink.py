@@ -5,7 +5,11 @@ another (e.g. the gateway's own ``_gateway/...`` topics) without touching the
 relay. Subscriptions are made again after every connect, with
 ``retainAsPublished`` so a retained twin stays retained on the local broker. A
 ``cmd`` keeps its MQTT v5 message expiry (the broker has already counted down
-the time it waited), so a stale command expires on the local broker too. With
+the time it waited), so a stale command expires on the local broker too; and a
+command whose own ``expires`` has passed by the gateway's clock (when that
+clock is synced) is not relayed at all: a copy the central broker sends again
+after a reconnect (one that was in flight when the uplink went) may come
+without its expiry counted down. With
 the firmware cache on, an ``ota`` command's ``url`` is rewritten to the
 gateway's copy (:mod:`gateway.ota_rewrite`).
 
@@ -49,15 +53,23 @@ class _Origin:
 class Downlink:
     """Relays central → local and acknowledges the central copy afterwards."""
 
-    def __init__(self, centre: str, local: MqttLink | None = None) -> None:
+    def __init__(
+        self,
+        centre: str,
+        local: MqttLink | None = None,
+        now_ms: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        """``now_ms``: the gateway's wall clock in ms, None while it is not to be trusted."""
         self.centre = centre
         self.local = local
+        self.now_ms = now_ms
         self.central: MqttLink | None = None
         self._routes: list[tuple[str, Handler]] = []
         self._lock = threading.Lock()
         self._pending: dict[int, _Origin] = {}
         self._early: set[int] = set()
         self.relayed_total = 0
+        self.expired_total = 0
         self.rejected_total = 0
         self.undelivered_total = 0
         self._throttle = Throttle(log)
@@ -101,6 +113,11 @@ class Downlink:
             self._ack_central(origin)
             return
         assert self.local is not None
+        if isinstance(body, Command) and self._expired(body):
+            self.expired_total += 1
+            log.info(kv("downlink_expired", centre=self.centre, device=topic.device, id=body.id))
+            self._ack_central(origin)
+            return
         if self.rewrite is not None and isinstance(body, Command):
             payload = self.rewrite(body, payload)
         props: Properties | None = None
@@ -121,6 +138,12 @@ class Downlink:
         if early:
             self._ack_central(origin)
         log.info(kv("downlink_relayed", centre=self.centre, device=topic.device, ch=topic.channel))
+
+    def _expired(self, command: Command) -> bool:
+        if command.expires is None:
+            return False
+        now = self.now_ms()
+        return now is not None and now > command.expires
 
     # -- local network thread ----------------------------------------------------------------
     def on_local_puback(self, mid: int, code: int) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -145,3 +148,36 @@ def test_command_reaches_device_and_ack_comes_back(
         close(client)
     devices.close()
     collector.close()
+
+
+def test_a_command_past_its_own_expiry_is_not_relayed(
+    local_broker: MosquittoService,
+    mosquitto: MosquittoService,
+    make_gateway: GatewayFactory,
+    centre: str,
+    tmp_path: Path,
+) -> None:
+    """A copy the central broker sends again after a reconnect may come without its
+    MQTT expiry counted down; the command's own ``expires`` still stops it."""
+    collector = Collector(mosquitto, centre).start()
+    devices = Devices(local_broker, centre)
+    clock = tmp_path / "clock"
+    clock.write_text("0 synced")  # the gateway trusts its clock only once it is synced
+    gateway = make_gateway(centre, local_broker, mosquitto, clock_offset_file=clock)
+    wait_until_flowing(devices, collector)
+
+    device_side = Received()
+    device = admin_client(local_broker)
+    device.on_message = device_side.on_message
+    device.subscribe(f"gl/v1/{centre}/router-1/cmd", qos=1)
+    central = admin_client(mosquitto)
+    now_ms = time.time_ns() // 1_000_000
+    stale = b'{"v":1,"id":"stale-1","name":"reboot","args":{},"expires":%d}' % (now_ms - 5_000)
+    live = b'{"v":1,"id":"live-1","name":"reboot","args":{},"expires":%d}' % (now_ms + 600_000)
+    central.publish(f"gl/v1/{centre}/router-1/cmd", stale, qos=1).wait_for_publish(5)
+    central.publish(f"gl/v1/{centre}/router-1/cmd", live, qos=1).wait_for_publish(5)
+    wait_for(lambda: bool(device_side.messages), 15, "the live command at the device")
+    wait_for(lambda: gateway.downlink.expired_total == 1, 5, "the stale one counted")
+    assert [m.payload for m in device_side.messages] == [live]
+    close(device)
+    close(central)

@@ -85,12 +85,15 @@ def test_a_refused_subscription_stops_the_link_naming_the_filter(
     user, password = unique_id("norights"), secrets.token_urlsafe(12)
     dynsec_admin(broker, [{"command": "createClient", "username": user, "password": password}])
     link: MqttLink | None = None
+    made = threading.Event()  # the link may connect before make_link has returned it
 
     def on_connect(client: object, props: object) -> None:
+        made.wait(10)
         assert link is not None
         link.subscribe([("gl/v1/+/+/state", SubscribeOptions(qos=1))])
 
     link = make_link(broker.url, username=user, password=password, on_connect=on_connect)
+    made.set()
     wait_for(lambda: not link.alive, 10, "link stopped")
     assert link.refusal is not None
     assert link.refusal.exit_code is ExitCode.REFUSED
