@@ -35,8 +35,14 @@ def start_gateway(
     session on the central broker."""
     running: list[Gateway] = []
 
+    clock = tmp_path / "clock"
+    clock.write_text("0 synced")  # NTP-synced, as in the field: it may judge ``expires``
+
     def start(centre: str) -> Gateway:
-        gateway = Gateway(settings_for(centre, centre_broker, mosquitto, tmp_path / "gw"))
+        settings = settings_for(
+            centre, centre_broker, mosquitto, tmp_path / "gw", clock_offset_file=clock
+        )
+        gateway = Gateway(settings)
         gateway.start()
         running.append(gateway)
         return gateway
