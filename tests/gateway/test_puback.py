@@ -27,6 +27,15 @@ def test_puback_no_matching_subscribers_keeps_the_batch_until_a_reader_subscribe
     devices = Devices(local_broker, centre)
     gw = make_gateway(centre, local_broker, central)
     wait_for(gw.central.connected.is_set, 10, "uplink up")
+    probe = 0
+
+    def taking_readings() -> bool:  # its local subscription is in place
+        nonlocal probe
+        devices.publish("probe", "telemetry", router_reading(probe))
+        probe += 1
+        return gw.local_in.stored_total > 0
+
+    wait_for(taking_readings, 20, "the gateway stores readings")
     seq = 0
 
     def rejected() -> bool:
