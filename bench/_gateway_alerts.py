@@ -19,6 +19,14 @@ Each clinical reading is an SpO2 of 85 for a patient of its own
 (:func:`patient_id`), so each opens an alert of its own; the gateway replaces
 the patient id by its pseudonym before it leaves the centre, which
 :meth:`CentralAlerts.expect` computes the same way to find the alert.
+
+The gateway gets the rules it evaluates at the centre as the API would send
+them (:func:`give_edge_rules`: the default pack's edge rules, the clinical ones,
+in a :class:`contract.edge.EdgeRules` on its downlink, published as the broker
+admin, and its ``EdgeRulesAck`` awaited): it then raises each clinical alert
+itself and sends it upstream in its priority lane, and the engine opens the
+central alert from that message (its edge session), with the id the reading
+would give it. :meth:`CentralAlerts.from_edge` counts the alerts opened so.
 """
 
 from __future__ import annotations
@@ -36,9 +44,12 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import select
 
 from alerting.defaults import DEFAULT_PACK
+from alerting.rules import Rule
 from api.db.models import Alert, AlertRule, Centre, Device
 from api.db.session import make_engine, migrate, session_factory
+from api.services.edge_rules import at_edge
 from contract.codec import encode_batch_parts
+from contract.edge import EdgeRules, decode_rules_ack, rules_ack_topic, rules_topic
 from contract.pseudonym import pseudonymize
 from gramlink.services import InfluxService, MosquittoService
 
@@ -72,6 +83,55 @@ def setup_registry(db_url: str, centre: str, devices: Iterable[tuple[str, str]])
         for device, kind in devices:
             s.add(Device(id=device, centre_id=centre, kind=kind, model="m"))
     engine.dispose()
+
+
+def edge_rules() -> list[Rule]:
+    """The default pack's rules a centre's gateway evaluates (as the registry holds them)."""
+    rules = []
+    for key, spec in DEFAULT_PACK.items():
+        fields = spec.model_dump(mode="json", by_alias=True)
+        rule = Rule.model_validate({**fields, "id": key, "version": 1, "enabled": True})
+        if at_edge(rule):
+            rules.append(rule)
+    return rules
+
+
+def give_edge_rules(
+    central: MosquittoService, centre: str, gateway: str, timeout: float = 60.0
+) -> int:
+    """Send ``gateway`` the default pack's edge rules on its downlink, as the API does, until
+    it acknowledged holding them; returns how many it holds."""
+    rules = [r.model_dump(mode="json", by_alias=True) for r in edge_rules()]
+    update = EdgeRules(seq=int(time.time()), rules=rules).model_dump_json().encode()
+    acks: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(central.admin_user, central.admin_password)
+    client.on_message = lambda c, u, msg: acks.append(bytes(msg.payload))
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect(central.bind, central.port)
+    client.loop_start()
+    try:
+        client.subscribe(rules_ack_topic(centre, gateway), qos=1)
+        if not subscribed.wait(10):
+            raise SystemExit("no SUBACK for the gateway's rule acks")
+        deadline = time.monotonic() + timeout
+        while True:  # again every second: the gateway may not be subscribed yet
+            client.publish(rules_topic(centre, gateway), update, qos=1)
+            stop = time.monotonic() + 1.0
+            while time.monotonic() < stop:
+                for payload in list(acks):
+                    ack = decode_rules_ack(payload)
+                    if not ack.ok:
+                        raise SystemExit(f"the gateway refused its edge rules: {ack.error}")
+                    if ack.rules == len(rules):
+                        return ack.rules
+                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise SystemExit("the gateway never acknowledged its edge rules")
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 class CentralAlerts:
@@ -183,6 +243,20 @@ class CentralAlerts:
             client.loop_stop()
         with self.lock:
             self.opened.pop(-1, None)
+
+    def from_edge(self) -> int:
+        """Clinical alerts of the benchmark's patients opened or stamped from the gateway's
+        own alert (``edge_raised_ms`` set)."""
+        with self._sessions() as session:
+            return len(
+                session.scalars(
+                    select(Alert.id).where(
+                        Alert.clinical.is_(True),
+                        Alert.edge_raised_ms.is_not(None),
+                        Alert.device == "oxi",
+                    )
+                ).all()
+            )
 
     def reset(self) -> None:
         with self.lock:

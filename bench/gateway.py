@@ -20,8 +20,11 @@ backlog is still draining (p50/p99). With ``--store`` an ingest worker
 stores the batches in a real InfluxDB and its storage receipts time each
 clinical reading's arrival there; with ``--alerts`` the central alert engine
 (``gramlink alerts``, default pack, :mod:`bench._gateway_alerts`) runs on the
-central broker and each clinical reading (an SpO2 of 85, a patient of its own)
-is timed until its alert row is committed in the registry. The priority lane's
+central broker, the gateway is given the default pack's edge rules over its
+downlink (as the API sends them: it raises each clinical alert itself and sends
+it upstream in its priority lane, read by the engine's edge session) and each
+clinical reading (an SpO2 of 85, a patient of its own) is timed until its alert
+row is committed in the registry. The priority lane's
 figures of issue #13 in one command::
 
     .venv/bin/python -m bench.gateway --skip-live --cap 0 --kill-backlog 0 \\
@@ -56,7 +59,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench._gateway_alerts import CentralAlerts, patient_id
+from bench._gateway_alerts import CentralAlerts, give_edge_rules, patient_id
 from bench.ingest import WorkerProcess
 from contract.codec import decode
 from contract.receipts import decode_receipt, encode_receipt, receipt_topic
@@ -379,6 +382,9 @@ def drain(
     t0 = time.monotonic()
     gateway = start_gateway(local, central, data)
     until_subscribed(local, collector)
+    if collector.alerts is not None:  # as the API would: the gateway raises clinical alerts too
+        held = give_edge_rules(central, CENTRE, GW)
+        print(f"  the gateway holds {held} edge rules (default pack)", flush=True)
     live = LivePublisher(local, collector, live_rate)
     oxi = LivePublisher(local, collector, clinical_rate, clinical=True) if clinical_rate else None
     live.start()
@@ -425,11 +431,13 @@ def drain(
         }
     stored, stored_missing = after(due, collector.stored, collector.lock, 60 if store else 0)
     opened: list[float] = []
-    opened_missing = 0
+    opened_missing = from_edge = 0
     if collector.alerts is not None:
         alerts = collector.alerts
         opened, opened_missing = after(due, alerts.opened, alerts.lock, 120)
+        from_edge = alerts.from_edge()
     return {
+        "from_edge": from_edge,
         "stored_n": len(stored),
         "stored_missing": stored_missing,
         "stored_p50": pct(stored, 0.5),
@@ -665,7 +673,8 @@ def main() -> int:
             (
                 "clinical reading -> its central alert opened (registry row) p50/p99/max",
                 f"{d['opened_p50']:.3f} / {d['opened_p99']:.3f} / {d['opened_max']:.3f} s"
-                f" (n={d['opened_n']:.0f}, not opened {d['opened_missing']:.0f})"
+                f" (n={d['opened_n']:.0f}, not opened {d['opened_missing']:.0f};"
+                f" {d['from_edge']:.0f} clinical alerts opened or stamped from the gateway's)"
                 if args.alerts
                 else "(not measured: --alerts)",
             ),
