@@ -185,9 +185,13 @@ class CentralAlerts:
         self._poller = threading.Thread(target=self._poll, name="alerts-poll", daemon=True)
         self._poller.start()
 
+    def ref(self, seq: int) -> str:
+        """The pseudonym of clinical reading ``seq``'s patient (as the gateway makes it)."""
+        return pseudonymize(self.key, patient_id(seq))
+
     def expect(self, seq: int) -> None:
         """Clinical reading ``seq`` is about to be published: time its alert."""
-        ref = pseudonymize(self.key, patient_id(seq))
+        ref = self.ref(seq)
         with self.lock:
             self.expected[ref] = seq
 

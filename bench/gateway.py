@@ -62,6 +62,7 @@ from paho.mqtt.properties import Properties
 from bench._gateway_alerts import CentralAlerts, give_edge_rules, patient_id
 from bench.ingest import WorkerProcess
 from contract.codec import decode
+from contract.edge import alert_filter, decode_alert
 from contract.receipts import decode_receipt, encode_receipt, receipt_topic
 from contract.topics import Channel
 from gateway.outbox import BULK, NewRow, Outbox
@@ -125,6 +126,7 @@ class Collector:
         self.clinical_sent: dict[int, float] = {}
         self.clinical: list[tuple[float, float]] = []  # (arrival, delay)
         self.clinical_at: dict[int, float] = {}  # clinical seq -> arrival at central
+        self.edge_at: dict[str, float] = {}  # patient_ref -> the gateway's alert at central
         self.alerts: CentralAlerts | None = None  # the central engine, when it runs
         # (arrival, compressed bytes, only clinical records: exempt from the byte cap)
         self.envelopes: list[tuple[float, int, bool]] = []
@@ -137,7 +139,11 @@ class Collector:
         client.username_pw_set(broker.admin_user, broker.admin_password)
         client.on_message = self._on_message
         client.on_connect = lambda c, *a: c.subscribe(
-            [(f"gl/v1/{CENTRE}/+/_gateway/batch", 1), (f"gl/v1/{CENTRE}/+/_gateway/receipt", 1)]
+            [
+                (f"gl/v1/{CENTRE}/+/_gateway/batch", 1),
+                (f"gl/v1/{CENTRE}/+/_gateway/receipt", 1),
+                (alert_filter(CENTRE), 1),
+            ]
         )
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
@@ -170,6 +176,7 @@ class Collector:
             self.clinical_sent.clear()
             self.clinical.clear()
             self.clinical_at.clear()
+            self.edge_at.clear()
             self.envelopes.clear()
             self.stored.clear()
             self._clinical_in.clear()
@@ -190,6 +197,12 @@ class Collector:
         now = time.monotonic()
         if msg.topic.endswith("/_gateway/receipt"):
             self._on_receipt(now, bytes(msg.payload))
+            return
+        if msg.topic.endswith("/_gateway/alert"):  # a clinical alert the gateway raised
+            ref = decode_alert(bytes(msg.payload)).patient_ref
+            if ref is not None:
+                with self.lock:
+                    self.edge_at.setdefault(ref, now)
             return
         batch = json.loads(zlib.decompress(msg.payload))
         with self.lock:
@@ -432,12 +445,19 @@ def drain(
     stored, stored_missing = after(due, collector.stored, collector.lock, 60 if store else 0)
     opened: list[float] = []
     opened_missing = from_edge = 0
+    edge: list[float] = []
     if collector.alerts is not None:
         alerts = collector.alerts
         opened, opened_missing = after(due, alerts.opened, alerts.lock, 120)
         from_edge = alerts.from_edge()
+        with collector.lock:
+            raised = {seq: collector.edge_at.get(alerts.ref(seq)) for seq in due}
+        edge = sorted(at - due[seq] for seq, at in raised.items() if at is not None)
     return {
         "from_edge": from_edge,
+        "edge_n": len(edge),
+        "edge_p50": pct(edge, 0.5),
+        "edge_p99": pct(edge, 0.99),
         "stored_n": len(stored),
         "stored_missing": stored_missing,
         "stored_p50": pct(stored, 0.5),
@@ -675,6 +695,12 @@ def main() -> int:
                 f"{d['opened_p50']:.3f} / {d['opened_p99']:.3f} / {d['opened_max']:.3f} s"
                 f" (n={d['opened_n']:.0f}, not opened {d['opened_missing']:.0f};"
                 f" {d['from_edge']:.0f} clinical alerts opened or stamped from the gateway's)"
+                if args.alerts
+                else "(not measured: --alerts)",
+            ),
+            (
+                "clinical reading -> the gateway's own alert at the central broker p50/p99",
+                f"{d['edge_p50']:.3f} / {d['edge_p99']:.3f} s (n={d['edge_n']:.0f})"
                 if args.alerts
                 else "(not measured: --alerts)",
             ),

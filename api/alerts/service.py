@@ -7,7 +7,7 @@ edge session's) whenever any are queued, in a round of their own, so they never
 wait behind the bulk session's backlog; else the bulk session's, at most
 ``round_max`` messages, half the Receive Maximum (the broker sends the next
 round's messages while one is evaluated) and :data:`ROUND_BYTES` of payload (a
-round in progress holds an edge alert back by about a second at most). It runs
+round in progress holds an edge alert back by a fraction of a second). It runs
 one :meth:`api.alerts.engine.Engine.round` and acknowledges the round's
 messages after it committed, each on the session it came on; a round that
 queued notifications calls ``on_notified`` (the API's webhook worker's
@@ -40,10 +40,11 @@ from runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
 STOP_WAIT_S: Final = 10.0
-# a round takes no more messages once their payloads reach this: about a second of the
-# engine's work in gateway envelopes (1,000 readings in 16-50 KB), so an alert raised at a
-# centre waits at most that long for the round in progress, whatever the backlog
-ROUND_BYTES: Final = 512 * 1024
+# a round takes no more messages once their payloads reach this: a quarter of a second of
+# the engine's work in gateway envelopes (1,000 readings in 16-50 KB; 3-8,000 readings),
+# so an alert raised at a centre waits about that long for the round in progress, whatever
+# the backlog
+ROUND_BYTES: Final = 128 * 1024
 
 
 class AlertService:
