@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -52,8 +53,10 @@ from contract.codec import encode_batch_parts
 from contract.edge import EdgeRules, decode_rules_ack, rules_ack_topic, rules_topic
 from contract.pseudonym import pseudonymize
 from gramlink.services import InfluxService, MosquittoService
+from gramlink.services.process import free_port
 
 POLL_S: Final = 0.02
+EVALUATED: Final = "gramlink_alerts_readings_evaluated_total"
 WARMUP: Final = "bench-warmup"
 
 
@@ -154,6 +157,7 @@ class CentralAlerts:
         self.expected: dict[str, int] = {}  # pseudonym -> clinical seq, not opened yet
         self.opened: dict[int, float] = {}  # clinical seq -> monotonic first seen open
         self._central = central
+        self.metrics_port = free_port()
         setup_registry(self.db_url, centre, devices)
         env = dict(os.environ)
         env.update(
@@ -165,6 +169,7 @@ class CentralAlerts:
                 "GRAMLINK_ALERTS_CLIENT_ID": "bench-alerts",
                 "GRAMLINK_ALERTS_INFLUX_URL": influx.url if influx is not None else "",
                 "GRAMLINK_ALERTS_LOG_LEVEL": "warning",
+                "GRAMLINK_ALERTS_METRICS_PORT": str(self.metrics_port),
             }
         )
         if influx is not None:
@@ -184,6 +189,27 @@ class CentralAlerts:
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="alerts-poll", daemon=True)
         self._poller.start()
+
+    def evaluated(self) -> float:
+        """Readings the engine evaluated so far (its ``/metrics``)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(EVALUATED + " "):
+                    return float(line.split()[1])
+        return 0.0
+
+    def caught_up(self, quiet_s: float = 3.0, timeout: float = 600.0) -> tuple[float, float]:
+        """Wait until the engine evaluated nothing more for ``quiet_s``: (its count then,
+        time.monotonic() of its last change)."""
+        count, changed = self.evaluated(), time.monotonic()
+        deadline = changed + timeout
+        while time.monotonic() - changed < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self.evaluated()
+            if now != count:
+                count, changed = now, time.monotonic()
+        return count, changed
 
     def ref(self, seq: int) -> str:
         """The pseudonym of clinical reading ``seq``'s patient (as the gateway makes it)."""
