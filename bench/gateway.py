@@ -387,6 +387,7 @@ def drain(
     kill_at: float | None,
     clinical_rate: float = 0.0,
     store: bool = False,
+    alerts_pause_s: float = 0.0,
 ) -> dict[str, float]:
     collector.reset()
     if collector.alerts is not None:
@@ -401,10 +402,19 @@ def drain(
     live = LivePublisher(local, collector, live_rate)
     oxi = LivePublisher(local, collector, clinical_rate, clinical=True) if clinical_rate else None
     live.start()
+    alerts = collector.alerts
+    if alerts is not None and alerts_pause_s:
+        # the engine stopped while the drain goes on: its bulk session fills with the
+        # backlog as behind a drain faster than the engine; clinical readings start after
+        print(f"  the central alert engine stopped for {alerts_pause_s:.0f} s", flush=True)
+        alerts.proc.send_signal(signal.SIGSTOP)
+        time.sleep(alerts_pause_s)
+        alerts.proc.send_signal(signal.SIGCONT)
+        held = collector.distinct()
+        print(f"  ... and continued, {held:,} readings at the central broker", flush=True)
     if oxi is not None:
         oxi.start()
     kills = 0
-    alerts = collector.alerts
     evaluated_at_end = 0.0
     try:
         last = 0
@@ -626,6 +636,14 @@ def main() -> int:
         help="run the central alert engine (gramlink alerts, default pack) during the drain"
         " and time each clinical reading's alert opening in its registry",
     )
+    parser.add_argument(
+        "--alerts-pause",
+        type=float,
+        default=0.0,
+        help="with --alerts: stop the engine (SIGSTOP) for the drain's first seconds, so its"
+        " bulk session holds a backlog (as behind a drain faster than it); clinical readings"
+        " start when it continues (at most 30: its keepalive)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the brokers on the way out
 
@@ -677,6 +695,7 @@ def main() -> int:
             None,
             args.clinical_rate,
             args.store,
+            args.alerts_pause,
         )
         results += [
             ("backlog prefill (direct to SQLite)", f"{d['prefill_s']:.1f} s"),
