@@ -338,7 +338,7 @@ def _links(app: FastAPI, dynsec: DynsecClient) -> list[MqttLink]:
     return (
         [dynsec.link]
         + ([presence.link] if presence is not None else [])
-        + ([engine_service.link] if engine_service is not None else [])
+        + (engine_service.links if engine_service is not None else [])
         + ([device_link.link] if device_link is not None else [])
     )
 

@@ -19,6 +19,14 @@ Each clinical reading is an SpO2 of 85 for a patient of its own
 (:func:`patient_id`), so each opens an alert of its own; the gateway replaces
 the patient id by its pseudonym before it leaves the centre, which
 :meth:`CentralAlerts.expect` computes the same way to find the alert.
+
+The gateway gets the rules it evaluates at the centre as the API would send
+them (:func:`give_edge_rules`: the default pack's edge rules, the clinical ones,
+in a :class:`contract.edge.EdgeRules` on its downlink, published as the broker
+admin, and its ``EdgeRulesAck`` awaited): it then raises each clinical alert
+itself and sends it upstream in its priority lane, and the engine opens the
+central alert from that message (its edge session), with the id the reading
+would give it. :meth:`CentralAlerts.from_edge` counts the alerts opened so.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -36,13 +45,18 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import select
 
 from alerting.defaults import DEFAULT_PACK
+from alerting.rules import Rule
 from api.db.models import Alert, AlertRule, Centre, Device
 from api.db.session import make_engine, migrate, session_factory
+from api.services.edge_rules import at_edge
 from contract.codec import encode_batch_parts
+from contract.edge import EdgeRules, decode_rules_ack, rules_ack_topic, rules_topic
 from contract.pseudonym import pseudonymize
 from gramlink.services import InfluxService, MosquittoService
+from gramlink.services.process import free_port
 
 POLL_S: Final = 0.02
+EVALUATED: Final = "gramlink_alerts_readings_evaluated_total"
 WARMUP: Final = "bench-warmup"
 
 
@@ -74,6 +88,55 @@ def setup_registry(db_url: str, centre: str, devices: Iterable[tuple[str, str]])
     engine.dispose()
 
 
+def edge_rules() -> list[Rule]:
+    """The default pack's rules a centre's gateway evaluates (as the registry holds them)."""
+    rules = []
+    for key, spec in DEFAULT_PACK.items():
+        fields = spec.model_dump(mode="json", by_alias=True)
+        rule = Rule.model_validate({**fields, "id": key, "version": 1, "enabled": True})
+        if at_edge(rule):
+            rules.append(rule)
+    return rules
+
+
+def give_edge_rules(
+    central: MosquittoService, centre: str, gateway: str, timeout: float = 60.0
+) -> int:
+    """Send ``gateway`` the default pack's edge rules on its downlink, as the API does, until
+    it acknowledged holding them; returns how many it holds."""
+    rules = [r.model_dump(mode="json", by_alias=True) for r in edge_rules()]
+    update = EdgeRules(seq=int(time.time()), rules=rules).model_dump_json().encode()
+    acks: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(central.admin_user, central.admin_password)
+    client.on_message = lambda c, u, msg: acks.append(bytes(msg.payload))
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect(central.bind, central.port)
+    client.loop_start()
+    try:
+        client.subscribe(rules_ack_topic(centre, gateway), qos=1)
+        if not subscribed.wait(10):
+            raise SystemExit("no SUBACK for the gateway's rule acks")
+        deadline = time.monotonic() + timeout
+        while True:  # again every second: the gateway may not be subscribed yet
+            client.publish(rules_topic(centre, gateway), update, qos=1)
+            stop = time.monotonic() + 1.0
+            while time.monotonic() < stop:
+                for payload in list(acks):
+                    ack = decode_rules_ack(payload)
+                    if not ack.ok:
+                        raise SystemExit(f"the gateway refused its edge rules: {ack.error}")
+                    if ack.rules == len(rules):
+                        return ack.rules
+                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise SystemExit("the gateway never acknowledged its edge rules")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 class CentralAlerts:
     """``gramlink alerts`` on ``central`` and a poller timing each expected alert."""
 
@@ -94,6 +157,7 @@ class CentralAlerts:
         self.expected: dict[str, int] = {}  # pseudonym -> clinical seq, not opened yet
         self.opened: dict[int, float] = {}  # clinical seq -> monotonic first seen open
         self._central = central
+        self.metrics_port = free_port()
         setup_registry(self.db_url, centre, devices)
         env = dict(os.environ)
         env.update(
@@ -105,6 +169,7 @@ class CentralAlerts:
                 "GRAMLINK_ALERTS_CLIENT_ID": "bench-alerts",
                 "GRAMLINK_ALERTS_INFLUX_URL": influx.url if influx is not None else "",
                 "GRAMLINK_ALERTS_LOG_LEVEL": "warning",
+                "GRAMLINK_ALERTS_METRICS_PORT": str(self.metrics_port),
             }
         )
         if influx is not None:
@@ -125,9 +190,34 @@ class CentralAlerts:
         self._poller = threading.Thread(target=self._poll, name="alerts-poll", daemon=True)
         self._poller.start()
 
+    def evaluated(self) -> float:
+        """Readings the engine evaluated so far (its ``/metrics``)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(EVALUATED + " "):
+                    return float(line.split()[1])
+        return 0.0
+
+    def caught_up(self, quiet_s: float = 3.0, timeout: float = 600.0) -> tuple[float, float]:
+        """Wait until the engine evaluated nothing more for ``quiet_s``: (its count then,
+        time.monotonic() of its last change)."""
+        count, changed = self.evaluated(), time.monotonic()
+        deadline = changed + timeout
+        while time.monotonic() - changed < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self.evaluated()
+            if now != count:
+                count, changed = now, time.monotonic()
+        return count, changed
+
+    def ref(self, seq: int) -> str:
+        """The pseudonym of clinical reading ``seq``'s patient (as the gateway makes it)."""
+        return pseudonymize(self.key, patient_id(seq))
+
     def expect(self, seq: int) -> None:
         """Clinical reading ``seq`` is about to be published: time its alert."""
-        ref = pseudonymize(self.key, patient_id(seq))
+        ref = self.ref(seq)
         with self.lock:
             self.expected[ref] = seq
 
@@ -183,6 +273,20 @@ class CentralAlerts:
             client.loop_stop()
         with self.lock:
             self.opened.pop(-1, None)
+
+    def from_edge(self) -> int:
+        """Clinical alerts of the benchmark's patients opened or stamped from the gateway's
+        own alert (``edge_raised_ms`` set)."""
+        with self._sessions() as session:
+            return len(
+                session.scalars(
+                    select(Alert.id).where(
+                        Alert.clinical.is_(True),
+                        Alert.edge_raised_ms.is_not(None),
+                        Alert.device == "oxi",
+                    )
+                ).all()
+            )
 
     def reset(self) -> None:
         with self.lock:

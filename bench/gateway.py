@@ -20,8 +20,11 @@ backlog is still draining (p50/p99). With ``--store`` an ingest worker
 stores the batches in a real InfluxDB and its storage receipts time each
 clinical reading's arrival there; with ``--alerts`` the central alert engine
 (``gramlink alerts``, default pack, :mod:`bench._gateway_alerts`) runs on the
-central broker and each clinical reading (an SpO2 of 85, a patient of its own)
-is timed until its alert row is committed in the registry. The priority lane's
+central broker, the gateway is given the default pack's edge rules over its
+downlink (as the API sends them: it raises each clinical alert itself and sends
+it upstream in its priority lane, read by the engine's edge session) and each
+clinical reading (an SpO2 of 85, a patient of its own) is timed until its alert
+row is committed in the registry. The priority lane's
 figures of issue #13 in one command::
 
     .venv/bin/python -m bench.gateway --skip-live --cap 0 --kill-backlog 0 \\
@@ -56,9 +59,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench._gateway_alerts import CentralAlerts, patient_id
+from bench._gateway_alerts import CentralAlerts, give_edge_rules, patient_id
 from bench.ingest import WorkerProcess
 from contract.codec import decode
+from contract.edge import alert_filter, decode_alert
 from contract.receipts import decode_receipt, encode_receipt, receipt_topic
 from contract.topics import Channel
 from gateway.outbox import BULK, NewRow, Outbox
@@ -122,6 +126,7 @@ class Collector:
         self.clinical_sent: dict[int, float] = {}
         self.clinical: list[tuple[float, float]] = []  # (arrival, delay)
         self.clinical_at: dict[int, float] = {}  # clinical seq -> arrival at central
+        self.edge_at: dict[str, float] = {}  # patient_ref -> the gateway's alert at central
         self.alerts: CentralAlerts | None = None  # the central engine, when it runs
         # (arrival, compressed bytes, only clinical records: exempt from the byte cap)
         self.envelopes: list[tuple[float, int, bool]] = []
@@ -134,7 +139,11 @@ class Collector:
         client.username_pw_set(broker.admin_user, broker.admin_password)
         client.on_message = self._on_message
         client.on_connect = lambda c, *a: c.subscribe(
-            [(f"gl/v1/{CENTRE}/+/_gateway/batch", 1), (f"gl/v1/{CENTRE}/+/_gateway/receipt", 1)]
+            [
+                (f"gl/v1/{CENTRE}/+/_gateway/batch", 1),
+                (f"gl/v1/{CENTRE}/+/_gateway/receipt", 1),
+                (alert_filter(CENTRE), 1),
+            ]
         )
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
@@ -167,6 +176,7 @@ class Collector:
             self.clinical_sent.clear()
             self.clinical.clear()
             self.clinical_at.clear()
+            self.edge_at.clear()
             self.envelopes.clear()
             self.stored.clear()
             self._clinical_in.clear()
@@ -187,6 +197,12 @@ class Collector:
         now = time.monotonic()
         if msg.topic.endswith("/_gateway/receipt"):
             self._on_receipt(now, bytes(msg.payload))
+            return
+        if msg.topic.endswith("/_gateway/alert"):  # a clinical alert the gateway raised
+            ref = decode_alert(bytes(msg.payload)).patient_ref
+            if ref is not None:
+                with self.lock:
+                    self.edge_at.setdefault(ref, now)
             return
         batch = json.loads(zlib.decompress(msg.payload))
         with self.lock:
@@ -371,6 +387,7 @@ def drain(
     kill_at: float | None,
     clinical_rate: float = 0.0,
     store: bool = False,
+    alerts_pause_s: float = 0.0,
 ) -> dict[str, float]:
     collector.reset()
     if collector.alerts is not None:
@@ -379,12 +396,26 @@ def drain(
     t0 = time.monotonic()
     gateway = start_gateway(local, central, data)
     until_subscribed(local, collector)
+    if collector.alerts is not None:  # as the API would: the gateway raises clinical alerts too
+        held = give_edge_rules(central, CENTRE, GW)
+        print(f"  the gateway holds {held} edge rules (default pack)", flush=True)
     live = LivePublisher(local, collector, live_rate)
     oxi = LivePublisher(local, collector, clinical_rate, clinical=True) if clinical_rate else None
     live.start()
+    alerts = collector.alerts
+    if alerts is not None and alerts_pause_s:
+        # the engine stopped while the drain goes on: its bulk session fills with the
+        # backlog as behind a drain faster than the engine; clinical readings start after
+        print(f"  the central alert engine stopped for {alerts_pause_s:.0f} s", flush=True)
+        alerts.proc.send_signal(signal.SIGSTOP)
+        time.sleep(alerts_pause_s)
+        alerts.proc.send_signal(signal.SIGCONT)
+        held = collector.distinct()
+        print(f"  ... and continued, {held:,} readings at the central broker", flush=True)
     if oxi is not None:
         oxi.start()
     kills = 0
+    evaluated_at_end = 0.0
     try:
         last = 0
         while collector.distinct() < n + live.sent or live.sent == 0:
@@ -407,6 +438,9 @@ def drain(
                     oxi.stop.set()
         print()
         elapsed = collector.last_arrival - t0
+        drained_at = time.monotonic()
+        if alerts is not None:  # what the engine's bulk session still held
+            evaluated_at_end = alerts.evaluated()
     finally:
         live.close()
         if oxi is not None:
@@ -425,11 +459,24 @@ def drain(
         }
     stored, stored_missing = after(due, collector.stored, collector.lock, 60 if store else 0)
     opened: list[float] = []
-    opened_missing = 0
-    if collector.alerts is not None:
-        alerts = collector.alerts
+    opened_missing = from_edge = 0
+    edge: list[float] = []
+    behind = caught_s = float("nan")
+    if alerts is not None:
+        evaluated, changed = alerts.caught_up()
+        behind, caught_s = evaluated - evaluated_at_end, max(changed - drained_at, 0.0)
         opened, opened_missing = after(due, alerts.opened, alerts.lock, 120)
+        from_edge = alerts.from_edge()
+        with collector.lock:
+            raised = {seq: collector.edge_at.get(alerts.ref(seq)) for seq in due}
+        edge = sorted(at - due[seq] for seq, at in raised.items() if at is not None)
     return {
+        "from_edge": from_edge,
+        "behind": behind,
+        "caught_s": caught_s,
+        "edge_n": len(edge),
+        "edge_p50": pct(edge, 0.5),
+        "edge_p99": pct(edge, 0.99),
         "stored_n": len(stored),
         "stored_missing": stored_missing,
         "stored_p50": pct(stored, 0.5),
@@ -589,6 +636,14 @@ def main() -> int:
         help="run the central alert engine (gramlink alerts, default pack) during the drain"
         " and time each clinical reading's alert opening in its registry",
     )
+    parser.add_argument(
+        "--alerts-pause",
+        type=float,
+        default=0.0,
+        help="with --alerts: stop the engine (SIGSTOP) for the drain's first seconds, so its"
+        " bulk session holds a backlog (as behind a drain faster than it); clinical readings"
+        " start when it continues (at most 30: its keepalive)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the brokers on the way out
 
@@ -640,6 +695,7 @@ def main() -> int:
             None,
             args.clinical_rate,
             args.store,
+            args.alerts_pause,
         )
         results += [
             ("backlog prefill (direct to SQLite)", f"{d['prefill_s']:.1f} s"),
@@ -665,9 +721,20 @@ def main() -> int:
             (
                 "clinical reading -> its central alert opened (registry row) p50/p99/max",
                 f"{d['opened_p50']:.3f} / {d['opened_p99']:.3f} / {d['opened_max']:.3f} s"
-                f" (n={d['opened_n']:.0f}, not opened {d['opened_missing']:.0f})"
+                f" (n={d['opened_n']:.0f}, not opened {d['opened_missing']:.0f};"
+                f" {d['from_edge']:.0f} clinical alerts opened or stamped from the gateway's)"
                 if args.alerts
                 else "(not measured: --alerts)",
+            ),
+            (
+                "clinical reading -> the gateway's own alert at the central broker p50/p99",
+                f"{d['edge_p50']:.3f} / {d['edge_p99']:.3f} s (n={d['edge_n']:.0f})"
+                if args.alerts
+                else "(not measured: --alerts)",
+            ),
+            (
+                "the engine at the end of the drain: readings not yet evaluated; caught up after",
+                f"{d['behind']:,.0f}; {d['caught_s']:.1f} s" if args.alerts else "-",
             ),
             ("uplink bytes/reading (batched, MQTT framing)", f"{d['wire_per_reading']:.1f} B"),
             ("one JSON message per reading (MQTT framing)", f"{d['plain_per_reading']:.1f} B"),

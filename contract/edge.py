@@ -27,7 +27,9 @@ published:
   forgets it after a while;
 - upstream on ``gl/v1/{centre}/{gateway}/_gateway/alert`` (QoS 1, not retained) from
   the gateway's outbox in the priority lane, firing only: the central engine opens
-  (or stamps) the alert of the same id with ``edge_raised_ms``.
+  (or stamps) the alert of the same id with ``edge_raised_ms``. The engine reads this
+  topic (:func:`alert_filter`) through a persistent session of its own, apart from
+  the data channels, so the message never queues behind a backlog of envelopes.
 
 ``alert_id`` is derived (``alerting.ids``) from the rule, the subject and the
 device's own ``ts`` and ``seq`` of the reading that opened it: central derives

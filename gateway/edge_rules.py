@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -109,8 +111,7 @@ class EdgeRules:
                 return False
             evaluators = self._load(message.rules)
             kept = {e.rule.id: e.rule.version for e in evaluators}
-            with mapped(STORE):
-                self._conn.execute("BEGIN")
+            with mapped(STORE), self._transaction():
                 self._conn.execute(
                     "INSERT INTO edge_rules (gateway, seq, rules) VALUES (?, ?, ?)"
                     " ON CONFLICT(gateway) DO UPDATE SET seq = excluded.seq,"
@@ -122,7 +123,6 @@ class EdgeRules:
                 for rule_id, version in old.items():
                     if kept.get(rule_id) != version:
                         self._conn.execute("DELETE FROM edge_states WHERE rule = ?", (rule_id,))
-                self._conn.execute("COMMIT")
             self.seq = message.seq
             self._set(evaluators)
             return True
@@ -138,8 +138,7 @@ class EdgeRules:
             if not matching:
                 return []
             raised: list[Raised] = []
-            with mapped(STORE):
-                self._conn.execute("BEGIN")
+            with mapped(STORE), self._transaction():
                 for evaluator in matching:
                     subject = evaluator.subject(reading)
                     state = self._state(evaluator.rule.id, subject)
@@ -147,8 +146,20 @@ class EdgeRules:
                     if new != state:
                         self._save(evaluator.rule.id, subject, new)
                     raised += [Raised(evaluator.rule, c, reading) for c in changes]
-                self._conn.execute("COMMIT")
             return raised
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Reads then writes: the write lock first (``BEGIN IMMEDIATE`` waits for the
+        outbox's writers; a deferred read transaction upgraded after another connection
+        wrote fails at once with "database is locked"), rolled back on any error."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def _state(self, rule_id: str, subject: str) -> State | None:
         row = self._conn.execute(

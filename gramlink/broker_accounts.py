@@ -9,7 +9,10 @@ publishes only storage receipts to gateways (``gl/v1/+/+/_gateway/receipt``;
 receiving).
 
 ``alerts``: the alert engine reads the same data channels with a plain (not
-shared) subscription of its own, and the births; it publishes nothing.
+shared) subscription of its own, and the births, and the alerts the centres'
+gateways raised (``_gateway/alert``); it publishes nothing. It logs in twice
+with the one account (client ids ``gl-alerts-{host}`` and ``...-edge``): the
+role does not tie the login to a client id.
 
 ``tablet`` (on a centre's own broker, :func:`tablet_account`): a tablet or
 display at the centre follows the alerts the gateway raised there

@@ -1,7 +1,8 @@
 """``gramlink alerts``: the alert engine as a process of its own (composition root).
 
 Runs until SIGTERM/SIGINT (exit 0), or until the broker refuses it for good:
-its login (4), its client id taken by another engine (5: on one machine the
+its login (4), one of its two client ids (``GRAMLINK_ALERTS_CLIENT_ID`` and
+the same with ``-edge``) taken by another engine (5: on one machine the
 engine is one process, so turn ``GRAMLINK_API_ALERTS`` off where it runs
 alone). A broker that does not answer within ``START_WAIT_S`` at start is 3;
 later outages are ridden out (the session keeps what arrives meanwhile).
@@ -13,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Final
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -59,16 +61,19 @@ def run(settings: AlertsSettings) -> int:
 
 
 def _watch(service: AlertService, stop: threading.Event) -> int:
-    link = service.link
-    if not link.connected.wait(START_WAIT_S) and link.refusal is None:
-        line = f"the MQTT broker at {link.url} did not answer in {START_WAIT_S:g} s"
-        print(f"error: {line} ({link.last_failure or 'no answer'})", file=sys.stderr)  # noqa: T201
-        return ExitCode.DEPENDENCY_DOWN
-    log.info(kv("alert_engine_started", client_id=link.options.client_id, url=link.url))
+    deadline = time.monotonic() + START_WAIT_S
+    for link in service.links:  # the bulk session, then the edge one
+        if not link.connected.wait(max(deadline - time.monotonic(), 0.0)) and link.refusal is None:
+            line = f"the MQTT broker at {link.url} did not answer in {START_WAIT_S:g} s"
+            print(f"error: {line} ({link.last_failure or 'no answer'})", file=sys.stderr)  # noqa: T201
+            return ExitCode.DEPENDENCY_DOWN
+    ids = ",".join(link.options.client_id for link in service.links)
+    log.info(kv("alert_engine_started", client_id=ids, url=service.link.url))
     while not stop.wait(WATCH_S):
-        if link.refusal is not None:
-            print(f"error: {link.refusal.line}", file=sys.stderr)  # noqa: T201
-            return link.refusal.exit_code
+        for link in service.links:
+            if link.refusal is not None:
+                print(f"error: {link.refusal.line}", file=sys.stderr)  # noqa: T201
+                return link.refusal.exit_code
         if not service.alive:
             print("error: the alert engine's thread ended", file=sys.stderr)  # noqa: T201
             return ExitCode.INTERNAL

@@ -1,24 +1,27 @@
-"""The running engine: its MQTT session, its thread of rounds, its start and stop.
+"""The running engine: its two MQTT sessions, its thread of rounds, its start and stop.
 
 Thread ``alert-engine`` owns all evaluation (one concurrency model: paho's
-network thread only queues). Each loop takes what is queued (waiting at most
-until the next tick; at most ``round_max`` messages and half the Receive
-Maximum, so the broker sends the next round's messages while one is
-evaluated), runs one :meth:`api.alerts.engine.Engine.round` and acknowledges
-the round's messages after it committed; a round that queued notifications
-calls ``on_notified`` (the API's webhook worker's ``wake``), so they go out at
-once rather than at the worker's next poll. A round the database did
-not take is tried again with the same messages after a jittered backoff (the
-broker holds them unacknowledged meanwhile). Any other failure of a round is a
-bug or a poison message: its messages are then evaluated one by one, and one
-that fails alone is logged, counted and acknowledged, so it cannot stop the
-engine.
+network threads only queue). Each loop takes one lane's queued messages
+(waiting at most until the next tick): the alerts raised at the centres (the
+edge session's) whenever any are queued, in a round of their own, so they never
+wait behind the bulk session's backlog; else the bulk session's, at most
+``round_max`` messages, half the Receive Maximum (the broker sends the next
+round's messages while one is evaluated) and :data:`ROUND_BYTES` of payload (a
+round in progress holds an edge alert back by a fraction of a second). It runs
+one :meth:`api.alerts.engine.Engine.round` and acknowledges the round's
+messages after it committed, each on the session it came on; a round that
+queued notifications calls ``on_notified`` (the API's webhook worker's
+``wake``), so they go out at once rather than at the worker's next poll. A
+round the database did not take is tried again with the same messages after a
+jittered backoff (the broker holds them unacknowledged meanwhile). Any other
+failure of a round is a bug or a poison message: its messages are then
+evaluated one by one, and one that fails alone is logged, counted and
+acknowledged, so it cannot stop the engine.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.alerts.annotations import AlertAnnotations
-from api.alerts.consumer import Consumer, Message
+from api.alerts.consumer import QOS0_ROOM, Consumer, Inbox, Lane, Message
 from api.alerts.engine import Engine
 from api.alerts.metrics import EngineMetrics, OpenAlerts
 from api.alerts.settings import AlertsSettings
@@ -37,6 +40,11 @@ from runtime.backoff import Backoff
 
 log = logging.getLogger(__name__)
 STOP_WAIT_S: Final = 10.0
+# a round takes no more messages once their payloads reach this: a quarter of a second of
+# the engine's work in gateway envelopes (1,000 readings in 16-50 KB; 3-8,000 readings),
+# so an alert raised at a centre waits about that long for the round in progress, whatever
+# the backlog
+ROUND_BYTES: Final = 128 * 1024
 
 
 class AlertService:
@@ -57,7 +65,11 @@ class AlertService:
                 settings.influx_timeout_s,
             )
         self.engine = Engine(settings, sessions, metrics, annotations)
-        self.consumer = Consumer(settings)
+        # both sessions' QoS 1 windows and room for QoS 0 (see api.alerts.consumer)
+        self.inbox = Inbox(2 * settings.receive_maximum + QOS0_ROOM)
+        self.consumer = Consumer(settings, self.inbox, Lane.BULK)
+        self.edge = Consumer(settings, self.inbox, Lane.EDGE)
+        self.consumers = (self.edge, self.consumer)
         self.metrics = metrics
         self.open_alerts = OpenAlerts(sessions)
         self.failed = 0  # messages dropped after failing alone
@@ -71,17 +83,29 @@ class AlertService:
 
     @property
     def link(self) -> MqttLink:
+        """The bulk session's link."""
         return self.consumer.link
+
+    @property
+    def links(self) -> list[MqttLink]:
+        """Both sessions' links (a refusal of either stops the engine)."""
+        return [c.link for c in self.consumers]
+
+    @property
+    def connected(self) -> bool:
+        return all(c.connected for c in self.consumers)
 
     def start(self) -> None:
         self.engine.load()
         self._thread.start()
-        self.consumer.start()
+        for consumer in self.consumers:
+            consumer.start()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(STOP_WAIT_S)
-        self.consumer.close()
+        for consumer in self.consumers:
+            consumer.close()
         if self.engine.annotations is not None:
             self.engine.annotations.close()
 
@@ -96,7 +120,8 @@ class AlertService:
         next_tick = time.monotonic()
         retry: list[Message] = []
         while not self._stop.is_set():
-            messages = retry + self._take(max(next_tick - time.monotonic(), 0.0), len(retry))
+            # a round the database refused is tried again as it was (one lane, same size)
+            messages = retry or self._take(max(next_tick - time.monotonic(), 0.0))
             tick = time.monotonic() >= next_tick
             if not messages and not tick:
                 continue
@@ -113,21 +138,9 @@ class AlertService:
             if tick:
                 next_tick = time.monotonic() + tick_s
 
-    def _take(self, wait_s: float, have: int) -> list[Message]:
-        room = self.round_max - have
-        out: list[Message] = []
-        if room <= 0:
-            return out
-        try:
-            out.append(self.consumer.queue.get(timeout=min(wait_s, 0.5) if not have else 0.0))
-        except queue.Empty:
-            return out
-        while len(out) < room:
-            try:
-                out.append(self.consumer.queue.get_nowait())
-            except queue.Empty:
-                break
-        return out
+    def _take(self, wait_s: float) -> list[Message]:
+        """A round's messages: the edge session's alone if any are queued, else bulk ones."""
+        return self.inbox.take(self.round_max, min(wait_s, 0.5), ROUND_BYTES)
 
     def _round(self, messages: list[Message], tick: bool) -> None:
         notified = 0
@@ -148,7 +161,8 @@ class AlertService:
                     log.exception("event=alert_message_failed topic=%s", message.topic[:120])
         if notified and self.on_notified is not None:
             self.on_notified()  # committed: the notify worker may look now, not at its next poll
-        self.consumer.ack(messages)
+        for consumer in self.consumers:
+            consumer.ack(messages)
         now = time.monotonic()
         for message in messages:
             self.metrics.lag.observe(now - message.arrived)

@@ -44,7 +44,11 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db-url", default=default, help="the registry's SQLAlchemy URL")
     parser.add_argument("--mqtt-url", default=default, help="mqtt://host:port, central broker")
     parser.add_argument("--influx-url", default=default, help="http://host:port of InfluxDB")
-    parser.add_argument("--client-id", default=default, help="engine: default gl-alerts-HOST")
+    parser.add_argument(
+        "--client-id",
+        default=default,
+        help="engine: default gl-alerts-HOST (edge session: ID-edge)",
+    )
     parser.add_argument("--metrics-port", type=int, default=default, help="engine: 0, off")
     parser.add_argument(
         "--stack-home",

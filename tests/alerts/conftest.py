@@ -34,6 +34,7 @@ from api.db.models import (
 )
 from api.db.session import make_engine, migrate, session_factory
 from contract.codec import encode, encode_batch_parts
+from contract.edge import alert_upstream_topic
 from contract.messages import State, event, telemetry
 from contract.metrics import METRICS_BY_KIND, DeviceKind
 from contract.topics import Channel, topic
@@ -264,7 +265,7 @@ class Running:
         self.metrics = EngineMetrics(CollectorRegistry())
         self.service = AlertService(settings, registry.sessions, self.metrics)
         self.service.start()
-        wait_for(lambda: self.service.consumer.connected, 10, "the engine's connection")
+        wait_for(lambda: self.service.connected, 10, "the engine's two sessions")
 
     @property
     def rounds(self) -> float:
@@ -275,14 +276,19 @@ class Running:
         return self.metrics.messages._value.get()  # type: ignore[attr-defined]
 
     def subscribed(self, publisher: Publisher) -> None:
-        """Wait until a probe published now reaches the engine (its SUBACK is then in)."""
+        """Wait until a probe published now reaches each of the engine's sessions (their
+        SUBACKs are then in): a ``state`` (bulk) and an edge alert the contract refuses
+        (the edge session's; counted as a bad message)."""
         probe = unique_id("probe")
-        start = self.messages
-        deadline = time.monotonic() + 10
-        while self.messages == start:
-            assert time.monotonic() < deadline, "the engine's subscriptions did not come up"
-            publisher.send(topic(probe, "p", Channel.STATE), encode(State(online=True)))
-            wait_for_or_not(lambda: self.messages > start, 0.3)
+        bulk = (topic(probe, "p", Channel.STATE), encode(State(online=True)))
+        edge = (alert_upstream_topic(probe, "p"), b"{}")
+        for name, payload in (bulk, edge):
+            start = self.messages
+            deadline = time.monotonic() + 10
+            while self.messages == start:
+                assert time.monotonic() < deadline, "the engine's subscriptions did not come up"
+                publisher.send(name, payload)
+                wait_for_or_not(lambda: self.messages > start, 0.3)  # noqa: B023
 
     def close(self) -> None:
         self.service.close()

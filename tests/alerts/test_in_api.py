@@ -43,7 +43,8 @@ def test_the_api_runs_the_engine_and_shows_its_figures(
     with TestClient(create_app(settings)) as client:
         alerts = client.app.state.alerts  # type: ignore[attr-defined]
         assert alerts is not None and alerts.link.options.username == "admin"
-        wait_for(lambda: alerts.consumer.connected, 10, "the engine's session")
+        assert alerts.edge.link.options.username == "admin"
+        wait_for(lambda: alerts.connected, 10, "the engine's two sessions")
 
         def fired() -> bool:  # sent until the engine's subscription is up
             if registry.alert(centre, rule) is None:

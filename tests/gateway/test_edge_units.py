@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from contract.edge import EdgeRules as EdgeRulesMessage
 from contract.metrics import DeviceKind
 from gateway.edge_outlets import OutletOptions, Outlets, sms_text
 from gateway.edge_rules import EdgeRules
+from gateway.sqlite import connect
 from tests.factories import wait_for
 
 PATIENT = "ab" * 32
@@ -48,6 +50,37 @@ def test_a_stale_update_is_ignored_and_a_changed_rule_starts_afresh(tmp_path: Pa
     (fired,) = again.evaluate(reading(4000, 93, 4))  # under the new bound, a new alert
     assert fired.change.what == "firing" and fired.rule.version == 2
     again.close()
+
+
+def test_an_evaluation_waits_for_the_outboxs_writer_instead_of_failing(tmp_path: Path) -> None:
+    """The outbox writes the same file from its own connections (a backlog drain deletes
+    rows all the time); an evaluation that read first and then found the file written
+    failed with "database is locked" and stopped the gateway's local ingest."""
+    db = tmp_path / "gw.sqlite3"
+    store = EdgeRules(db, "gw")
+    assert store.replace(EdgeRulesMessage(seq=1, rules=[spo2_rule()]))
+    writer = connect(db)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO edge_states (rule, subject, state) VALUES ('other', 's', '{}')")
+    outcome: list[object] = []
+
+    def evaluate() -> None:
+        try:
+            outcome.extend(store.evaluate(reading(1000, 85, 1)))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=evaluate)
+    thread.start()
+    thread.join(0.5)  # it waits for the writer meanwhile
+    assert thread.is_alive()
+    writer.execute("COMMIT")
+    thread.join(10)
+    (fired,) = outcome
+    assert not isinstance(fired, Exception), fired
+    assert fired.change.what == "firing"  # type: ignore[attr-defined]
+    writer.close()
+    store.close()
 
 
 def test_a_rule_that_does_not_validate_is_skipped_and_the_others_run(tmp_path: Path) -> None:
