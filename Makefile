@@ -28,10 +28,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Two workers, a test file each at a time: the suite waits on brokers and processes
+# Two workers: the suite waits on brokers and processes
 # far more than it computes (21.9 min in one process, 9.4 min in two).
 test: deps $(BIN)/.installed lint
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2
 
 demo: deps $(BIN)/.installed
 	$(BIN)/gramlink demo
