@@ -209,8 +209,11 @@ def ingest_throughput(
     worker = ingest.WorkerProcess(broker, influx, log, client_id)
     try:
         metrics = lambda: worker.metrics() or {}  # noqa: E731
+        deadline = time.monotonic() + 60
         while not metrics().get("gramlink_ingest_messages_total"):
-            time.sleep(0.01)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ingest took no message of its session in 60 s (see {log})")
+            time.sleep(0.05)
         start = time.perf_counter()
         cpu0 = ingest.cpu_seconds(worker.proc.pid)
         deadline = time.monotonic() + 600
