@@ -46,8 +46,9 @@ from sqlalchemy import select
 
 from alerting.defaults import DEFAULT_PACK
 from alerting.rules import Rule
-from api.db.models import Alert, AlertRule, Centre, Device
+from api.db.models import Alert, Centre, Device
 from api.db.session import make_engine, migrate, session_factory
+from api.services import alert_pack
 from api.services.edge_rules import at_edge
 from contract.codec import encode_batch_parts
 from contract.edge import EdgeRules, decode_rules_ack, rules_ack_topic, rules_topic
@@ -70,18 +71,7 @@ def setup_registry(db_url: str, centre: str, devices: Iterable[tuple[str, str]])
     engine = make_engine(db_url)
     migrate(engine)
     with session_factory(engine).begin() as s:
-        for key, spec in DEFAULT_PACK.items():
-            s.add(
-                AlertRule(
-                    id=key,
-                    name=spec.name,
-                    severity=spec.severity.value,
-                    enabled=True,
-                    spec=spec.model_dump(mode="json", by_alias=True),
-                    version=1,
-                    pack_key=key,
-                )
-            )
+        alert_pack.install(s, "bench")
         s.add(Centre(id=centre, name=centre, district="d", state="s"))
         for device, kind in devices:
             s.add(Device(id=device, centre_id=centre, kind=kind, model="m"))
