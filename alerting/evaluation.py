@@ -133,6 +133,11 @@ class Evaluator:
         self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None = None
     ) -> tuple[State | None, list[Change]]:
         """The subject's new state and changes after ``reading`` (state may be ``state`` itself)."""
+        quiet = self._quiet
+        if quiet is not None and (state is None or state["phase"] == "ok"):
+            value = reading.metrics.get(quiet[0])
+            if value is None or not quiet[1](value, quiet[2]):
+                return state, []
         return self._evaluate(state, reading, clear_sky, owned=False)
 
     def on_readings(
@@ -172,11 +177,7 @@ class Evaluator:
     def _evaluate(
         self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None, *, owned: bool
     ) -> tuple[State | None, list[Change]]:
-        quiet = self._quiet
-        if quiet is not None and (state is None or state["phase"] == "ok"):
-            value = reading.metrics.get(quiet[0])
-            if value is None or not quiet[1](value, quiet[2]):
-                return state, []
+        """One reading past the quiet check (the callers make it)."""
         condition = self.condition
         if state is not None and reading.ts_ms <= state.get("last", -1):
             return state, []
