@@ -277,7 +277,8 @@ def test_a_gateway_restarted_while_offline_still_evaluates_the_rules_it_had(
         devices.publish("oxi-1", "telemetry", oximeter(1))
         wait_for(lambda: tablet.alerts() != [], 5, "the alert after the reboot")
         assert tablet.alerts()[0]["rule_id"] == rule
-        assert again.outbox.stats().depth >= 2  # the reading and the alert wait for the uplink
+        # the reading and the alert wait for the uplink (the tablet may hear it first)
+        wait_for(lambda: again.outbox.stats().depth >= 2, 10, "reading and alert stored")
     finally:
         devices.close()
         tablet.close()
