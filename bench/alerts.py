@@ -204,7 +204,8 @@ def ingest_throughput(
     :mod:`bench.ingest` times it (first message to last point written)."""
     client_id = f"bench-alerts-ingest-{uuid.uuid4().hex[:6]}"
     log = tmp / "ingest.log"
-    ingest.WorkerProcess(broker, influx, log, client_id).stop()  # makes its session
+    # makes its session (stopped before it subscribed, the preload would go nowhere)
+    ingest.WorkerProcess(broker, influx, log, client_id).wait_subscribed().stop()
     ingest.preload(broker, messages)
     worker = ingest.WorkerProcess(broker, influx, log, client_id)
     try:

@@ -159,10 +159,13 @@ def test_demo_moves_readings_from_devices_to_influxdb_and_stops_clean(tmp_path: 
             items: list[dict[str, object]] = found.json()["items"]
             return items
 
-        wait_for(lambda: failed() or bool(clinical()), 180, "the scenario's clinical alert")
+        # Other patients follow the usual mix (a few per cent out of range), so theirs may
+        # fire too; the scenario's is the SpO2 of 86.
+        def scenario_alert() -> bool:
+            return any(a["rule_id"] == "spo2-low" and a["value"] == 86.0 for a in clinical())
+
+        wait_for(lambda: failed() or scenario_alert(), 180, "the scenario's clinical alert")
         assert not failed(), Path(out.name).read_text()[-3000:]
-        (alert,) = clinical()
-        assert alert["rule_id"] == "spo2-low" and alert["value"] == 86.0, alert
         wait_for(
             lambda: (
                 failed()
