@@ -83,6 +83,8 @@ def wait_up(link: MqttLink, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         if link.refusal is not None:
             raise BrokerStartError(link.refusal.line, link.refusal.exit_code)
+        if link.failure is not None:
+            raise BrokerStartError(link.failure, ExitCode.INTERNAL)
         if link.connected.wait(0.05):
             return
     if link.refusal is not None:

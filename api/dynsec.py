@@ -209,6 +209,8 @@ class DynsecClient:
         refusal = self._link.refusal
         if refusal is not None:
             raise DynsecTimeout(refusal.line)
+        if self._link.failure is not None:
+            raise DynsecTimeout(self._link.failure)
 
     def _take_code(self, mid: int) -> int | None:
         with self._lock:

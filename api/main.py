@@ -327,6 +327,9 @@ def run(settings: ApiSettings) -> int:
     if watch.refusal is not None:
         print(f"error: {watch.refusal.line}", file=sys.stderr)  # noqa: T201
         return watch.refusal.exit_code
+    if watch.failure is not None:
+        print(f"error: {watch.failure}", file=sys.stderr)  # noqa: T201
+        return ExitCode.INTERNAL
     return ExitCode.OK if server.started else ExitCode.INTERNAL
 
 
@@ -344,10 +347,12 @@ def _links(app: FastAPI, dynsec: DynsecClient) -> list[MqttLink]:
 
 
 class RefusalWatch:
-    """Stops the server when a broker connection is refused for good (thread ``refusal-watch``)."""
+    """Stops the server when a broker connection ends for good, refused or failed
+    (thread ``refusal-watch``)."""
 
     def __init__(self, server: uvicorn.Server, links: Callable[[], list[MqttLink]]) -> None:
         self.refusal: Refusal | None = None
+        self.failure: str | None = None
         self._server = server
         self._links = links
         self._stop = threading.Event()
@@ -363,7 +368,7 @@ class RefusalWatch:
     def _run(self) -> None:
         while not self._stop.wait(0.25):
             for link in self._links():
-                if link.refusal is not None:
-                    self.refusal = link.refusal
+                if link.refusal is not None or link.failure is not None:
+                    self.refusal, self.failure = link.refusal, link.failure
                     self._server.should_exit = True
                     return

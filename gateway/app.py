@@ -375,6 +375,9 @@ class Gateway:
                 log.error(kv("worker_died", worker=type(worker).__name__, **self.ctx))
                 return ExitCode.INTERNAL
         for link in links:
+            if link.failure is not None:
+                log.error(kv("worker_died", worker=f"{link.options.name} link", **self.ctx))
+                return ExitCode.INTERNAL
             if link.refusal is not None:
                 hint = {}
                 username = link.options.username or ""

@@ -26,7 +26,10 @@ Every reason code is read by value through :mod:`mqttlink.reasons`:
   :func:`mqttlink.reasons.delivered`.
 
 A link that stops for good sets :attr:`MqttLink.refusal` (the one line to print
-and the exit code) and logs nothing itself: its owner reports it once.
+and the exit code) and logs nothing itself: its owner reports it once. A
+callback that raises (a bug) ends the link too: the traceback is logged once as
+``event=link_failed`` and :attr:`MqttLink.failure` names it; its owner exits
+(``ExitCode.INTERNAL``) rather than run on without the connection.
 
 TLS (``mqtts://``): the client's context is built once, in the constructor
 (:func:`mqttlink.endpoint.tls_context`; a bad file raises ``TlsFileError``
@@ -159,6 +162,7 @@ class MqttLink:
         self.receive_maximum = 65535
         self.down_since: float | None = time.monotonic()
         self.refusal: Refusal | None = None
+        self.failure: str | None = None  # a callback raised: the link ended (a bug)
         self.last_failure: str | None = None
         self.certificate_refused = False
         self.quiet = options.quiet  # the owner may set it back to False once it is up
@@ -229,6 +233,13 @@ class MqttLink:
     def _run(self) -> None:
         try:
             self._connect_and_loop()
+        except Exception as exc:  # a callback's bug: paho lets it out of loop()
+            self.failure = f"the {self.options.name} MQTT link ended: {type(exc).__name__}: {exc}"
+            log.exception(
+                kv("link_failed", link=self.options.name, error=type(exc).__name__, **self.options.context)
+            )
+            self._mark_down()
+            self.attempted.set()
         finally:
             # paho closes its loop's socket pair only in __del__, and this object
             # and its client refer to each other, so without this the sockets wait

@@ -74,6 +74,9 @@ def _watch(service: AlertService, stop: threading.Event) -> int:
             if link.refusal is not None:
                 print(f"error: {link.refusal.line}", file=sys.stderr)  # noqa: T201
                 return link.refusal.exit_code
+            if link.failure is not None:
+                print(f"error: {link.failure}", file=sys.stderr)  # noqa: T201
+                return ExitCode.INTERNAL
         if not service.alive:
             print("error: the alert engine's thread ended", file=sys.stderr)  # noqa: T201
             return ExitCode.INTERNAL

@@ -22,6 +22,7 @@ from gateway.centre_devices import CentreDevices
 from gateway.outbox import NewRow
 from gateway.pseudonymize import Transformer
 from gramlink.services import MosquittoService
+from runtime.exits import ExitCode
 from tests.factories import wait_for
 from tests.gateway.conftest import KEY, GatewayFactory
 from tests.gateway.sim import TS0, Collector, Devices, router_reading, wait_until_flowing
@@ -216,3 +217,32 @@ def test_a_credential_update_that_crashes_is_set_aside_and_the_next_is_applied(
     assert [r.reason for r in gw.quarantine.recent()] == ["internal_error"]
     assert gw.check() is None and gw.dynsec.alive
     api.close()
+
+
+def test_a_link_whose_callback_raises_stops_the_gateway_with_exit_1(
+    local_broker: MosquittoService,
+    mosquitto: MosquittoService,
+    make_gateway: GatewayFactory,
+    centre: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug on a link's network thread: the watchdog ends the gateway (systemd
+    restarts it) instead of a gateway that looks alive and relays nothing."""
+    collector = Collector(mosquitto, centre).start()
+    devices = Devices(local_broker, centre)
+    gw = make_gateway(centre, local_broker, mosquitto)
+    wait_until_flowing(devices, collector)
+
+    def broken(msg: object, generation: int) -> None:
+        raise RuntimeError("a bug")
+
+    gw.local._on_message_cb = broken
+    devices.publish("router-1", "telemetry", router_reading(1))
+    wait_for(lambda: gw.check() is not None, 20, "the watchdog sees the link end")
+    assert gw.check() == ExitCode.INTERNAL
+    assert gw.local.failure is not None and "RuntimeError: a bug" in gw.local.failure
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("event=link_failed link=local" in line for line in lines)
+    assert any('event=worker_died worker="local link"' in line for line in lines)
+    devices.close()
+    collector.close()

@@ -39,7 +39,8 @@ def make_link(mosquitto: MosquittoService) -> Iterator[LinkFactory]:
             "backoff_min_s": 0.05,
             "backoff_max_s": 0.2,
         }
-        callbacks = {k: extra.pop(k) for k in ("on_connect", "on_publish") if k in extra}
+        names = ("on_connect", "on_message", "on_publish")
+        callbacks = {k: extra.pop(k) for k in names if k in extra}
         values.update(extra)
         link = MqttLink(LinkOptions(**values), **callbacks)
         link.start()
@@ -124,3 +125,33 @@ def test_puback_codes_reach_the_caller_by_value(make_link: LinkFactory) -> None:
     assert done.wait(5)
     assert codes[info.mid] == NO_MATCHING_SUBSCRIBERS
     assert not delivered(codes[info.mid])
+
+
+def test_a_callback_that_raises_ends_the_link_loudly_not_silently(
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in an owner's callback: the link ends and says so (its owner then exits
+    with 1), instead of a dead thread behind a process that looks alive."""
+    topic = f"gl/v1/{unique_id('c')}/d/unread/{unique_id('t')}"
+    link: MqttLink | None = None
+    made = threading.Event()
+
+    def on_connect(client: object, props: object) -> None:
+        made.wait(10)
+        assert link is not None
+        link.subscribe([(topic, SubscribeOptions(qos=1))])
+
+    def on_message(msg: object, generation: int) -> None:
+        raise KeyError("a bug in the owner")
+
+    link = make_link(on_connect=on_connect, on_message=on_message)
+    made.set()
+    wait_for(link.connected.is_set, 10, "up")
+    sender = make_link()
+    wait_for(sender.connected.is_set, 10, "sender up")
+    sender.publish(topic, b"{}")
+    wait_for(lambda: not link.alive, 10, "link ended")
+    assert link.failure == "the test MQTT link ended: KeyError: 'a bug in the owner'"
+    assert link.refusal is None and not link.connected.is_set()
+    failed = [r for r in caplog.records if "event=link_failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
