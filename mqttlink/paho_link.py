@@ -235,9 +235,8 @@ class MqttLink:
             self._connect_and_loop()
         except Exception as exc:  # a callback's bug: paho lets it out of loop()
             self.failure = f"the {self.options.name} MQTT link ended: {type(exc).__name__}: {exc}"
-            log.exception(
-                kv("link_failed", link=self.options.name, error=type(exc).__name__, **self.options.context)
-            )
+            name, context = self.options.name, self.options.context
+            log.exception(kv("link_failed", link=name, error=type(exc).__name__, **context))
             self._mark_down()
             self.attempted.set()
         finally:
