@@ -121,6 +121,7 @@ class Evaluator:
         self._quiet: tuple[str, Callable[[Any, Any], bool], Value] | None = (
             (c.metric, OPS[c.op], c.value) if isinstance(c, Threshold) else None
         )
+        self._absence = isinstance(c, Absence)
 
     # -- readings -----------------------------------------------------------------
 
@@ -154,17 +155,24 @@ class Evaluator:
         The same result as one call per reading, cheaper: a state this call made is
         changed in place by the next reading instead of being copied again.
         """
+        if self._absence and (state is None or state["phase"] == "ok"):
+            return self._seen_all(state, readings, start)
         quiet = self._quiet
         owned: State | None = None  # made by this call: nobody else holds it
         n = len(readings)
         i = start
         while i < n:
+            if quiet is not None and (state is None or state["phase"] == "ok"):
+                metric, op, limit = quiet
+                while i < n:  # skip the quiet readings without a call each
+                    value = readings[i].metrics.get(metric)
+                    if value is not None and op(value, limit):
+                        break
+                    i += 1
+                else:
+                    break
             reading = readings[i]
             i += 1
-            if quiet is not None and (state is None or state["phase"] == "ok"):
-                value = reading.metrics.get(quiet[0])
-                if value is None or not quiet[1](value, quiet[2]):
-                    continue
             mine = state is not None and state is owned
             new, changes = self._evaluate(state, reading, clear_sky, owned=mine)
             if new is not state:
@@ -173,6 +181,31 @@ class Evaluator:
             if changes:
                 return state, changes, i
         return state, [], n
+
+    def _seen_all(
+        self, state: State | None, readings: Sequence[Reading], start: int
+    ) -> tuple[State | None, list[Change], int]:
+        """:meth:`on_readings` of an absence rule whose device is not silent: only the
+        last time and the interval move (``_seen`` per reading, without a call each)."""
+        last: int | None = None if state is None else state.get("last")
+        gap: int | None = None if state is None else state.get("gap")
+        resolved = -1 if state is None else state.get("resolved", -1)
+        moved = False
+        for reading in readings[start:] if start else readings:
+            ts = reading.ts_ms
+            if (last is not None and ts <= last) or ts < resolved:
+                continue  # not newer (a replay), or older than the last resolution
+            if last is not None:
+                step = ts - last
+                gap = step if gap is None else min(gap * 2, max(step, gap // 2, 1))
+            last, moved = ts, True
+        if not moved:
+            return state, [], len(readings)
+        new: State = dict(state) if state else {"phase": "ok"}
+        new["last"] = last
+        if gap is not None:
+            new["gap"] = gap
+        return new, [], len(readings)
 
     def _evaluate(
         self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None, *, owned: bool

@@ -266,16 +266,10 @@ class Engine:
     def _device(self, life: Lifecycle, plan: Plan, observed: list[Observed], now_ms: int) -> None:
         """One device's readings of a round, in device-time order, by each of its rules."""
         centre = plan.place.centre
-        mono = time.monotonic()
-        lag_ms = self._lag_ms
-        backlog: list[bool] = []
-        for o in observed:
-            r = o.reading
-            self.clocks.see(centre, r.ts_ms, mono)
-            late = (now_ms - o.rx_ms if o.rx_ms is not None else now_ms - r.ts_ms) > lag_ms
-            backlog.append(late)
-        self.evaluated += len(observed)
         readings = [o.reading for o in observed]
+        # the newest is all a centre's clock keeps (same monotonic time for the lot)
+        self.clocks.see(centre, max(r.ts_ms for r in readings), time.monotonic())
+        self.evaluated += len(observed)
         count = len(readings)
         conditions = self.conditions
         for loaded in plan.steps:
@@ -287,13 +281,14 @@ class Engine:
                 if sky is None:
                     continue  # no expectation (no coordinates or rated power): nothing to judge
             if loaded.per_patient:  # a subject per patient: one by one
-                for o, late in zip(observed, backlog, strict=True):
+                for o in observed:
                     subject = evaluator.subject(o.reading)
                     state = conditions.get(rule_id, subject)
                     new, changes = evaluator.on_reading(state, o.reading, sky)
                     if new is not state:
                         conditions.put(rule_id, subject, new)
                     if changes:
+                        late = self._late(o, now_ms)
                         self._record(life, loaded, plan.place, subject, changes, backlog=late)
                 continue
             subject = plan.subject
@@ -302,11 +297,16 @@ class Engine:
             while at < count:
                 state, changes, at = evaluator.on_readings(state, readings, at, sky)
                 if changes and not self._recorded(
-                    life, loaded, plan.place, changes, backlog[at - 1]
+                    life, loaded, plan.place, changes, self._late(observed[at - 1], now_ms)
                 ):
                     state = None  # resolved by hand meanwhile: forget the condition
             if state is not first:
                 conditions.put(rule_id, subject, state)
+
+    def _late(self, o: Observed, now_ms: int) -> bool:
+        """A backlog reading: it reached its gateway (or, sent direct, was taken) over
+        ``lag_s`` ago."""
+        return now_ms - (o.rx_ms if o.rx_ms is not None else o.reading.ts_ms) > self._lag_ms
 
     def _recorded(
         self, life: Lifecycle, loaded: Loaded, place: Place, changes: list[Change], backlog: bool

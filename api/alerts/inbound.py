@@ -59,20 +59,20 @@ Item = Observed | Presence | EdgeRaised
 
 def reading_of(centre: str, device: str, body: dict[str, Any]) -> Reading:
     """``body`` (a decoded reading, a dict of its own) as the evaluator takes it."""
+    # the contract validated the body (strict: ``ts`` and ``seq`` are ints, ``kind`` a str)
     metrics: dict[str, Any] = body.get("metrics") or {}
     if "patient_id" in metrics:
         metrics = {k: v for k, v in metrics.items() if k != "patient_id"}  # never goes further
     ref = metrics.get("patient_ref")
-    device_ts = body.get("device_ts")  # a clock-suspect record: ts is the receive time
     return Reading(
         centre,
         device,
-        str(body["kind"]),
-        int(body["ts"]),
-        int(body["seq"]),
+        body["kind"],
+        body["ts"],
+        body["seq"],
         metrics,
         ref if isinstance(ref, str) else None,
-        int(device_ts) if device_ts is not None else None,
+        body.get("device_ts"),  # a clock-suspect record: ts is the receive time
     )
 
 
