@@ -46,7 +46,6 @@ import contextlib
 import logging
 import queue
 import random
-import select
 import socket
 import ssl
 import threading
@@ -62,7 +61,7 @@ from ingest.points import ModelCache
 from ingest.settings import IngestSettings
 from ingest.subscriber import STATE_SUFFIX, Inbound, parse_state, subscription_filters
 from mqttlink.endpoint import tls_context
-from mqttlink.inbox import READ_BYTES, InboxError
+from mqttlink.inbox import InboxError
 from mqttlink.reasons import Refusal, reason
 from mqttlink.session import (
     CONNECT_TIMEOUT_S,
@@ -72,7 +71,7 @@ from mqttlink.session import (
     SessionOptions,
     pubacks,
 )
-from mqttlink.transport import certificate_refusal, open_blocking
+from mqttlink.transport import Connection, certificate_refusal, open_blocking
 from runtime.backoff import Backoff
 from runtime.logs import Throttle, kv
 
@@ -110,7 +109,7 @@ class RawSubscriber:
         # TlsFileError (a file named by a setting) propagates: the worker does not start.
         self._tls = tls_context(settings.tls_files()) if self.endpoint.tls else None
         self._lock = threading.Lock()  # guards _sock, generation, down_since, sends
-        self._sock: socket.socket | None = None
+        self._sock: Connection | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._rng = random.Random()
@@ -200,7 +199,7 @@ class RawSubscriber:
         if self._on_receipt_acked is not None:
             self._on_receipt_acked(ok)
 
-    def _send(self, sock: socket.socket, data: bytes) -> None:
+    def _send(self, sock: Connection, data: bytes) -> None:
         """Write under ``_lock``; a failed or partial write ends the connection."""
         try:
             sock.sendall(data)
@@ -215,7 +214,7 @@ class RawSubscriber:
         backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, self._rng)
         client_id = self.settings.client_id
         while not self._stop.is_set():
-            sock: socket.socket | None = None
+            sock: Connection | None = None
             try:
                 sock = open_blocking(self.endpoint, self._tls, CONNECT_TIMEOUT_S)
                 if self._connection(sock):
@@ -237,7 +236,7 @@ class RawSubscriber:
             log.info(kv("mqtt_reconnect_in", seconds=f"{wait:.1f}"))
             self._stop.wait(wait)
 
-    def _down(self, sock: socket.socket | None) -> None:
+    def _down(self, sock: Connection | None) -> None:
         with self._lock:
             if self.down_since is None:
                 self.down_since = time.monotonic()
@@ -246,7 +245,7 @@ class RawSubscriber:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _connection(self, sock: socket.socket) -> bool:
+    def _connection(self, sock: Connection) -> bool:
         """One connection until it drops or the worker stops; True if CONNACK accepted us."""
         session = self.session
         sock.settimeout(TICK_S)
@@ -296,28 +295,15 @@ class RawSubscriber:
             sock.sendall(session.disconnect())
         return accepted
 
-    def _fill(self, sock: socket.socket) -> int | None:
-        """Read what is there (None: nothing within a tick; 0: closed). TLS hands out one
-        record (16 KiB) per read, so keep reading while more is ready, up to READ_BYTES."""
-        inbox = self.session.inbox
+    def _fill(self, sock: Connection) -> int | None:
+        """Read what is there (None: nothing within a tick; 0: closed). Over TLS one read
+        takes every record received (:class:`mqttlink.tls_pipe.TlsPipe`)."""
         try:
-            got = inbox.recv_from(sock)
+            return self.session.inbox.recv_from(sock)
         except TimeoutError:
             return None
-        if not got or not isinstance(sock, ssl.SSLSocket):
-            return got
-        total = got
-        while total < READ_BYTES and (sock.pending() or select.select([sock], [], [], 0)[0]):
-            try:
-                more = inbox.recv_from(sock)
-            except (TimeoutError, ssl.SSLWantReadError):
-                break
-            if not more:
-                break
-            total += more
-        return total
 
-    def _online(self, sock: socket.socket) -> None:
+    def _online(self, sock: Connection) -> None:
         session = self.session
         with self._lock:
             self.generation += 1
@@ -339,7 +325,7 @@ class RawSubscriber:
             )
         )
 
-    def _hand_over(self, sock: socket.socket, chunk: list[Inbound]) -> None:
+    def _hand_over(self, sock: Connection, chunk: list[Inbound]) -> None:
         """Queue one chunk; while the queue is full, stop reading but keep pinging."""
         try:
             self.inbound.put_nowait(chunk)
@@ -359,7 +345,7 @@ class RawSubscriber:
                 continue
         session.not_reading()  # its PINGRESP may still be unread behind the backlog
 
-    def _state(self, sock: socket.socket, msg: mqtt5.PublishPacket) -> None:
+    def _state(self, sock: Connection, msg: mqtt5.PublishPacket) -> None:
         """A retained birth: remember the model, acknowledge at once."""
         parse_state(self.models, msg.topic, msg.payload)
         if msg.packet_id is not None:

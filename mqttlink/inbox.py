@@ -16,10 +16,12 @@ complete or not, raises :class:`PacketTooLarge` (the caller disconnects with
 
 from __future__ import annotations
 
-import socket
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import mqtt5
+
+if TYPE_CHECKING:
+    from mqttlink.transport import Connection
 
 READ_BYTES: Final = 256 * 1024
 HEADER_BYTES: Final = 5  # fixed header: type byte + at most 4 length bytes
@@ -61,7 +63,7 @@ class Inbox:
     def clear(self) -> None:
         self._start = self._end = 0
 
-    def recv_from(self, sock: socket.socket) -> int:
+    def recv_from(self, sock: Connection) -> int:
         """One ``recv_into`` into the free tail; the byte count (0: the peer closed)."""
         if len(self._buf) - self._end < self.read_bytes:
             self._compact()

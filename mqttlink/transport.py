@@ -1,10 +1,11 @@
 """Sockets for the raw MQTT clients: TCP, or TLS (``mqtts://``) with the configured CA.
 
 :func:`open_blocking` connects (and verifies the broker's certificate) for a
-client with its own network thread; :func:`wrap_nonblocking` turns an already
-connected non-blocking socket into a TLS one whose handshake the caller's event
-loop drives (:func:`handshake`). A certificate the configured CA did not sign is
-permanent: :func:`certificate_refusal` names the CA file setting.
+client with its own network thread (TLS through :class:`mqttlink.tls_pipe.TlsPipe`);
+:func:`wrap_nonblocking` turns an already connected non-blocking socket into a
+TLS one whose handshake the caller's event loop drives (:func:`handshake`). A
+certificate the configured CA did not sign is permanent:
+:func:`certificate_refusal` names the CA file setting.
 """
 
 from __future__ import annotations
@@ -14,25 +15,25 @@ import ssl
 
 from mqttlink.endpoint import Endpoint
 from mqttlink.reasons import Fix, Reason, Refusal, SettingNames
+from mqttlink.tls_pipe import TlsPipe
 
 WANT_IO = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+Connection = socket.socket | TlsPipe
 
 
-def open_blocking(
-    endpoint: Endpoint, context: ssl.SSLContext | None, timeout: float
-) -> socket.socket:
+def open_blocking(endpoint: Endpoint, context: ssl.SSLContext | None, timeout: float) -> Connection:
     """A connected socket (TLS done when ``endpoint.tls``); OSError / ssl errors as raised."""
     sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if not endpoint.tls:
         return sock
     try:
-        return (context or ssl.create_default_context()).wrap_socket(
-            sock, server_hostname=endpoint.host
-        )
+        pipe = TlsPipe(sock, context or ssl.create_default_context(), endpoint.host)
+        pipe.handshake()
     except BaseException:
         sock.close()
         raise
+    return pipe
 
 
 def wrap_nonblocking(
