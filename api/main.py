@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import errors
 from api.accounting import SequenceAccounting
 from api.alerts.metrics import EngineMetrics
+from api.alerts.service import GC_THRESHOLDS as ALERT_ENGINE_GC
 from api.alerts.service import AlertService
 from api.alerts.settings import AlertsSettings
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
@@ -57,6 +58,7 @@ from api.telemetry import TelemetryReader
 from mqttlink.endpoint import TlsFileError
 from mqttlink.paho_link import MqttLink
 from mqttlink.reasons import Refusal
+from runtime.collector import settle
 from runtime.exits import ExitCode
 
 log = logging.getLogger(__name__)
@@ -319,6 +321,8 @@ def run(settings: ApiSettings) -> int:
     )
     watch = RefusalWatch(server, lambda: _links(app, dynsec))
     watch.start()
+    if settings.alerts:
+        settle(ALERT_ENGINE_GC)  # the engine's rounds run in this process
     try:
         server.run()
     finally:

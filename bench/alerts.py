@@ -10,7 +10,8 @@ In one run:
     ``--round`` messages at a time with a timer tick every ``tick_s``, as the
     engine thread does after taking them off its MQTT queue; every round is one
     registry transaction (SQLite), so the figure includes writing the evaluator
-    states. A tenth of the power units run on battery and drain (forecast alerts
+    states; the garbage collector is set as the engine's processes set it
+    (``runtime.collector.settle``). A tenth of the power units run on battery and drain (forecast alerts
     fire and fold repeats). Next to it, **one ingest worker** (``gramlink ingest``
     as a process, on a Mosquitto and an InfluxDB of its own, timed as
     :mod:`bench.ingest` times it) on the *same* envelopes, and on
@@ -60,7 +61,7 @@ from pydantic import SecretStr
 from api.alerts.consumer import Message
 from api.alerts.engine import Engine
 from api.alerts.metrics import EngineMetrics
-from api.alerts.service import AlertService
+from api.alerts.service import GC_THRESHOLDS, AlertService
 from api.alerts.settings import AlertsSettings
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.db.models import Centre, Device, NotificationChannel
@@ -70,6 +71,7 @@ from bench import ingest
 from contract.codec import encode_batch_parts
 from gramlink.services import InfluxService, MosquittoService
 from gramlink.services.process import free_port
+from runtime.collector import settle
 
 MINUTE = 60_000
 KINDS = ("gateway", "router", "power", "pulse_oximeter")
@@ -171,6 +173,7 @@ def engine_throughput(args: argparse.Namespace, tmp: Path) -> tuple[Throughput, 
     db = make_engine(db_url)
     engine = Engine(settings, session_factory(db), EngineMetrics(CollectorRegistry()))
     engine.load()
+    settle(GC_THRESHOLDS)  # as `gramlink alerts` and the API do once the engine is loaded
     raw = envelopes(args.centres, args.records, args.minutes, time.time_ns() // 1_000_000)
     messages = [Message(t, p, 0, 0, 0, time.monotonic()) for t, p in raw]
     readings = args.centres * args.minutes * 2

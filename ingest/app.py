@@ -17,7 +17,6 @@ decoding waits, nothing is acknowledged, and the broker keeps the rest.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import queue
 import signal
@@ -40,6 +39,7 @@ from ingest.settings import IngestSettings
 from ingest.storage import check as check_storage
 from ingest.subscriber import Inbound
 from ingest.writers import Writer
+from runtime.collector import settle
 from runtime.exits import ExitCode
 from runtime.logs import kv
 
@@ -324,6 +324,5 @@ def run(settings: IngestSettings) -> int:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
-            gc.freeze()  # what start-up made lives as long as the process: never scanned again
-            gc.set_threshold(*GC_THRESHOLDS)
+            settle(GC_THRESHOLDS)
         return worker.run()

@@ -20,10 +20,11 @@ from typing import Final
 from prometheus_client import CollectorRegistry, start_http_server
 
 from api.alerts.metrics import EngineMetrics
-from api.alerts.service import AlertService
+from api.alerts.service import GC_THRESHOLDS, AlertService
 from api.alerts.settings import AlertsSettings
 from api.db.session import make_engine, migrate, session_factory
 from mqttlink.endpoint import TlsFileError
+from runtime.collector import settle
 from runtime.exits import ExitCode
 from runtime.logs import kv
 
@@ -52,6 +53,7 @@ def run(settings: AlertsSettings) -> int:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())
         service.start()
+        settle(GC_THRESHOLDS)  # after the states are loaded: they live as long as we do
         try:
             return _watch(service, stop)
         finally:

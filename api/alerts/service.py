@@ -45,6 +45,11 @@ STOP_WAIT_S: Final = 10.0
 # so an alert raised at a centre waits about that long for the round in progress, whatever
 # the backlog
 ROUND_BYTES: Final = 128 * 1024
+# The garbage collector of a process that runs the engine (runtime.collector):
+# its states, windows and plans are long-lived and a round makes thousands of
+# short-lived readings. bench.alerts (a), 120,000 readings, same run: defaults
+# 28.7 / 32.7 / 35.8 µs CPU per reading, these 24.6 / 23.0 / 20.6, peak RSS +2 MB.
+GC_THRESHOLDS: Final = (50_000, 20, 100)
 
 
 class AlertService:
