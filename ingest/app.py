@@ -273,6 +273,9 @@ class Worker:
         if refusal is not None:
             self._fail(refusal.line, refusal.exit_code)
             return True
+        if self.subscriber.failure is not None:
+            self._fail(self.subscriber.failure, ExitCode.INTERNAL)
+            return True
         down = self.subscriber.down_since
         if down is not None and now - down > self.settings.mqtt_down_exit_s:
             self._fail(

@@ -33,7 +33,11 @@ thread as one list; the acknowledgements of a stored batch go out in one
 - lost connection: reconnect with jittered backoff, 1 s doubling to 30 s;
   a permanent refusal (CONNACK, SUBACK, DISCONNECT by value: ``mqttlink.reasons``;
   a session taken over by another worker with our client id) stops the worker:
-  :attr:`RawSubscriber.refusal` holds its exit code and its one line.
+  :attr:`RawSubscriber.refusal` holds its exit code and its one line;
+- anything else the network thread raises is a bug: logged once with its
+  traceback (``event=mqtt_thread_failed``), named in :attr:`RawSubscriber.failure`,
+  and the worker exits 1 at once (not after ``mqtt_down_exit_s`` as if the
+  broker were down).
 
 Bounds: the inbound queue holds at most ``INBOUND_CHUNKS`` chunks of at most
 ``READ_BYTES`` each; when it is full the network thread stops reading (policy:
@@ -103,6 +107,7 @@ class RawSubscriber:
         self.models = models
         self.inbound: queue.Queue[list[Inbound]] = queue.Queue(maxsize=INBOUND_CHUNKS)
         self.refusal: Refusal | None = None
+        self.failure: str | None = None  # the network thread raised (a bug): the worker ends
         self.generation = 0
         self.down_since: float | None = time.monotonic()
         self.endpoint = settings.endpoint
@@ -226,9 +231,12 @@ class RawSubscriber:
                 self.refusal = certificate_refusal("ingest", str(self.endpoint), names, exc)
             except (OSError, Dropped, InboxError) as exc:
                 log.warning(kv("mqtt_disconnected", error=exc, client_id=client_id))
+            except Exception as exc:
+                log.exception(kv("mqtt_thread_failed", error=type(exc).__name__))
+                self.failure = f"ingest: the MQTT thread failed: {type(exc).__name__}: {exc}"
             finally:
                 self._down(sock)
-            if self.refusal is not None:
+            if self.refusal is not None or self.failure is not None:
                 return  # the worker stops and logs its one line (ingest_stopped)
             if self._stop.is_set():
                 return

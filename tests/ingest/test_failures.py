@@ -139,3 +139,25 @@ def test_two_workers_share_and_one_killed_loses_nothing(mosquitto, influx, start
     all_stored(influx, stream)
     assert a_again.stop() == 0
     assert b.stop() == 0
+
+
+def test_a_bug_on_the_mqtt_thread_ends_the_worker_with_1_at_once(
+    mosquitto, influx, start_worker, caplog
+) -> None:
+    """Not deaf for ``mqtt_down_exit_s`` and then "unreachable": the thread's error
+    is logged with its traceback and the worker exits 1 (systemd restarts it)."""
+    w = start_worker(worker_settings(mosquitto, influx))
+
+    def broken(sock: object, chunk: object) -> None:
+        raise RuntimeError("a bug in the hand-over")
+
+    w.worker.subscriber._hand_over = broken  # type: ignore[method-assign]
+    pub = Publisher(mosquitto)
+    pub.readings(unique_id("c"), ["pw-1"], range(3), now_ms() - 60_000)
+    pub.flush()
+    pub.close()
+    wait_for(lambda: w.exit_code is not None, 20, "the worker ended")
+    assert w.exit_code == 1
+    assert w.worker.fatal == "ingest: the MQTT thread failed: RuntimeError: a bug in the hand-over"
+    failed = [r for r in caplog.records if "event=mqtt_thread_failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
