@@ -11,11 +11,11 @@ In one run:
     engine thread does after taking them off its MQTT queue; every round is one
     registry transaction (SQLite), so the figure includes writing the evaluator
     states; the garbage collector is set as the engine's processes set it
-    (``runtime.collector.settle``). A tenth of the power units run on battery and drain (forecast alerts
-    fire and fold repeats). Next to it, **one ingest worker** (``gramlink ingest``
-    as a process, on a Mosquitto and an InfluxDB of its own, timed as
-    :mod:`bench.ingest` times it) on the *same* envelopes, and on
-    :mod:`bench.ingest`'s own envelope case (500 readings each).
+    (``runtime.collector.settle``). A tenth of the power units run on battery
+    and drain (forecast alerts fire and fold repeats). Next to it, **one ingest
+    worker** (``gramlink ingest`` as a process, on a Mosquitto and an InfluxDB of
+    its own, timed as :mod:`bench.ingest` times it) on the *same* envelopes, and
+    on :mod:`bench.ingest`'s own envelope case (500 readings each).
 (b) **Detection latency**: from a clinical reading's publish to the central
     broker to the *webhook request* at a real local HTTP receiver. The engine as
     it runs in the API (:class:`api.alerts.service.AlertService`, its own
