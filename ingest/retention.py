@@ -3,7 +3,11 @@
 InfluxDB 1.x (``writer v1``), over InfluxQL ``/query``:
 - database ``influx_database``;
 - retention policy ``raw`` (90 days, the DEFAULT: ingest writes there unless
-  ``influx_retention_policy`` says otherwise) and ``rollup_5y`` (1825 days);
+  ``influx_retention_policy`` says otherwise) and ``rollup_5y`` (1825 days). A
+  new database is created with ``raw`` as its default in one statement: made
+  the plain way it would first get an ``autogen`` default, and a write arriving
+  before ``raw`` became the default (ingest retrying while an operator
+  recreates a dropped database) would land where no query or roll-up looks;
 - per reading measurement (router, power, health, gateway) a continuous query
   ``cq_<m>_1h``: hourly ``mean``, ``min``, ``max`` of every numeric field into
   ``rollup_5y.<m>``, grouped by all tags.
@@ -72,6 +76,15 @@ class InfluxQL:
         self._client.close()
 
 
+def _databases(ql: InfluxQL) -> set[str]:
+    return {
+        values[0]
+        for result in ql.run("SHOW DATABASES")
+        for series in result.get("series", [])
+        for values in series.get("values", [])
+    }
+
+
 def init_v1(
     settings: IngestSettings, raw_days: int = RAW_DAYS, rollup_days: int = ROLLUP_DAYS
 ) -> list[str]:
@@ -80,7 +93,12 @@ def init_v1(
     ql = InfluxQL(settings)
     changed: list[str] = []
     try:
-        ql.run(f"CREATE DATABASE {_q(db)}")
+        if db not in _databases(ql):
+            ql.run(
+                f"CREATE DATABASE {_q(db)} WITH DURATION {raw_days}d REPLICATION 1 "
+                f"NAME {_q(RAW_RP)}"
+            )
+            changed.append(f"created database {db}, default retention policy {RAW_RP}")
         existing: dict[str, dict] = {}  # type: ignore[type-arg]
         for result in ql.run(f"SHOW RETENTION POLICIES ON {_q(db)}"):
             for series in result.get("series", []):
