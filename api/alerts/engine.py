@@ -304,8 +304,8 @@ class Engine:
                 conditions.put(rule_id, subject, state)
 
     def _late(self, o: Observed, now_ms: int) -> bool:
-        """A backlog reading: it reached its gateway (or, sent direct, was taken) over
-        ``lag_s`` ago."""
+        """A backlog reading: its gateway received it over ``lag_s`` ago (sent straight
+        to the central broker: its device time is that old)."""
         return now_ms - (o.rx_ms if o.rx_ms is not None else o.reading.ts_ms) > self._lag_ms
 
     def _recorded(
