@@ -319,7 +319,7 @@ def run(settings: ApiSettings) -> int:
             access_log=settings.log_level == "debug",
         )
     )
-    watch = RefusalWatch(server, lambda: _links(app, dynsec))
+    watch = RefusalWatch(server, lambda: _links(app, dynsec), lambda: _failures(app))
     watch.start()
     if settings.alerts:
         settle(ALERT_ENGINE_GC)  # the engine's rounds run in this process
@@ -350,15 +350,27 @@ def _links(app: FastAPI, dynsec: DynsecClient) -> list[MqttLink]:
     )
 
 
-class RefusalWatch:
-    """Stops the server when a broker connection ends for good, refused or failed
-    (thread ``refusal-watch``)."""
+def _failures(app: FastAPI) -> list[str | None]:
+    """What ended a worker thread of the API on an error (the alert engine's)."""
+    engine_service: AlertService | None = getattr(app.state, "alerts", None)
+    return [engine_service.failure] if engine_service is not None else []
 
-    def __init__(self, server: uvicorn.Server, links: Callable[[], list[MqttLink]]) -> None:
+
+class RefusalWatch:
+    """Stops the server when a broker connection ends for good, refused or failed, or
+    a worker thread failed (thread ``refusal-watch``)."""
+
+    def __init__(
+        self,
+        server: uvicorn.Server,
+        links: Callable[[], list[MqttLink]],
+        failures: Callable[[], list[str | None]] = list,
+    ) -> None:
         self.refusal: Refusal | None = None
         self.failure: str | None = None
         self._server = server
         self._links = links
+        self._failures = failures
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="refusal-watch", daemon=True)
 
@@ -374,5 +386,10 @@ class RefusalWatch:
             for link in self._links():
                 if link.refusal is not None or link.failure is not None:
                     self.refusal, self.failure = link.refusal, link.failure
+                    self._server.should_exit = True
+                    return
+            for failure in self._failures():
+                if failure is not None:
+                    self.failure = failure
                     self._server.should_exit = True
                     return

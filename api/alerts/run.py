@@ -80,7 +80,8 @@ def _watch(service: AlertService, stop: threading.Event) -> int:
                 print(f"error: {link.failure}", file=sys.stderr)  # noqa: T201
                 return ExitCode.INTERNAL
         if not service.alive:
-            print("error: the alert engine's thread ended", file=sys.stderr)  # noqa: T201
+            why = service.failure or "the alert engine's thread ended"
+            print(f"error: {why}", file=sys.stderr)  # noqa: T201
             return ExitCode.INTERNAL
     log.info(kv("alert_engine_stopped", **service.engine.describe()))
     return ExitCode.OK

@@ -37,6 +37,7 @@ from api.alerts.metrics import EngineMetrics, OpenAlerts
 from api.alerts.settings import AlertsSettings
 from mqttlink.paho_link import MqttLink
 from runtime.backoff import Backoff
+from runtime.logs import kv
 
 log = logging.getLogger(__name__)
 STOP_WAIT_S: Final = 10.0
@@ -78,6 +79,7 @@ class AlertService:
         self.metrics = metrics
         self.open_alerts = OpenAlerts(sessions)
         self.failed = 0  # messages dropped after failing alone
+        self.failure: str | None = None  # the engine thread ended on an error (a bug)
         # called after a round that queued notifications committed (a webhook worker's wake)
         self.on_notified: Callable[[], None] | None = None
         self._stop = threading.Event()
@@ -121,6 +123,15 @@ class AlertService:
     # -- the engine thread --------------------------------------------------------------
 
     def _run(self) -> None:
+        """The rounds; an error they do not isolate ends the thread with one log line and
+        :attr:`failure` set (its process then exits 1: ``gramlink alerts``, the API)."""
+        try:
+            self._rounds()
+        except Exception as exc:
+            log.exception(kv("alert_engine_failed", error=type(exc).__name__))
+            self.failure = f"the alert engine failed: {type(exc).__name__}: {exc}"
+
+    def _rounds(self) -> None:
         tick_s = self.settings.tick_s
         next_tick = time.monotonic()
         retry: list[Message] = []
