@@ -256,6 +256,9 @@ def device_fleet() -> Iterator[DeviceFleet]:
             "password": None if credentials else broker.admin_password,
             "interval_s": 60,
             "will_delay_s": 1,
+            # Longer than a test run: Mosquitto 2.0.11 has segfaulted while expiring dozens
+            # of these sessions at once (tests/conftest.py, shared_brokers_alive).
+            "session_expiry_s": 3600,
         }
         options.update(extra)
         fleet = Fleet(FleetConfig(**options))

@@ -170,6 +170,9 @@ def routers(mosquitto: MosquittoService) -> Iterator[RouterFactory]:
             "interval_s": 3600,
             "will_delay_s": 1,
             "ota_timeout_s": 10.0,
+            # Longer than a test run: Mosquitto 2.0.11 has segfaulted while expiring dozens
+            # of these sessions at once (tests/conftest.py, shared_brokers_alive).
+            "session_expiry_s": 3600,
         }
         config.update(options)
         fleet = Fleet(FleetConfig(**config))

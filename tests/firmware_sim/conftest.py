@@ -27,6 +27,9 @@ def make_fleet(mosquitto: MosquittoService) -> Iterator[FleetFactory]:
             "password": broker.admin_password,
             "start_ms": MONDAY_10_IST,
             "will_delay_s": 1,
+            # Longer than a test run: Mosquitto 2.0.11 has segfaulted while expiring dozens
+            # of these sessions at once (tests/conftest.py, shared_brokers_alive).
+            "session_expiry_s": 3600,
         }
         options.update(kwargs)
         fleet = Fleet(FleetConfig(**options))
