@@ -91,10 +91,23 @@ def test_puback_not_authorized_keeps_the_batch_counts_it_and_sends_it_once_grant
     devices = Devices(local_broker, centre)
     gw = make_gateway(centre, local_broker, central, uplink_username=role, uplink_password=password)
     wait_for(gw.central.connected.is_set, 10, "uplink up")
+    probes = 0
+
+    def subscribed() -> bool:  # a reading sent before the gateway subscribed is not its own
+        nonlocal probes
+        if gw.local_in.received_total > 0:
+            return True
+        devices.publish("probe", "telemetry", router_reading(probes))
+        probes += 1
+        return False
+
+    wait_for(subscribed, 20, "the gateway subscribed on the local broker")
     for seq in range(20):
         devices.publish("router-1", "telemetry", router_reading(seq))
     wait_for(lambda: gw.outbox.rejected_total >= 2, 20, "batches answered 0x87")
-    wait_for(lambda: gw.outbox.stats().depth == 20, 10, "every reading kept in the outbox")
+    wait_for(lambda: gw.local_in.received_total >= 21, 10, "a probe and the 20 readings in")
+    kept = lambda: gw.outbox.stats().depth == gw.local_in.received_total  # noqa: E731
+    wait_for(kept, 10, "every reading kept in the outbox")
     assert collector.of("router-1") == []
     assert gw.central.refusal is None  # a PUBACK error does not stop the link
     lines = [r.getMessage() for r in caplog.records if "event=uplink_rejected" in r.getMessage()]
