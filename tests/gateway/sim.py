@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,3 +164,25 @@ def wait_until_flowing(devices: Devices, collector: Collector, timeout: float = 
         except AssertionError:
             continue
     return seq
+
+
+def wait_until_received(
+    devices: Devices,
+    received: Callable[[], int],
+    channel: str = "telemetry",
+    probe: Callable[[int], bytes] = router_reading,
+    timeout: float = 20.0,
+) -> None:
+    """Publish probes (device ``probe``) until ``received()`` counts one at the gateway:
+    its local subscription is live. For tests where nothing reaches the central side."""
+    seq = 0
+
+    def arrived() -> bool:
+        nonlocal seq
+        if received() > 0:
+            return True
+        devices.publish("probe", channel, probe(seq))
+        seq += 1
+        return False
+
+    wait_for(arrived, timeout, "the gateway subscribed on the local broker")

@@ -15,7 +15,14 @@ import pytest
 from gramlink.services import MosquittoService
 from tests.factories import wait_for
 from tests.gateway.conftest import KEY, GatewayFactory
-from tests.gateway.sim import Collector, Devices, bp_event, router_reading, wait_until_flowing
+from tests.gateway.sim import (
+    Collector,
+    Devices,
+    bp_event,
+    router_reading,
+    wait_until_flowing,
+    wait_until_received,
+)
 
 pytestmark = pytest.mark.slow
 BrokerFactory = Callable[..., MosquittoService]
@@ -120,17 +127,8 @@ def test_disk_budget_evicts_bulk_first_and_keeps_health_events(
     devices = Devices(local_broker, centre)
     gw = make_gateway(centre, local_broker, central, disk_budget_bytes=64 * 1024)
     wait_for(gw.local.connected.is_set, 10, "gateway on the local broker")
-    probe_seq = 0
-
-    def subscribed() -> bool:  # probes are health events: never evicted, not in the sums
-        nonlocal probe_seq
-        if gw.local_in.received_total > 0:
-            return True
-        devices.publish("probe", "event", bp_event(probe_seq))
-        probe_seq += 1
-        return False
-
-    wait_for(subscribed, 10, "gateway subscribed")
+    # probes are health events: never evicted, not in the sums
+    wait_until_received(devices, lambda: gw.local_in.received_total, "event", bp_event, 10)
     base = gw.local_in.received_total
 
     total, events = 2000, 50

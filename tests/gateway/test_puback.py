@@ -12,7 +12,7 @@ from gramlink.services import MosquittoService
 from tests.conftest import BrokerFactory
 from tests.factories import dynsec_admin, wait_for
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.sim import Collector, Devices, router_reading
+from tests.gateway.sim import Collector, Devices, router_reading, wait_until_received
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +27,7 @@ def test_puback_no_matching_subscribers_keeps_the_batch_until_a_reader_subscribe
     devices = Devices(local_broker, centre)
     gw = make_gateway(centre, local_broker, central)
     wait_for(gw.central.connected.is_set, 10, "uplink up")
-    probe = 0
-
-    def taking_readings() -> bool:  # its local subscription is in place
-        nonlocal probe
-        devices.publish("probe", "telemetry", router_reading(probe))
-        probe += 1
-        return gw.local_in.stored_total > 0
-
-    wait_for(taking_readings, 20, "the gateway stores readings")
+    wait_until_received(devices, lambda: gw.local_in.stored_total)
     seq = 0
 
     def rejected() -> bool:
@@ -91,17 +83,8 @@ def test_puback_not_authorized_keeps_the_batch_counts_it_and_sends_it_once_grant
     devices = Devices(local_broker, centre)
     gw = make_gateway(centre, local_broker, central, uplink_username=role, uplink_password=password)
     wait_for(gw.central.connected.is_set, 10, "uplink up")
-    probes = 0
-
-    def subscribed() -> bool:  # a reading sent before the gateway subscribed is not its own
-        nonlocal probes
-        if gw.local_in.received_total > 0:
-            return True
-        devices.publish("probe", "telemetry", router_reading(probes))
-        probes += 1
-        return False
-
-    wait_for(subscribed, 20, "the gateway subscribed on the local broker")
+    # a reading sent before the gateway subscribed is not its own
+    wait_until_received(devices, lambda: gw.local_in.received_total)
     for seq in range(20):
         devices.publish("router-1", "telemetry", router_reading(seq))
     wait_for(lambda: gw.outbox.rejected_total >= 2, 20, "batches answered 0x87")
