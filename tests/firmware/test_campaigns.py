@@ -115,6 +115,13 @@ def test_a_corrupted_firmware_file_halts_the_first_stage(
     )
     wait_for(lambda: _status(api, campaign["id"], "halted", "completed"), 60, "the halt")
 
+    # the first failure halts it; the stage's other router, still downloading then,
+    # reports its own failure after the halt
+    def first_stage_settled() -> bool:
+        devices = api.get_campaign(campaign["id"])["devices"]
+        return all(d["state"] == "failed" for d in devices if d["stage"] == 0)
+
+    wait_for(first_stage_settled, 30, "both routers of the first stage failed")
     halted = api.get_campaign(campaign["id"])
     assert halted["status"] == "halted"
     assert "stage 1" in (halted["reason"] or "")
