@@ -7,8 +7,9 @@ In one run:
     power unit and a pulse oximeter each), in process and without a broker:
     gateway envelopes of ``--records`` readings (router and power unit of a
     centre, one device minute each) handed to :meth:`api.alerts.engine.Engine.round`
-    ``--round`` messages at a time with a timer tick every ``tick_s``, as the
-    engine thread does after taking them off its MQTT queue; every round is one
+    in the engine thread's rounds (at most ``--round`` messages and 128 KiB) with a
+    timer tick every ``tick_s`` and a checkpoint when the service would make one
+    (:func:`api.alerts.service.checkpoint_due`, a backlog); every round is one
     registry transaction (SQLite), so the figure includes writing the evaluator
     states; the garbage collector is set as the engine's processes set it
     (``runtime.collector.settle``). A tenth of the power units run on battery
@@ -61,7 +62,7 @@ from pydantic import SecretStr
 from api.alerts.consumer import Message
 from api.alerts.engine import Engine
 from api.alerts.metrics import EngineMetrics
-from api.alerts.service import GC_THRESHOLDS, AlertService
+from api.alerts.service import GC_THRESHOLDS, ROUND_BYTES, AlertService, checkpoint_due
 from api.alerts.settings import AlertsSettings
 from api.alerts.webhook import DeliveryOptions, WebhookWorker
 from api.db.models import Centre, Device, NotificationChannel
@@ -166,6 +167,23 @@ class Throughput:
         return self.cpu_s / self.readings * 1e6
 
 
+def rounds(messages: list[Message], round_max: int) -> list[list[Message]]:
+    """The rounds the engine thread takes off a backlog (``AlertService._take``): at most
+    ``round_max`` messages, no more once they hold ``ROUND_BYTES`` of payload."""
+    out: list[list[Message]] = []
+    part: list[Message] = []
+    size = 0
+    for m in messages:
+        if part and (len(part) >= round_max or size >= ROUND_BYTES):
+            out.append(part)
+            part, size = [], 0
+        part.append(m)
+        size += len(m.payload)
+    if part:
+        out.append(part)
+    return out
+
+
 def engine_throughput(args: argparse.Namespace, tmp: Path) -> tuple[Throughput, str]:
     db_url = f"sqlite:///{tmp / 'throughput.sqlite'}"
     setup(db_url, args.centres)
@@ -179,18 +197,33 @@ def engine_throughput(args: argparse.Namespace, tmp: Path) -> tuple[Throughput, 
     readings = args.centres * args.minutes * 2
     started = time.perf_counter()
     cpu = time.process_time()
+    parts = rounds(messages, min(args.round, settings.receive_maximum // 2))
     next_tick = time.monotonic()
-    fired = 0
-    for i in range(0, len(messages), args.round):
+    fired = unacked = checkpoints = taken = 0
+    checkpointed = time.monotonic()
+    hold_max = settings.receive_maximum // 2 if args.hold is None else args.hold
+    for part in parts:
         tick = time.monotonic() >= next_tick
-        fired += engine.round(messages[i : i + args.round], tick=tick).fired
+        taken += len(part)
+        queued = len(messages) - taken  # a backlog: the rest is waiting
+        age = time.monotonic() - checkpointed
+        checkpoint = checkpoint_due(unacked + len(part), hold_max, age, queued=queued)
+        fired += engine.round(part, tick=tick, checkpoint=checkpoint).fired
+        unacked += len(part)
+        if engine.saved:
+            unacked, checkpoints = 0, checkpoints + 1
+            checkpointed = time.monotonic()
         if tick:
             next_tick = time.monotonic() + settings.tick_s
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     db.dispose()
-    held = f"states held {len(engine.conditions):,}, alerts fired {fired}, peak RSS {rss_mb:.0f} MB"
+    held = (
+        f"states held {len(engine.conditions):,}, alerts fired {fired}, "
+        f"{checkpoints} checkpoints in {len(parts)} rounds, "
+        f"peak RSS {rss_mb:.0f} MB"
+    )
     name = f"engine, default pack, {args.centres:,} centres, envelopes of {args.records}"
     return Throughput(name, readings, elapsed, cpu), held
 
@@ -430,7 +463,14 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=30, help="device minutes per centre, (a)")
     parser.add_argument("--records", type=int, default=10, help="readings per envelope, (a)")
     parser.add_argument(
-        "--round", type=int, default=500, help="messages per round, (a) (the engine's default)"
+        "--round", type=int, default=2000, help="most messages per round, (a) (the engine's)"
+    )
+    parser.add_argument(
+        "--hold",
+        type=int,
+        default=None,
+        help="messages held unacknowledged before a checkpoint, (a) (default: the engine's, "
+        "half its Receive Maximum; 0: a checkpoint every round, as before checkpoints)",
     )
     parser.add_argument("--ingest-readings", type=int, default=300_000, help="bench.ingest's case")
     parser.add_argument("--duration", type=float, default=30.0, help="s per latency run, (b)")

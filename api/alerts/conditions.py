@@ -1,12 +1,22 @@
-"""The evaluator states (``AlertCondition`` rows): all in memory, written per round.
+"""The evaluator states (``AlertCondition`` rows): all in memory, written at checkpoints.
 
 The engine is the only writer of these rows, so it loads them once at start
 and keeps them in memory; a round's changes go into an overlay that
 :meth:`Conditions.flush` writes (one upsert per changed row, one delete per
 forgotten one) in the round's transaction. :meth:`commit` merges the overlay
-after that transaction committed; :meth:`discard` drops it after a failure, so
-memory never runs ahead of the database (the round is processed again from its
-redelivered messages). A forecast window is kept in memory as a live
+after that transaction committed; :meth:`discard` drops it after a failure (the
+round is processed again from its redelivered messages).
+
+A state put with ``deferred=True`` (a reading that moved a window or a timer
+and changed no alert) need not be written in its own round: it waits in
+:attr:`unsaved` for the next checkpoint (a flush with ``everything``), and the
+engine holds back the acknowledgements of every message since the last
+checkpoint. Killed in between, the engine gets those messages again and
+replays them onto the saved states: a row written since (a state whose round
+changed an alert) ignores the readings it has seen (not newer than its
+``last``), a deferred one takes them again. So a row changes at most once per
+checkpoint for the readings that only move it, not once per round (docs/alerts.md,
+"Checkpoints"). A forecast window is kept in memory as a live
 :class:`alerting.forecast.SocWindow` and written in its JSON form
 (:func:`alerting.evaluation.jsonable`).
 """
@@ -32,10 +42,15 @@ class Conditions:
     def __init__(self) -> None:
         self._by_rule: dict[str, dict[str, State]] = {}
         self._overlay: dict[Key, State | None] = {}
+        self._deferred: set[Key] = set()  # overlay keys that may wait for a checkpoint
+        # committed to memory, not yet to the database (written at the next checkpoint)
+        self.unsaved: dict[Key, State | None] = {}
 
     def load(self, session: Session) -> int:
         self._by_rule.clear()
         self._overlay.clear()
+        self._deferred.clear()
+        self.unsaved.clear()
         count = 0
         for row in session.scalars(select(AlertCondition)):
             self._by_rule.setdefault(row.rule_id, {})[row.subject] = row.state
@@ -49,8 +64,17 @@ class Conditions:
         committed = self._by_rule.get(rule_id)
         return None if committed is None else committed.get(subject)
 
-    def put(self, rule_id: str, subject: str, state: State | None) -> None:
-        self._overlay[(rule_id, subject)] = state
+    def put(
+        self, rule_id: str, subject: str, state: State | None, *, deferred: bool = False
+    ) -> None:
+        """Change a state in this round; ``deferred``: its row may wait for a checkpoint
+        (only for a state whose change recorded nothing: see the module's docstring)."""
+        key = (rule_id, subject)
+        self._overlay[key] = state
+        if deferred and state is not None:
+            self._deferred.add(key)
+        else:
+            self._deferred.discard(key)
 
     def subjects(self, rule_id: str) -> Iterator[tuple[str, State]]:
         """The subjects of a rule with a state (the round's view), in no particular order."""
@@ -70,15 +94,22 @@ class Conditions:
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_rule.values())
 
-    def flush(self, session: Session) -> None:
-        if not self._overlay:
+    def flush(self, session: Session, *, everything: bool) -> None:
+        """Write the round's states but the deferred ones; ``everything``: a checkpoint,
+        the deferred ones and those of earlier rounds still unsaved too."""
+        if everything:
+            writing = {**self.unsaved, **self._overlay}
+        else:
+            deferred = self._deferred
+            writing = {k: v for k, v in self._overlay.items() if k not in deferred}
+        if not writing:
             return
         rows = [
             {"rule_id": r, "subject": s, "state": jsonable(state)}
-            for (r, s), state in self._overlay.items()
+            for (r, s), state in writing.items()
             if state is not None
         ]
-        gone = [{"r": r, "s": s} for (r, s), state in self._overlay.items() if state is None]
+        gone = [{"r": r, "s": s} for (r, s), state in writing.items() if state is None]
         if rows:
             dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -96,14 +127,25 @@ class Conditions:
                 gone,
             )
 
-    def commit(self) -> None:
-        for (rule_id, subject), state in self._overlay.items():
+    def commit(self, *, everything: bool) -> None:
+        """The round's transaction committed (flushed with the same ``everything``)."""
+        unsaved, deferred = self.unsaved, self._deferred
+        for key, state in self._overlay.items():
+            rule_id, subject = key
             states = self._by_rule.setdefault(rule_id, {})
             if state is None:
                 states.pop(subject, None)
             else:
                 states[subject] = state
+            if key in deferred:
+                unsaved[key] = state
+            else:
+                unsaved.pop(key, None)
+        if everything:
+            unsaved.clear()
         self._overlay.clear()
+        deferred.clear()
 
     def discard(self) -> None:
         self._overlay.clear()
+        self._deferred.clear()

@@ -22,7 +22,9 @@ inbox is bounded (both
 sessions' ``receive_maximum`` plus room for QoS 0 messages): the broker never
 has more than ``receive_maximum`` unacknowledged QoS 1 messages out to a
 session, so a full inbox can only mean a flood of QoS 0; then the network
-threads wait (TCP pushes back to the broker).
+threads wait (TCP pushes back to the broker). Its payloads are bounded too
+(:data:`INBOX_BYTES`: ten thousand envelopes of a long outage would be hundreds
+of MB); past that the network threads wait the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from mqttlink.paho_link import LinkOptions, MqttLink
 
 CHANNELS: Final = (Channel.GATEWAY_BATCH, Channel.TELEMETRY, Channel.EVENT, Channel.STATE)
 QOS0_ROOM: Final = 10_000
+INBOX_BYTES: Final = 64 * 1024 * 1024
 EDGE_SUFFIX: Final = "-edge"
 
 
@@ -80,18 +83,24 @@ class Inbox:
     """What the sessions received, for the engine thread, one lane per take: the edge
     lane's messages whenever there are any, else the bulk lane's (each in arrival order)."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, max_bytes: int = INBOX_BYTES) -> None:
         self._lanes: dict[Lane, deque[Message]] = {lane: deque() for lane in Lane}
         self._size = 0
+        self._bytes = 0
         self._max = maxsize
+        self._max_bytes = max_bytes
         self._changed = threading.Condition()
+
+    def _room(self) -> bool:
+        return self._size == 0 or (self._size < self._max and self._bytes < self._max_bytes)
 
     def put(self, message: Message) -> None:
         """Queue ``message``; waits while the inbox is full (a network thread: TCP pushes back)."""
         with self._changed:
-            self._changed.wait_for(lambda: self._size < self._max)
+            self._changed.wait_for(self._room)
             self._lanes[message.lane].append(message)
             self._size += 1
+            self._bytes += len(message.payload)
             self._changed.notify_all()
 
     def take(self, room: int, wait_s: float, max_bytes: int) -> list[Message]:
@@ -109,6 +118,7 @@ class Inbox:
                 size += len(message.payload)
             if out:
                 self._size -= len(out)
+                self._bytes -= size
                 self._changed.notify_all()
             return out
 

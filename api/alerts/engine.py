@@ -139,11 +139,22 @@ class Engine:
 
     # -- one round ----------------------------------------------------------------------
 
-    def round(self, messages: list[Message], *, tick: bool) -> Tally:
-        """Evaluate ``messages`` (and the timers if ``tick``), then commit (or raise)."""
+    def round(self, messages: list[Message], *, tick: bool, checkpoint: bool = True) -> Tally:
+        """Evaluate ``messages`` (and the timers if ``tick``), then commit (or raise).
+
+        ``checkpoint``: write every state still unsaved (else the states that only a
+        reading moved wait: :mod:`api.alerts.conditions`). A rule retired and a round
+        with anything but readings always checkpoint. The caller may acknowledge the
+        messages of every round so far once :attr:`saved`.
+        """
         if self.rules.due():
             self._retiring += self.rules.refresh()
         items = self._decode(messages)
+        everything = (
+            checkpoint
+            or bool(self._retiring)
+            or any(not isinstance(item, Observed) for item in items)
+        )
         self.places.tick()
         evaluated = self.evaluated
         now_ms = wall_ms()
@@ -170,11 +181,11 @@ class Engine:
                     self._save_clocks()
                 for loaded in self._retiring:
                     self._retire(life, loaded)
-                self.conditions.flush(session)
+                self.conditions.flush(session, everything=everything)
         except BaseException:
             self.conditions.discard()
             raise
-        self.conditions.commit()
+        self.conditions.commit(everything=everything)
         self._retiring = []
         self._last_event = self._events_read
         tally = life.tally
@@ -186,6 +197,11 @@ class Engine:
         if self.annotations is not None and tally.annotations:
             self.annotations.write(tally.annotations)
         return tally
+
+    @property
+    def saved(self) -> bool:
+        """Every state is in the database: the messages evaluated so far may be acknowledged."""
+        return not self.conditions.unsaved
 
     def _decode(self, messages: list[Message]) -> list[Item]:
         items: list[Item] = []
@@ -294,14 +310,19 @@ class Engine:
             subject = plan.subject
             state = first = conditions.get(rule_id, subject)
             at = 0
+            recorded = False
             while at < count:
                 state, changes, at = evaluator.on_readings(state, readings, at, sky)
-                if changes and not self._recorded(
-                    life, loaded, plan.place, changes, self._late(observed[at - 1], now_ms)
-                ):
-                    state = None  # resolved by hand meanwhile: forget the condition
+                if changes:
+                    recorded = True
+                    if not self._recorded(
+                        life, loaded, plan.place, changes, self._late(observed[at - 1], now_ms)
+                    ):
+                        state = None  # resolved by hand meanwhile: forget the condition
             if state is not first:
-                conditions.put(rule_id, subject, state)
+                # a state whose change recorded nothing (a window, a timer moved) may
+                # wait for the checkpoint; one that changed an alert is written with it
+                conditions.put(rule_id, subject, state, deferred=not recorded)
 
     def _late(self, o: Observed, now_ms: int) -> bool:
         """A backlog reading: its gateway received it over ``lag_s`` ago (sent straight

@@ -8,8 +8,15 @@ wait behind the bulk session's backlog; else the bulk session's, at most
 ``round_max`` messages, half the Receive Maximum (the broker sends the next
 round's messages while one is evaluated) and :data:`ROUND_BYTES` of payload (a
 round in progress holds an edge alert back by a fraction of a second). It runs
-one :meth:`api.alerts.engine.Engine.round` and acknowledges the round's
-messages after it committed, each on the session it came on; a round that
+one :meth:`api.alerts.engine.Engine.round` and acknowledges messages after a
+round that committed a *checkpoint*, each on the session it came on. A busy
+engine (messages still queued after its take) checkpoints once half the
+Receive Maximum is held unacknowledged, or :data:`CHECKPOINT_MAX_S` after the
+last one; an idle one after every round: in between, the states that readings
+only moved wait in memory
+(:mod:`api.alerts.conditions`), so a state's row is written once per
+checkpoint, not once per round, and a killed engine replays what it had not
+acknowledged. A round that
 queued notifications calls ``on_notified`` (the API's webhook worker's
 ``wake``), so they go out at once rather than at the worker's next poll. A
 round the database did not take is tried again with the same messages after a
@@ -51,6 +58,8 @@ ROUND_BYTES: Final = 128 * 1024
 # short-lived readings. bench.alerts (a), 120,000 readings, same run: defaults
 # 28.7 / 32.7 / 35.8 µs CPU per reading, these 24.6 / 23.0 / 20.6, peak RSS +2 MB.
 GC_THRESHOLDS: Final = (50_000, 20, 100)
+# a busy engine writes its states at least this often (what a kill makes it replay)
+CHECKPOINT_MAX_S: Final = 5.0
 
 
 class AlertService:
@@ -87,6 +96,10 @@ class AlertService:
         self._backoff = Backoff(0.2, 10.0)
         # at most half the broker's window: it sends the next round while one is evaluated
         self.round_max = max(1, min(settings.round_max, settings.receive_maximum // 2))
+        # messages evaluated since the last checkpoint: acknowledged once it committed
+        self.held: list[Message] = []
+        self.hold_max = max(1, settings.receive_maximum // 2)
+        self._checkpointed = time.monotonic()
 
     @property
     def link(self) -> MqttLink:
@@ -141,8 +154,11 @@ class AlertService:
             tick = time.monotonic() >= next_tick
             if not messages and not tick:
                 continue
+            held = len(self.held) + len(messages)
+            age = time.monotonic() - self._checkpointed
+            checkpoint = checkpoint_due(held, self.hold_max, age, queued=len(self.inbox))
             try:
-                self._round(messages, tick)
+                self._round(messages, tick, checkpoint)
             except SQLAlchemyError as exc:
                 self.metrics.round_failures.inc()
                 log.warning("event=alert_round_failed error=%s", str(exc).splitlines()[0][:200])
@@ -153,15 +169,20 @@ class AlertService:
             self._backoff.reset()
             if tick:
                 next_tick = time.monotonic() + tick_s
+        if self.held:  # stopping: write what waits, so a restart need not replay it
+            try:
+                self._round([], False, True)
+            except SQLAlchemyError as exc:
+                log.warning(kv("alert_checkpoint_failed", error=str(exc).splitlines()[0][:200]))
 
     def _take(self, wait_s: float) -> list[Message]:
         """A round's messages: the edge session's alone if any are queued, else bulk ones."""
         return self.inbox.take(self.round_max, min(wait_s, 0.5), ROUND_BYTES)
 
-    def _round(self, messages: list[Message], tick: bool) -> None:
+    def _round(self, messages: list[Message], tick: bool, checkpoint: bool) -> None:
         notified = 0
         try:
-            notified = self.engine.round(messages, tick=tick).notifications
+            notified = self.engine.round(messages, tick=tick, checkpoint=checkpoint).notifications
         except SQLAlchemyError:
             raise
         except Exception:  # a bug or a poison message: isolate it
@@ -177,8 +198,21 @@ class AlertService:
                     log.exception("event=alert_message_failed topic=%s", message.topic[:120])
         if notified and self.on_notified is not None:
             self.on_notified()  # committed: the notify worker may look now, not at its next poll
+        self.held += messages
+        if not self.engine.saved:
+            return  # acknowledged with the checkpoint that writes their states
+        held, self.held = self.held, []
+        self._checkpointed = time.monotonic()
         for consumer in self.consumers:
-            consumer.ack(messages)
+            consumer.ack(held)
         now = time.monotonic()
-        for message in messages:
+        for message in held:
             self.metrics.lag.observe(now - message.arrived)
+
+
+def checkpoint_due(held: int, hold_max: int, age_s: float, *, queued: int) -> bool:
+    """Write every state in this round: ``held`` messages (this round's too) would reach
+    half the broker's window, the last checkpoint is :data:`CHECKPOINT_MAX_S` old, or
+    nothing more is ``queued`` (an idle engine keeps the registry current and
+    acknowledges at once)."""
+    return held >= hold_max or age_s >= CHECKPOINT_MAX_S or not queued

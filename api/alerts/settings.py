@@ -41,7 +41,7 @@ class AlertsSettings(BaseSettings):
     mqtt_key_file: PemFile = None
     client_id: str = ""  # empty: gl-alerts-{host}
     session_expiry_s: Annotated[int, Field(ge=60, le=2**32 - 1)] = 7 * 86_400
-    receive_maximum: Annotated[int, Field(ge=1, le=65_535)] = 1000
+    receive_maximum: Annotated[int, Field(ge=1, le=65_535)] = 10_000
     influx_url: str = "http://127.0.0.1:8086"  # empty: no ``alerts`` measurement
     influx_db: str = "gramlink"
     influx_user: str = "admin"
