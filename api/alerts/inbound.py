@@ -12,8 +12,9 @@ inside a good envelope is counted and skipped. The patient's raw local id
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from alerting.evaluation import Reading
 from contract.codec import DecodeError, decode, decode_batch_readings, decode_reading
@@ -57,23 +58,34 @@ class EdgeRaised:
 Item = Observed | Presence | EdgeRaised
 
 
-def reading_of(centre: str, device: str, body: dict[str, Any]) -> Reading:
-    """``body`` (a decoded reading, a dict of its own) as the evaluator takes it."""
-    # the contract validated the body (strict: ``ts`` and ``seq`` are ints, ``kind`` a str)
-    metrics: dict[str, Any] = body.get("metrics") or {}
-    if "patient_id" in metrics:
-        metrics = {k: v for k, v in metrics.items() if k != "patient_id"}  # never goes further
-    ref = metrics.get("patient_ref")
-    return Reading(
-        centre,
-        device,
-        body["kind"],
-        body["ts"],
-        body["seq"],
-        metrics,
-        ref if isinstance(ref, str) else None,
-        body.get("device_ts"),  # a clock-suspect record: ts is the receive time
-    )
+_TUPLE: Final = tuple.__new__  # a named tuple's own ``__new__`` is a Python call per reading
+
+
+def observed(centre: str, records: Iterable[tuple[str, dict[str, Any], int | None]]) -> list[Item]:
+    """``(device, body, rx_ms)`` of decoded readings (dicts of their own) as the evaluator
+    takes them: one loop without a call per reading (an envelope's readings are many)."""
+    out: list[Item] = []
+    for device, body, rx_ms in records:
+        # the contract validated the body (strict: ``ts``, ``seq`` ints, ``kind`` a str)
+        metrics: dict[str, Any] = body.get("metrics") or {}
+        if "patient_id" in metrics:  # never goes further
+            metrics = {k: v for k, v in metrics.items() if k != "patient_id"}
+        ref = metrics.get("patient_ref")
+        reading = _TUPLE(
+            Reading,
+            (
+                centre,
+                device,
+                body["kind"],
+                body["ts"],
+                body["seq"],
+                metrics,
+                ref if isinstance(ref, str) else None,
+                body.get("device_ts"),  # a clock-suspect record: ts is the receive time
+            ),
+        )
+        out.append(_TUPLE(Observed, (reading, rx_ms)))
+    return out
 
 
 def decode_message(topic_text: str, payload: bytes) -> tuple[list[Item], int]:
@@ -87,19 +99,15 @@ def decode_message(topic_text: str, payload: bytes) -> tuple[list[Item], int]:
     try:
         if topic.channel is Channel.GATEWAY_BATCH:
             batch = decode_batch_readings(payload)
-            rx: list[int | None] = [None] * len(batch.readings)
-            if batch.rx is not None:
-                rx = list(batch.rx)
-            items: list[Item] = [
-                Observed(reading_of(topic.centre, dev, body), at)
-                for (_ch, dev, body), at in zip(batch.readings, rx, strict=True)
-            ]
+            rx: Sequence[int | None] = batch.rx or [None] * len(batch.readings)
+            records = zip(batch.readings, rx, strict=True)
+            items = observed(topic.centre, ((dev, body, at) for (_ch, dev, body), at in records))
             return items, len(batch.refused)
         if topic.channel in (Channel.TELEMETRY, Channel.EVENT):
             body = decode_reading(topic.channel, payload)
             if body.get("metrics") is None:
                 return [], 0  # an event without metrics (a reboot): nothing to evaluate
-            return [Observed(reading_of(topic.centre, topic.device, body), None)], 0
+            return observed(topic.centre, [(topic.device, body, None)]), 0
         if topic.channel is Channel.STATE:
             state = decode(Channel.STATE, payload)
             return [Presence(topic.centre, topic.device, bool(state.online), state.kind)], 0
