@@ -22,6 +22,7 @@ subject's last resolution (a late reading never reopens a resolved alert).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -122,6 +123,8 @@ class Evaluator:
             (c.metric, OPS[c.op], c.value) if isinstance(c, Threshold) else None
         )
         self._absence = isinstance(c, Absence)
+        self._rate_of: Rate | None = c if isinstance(c, Rate) else None
+        self._forecast_of: Forecast | None = c if isinstance(c, Forecast) else None
 
     # -- readings -----------------------------------------------------------------
 
@@ -155,8 +158,13 @@ class Evaluator:
         The same result as one call per reading, cheaper: a state this call made is
         changed in place by the next reading instead of being copied again.
         """
-        if self._absence and (state is None or state["phase"] == "ok"):
+        calm = state is None or state["phase"] == "ok"
+        if self._absence and calm:
             return self._seen_all(state, readings, start)
+        if calm and (self._rate_of is not None or self._forecast_of is not None):
+            settled = self._calm_batch(state, readings, start)
+            if settled is not None:
+                return settled, [], len(readings)
         quiet = self._quiet
         owned: State | None = None  # made by this call: nobody else holds it
         n = len(readings)
@@ -206,6 +214,62 @@ class Evaluator:
         if gap is not None:
             new["gap"] = gap
         return new, [], len(readings)
+
+    def _calm_batch(
+        self, state: State | None, readings: Sequence[Reading], start: int
+    ) -> State | None:
+        """The state after ``readings[start:]`` of a rate or forecast rule with no open
+        alert, when none of them can open one: their window moves, in one step. None
+        when that is not certain (the readings then go one by one).
+
+        Certain only for readings newer than the state's, in device-time order. A rate
+        cannot reach ``by`` when the values of its window and of the readings span
+        less than ``by`` (the change is a difference of two of them, or of one and a
+        point between two); a forecast judges nothing while the grid is present.
+        """
+        rate, forecast = self._rate_of, self._forecast_of
+        metric = rate.metric if rate is not None else "battery_soc_pct"
+        times: list[int] = []
+        values: list[Any] = []
+        for reading in readings[start:] if start else readings:
+            metrics = reading.metrics
+            value = metrics.get(metric)
+            if value is None:
+                continue  # a reading without the metric changes nothing
+            if forecast is not None and metrics.get("grid_present") is False:
+                return None
+            times.append(reading.ts_ms)
+            values.append(value)
+        if not times:
+            return state
+        after = -1 if state is None else max(state.get("last", -1), state.get("resolved", -1) - 1)
+        if times[0] <= after or any(a >= b for a, b in itertools.pairwise(times)):
+            return None
+        new: State = dict(state) if state else {"phase": "ok"}
+        if rate is not None:
+            points: list[list[Any]] = new.get("window", [])
+            seen = [p[1] for p in points] + values
+            # a margin for the rounding of an interpolated start
+            if max(seen) - min(seen) >= rate.by * (1 - 1e-9):
+                return None
+            kept = [*points, *([t, v] for t, v in zip(times, values, strict=True))]
+            # what one reading after another keeps: one point at or before the window's start
+            start_ms = times[-1] - rate.per_s * 1000
+            inside = bisect.bisect_left(kept, start_ms, 0, len(kept) - 1, key=_first)
+            new["window"] = kept[max(inside - 1, 0) :]
+        else:
+            assert forecast is not None
+            saved = new.get("window")
+            if saved is None:
+                window = SocWindow(max_span_ms=max(int(forecast.window_s * 1000), MIN_SPAN_MS))
+            elif isinstance(saved, SocWindow):
+                window = saved.copy()
+            else:
+                window = SocWindow.from_state(saved)
+            window.extend(times, values)
+            new["window"] = window if self.live_windows else window.to_state()
+        new["last"] = times[-1]
+        return new
 
     def _evaluate(
         self, state: State | None, reading: Reading, clear_sky: ClearSkyFn | None, *, owned: bool

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 MS_PER_HOUR = 3_600_000
 DEFAULT_MAX_SPAN_MS = 60 * 60_000
@@ -61,6 +61,20 @@ class SocWindow:
         ts.insert(at, ts_ms)
         self._soc.insert(at, float(soc_pct))
         return at >= self._trim()
+
+    def extend(self, ts_ms: Sequence[int], soc_pct: Sequence[float]) -> None:
+        """:meth:`add` of readings in device-time order (one trim for the lot)."""
+        if not all(map(math.isfinite, soc_pct)):
+            raise ValueError(f"soc_pct {list(soc_pct)} has a number that is not finite")
+        ts = self._ts
+        if ts and ts_ms and ts_ms[0] <= ts[-1]:
+            for t, s in zip(ts_ms, soc_pct, strict=True):
+                self.add(t, s)  # not all newer than the window: one at a time
+            return
+        ts.extend(ts_ms)
+        self._soc.extend(map(float, soc_pct))
+        if ts:
+            self._trim()
 
     def _trim(self) -> int:
         """Drop what falls out of the span or the count, oldest first; say how many."""

@@ -36,6 +36,7 @@ from api.db.models import AlertCondition
 TABLE: Table = AlertCondition.__table__  # type: ignore[assignment]
 Key = tuple[str, str]  # (rule id, subject)
 _UNSET: Final = object()
+LIVE: Final = ("pending", "firing")  # the phases of a state with an open alert
 
 
 class Conditions:
@@ -45,17 +46,36 @@ class Conditions:
         self._deferred: set[Key] = set()  # overlay keys that may wait for a checkpoint
         # committed to memory, not yet to the database (written at the next checkpoint)
         self.unsaved: dict[Key, State | None] = {}
+        # subject -> {rule id: alert id} of the committed states with an open alert
+        self._live: dict[str, dict[str, str]] = {}
 
     def load(self, session: Session) -> int:
         self._by_rule.clear()
         self._overlay.clear()
         self._deferred.clear()
         self.unsaved.clear()
+        self._live.clear()
         count = 0
         for row in session.scalars(select(AlertCondition)):
             self._by_rule.setdefault(row.rule_id, {})[row.subject] = row.state
+            self._index(row.rule_id, row.subject, row.state)
             count += 1
         return count
+
+    def _index(self, rule_id: str, subject: str, state: State | None) -> None:
+        if state is not None and state.get("phase") in LIVE and "alert" in state:
+            self._live.setdefault(subject, {})[rule_id] = state["alert"]
+            return
+        alerts = self._live.get(subject)
+        if alerts is not None and alerts.pop(rule_id, None) is not None and not alerts:
+            del self._live[subject]
+
+    def open_alerts(self, subject: str) -> Iterator[str]:
+        """The alerts open (pending or firing) in the committed states of ``subject``,
+        whatever its rules: without a look at every rule the subject has."""
+        alerts = self._live.get(subject)
+        if alerts:
+            yield from alerts.values()
 
     def get(self, rule_id: str, subject: str) -> State | None:
         state = self._overlay.get((rule_id, subject), _UNSET)
@@ -137,6 +157,7 @@ class Conditions:
                 states.pop(subject, None)
             else:
                 states[subject] = state
+            self._index(rule_id, subject, state)
             if key in deferred:
                 unsaved[key] = state
             else:

@@ -59,7 +59,7 @@ from alerting.evaluation import Change, ChangeKind, State, device_subject
 from alerting.rules import Absence, Offline, Place
 from api.alerts.annotations import AlertAnnotations
 from api.alerts.clock import CentreClocks, wall_ms
-from api.alerts.conditions import Conditions
+from api.alerts.conditions import LIVE, Conditions
 from api.alerts.consumer import Message
 from api.alerts.inbound import (
     BadMessage,
@@ -79,7 +79,6 @@ from api.db.models import Alert, AlertCondition, AlertEvent
 from runtime.logs import Throttle
 
 log = logging.getLogger(__name__)
-LIVE = ("pending", "firing")
 CLOCKS = "_clock"  # the saved centre clocks, among the states (no rule id starts with _)
 CLOCK_SAVE_S = 10.0
 RETIRED = {"reason": "rule deleted or disabled"}
@@ -252,20 +251,14 @@ class Engine:
 
     def _open_alerts(self, items: list[Item]) -> set[str]:
         """The alerts the round's readings may fold into (read in one query, not one each)."""
-        devices = {
-            (i.reading.centre, i.reading.device, i.reading.kind)
+        subjects = {
+            device_subject(i.reading.centre, i.reading.device)
             for i in items
             if isinstance(i, Observed)
         }
         ids: set[str] = set()
-        for centre, device, kind in devices:
-            plan = self._plan(centre, device, kind)
-            for loaded in plan.steps:
-                if loaded.per_patient:
-                    continue
-                state = self.conditions.get(loaded.rule.id, plan.subject)
-                if state is not None and state.get("phase") in LIVE and "alert" in state:
-                    ids.add(state["alert"])
+        for subject in subjects:
+            ids.update(self.conditions.open_alerts(subject))
         return ids
 
     def _readings(self, life: Lifecycle, readings: list[Observed], now_ms: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -245,3 +246,87 @@ def test_a_batch_of_readings_gives_what_one_call_per_reading_gives(
         got += changes
     assert got == expected
     assert jsonable(batch_state) == jsonable(state)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            # minutes on (0 or less: a replay, which makes the batch go one by one)
+            st.sampled_from([1.0] * 30 + [0.5, 4.0, 25.0, 0.0, -3.0]),
+            st.floats(min_value=60, max_value=62, allow_nan=False),  # charge, nearly steady
+            # temperature: a jump now and then (the rate rule fires at 2 degrees in 10 minutes)
+            st.sampled_from([30.0, 30.4, 30.9, 31.5] * 4 + [34.0]),
+            st.sampled_from([True] * 8 + [None, False]),  # grid (None: not in the reading)
+            st.booleans(),  # the reading carries the charge and temperature
+        ),
+        min_size=2,
+        max_size=40,
+    ),
+    st.sampled_from(["battery-heating", "autonomy-low"]),
+    st.booleans(),
+    st.integers(min_value=0, max_value=40),
+)
+def test_a_calm_batch_after_earlier_rounds_gives_what_one_call_per_reading_gives(
+    steps: list[tuple[float, float, float, bool | None, bool]],
+    key: str,
+    live_windows: bool,
+    cut: int,
+) -> None:
+    """Rate and forecast rules move their windows a batch at a time while nothing can
+    fire; the states and changes are the same as one reading after another, also
+    across rounds, with replayed readings and readings without the metric."""
+    minute = 0.0
+    readings = []
+    for seq, (step, soc, temp, grid, carries) in enumerate(steps):
+        minute += step
+        metrics: dict[str, Any] = {"load_power_w": 100.0}
+        if carries:
+            metrics |= {"battery_soc_pct": soc, "battery_temp_c": temp}
+        if grid is not None:
+            metrics["grid_present"] = grid
+        readings.append(power(minute, seq, **metrics))
+    rule = Rule(id=key, **DEFAULT_PACK[key].model_dump(by_alias=True))
+    one = Evaluator(rule, live_windows=live_windows)
+    batched = Evaluator(rule, live_windows=live_windows)
+    state, expected = feed(one, readings)
+    got: list[Change] = []
+    batch_state: State | None = None
+    for part in (readings[:cut], readings[cut:]):  # two rounds
+        at = 0
+        while at < len(part):
+            batch_state, changes, at = batched.on_readings(batch_state, part, at)
+            got += changes
+    assert got == expected
+    assert jsonable(batch_state) == jsonable(state)
+
+
+def test_a_jump_a_replay_or_the_grid_going_out_inside_a_batch_is_judged_as_one_by_one() -> None:
+    minutes = [*range(14), 13, 14, 15, 16]  # minute 13 replayed
+    temps = [30.0, 30.1] * 7 + [30.2, 30.4, 33.0, 30.5]  # 3 degrees up in 10 minutes at 15
+    readings = [
+        power(
+            m,
+            seq,
+            battery_temp_c=t,
+            battery_soc_pct=60.0 - m,  # 60 %/h down: under 4 h once the grid is out
+            grid_present=m < 15,
+        )
+        for seq, (m, t) in enumerate(zip(minutes, temps, strict=True))
+    ]
+    n = len(readings)
+    for key in ("battery-heating", "autonomy-low"):
+        one = evaluator(key)
+        after = [feed(one, readings[:i]) for i in range(n + 1)]  # state and changes by then
+        assert [c.what for c in after[n][1]][:1] == ["firing"]
+        for a, b in itertools.combinations_with_replacement(range(n + 1), 2):  # three rounds
+            batched = evaluator(key)
+            got: list[Change] = []
+            batch_state: State | None = None
+            for start, end in ((0, a), (a, b), (b, n)):
+                at = start
+                while at < end:
+                    batch_state, changes, at = batched.on_readings(batch_state, readings[:end], at)
+                    got += changes
+                state, expected = after[end]
+                assert (got, jsonable(batch_state)) == (expected, jsonable(state)), (key, a, b)
