@@ -12,6 +12,7 @@ inside a good envelope is counted and skipped. The patient's raw local id
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -88,12 +89,17 @@ def observed(centre: str, records: Iterable[tuple[str, dict[str, Any], int | Non
     return out
 
 
+@functools.lru_cache(maxsize=65_536)  # a centre's few topics come back every message
+def _topic(text: str) -> Topic:
+    return Topic.parse(text)
+
+
 def decode_message(topic_text: str, payload: bytes) -> tuple[list[Item], int]:
     """The items of one message and how many of its records were refused."""
     if topic_text.endswith("/" + ALERT_CHANNEL):
         return [_edge_alert(topic_text, payload)], 0
     try:
-        topic = Topic.parse(topic_text)
+        topic = _topic(topic_text)
     except TopicError as exc:
         raise BadMessage("bad_topic", str(exc)) from None
     try:
