@@ -452,10 +452,10 @@ def main() -> int:
     parser.add_argument("--single-readings", type=int, default=150_000)
     parser.add_argument(
         "--runs",
-        default="a,b,envelopes,single,a-tls,envelopes-tls,single-tls",
+        default="a,b,envelopes,single,a-tls,envelopes-tls,single-tls,single2,single2-tls",
         help="comma-separated subset of a,b,envelopes,single,a-tls,envelopes-tls,single-tls,"
-        "envelopes2,single2 (the last two: two worker processes sharing the load; not in "
-        "the default)",
+        "envelopes2,single2,single2-tls (the last three: two worker processes sharing the "
+        "load through the shared subscription, as a deployment scales out)",
     )
     args = parser.parse_args()
     runs = set(args.runs.split(","))
@@ -496,11 +496,15 @@ def main() -> int:
                 n = args.envelope_readings if envelopes else args.single_readings
                 print(f"(c) ingest over TLS, {run}, {n:,} readings ...", flush=True)
                 results.append(ingest_run(broker, influx, tmp, n, envelopes, tls=tls))
-        for run, envelopes in (("envelopes2", True), ("single2", False)):
+        for run, envelopes, secure in (
+            ("envelopes2", True, None),
+            ("single2", False, None),
+            ("single2-tls", False, tls),
+        ):
             if run in runs:
                 n = args.envelope_readings if envelopes else args.single_readings
                 print(f"(c) ingest, two worker processes, {run}, {n:,} readings ...", flush=True)
-                results.append(ingest_run(broker, influx, tmp, n, envelopes, workers=2))
+                results.append(ingest_run(broker, influx, tmp, n, envelopes, tls=secure, workers=2))
     finally:
         influx.stop()
         broker.stop()
