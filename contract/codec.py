@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
+import msgspec
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from contract.batch_schema import TYPED_BATCH, TYPED_READINGS
+from contract import fast_schema
 from contract.messages import (
     EVENT,
     SCHEMA_VERSION,
@@ -268,15 +269,17 @@ def decode_reading(channel: Channel, payload: bytes) -> dict[str, Any]:
     The same rules and the same :class:`DecodeError` as :func:`decode` (whose
     models decide every refusal); the dict is what
     :func:`decode_batch_readings` gives for a record (optional fields may be
-    absent or None, ``metrics`` a dict). Cheaper than the models: no model
-    objects are built for a valid message.
+    absent or None, ``metrics`` a dict). Cheaper than the models: a valid
+    message is validated in one msgspec pass (``contract.fast_schema``) and no
+    model objects are built.
     """
     if len(payload) > MAX_MESSAGE_BYTES:
         raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        reading: dict[str, Any] = TYPED_READINGS[channel].validate_json(payload)
-    except (ValidationError, ValueError, TypeError, RecursionError):
+        struct = fast_schema.READINGS[channel].decode(payload)
+    except (msgspec.DecodeError, RecursionError):
         return _reading_dict(decode(channel, payload))  # the models' verdict and error
+    reading = fast_schema.BUILDERS[type(struct)](struct)
     metrics = reading.get("metrics")
     maybe_empty = metrics is not None and (not metrics or None in metrics.values())
     if maybe_empty and _metrics_empty(reading):
@@ -295,31 +298,32 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
     """:func:`decode_batch` plus :func:`decode_record` of every record, as plain dicts.
 
     When every record is valid (the common case) the whole envelope is validated
-    in one pydantic-core pass (``contract.batch_schema``: the same rules as the
+    in one msgspec pass (``contract.fast_schema``: the same rules as the
     models). Otherwise the envelope is validated again the slow way to find the
     refused records with exactly the errors :func:`decode_record` gives them.
     Raises :class:`DecodeError` for the envelope as :func:`decode_batch` does.
     """
     raw = _inflate(payload)
     try:
-        typed = TYPED_BATCH.validate_json(raw)
-    except (ValidationError, ValueError, TypeError, RecursionError):
+        typed = fast_schema.BATCH.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
         typed = None
     if typed is not None:
         readings = []
         models: list[str | None] = []
         rx: list[int] = []
-        for r in typed["records"]:
-            p = r["p"]
+        build, channels, unset = fast_schema.BUILDERS, fast_schema.RECORD_CHANNELS, msgspec.UNSET
+        for r in typed.records:
+            p = build[type(r.p)](r.p)
             metrics = p.get("metrics")
             maybe_empty = metrics is not None and (not metrics or None in metrics.values())
-            if maybe_empty and _metrics_empty(p):
-                break
-            readings.append((r["ch"], r["dev"], at_receive_time(p, r["rx"]) if r.get("cs") else p))
-            models.append(r.get("m"))
-            rx.append(r["rx"])
+            if (maybe_empty and _metrics_empty(p)) or r.cs is False:
+                break  # refused by the models: the slow way below gives their error
+            readings.append((channels[type(r)], r.dev, at_receive_time(p, r.rx) if r.cs else p))
+            models.append(None if r.m is unset else r.m)
+            rx.append(r.rx)
         else:
-            return BatchReadings(typed["gw"], typed["seq"], readings, [], models, rx)
+            return BatchReadings(typed.gw, typed.seq, readings, [], models, rx)
     batch: Batch = _validate_json(_BATCH, raw)
     good: list[tuple[str, str, dict[str, Any]]] = []
     good_models: list[str | None] = []

@@ -1,0 +1,230 @@
+"""Readings and gateway envelopes decoded in one msgspec pass, into plain dicts.
+
+The first pass of :func:`contract.codec.decode_reading` and
+:func:`contract.codec.decode_batch_readings`: msgspec parses and validates a
+whole message into structs and the structs become the dicts those functions
+return, with the keys in the models' order (what ingest's line cache keys on).
+The structs are *derived* at import from the pydantic models in
+:mod:`contract.messages` and :mod:`contract.metrics` (same fields, same bounds,
+patterns and lengths, strict types, unknown fields forbidden); a constraint
+this module cannot express stops the import (:class:`UnmappedConstraint`)
+rather than being dropped.
+
+This pass may refuse more than the models (msgspec's JSON has no ``NaN`` and
+refuses numbers out of a float's range), never less: whatever it refuses, the
+caller validates again with the models, which decide the verdict and the error.
+Two rules stay with the caller, as before: a metrics set needs at least one
+metric, and a clock-suspect flag ``cs`` must be ``true`` (msgspec's literals
+take no booleans: ``cs`` is decoded as a bool and :func:`batch` refuses
+``false``).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
+
+import annotated_types
+import msgspec
+from pydantic import BaseModel, StringConstraints
+from pydantic.fields import FieldInfo
+
+from contract.messages import Batch, BatchRecord, Event, Telemetry
+from contract.metrics import METRICS_BY_KIND
+
+UNSET: Final = msgspec.UNSET
+Builder = Callable[[Any], dict[str, Any]]
+
+
+class UnmappedConstraint(TypeError):
+    """A model's field constraint or type that has no msgspec equivalent here."""
+
+
+_BOUNDS: Final = {
+    annotated_types.Ge: "ge",
+    annotated_types.Le: "le",
+    annotated_types.Gt: "gt",
+    annotated_types.Lt: "lt",
+}
+
+
+def _anchored(pattern: str) -> str:
+    # pydantic's regex engine: ``$`` is the end of the string; Python's ``re`` also
+    # matches ``$`` before a final newline
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + r"\Z"
+    return pattern
+
+
+def _meta(items: list[Any], where: str) -> dict[str, Any]:
+    """msgspec.Meta keywords for pydantic/annotated-types metadata (raises on others)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if type(item) in _BOUNDS:
+            key = _BOUNDS[type(item)]
+            out[key] = getattr(item, key)
+        elif isinstance(item, StringConstraints):
+            unsupported = {
+                name: value
+                for name, value in vars(item).items()
+                if name not in ("pattern", "min_length", "max_length") and value is not None
+            }
+            if unsupported:
+                raise UnmappedConstraint(f"{where}: {unsupported}")
+            if item.pattern is not None:
+                out["pattern"] = _anchored(str(item.pattern))
+            if item.min_length is not None:
+                out["min_length"] = item.min_length
+            if item.max_length is not None:
+                out["max_length"] = item.max_length
+        elif isinstance(item, FieldInfo):
+            out |= _meta(item.metadata, where)
+        else:
+            raise UnmappedConstraint(f"{where}: {item!r}")
+    return out
+
+
+def _type(annotation: Any, where: str, metadata: list[Any] | None = None) -> Any:
+    """The msgspec type for a pydantic field's annotation (and its field metadata)."""
+    if metadata:
+        meta = _meta(metadata, where)
+        base = _type(annotation, where)
+        return Annotated[base, msgspec.Meta(**meta)] if meta else base
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *extras = get_args(annotation)
+        return _type(base, where, extras)
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_type(arg, where) for arg in get_args(annotation))]  # noqa: UP007
+    if origin is dict:
+        key, value = get_args(annotation)
+        return dict[_type(key, where), _type(value, where)]  # type: ignore[misc]
+    if origin is Literal:
+        values = get_args(annotation)
+        if any(isinstance(v, bool) for v in values):
+            raise UnmappedConstraint(f"{where}: msgspec literals take no booleans: {values}")
+        return annotation
+    if annotation in (int, float, bool, str, type(None)):
+        return annotation
+    raise UnmappedConstraint(f"{where}: {annotation!r}")
+
+
+def _struct(
+    name: str,
+    model: type[BaseModel],
+    replace: dict[str, Any] | None = None,
+    *,
+    tag_field: str | None = None,
+    tag: str | None = None,
+) -> type[msgspec.Struct]:
+    """A struct with ``model``'s fields (``replace``: some given), unknown fields forbidden.
+
+    Optional fields default to UNSET, so a field absent from the message is told from
+    one sent as null (the dicts keep only what was sent, as the models' dumps do not).
+    ``v`` is required: on the wire the schema version is never implied.
+    """
+    replace = replace or {}
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for field_name, info in model.model_fields.items():
+        if field_name == tag_field:
+            continue  # the union's tag: msgspec checks it, the builder writes it
+        if info.alias is not None and info.alias != field_name:
+            raise UnmappedConstraint(f"{model.__name__}.{field_name}: alias {info.alias!r}")
+        where = f"{model.__name__}.{field_name}"
+        if field_name in replace:
+            kind = replace[field_name]
+        else:
+            kind = _type(info.annotation, where, info.metadata)
+        if info.is_required() or field_name == "v":
+            fields.append((field_name, kind))
+        else:
+            fields.append((field_name, kind | msgspec.UnsetType, UNSET))
+    options: dict[str, Any] = {"forbid_unknown_fields": True}
+    if tag_field is not None:
+        options |= {"tag_field": tag_field, "tag": tag}
+    return msgspec.defstruct(name, fields, **options)  # type: ignore[arg-type]
+
+
+def _metrics_dict(struct: type[msgspec.Struct]) -> Builder:
+    names = struct.__struct_fields__
+    astuple = msgspec.structs.astuple
+
+    def build(metrics: Any) -> dict[str, Any]:
+        return {k: v for k, v in zip(names, astuple(metrics), strict=True) if v is not UNSET}
+
+    return build
+
+
+def _reading_dict(struct: type[msgspec.Struct], kind: str, metrics: Builder) -> Builder:
+    """The dict of a reading struct: ``kind`` in the model's place, set fields only."""
+    names = ("v", "kind", *struct.__struct_fields__[1:])
+    astuple = msgspec.structs.astuple
+
+    def build(reading: Any) -> dict[str, Any]:
+        values = astuple(reading)
+        out = {"v": values[0], "kind": kind}
+        for name, value in zip(names[2:], values[1:], strict=True):
+            if value is UNSET:
+                continue
+            out[name] = metrics(value) if name == "metrics" and value is not None else value
+        return out
+
+    return build
+
+
+def _readings(generic: type[BaseModel], channel: str) -> tuple[Any, dict[type, Builder]]:
+    """The tagged union of ``channel``'s reading structs, one per kind, and their builders."""
+    members: list[type[msgspec.Struct]] = []
+    builders: dict[type, Builder] = {}
+    for kind, metrics_model in METRICS_BY_KIND.items():
+        metrics = _struct(f"{metrics_model.__name__}Struct", metrics_model)
+        concrete = generic[Literal[kind.value], metrics_model]  # type: ignore[index]
+        optional = not concrete.model_fields["metrics"].is_required()
+        reading = _struct(
+            f"{channel}_{kind.value}",
+            concrete,
+            {"metrics": metrics | None if optional else metrics},
+            tag_field="kind",
+            tag=kind.value,
+        )
+        members.append(reading)
+        builders[reading] = _reading_dict(reading, kind.value, _metrics_dict(metrics))
+    if list(generic.model_fields)[:2] != ["v", "kind"]:
+        raise UnmappedConstraint(f"{generic.__name__}: fields must begin with v, kind")
+    return Union[tuple(members)], builders  # noqa: UP007
+
+
+_TELEMETRY, _TELEMETRY_BUILDERS = _readings(Telemetry, "telemetry")
+_EVENT, _EVENT_BUILDERS = _readings(Event, "event")
+BUILDERS: Final[dict[type, Builder]] = {**_TELEMETRY_BUILDERS, **_EVENT_BUILDERS}
+"""The dict builder of every reading struct, by its type."""
+
+READINGS: Final[dict[str, msgspec.json.Decoder[Any]]] = {
+    "telemetry": msgspec.json.Decoder(_TELEMETRY),
+    "event": msgspec.json.Decoder(_EVENT),
+}
+"""One reading (a single telemetry or event message) by channel, into a reading struct."""
+
+_CS: Final = bool  # ``Literal[True]`` in the model: ``false`` is refused by the caller
+if BatchRecord.model_fields["cs"].annotation != Literal[True] | None:
+    raise UnmappedConstraint("BatchRecord.cs: expected Literal[True] | None")
+_TELEMETRY_RECORD: Final = _struct(
+    "TelemetryRecord",
+    BatchRecord,
+    {"p": _TELEMETRY, "cs": _CS | None},
+    tag_field="ch",
+    tag="telemetry",
+)
+_EVENT_RECORD: Final = _struct(
+    "EventRecord", BatchRecord, {"p": _EVENT, "cs": _CS | None}, tag_field="ch", tag="event"
+)
+_RECORD: Final = Union[_TELEMETRY_RECORD, _EVENT_RECORD]  # noqa: UP007
+BATCH: Final[msgspec.json.Decoder[Any]] = msgspec.json.Decoder(
+    _struct("BatchStruct", Batch, {"records": list[_RECORD]})  # type: ignore[valid-type]
+)
+"""A whole gateway envelope (inflated), into structs: ``gw``, ``seq``, ``records``, each
+record with ``dev``, ``p`` (a reading struct), ``rx``, ``m`` and ``cs`` (UNSET: absent)."""
+
+RECORD_CHANNELS: Final[dict[type, str]] = {_TELEMETRY_RECORD: "telemetry", _EVENT_RECORD: "event"}
+"""A record struct's channel (``ch``), by its type."""
