@@ -52,4 +52,4 @@ def test_every_line_of_a_run_has_the_one_format(mosquitto, influx, tmp_path: Pat
     assert bad == []
     loggers = {LINE.match(line).group("logger") for line in lines}  # type: ignore[union-attr]
     assert not [name for name in loggers if name.split(".")[0] in QUIET], loggers
-    assert len(lines) < 20  # a handful of lines for 20 writes, not one per write
+    assert len(lines) < 20, lines  # a handful of lines for 20 writes, not one per write
