@@ -24,9 +24,10 @@ write latency p50/p99, (c) as a ratio of the broker's own QoS 1 ceiling (a) over
 the same transport (target: >= 90 % with one reading per message) and of
 InfluxDB's (b). Zero lost is checked, not assumed.
 
-``--runs`` picks a subset (for profiling one run with py-spy); ``envelopes2``
-and ``single2`` (not in the default) run (c) with two worker processes sharing
-the load (sums of their CPU and peak RSS; latencies of the first).
+``--runs`` picks a subset (for profiling one run with py-spy); ``envelopes2``,
+``single2`` and ``single2-tls`` run (c) with two worker processes sharing the load
+(sums of their CPU and peak RSS; latencies of the first); the last two are in the
+default.
 """
 
 from __future__ import annotations
