@@ -259,13 +259,7 @@ class Evaluator:
             new["window"] = kept[max(inside - 1, 0) :]
         else:
             assert forecast is not None
-            saved = new.get("window")
-            if saved is None:
-                window = SocWindow(max_span_ms=max(int(forecast.window_s * 1000), MIN_SPAN_MS))
-            elif isinstance(saved, SocWindow):
-                window = saved.copy()
-            else:
-                window = SocWindow.from_state(saved)
+            window = _window_copy(new.get("window"), forecast)
             window.extend(times, values)
             new["window"] = window if self.live_windows else window.to_state()
         new["last"] = times[-1]
@@ -393,12 +387,7 @@ class Evaluator:
             window = saved  # made by this evaluation: ours to change
         else:
             state = dict(state) if state else {"phase": "ok"}
-            if saved is None:
-                window = SocWindow(max_span_ms=max(int(c.window_s * 1000), MIN_SPAN_MS))
-            elif isinstance(saved, SocWindow):
-                window = saved.copy()
-            else:
-                window = SocWindow.from_state(saved)
+            window = _window_copy(saved, c)
         assert state is not None
         window.add(r.ts_ms, soc)
         state["window"] = window if self.live_windows else window.to_state()
@@ -555,6 +544,15 @@ class Evaluator:
         return Change(
             what, self.subject(r), state["alert"], r.ts_ms, state["since"], value, detail or {}
         )
+
+
+def _window_copy(saved: Any, forecast: Forecast) -> SocWindow:
+    """A window to change from a forecast state's ``window`` (live, saved or none yet)."""
+    if saved is None:
+        return SocWindow(max_span_ms=max(int(forecast.window_s * 1000), MIN_SPAN_MS))
+    if isinstance(saved, SocWindow):
+        return saved.copy()
+    return SocWindow.from_state(saved)
 
 
 def _first(point: list[Any]) -> Any:
