@@ -141,6 +141,9 @@ class Gateway:
                 s.gateway_id,
                 manual_ack=True,
                 receive_maximum=s.dynsec_queue,
+                # a poor uplink drops young connections by itself: only the broker's
+                # own DISCONNECT 0x8E (Mosquitto >= 2.0.15) stops the gateway as taken over
+                guessed_takeover_stops=False,
                 will=Will(
                     state_topic(s.centre, s.gateway_id), gateway_state(False, ""), s.will_delay_s
                 ),

@@ -17,7 +17,10 @@ Every reason code is read by value through :mod:`mqttlink.reasons`:
   Mosquitto before 2.0.15 closes the older connection of a taken-over client id
   without a DISCONNECT: ``TAKEOVER_LOSSES`` such closes in a row of young
   connections stop the link as taken over too (:mod:`mqttlink.takeover`; the
-  older process loses first, so the newer one wins);
+  older process loses first, so the newer one wins), unless the link's
+  ``guessed_takeover_stops`` is off (a gateway's rural uplink, whose network
+  drops young connections by itself): then it warns, at most once a minute, and
+  reconnects;
 - SUBACK: a refused filter of :meth:`MqttLink.subscribe` stops the link (our
   filters are fixed, so a refusal means the account lacks the rights); a
   subscription made on ``link.client`` directly is its owner's business (the
@@ -114,6 +117,9 @@ class LinkOptions:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
     quiet: bool = False  # start without logging connect failures (the owner reports them)
+    # a takeover guessed from silent closes (not a DISCONNECT 0x8E) stops the link; False
+    # on a link whose network drops young connections by itself (a rural uplink): warn only
+    guessed_takeover_stops: bool = True
     context: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -291,6 +297,17 @@ class MqttLink:
         """After a loss: True (and ``refusal`` set) when another process holds our id."""
         silent, self._told = not self._told, False
         if not self._takeover.lost(time.monotonic(), silent=silent):
+            return False
+        if not self.options.guessed_takeover_stops:
+            self._throttle.warning(
+                "link_closed_young",
+                key=f"young:{self.options.name}",
+                link=self.options.name,
+                closes_in_a_row=self._takeover.count,
+                client_id=self.options.client_id,
+                hint="a flaky network, or another process with this client id",
+                **self.options.context,
+            )
             return False
         what = (
             f"{self.options.name} connection (closed by the broker {self._takeover.count} "

@@ -79,6 +79,27 @@ def test_another_process_with_our_client_id_takes_the_session_and_we_exit_5(
     assert second.refusal is None and second.alive  # the newer one wins
 
 
+def test_a_link_told_not_to_guess_takeovers_warns_and_keeps_reconnecting(
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway's uplink: connections closed young (here by a twin, on a rural link
+    by the network) warn and reconnect; a gateway stopped on a guess would stay dark."""
+    client_id = unique_id("twin")
+    first = make_link(client_id=client_id, guessed_takeover_stops=False)
+    wait_for(first.connected.is_set, 10, "first up")
+    second = make_link(client_id=client_id, guessed_takeover_stops=False)
+    wait_for(
+        lambda: any("event=link_closed_young" in r.getMessage() for r in caplog.records),
+        20,
+        "the warning",
+    )
+    assert first.alive and second.alive
+    assert first.refusal is None and second.refusal is None
+    lines = [r.getMessage() for r in caplog.records if "link_closed_young" in r.getMessage()]
+    assert len(lines) <= 2  # at most one a minute from each link
+    assert all(f"client_id={client_id}" in line for line in lines)
+
+
 def test_a_refused_subscription_stops_the_link_naming_the_filter(
     make_link: LinkFactory, broker_factory: BrokerFactory
 ) -> None:
