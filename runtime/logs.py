@@ -3,17 +3,21 @@
 Libraries only log; each process calls :func:`configure` once, in its entry
 point. :func:`kv` escapes what it quotes, so a payload excerpt can never add a
 line, a NUL or a forged ``level=ERROR`` to the log. :class:`Throttle` keeps a
-per-message warning to its first line, then one line a minute with the count.
+per-message warning to its first line, then one line a minute with the count;
+:func:`configure` also starts the one thread per process that writes the count
+of a burst followed by silence (and the last counts at exit).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import TextIO
+from typing import Final, TextIO
 
 FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 # Chatty third-party loggers: WARNING unless the process runs at debug level
@@ -31,6 +35,7 @@ QUIET_LOGGERS = (
     "influxdb_client",
 )
 _PLAIN_SAFE = frozenset(' "=\\')
+FLUSH_EVERY_S: Final = 10.0  # how late a burst's count may come after its interval
 
 
 def escape(text: str) -> str:
@@ -55,8 +60,11 @@ def kv(event: str, **fields: object) -> str:
     return " ".join(parts)
 
 
-def configure(level: str, *, stream: TextIO | None = None) -> None:
-    """Configure logging for this process (call once, from its entry point)."""
+def configure(
+    level: str, *, stream: TextIO | None = None, flush_every_s: float = FLUSH_EVERY_S
+) -> None:
+    """Configure logging for this process (call once, from its entry point), and start
+    flushing every :class:`Throttle`'s counts every ``flush_every_s`` and at exit."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
@@ -66,6 +74,7 @@ def configure(level: str, *, stream: TextIO | None = None) -> None:
     quiet = logging.NOTSET if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
+    _FLUSHER.start(flush_every_s)
 
 
 class Throttle:
@@ -88,6 +97,8 @@ class Throttle:
         self._next: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._pending: dict[str, tuple[int, str]] = {}  # key -> (level, event) of suppressed lines
+        if clock is time.monotonic:  # one on a clock of its own is flushed by its owner
+            _LIVE.add(self)
 
     def log(self, level: int, event: str, key: str | None = None, **fields: object) -> bool:
         """Log ``event`` unless a line of the same key went out within the interval.
@@ -136,3 +147,37 @@ class Throttle:
 
     def error(self, event: str, key: str | None = None, **fields: object) -> bool:
         return self.log(logging.ERROR, event, key, **fields)
+
+
+_LIVE: weakref.WeakSet[Throttle] = weakref.WeakSet()
+
+
+def flush_all(*, force: bool = False) -> int:
+    """:meth:`Throttle.flush` of every throttle of the process; the lines written."""
+    return sum(throttle.flush(force=force) for throttle in list(_LIVE))
+
+
+class _Flusher:
+    """The process's one thread that flushes every throttle (started by :func:`configure`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._every_s = FLUSH_EVERY_S
+        self._thread: threading.Thread | None = None
+
+    def start(self, every_s: float) -> None:
+        with self._lock:
+            self._every_s = every_s
+            if self._thread is not None:
+                return  # configured again (tests): the new period applies from the next wait
+            self._thread = threading.Thread(target=self._run, name="log-flush", daemon=True)
+            self._thread.start()
+            atexit.register(flush_all, force=True)  # before logging's own shutdown (LIFO)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._every_s)
+            flush_all()
+
+
+_FLUSHER: Final = _Flusher()

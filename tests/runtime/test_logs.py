@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from runtime.logs import QUIET_LOGGERS, Throttle, configure, escape, kv
+from runtime.logs import FLUSH_EVERY_S, QUIET_LOGGERS, Throttle, configure, escape, kv
+from tests.factories import wait_for
 from tests.runtime.logparse import line_tokens, tokens
+
+REPO = Path(__file__).resolve().parents[2]
 
 HOSTILE = (
     'ok\x00\r\nlevel=ERROR logger=api event=forged "quoted" back\\slash \t\x1b[31m\u2028\x85end'
@@ -75,6 +80,7 @@ def restore_logging() -> Iterator[None]:
     for lg in loggers:
         lg.propagate = True  # an in-process uvicorn run with access_log=False turns it off
     yield
+    configure("warning", flush_every_s=FLUSH_EVERY_S)  # the flusher back to its period
     root.handlers[:] = handlers
     root.setLevel(level)
     for lg, (was_level, was_propagate) in zip(loggers, saved, strict=True):
@@ -299,3 +305,32 @@ def test_flush_forced_at_shutdown(caplog: pytest.LogCaptureFixture) -> None:
         throttle.warning("bad_payload")
         assert throttle.flush(force=True) == 1
     assert caplog.records[-1].getMessage() == "event=bad_payload suppressed=1"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_burst_followed_by_silence_ends_with_its_count_without_anyone_asking() -> None:
+    out = io.StringIO()
+    configure("info", stream=out, flush_every_s=0.05)
+    throttle = Throttle(logging.getLogger("test.throttle.flusher"), interval_s=0.2)
+    for _ in range(5):
+        throttle.warning("bad_payload", device="d1")
+    wait_for(lambda: "suppressed=4" in out.getvalue(), 10, "the burst's count")
+    lines = [line.split(" ", 4)[-1] for line in out.getvalue().splitlines()]
+    assert lines == ["event=bad_payload device=d1", "event=bad_payload suppressed=4"]
+
+
+def test_the_counts_left_at_exit_are_written() -> None:
+    script = (
+        "import logging\n"
+        "from runtime.logs import Throttle, configure\n"
+        "configure('info')\n"
+        "throttle = Throttle(logging.getLogger('x'))\n"
+        "for _ in range(3):\n"
+        "    throttle.warning('bad_payload')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("event=bad_payload") == 2
+    assert "event=bad_payload suppressed=2" in done.stderr
