@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
 import msgspec
+from isal import isal_zlib  # inflates about 2.5x faster than zlib (docs/architecture.md)
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from contract import fast_schema
@@ -208,12 +209,13 @@ def _model_part(model: str | None) -> bytes:
 def _inflate(payload: bytes) -> bytes:
     if len(payload) > MAX_BATCH_BYTES:
         raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_BATCH_BYTES}")
-    inflater = zlib.decompressobj()
+    inflater = isal_zlib.decompressobj()
     try:
         raw = inflater.decompress(payload, MAX_BATCH_INFLATED_BYTES)
-    except zlib.error as exc:
+    except Exception as exc:  # isal_zlib.error (IsalError), not typed as an exception class
         raise DecodeError(DecodeReason.BAD_COMPRESSION, str(exc)) from None
-    if inflater.unconsumed_tail:
+    if not inflater.eof and len(raw) >= MAX_BATCH_INFLATED_BYTES:
+        # stopped at the limit (isal keeps the rest inside: unconsumed_tail stays empty)
         raise DecodeError(DecodeReason.TOO_LARGE, f"inflates past {MAX_BATCH_INFLATED_BYTES} bytes")
     if not inflater.eof:
         raise DecodeError(DecodeReason.BAD_COMPRESSION, "truncated zlib stream")
