@@ -254,10 +254,10 @@ def ingest_throughput(
         start = time.perf_counter()
         cpu0 = ingest.cpu_seconds(worker.proc.pid)
         deadline = time.monotonic() + 600
-        while metrics().get("gramlink_ingest_points_written_total", 0) < readings:
+        while (written := metrics().get("gramlink_ingest_points_written_total", 0)) < readings:
             if time.monotonic() > deadline:
                 raise RuntimeError("ingest did not write every reading within 600 s")
-            time.sleep(0.02)
+            ingest.pause_between_scrapes(written, readings)
         elapsed = time.perf_counter() - start
         cpu = ingest.cpu_seconds(worker.proc.pid) - cpu0
     finally:
