@@ -15,7 +15,7 @@ refuses numbers out of a float's range), never less: whatever it refuses, the
 caller validates again with the models, which decide the verdict and the error.
 Two rules stay with the caller, as before: a metrics set needs at least one
 metric, and a clock-suspect flag ``cs`` must be ``true`` (msgspec's literals
-take no booleans: ``cs`` is decoded as a bool and :func:`batch` refuses
+take no booleans: ``cs`` is decoded as a bool and ``decode_batch_readings`` refuses
 ``false``).
 """
 
