@@ -396,12 +396,13 @@ class Evaluator:
         if not firing and grid is not False:
             return state, []  # on grid: no autonomy to judge (the fit is not needed)
         hours = hours_to_floor(window, c.floor_pct)
-        detail = {"hours": None if hours is None or math.isinf(hours) else round(hours, 2)}
+        finite = None if hours is None or math.isinf(hours) else hours  # JSON and the contract
+        detail = {"hours": None if finite is None else round(finite, 2)}
         if firing:
             recovered = grid is True or (hours is not None and hours >= c.below_h * 1.25)
             if recovered:
-                return self._resolve(state, r, hours, detail)
-            return self._repeat(state, r, hours, detail)
+                return self._resolve(state, r, finite, detail)
+            return self._repeat(state, r, finite, detail)
         if hours is not None and hours < c.below_h:
             return self._fire({**state, "since": r.ts_ms, "alert": self._id(r)}, r, hours, detail)
         return state, []

@@ -74,7 +74,15 @@ _ADAPTERS: Final[dict[Channel, TypeAdapter[Any]]] = {
     Channel.TWIN_REPORTED: TypeAdapter(Twin),
 }
 _RANGE_ERRORS: Final = frozenset(
-    {"less_than", "less_than_equal", "greater_than", "greater_than_equal", "too_long", "too_short"}
+    {
+        "less_than",
+        "less_than_equal",
+        "greater_than",
+        "greater_than_equal",
+        "too_long",
+        "too_short",
+        "finite_number",  # infinity or NaN: outside every range
+    }
 )
 
 

@@ -62,7 +62,7 @@ Short = Annotated[str, StringConstraints(max_length=256)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     v: SchemaVersion = 1
 

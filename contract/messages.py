@@ -35,7 +35,7 @@ CommandStatus = Literal["accepted", "in_progress", "done", "failed"]
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     v: SchemaVersion = SCHEMA_VERSION
 

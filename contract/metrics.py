@@ -62,7 +62,8 @@ PatientRef = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class Metrics(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # no infinity or NaN: InfluxDB cannot store them and a rule would take them as values
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:

@@ -137,6 +137,24 @@ def test_autonomy_forecast_fires_only_without_grid() -> None:
     assert 1.5 < changes[0].value < 3.5  # type: ignore[operator]
 
 
+def test_an_autonomy_alert_resolved_by_a_charging_battery_carries_no_infinite_value() -> None:
+    """Charging off grid (the sun), the battery never reaches its floor (infinite hours):
+    the resolution says no value rather than infinity, which neither JSON nor the contract
+    can carry."""
+    ev = evaluator("autonomy-low")
+    cut = [power(i * 5, i, battery_soc_pct=40 - 1.0 * i, grid_present=False) for i in range(6)]
+    state, fired = feed(ev, cut)
+    assert [c.what for c in fired][:1] == ["firing"]
+    charging = [
+        power(30, 6, battery_soc_pct=60, grid_present=False),
+        power(35, 7, battery_soc_pct=70, grid_present=False),
+    ]
+    _, later = feed(ev, charging, state)
+    resolved = [c for c in later if c.what == "resolved"]
+    assert len(resolved) == 1
+    assert resolved[0].value is None and resolved[0].detail["hours"] is None
+
+
 def test_a_silent_device_fires_absence_after_three_intervals_and_resolves_when_heard() -> None:
     ev = evaluator("device-silent")
     state, _ = feed(ev, [power(i, i, battery_soc_pct=50) for i in range(5)])

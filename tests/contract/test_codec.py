@@ -136,6 +136,17 @@ def reading_json(**changes: Any) -> bytes:
         (reading_json(kind="toaster"), DecodeReason.UNKNOWN_KIND),
         (reading_json(metrics={"cpu_pct": 101}), DecodeReason.OUT_OF_RANGE),
         (reading_json(metrics={"rssi_dbm": 20}), DecodeReason.OUT_OF_RANGE),
+        # not finite: InfluxDB cannot store it and a rule would take it as a value
+        (reading_json(metrics={"rssi_dbm": float("nan")}), DecodeReason.OUT_OF_RANGE),
+        (
+            reading_json(kind="gateway", metrics={"disk_free_mb": float("inf")}),
+            DecodeReason.OUT_OF_RANGE,
+        ),
+        (reading_json(metrics={"rssi_dbm": float("-inf")}), DecodeReason.OUT_OF_RANGE),
+        (
+            reading_json(metrics={"rssi_dbm": 1}).replace(b"1}", b"1e400}"),
+            DecodeReason.OUT_OF_RANGE,
+        ),
         (reading_json(metrics={"cpu_pct": "5"}), DecodeReason.INVALID),
         (reading_json(metrics={"cpu_pct": 5, "secret": 1}), DecodeReason.INVALID),
         (reading_json(metrics={}), DecodeReason.INVALID),

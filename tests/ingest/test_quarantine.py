@@ -6,13 +6,14 @@ import json
 import zlib
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contract.codec import encode, encode_batch_parts
 from contract.messages import telemetry
-from contract.metrics import GatewayMetrics
+from contract.metrics import GatewayMetrics, RouterMetrics
 from contract.topics import Channel, topic
 from tests.factories import unique_id, wait_for
 from tests.ingest.conftest import (
@@ -24,6 +25,7 @@ from tests.ingest.conftest import (
     rows,
     worker_settings,
 )
+from tests.ingest.test_influx_init import init
 
 MEASUREMENTS = ("power", "router", "health", "gateway")
 
@@ -74,13 +76,13 @@ def test_bad_payloads_quarantined_with_reasons(mosquitto, influx, start_worker) 
         "ts_implausible_past": (t("d5"), power_reading(1, 1_000)),
         "ts_implausible_future": (t("d6"), power_reading(1, now + 10 * 86_400_000)),
         "bad_compression": (topic(centre, "gw-1", Channel.GATEWAY_BATCH), b"\x00not zlib"),
-        "influx_rejected": (
-            t("gw-2"),
-            encode(telemetry("gateway", ts=now, seq=1, metrics=GatewayMetrics(disk_free_mb=1e308)))
-            .replace(b"1e+308", b"Infinity")
-            .replace(b"1e308", b"Infinity"),
-        ),
     }
+    # infinity (InfluxDB cannot store it, a rule would take it as a value): refused on entry
+    infinite = (
+        encode(telemetry("gateway", ts=now, seq=1, metrics=GatewayMetrics(disk_free_mb=1e308)))
+        .replace(b"1e+308", b"Infinity")
+        .replace(b"1e308", b"Infinity")
+    )
     envelope = encode_batch_parts(
         "gw-3",
         1,
@@ -95,6 +97,7 @@ def test_bad_payloads_quarantined_with_reasons(mosquitto, influx, start_worker) 
         pub.publish(t("ok"), power_reading(seq, now))
     for tp, payload in bad.values():
         pub.publish(tp, payload)
+    pub.publish(t("gw-2"), infinite)
     pub.publish(topic(centre, "gw-3", Channel.GATEWAY_BATCH), envelope)
     for seq in range(3, 6):
         pub.publish(t("ok"), power_reading(seq, now))
@@ -102,7 +105,7 @@ def test_bad_payloads_quarantined_with_reasons(mosquitto, influx, start_worker) 
     pub.close()
 
     expected = dict.fromkeys(bad, 1)
-    expected["out_of_range"] += 1  # seq -1 inside the envelope
+    expected["out_of_range"] += 2  # seq -1 inside the envelope, the infinity
     wait_for(lambda: quarantined(influx, centre) == expected, 30, "quarantine")
     wait_for(lambda: stored(influx, centre) == 8, 10, "valid readings")
     (leak,) = rows(
@@ -112,6 +115,49 @@ def test_bad_payloads_quarantined_with_reasons(mosquitto, influx, start_worker) 
     )
     assert "ravi-kumar-42" not in str(leak["excerpt"])
     assert "<redacted>" in str(leak["excerpt"])
+
+
+def test_a_line_influxdb_refuses_is_quarantined_and_the_rest_of_its_batch_stored(
+    mosquitto, influx, start_worker
+) -> None:
+    """An older schema wrote ``pv_power_w`` as text into this shard: InfluxDB refuses the
+    float now (field type conflict). Those lines are quarantined, the others stored."""
+    db = unique_id("conflict").replace("-", "_")
+    assert init(influx, db).returncode == 0
+    now = now_ms()
+    auth = {"u": influx.admin_user, "p": influx.admin_password}
+    older = httpx.post(
+        f"{influx.url}/write",
+        params={"db": db, "precision": "ms", **auth},
+        content=f'power,centre=old,device=old pv_power_w="text" {now}',
+    )
+    assert older.status_code == 204, older.text
+    centre = unique_id("c")
+    start_worker(worker_settings(mosquitto, influx, influx_database=db))
+    pub = Publisher(mosquitto)
+    router = [
+        encode(telemetry("router", ts=now, seq=seq, metrics=RouterMetrics(cpu_pct=5.0)))
+        for seq in range(3)
+    ]
+    for seq, payload in enumerate(router):
+        pub.publish(topic(centre, "rt-1", Channel.TELEMETRY), payload)
+        if seq < 2:
+            pub.publish(topic(centre, "pw-1", Channel.TELEMETRY), power_reading(seq, now))
+    pub.flush()
+    pub.close()
+
+    def in_db(q: str) -> list[list[object]]:
+        series = influx.query(q, database=db)["results"][0].get("series") or []
+        return [row for one in series for row in one["values"]]
+
+    refused = f"SELECT count(detail) FROM quarantine WHERE centre='{centre}' GROUP BY reason"
+    wait_for(lambda: in_db(refused) != [], 30, "quarantined")
+    stored = f"SELECT count(cpu_pct) FROM router WHERE centre='{centre}'"
+    wait_for(lambda: in_db(stored) and in_db(stored)[0][1] == 3, 30, "the router readings")
+    reasons = influx.query(refused, database=db)["results"][0]["series"]
+    assert [(s["tags"]["reason"], s["values"][0][1]) for s in reasons] == [("influx_rejected", 2)]
+    detail = in_db(f"SELECT detail FROM quarantine WHERE centre='{centre}'")[0][1]
+    assert "conflict" in str(detail)
 
 
 METRIC = st.sampled_from(
