@@ -15,7 +15,7 @@ import json
 import zlib
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 from isal import isal_zlib  # inflates about 2.5x faster than zlib (docs/architecture.md)
@@ -214,13 +214,17 @@ def _model_part(model: str | None) -> bytes:
     return b"" if model is None else b',"m":' + json.dumps(model[:64]).encode()
 
 
+# isal's stubs declare ``error`` as an instance, not the exception class it is
+_INFLATE_ERROR: Final = cast(type[Exception], isal_zlib.error)
+
+
 def _inflate(payload: bytes) -> bytes:
     if len(payload) > MAX_BATCH_BYTES:
         raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_BATCH_BYTES}")
     inflater = isal_zlib.decompressobj()
     try:
         raw = inflater.decompress(payload, MAX_BATCH_INFLATED_BYTES)
-    except Exception as exc:  # isal_zlib.error (IsalError), not typed as an exception class
+    except _INFLATE_ERROR as exc:
         raise DecodeError(DecodeReason.BAD_COMPRESSION, str(exc)) from None
     if not inflater.eof and len(raw) >= MAX_BATCH_INFLATED_BYTES:
         # stopped at the limit (isal keeps the rest inside: unconsumed_tail stays empty)

@@ -269,8 +269,8 @@ def count(influx: InfluxService, measurement: str, centre: str, field: str = "se
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def rows(influx: InfluxService, q: str) -> list[dict[str, object]]:
-    body = influx.query(q, database=influx.database)
+def rows(influx: InfluxService, q: str, database: str | None = None) -> list[dict[str, object]]:
+    body = influx.query(q, database=database or influx.database)
     out: list[dict[str, object]] = []
     for series in body["results"][0].get("series", []):
         for values in series.get("values", []):

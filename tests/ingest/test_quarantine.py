@@ -146,17 +146,18 @@ def test_a_line_influxdb_refuses_is_quarantined_and_the_rest_of_its_batch_stored
     pub.flush()
     pub.close()
 
-    def in_db(q: str) -> list[list[object]]:
-        series = influx.query(q, database=db)["results"][0].get("series") or []
-        return [row for one in series for row in one["values"]]
-
     refused = f"SELECT count(detail) FROM quarantine WHERE centre='{centre}' GROUP BY reason"
-    wait_for(lambda: in_db(refused) != [], 30, "quarantined")
+    wait_for(lambda: rows(influx, refused, database=db) != [], 30, "quarantined")
     stored = f"SELECT count(cpu_pct) FROM router WHERE centre='{centre}'"
-    wait_for(lambda: in_db(stored) and in_db(stored)[0][1] == 3, 30, "the router readings")
-    reasons = influx.query(refused, database=db)["results"][0]["series"]
-    assert [(s["tags"]["reason"], s["values"][0][1]) for s in reasons] == [("influx_rejected", 2)]
-    detail = in_db(f"SELECT detail FROM quarantine WHERE centre='{centre}'")[0][1]
+    wait_for(
+        lambda: [r["count"] for r in rows(influx, stored, database=db)] == [3],
+        30,
+        "the router readings",
+    )
+    reasons = rows(influx, refused, database=db)
+    assert [(r["reason"], r["count"]) for r in reasons] == [("influx_rejected", 2)]
+    details = f"SELECT detail FROM quarantine WHERE centre='{centre}'"
+    detail = rows(influx, details, database=db)[0]["detail"]
     assert "conflict" in str(detail)
 
 
