@@ -164,20 +164,37 @@ class _Flusher:
         self._lock = threading.Lock()
         self._every_s = FLUSH_EVERY_S
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def start(self, every_s: float) -> None:
         with self._lock:
             self._every_s = every_s
             if self._thread is not None:
-                return  # configured again (tests): the new period applies from the next wait
-            self._thread = threading.Thread(target=self._run, name="log-flush", daemon=True)
+                return  # configured again: the new period applies from the next wait
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="log-flush", daemon=True
+            )
             self._thread.start()
             atexit.register(flush_all, force=True)  # before logging's own shutdown (LIFO)
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._every_s)
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+            atexit.unregister(flush_all)
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._every_s):
             flush_all()
+
+
+def stop_flushing() -> None:
+    """Stop the flushing thread (tests: a process that called :func:`configure` in-process
+    would otherwise write into streams the test has closed)."""
+    _FLUSHER.stop()
 
 
 _FLUSHER: Final = _Flusher()

@@ -17,6 +17,7 @@ import pytest
 from gramlink.services import InfluxService, MosquittoService
 from gramlink.services.mosquitto import TlsListener
 from gramlink.services.process import free_port
+from runtime.logs import stop_flushing
 from tests.tls import Pki, make_pki
 
 BrokerFactory = Callable[..., MosquittoService]
@@ -99,6 +100,15 @@ def tls_mosquitto(broker_factory: BrokerFactory) -> MosquittoService:
     broker = broker_factory(login_files=True, tls=True)
     SHARED_BROKERS.append(broker)
     return broker
+
+
+@pytest.fixture(autouse=True)
+def no_log_flushing_after_the_test() -> Iterator[None]:
+    """A test that ran an entry point in-process started the log-flushing thread: it would
+    go on writing into streams the test closed (and print tracebacks, which parse source
+    with ``ast`` in that thread: CPython 3.11's AST state is not thread-safe)."""
+    yield
+    stop_flushing()
 
 
 @pytest.fixture(autouse=True)

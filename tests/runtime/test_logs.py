@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from runtime.logs import FLUSH_EVERY_S, QUIET_LOGGERS, Throttle, configure, escape, kv
+from runtime.logs import QUIET_LOGGERS, Throttle, configure, escape, kv
 from tests.factories import wait_for
 from tests.runtime.logparse import line_tokens, tokens
 
@@ -80,7 +80,6 @@ def restore_logging() -> Iterator[None]:
     for lg in loggers:
         lg.propagate = True  # an in-process uvicorn run with access_log=False turns it off
     yield
-    configure("warning", flush_every_s=FLUSH_EVERY_S)  # the flusher back to its period
     root.handlers[:] = handlers
     root.setLevel(level)
     for lg, (was_level, was_propagate) in zip(loggers, saved, strict=True):
