@@ -9,9 +9,10 @@ thread as one list; the acknowledgements of a stored batch go out in one
 ``send`` from the writer thread.
 
 - fixed client id, clean start off, session expiry, Receive Maximum, our
-  Maximum Packet Size: the broker never has more than ``receive_maximum``
-  unacknowledged QoS 1 messages in flight to us; a restarted worker gets what
-  was queued while it was down;
+  Maximum Packet Size: the broker should never have more than ``receive_maximum``
+  unacknowledged QoS 1 messages in flight to us (Mosquitto 2.0.11 may: the
+  bounded inbound queue below is what holds memory); a restarted worker gets
+  what was queued while it was down;
 - ``mqtts://``: TLS verified against ``mqtt_ca_file`` (else the system's CAs),
   optional client certificate; a broker certificate the CA did not sign stops
   the worker (exit 2, one line naming GRAMLINK_INGEST_MQTT_CA_FILE);

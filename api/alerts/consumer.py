@@ -19,10 +19,11 @@ acknowledged by hand: only after the round that evaluated a message committed
 message into the :class:`Inbox` both share, which hands the edge lane's
 messages out first, in a take of their own (each lane in arrival order). The
 inbox is bounded (both
-sessions' ``receive_maximum`` plus room for QoS 0 messages): the broker never
-has more than ``receive_maximum`` unacknowledged QoS 1 messages out to a
-session, so a full inbox can only mean a flood of QoS 0; then the network
-threads wait (TCP pushes back to the broker). Its payloads are bounded too
+sessions' ``receive_maximum`` plus room for QoS 0 messages). A broker that keeps
+to our Receive Maximum fills it only with a flood of QoS 0; Mosquitto 2.0.11
+does not keep to it once acknowledgements flow (docs/architecture.md), so a
+backlog can fill it too. Either way the network threads then wait (TCP pushes
+back to the broker). Its payloads are bounded too
 (:data:`INBOX_BYTES`: ten thousand envelopes of a long outage would be hundreds
 of MB); past that the network threads wait the same way.
 """
