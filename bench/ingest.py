@@ -97,6 +97,7 @@ class Result:
     tls: bool = False
     broker_cpu_s: float | None = None  # Mosquitto's CPU time over the same window
     influx_cpu_s: float | None = None  # influxd's
+    writer_wait_s: float | None = None  # the decode thread(s) waiting for a free writer
 
     @property
     def cores(self) -> float:
@@ -105,6 +106,11 @@ class Result:
 
     def per_reading_us(self, cpu_s: float | None) -> float | None:
         return None if cpu_s is None else cpu_s / self.readings * 1e6
+
+    @property
+    def wait_share(self) -> float | None:
+        """Share of the run the decode thread (summed over workers) waited for a writer."""
+        return None if self.writer_wait_s is None else self.writer_wait_s / self.seconds
 
     @property
     def rate(self) -> float:
@@ -420,6 +426,7 @@ def ingest_run(
     influx_cpu = cpu_seconds(influx_pid) - influx_cpu0
     rss = sum(peak_rss_mb(w.proc.pid) for w in pool)
     p50, p99 = pool[0].latency_ms(0.5), pool[0].latency_ms(0.99)
+    writer_wait = total("gramlink_ingest_writer_wait_seconds_total")
     for w in pool:
         w.stop()
     stored = count(influx, centre)
@@ -444,6 +451,7 @@ def ingest_run(
         tls=tls is not None,
         broker_cpu_s=broker_cpu,
         influx_cpu_s=influx_cpu,
+        writer_wait_s=writer_wait,
     )
 
 
@@ -544,14 +552,18 @@ def main() -> int:
     if split:
         print()
         print("CPU per reading of every process over the same window (from /proc), µs:")
-        print("| run | consumer | Mosquitto | influxd | sum | cores busy (of 2) |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print(
+            "| run | consumer | Mosquitto | influxd | sum | cores busy (of 2) "
+            "| decode waited for a writer |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for r in split:
             total = r.cpu_s + (r.broker_cpu_s or 0) + (r.influx_cpu_s or 0)
             print(
                 f"| {r.name} | {r.cpu_us:.1f} | {fmt(r.per_reading_us(r.broker_cpu_s), '.1f')} "
                 f"| {fmt(r.per_reading_us(r.influx_cpu_s), '.1f')} "
-                f"| {total / r.readings * 1e6:.1f} | {r.cores:.2f} |"
+                f"| {total / r.readings * 1e6:.1f} | {r.cores:.2f} "
+                f"| {fmt(r.wait_share, '.0%')} |"
             )
     lost = [r for r in results if r.lost]
     if lost:

@@ -186,9 +186,17 @@ class Worker:
 
     def _flush(self) -> None:
         batch = self.batcher.take()
-        while not self._slots.acquire(timeout=0.5):
-            if self.abort.is_set():
-                return
+        if not self._slots.acquire(blocking=False):  # every writer busy: wait, counted
+            mark = time.monotonic()
+            while True:
+                free = self._slots.acquire(timeout=0.5)
+                now = time.monotonic()
+                self.metrics.writer_wait.inc(now - mark)  # as it goes: an outage shows
+                mark = now
+                if free:
+                    break
+                if self.abort.is_set():
+                    return
         self.metrics.batch_lines.observe(len(batch.lines))
         self._pool.submit(self._write, batch)
 

@@ -41,6 +41,11 @@ class IngestMetrics:
             buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000),
             registry=r,
         )
+        self.writer_wait = Counter(
+            "gramlink_ingest_writer_wait_seconds",
+            "time the decode thread waited for a free writer (all write_concurrency busy)",
+            registry=r,
+        )
         self.receipts = Counter(
             "gramlink_ingest_receipts",
             "storage receipts to gateways, by outcome (sent, delivered, undelivered, skipped)",

@@ -106,6 +106,8 @@ def test_influx_down_30s_then_back_loses_nothing(mosquitto, influx_factory, star
     written = w.worker.metrics.points._value.get()  # nothing is written while it is down
     assert held <= 2 * settings.receive_maximum  # the inbound queue's bound
     assert stream.total - written - held > 1000  # queued at the broker meanwhile
+    # both writers are stuck retrying: the decode thread's wait for one shows as it goes
+    wait_for(lambda: w.worker.metrics.writer_wait._value.get() >= 2, 30, "writer wait shown")
     wait_for(lambda: time.monotonic() - down_at >= 30, 40, "a 30 s outage")  # the scenario
     own.start()
     all_stored(own, stream)
