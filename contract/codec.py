@@ -308,6 +308,21 @@ def _reading_dict(reading: Telemetry[Any, Any] | Event[Any, Any]) -> dict[str, A
     return out
 
 
+def decode_batch_structs(payload: bytes) -> Any | None:
+    """An envelope as msgspec structs (``contract.fast_schema.BATCH``), or None when the
+    one-pass validation refused it: then :func:`decode_batch_readings` (the models) must
+    judge it, record by record. A struct may still hold what the models refuse: a metrics
+    set without a metric, ``"cs": false`` (see :func:`decode_batch_readings`).
+
+    Raises :class:`DecodeError` for an envelope too large or not zlib, as the others do.
+    """
+    raw = _inflate(payload)
+    try:
+        return fast_schema.BATCH.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 def decode_batch_readings(payload: bytes) -> BatchReadings:
     """:func:`decode_batch` plus :func:`decode_record` of every record, as plain dicts.
 

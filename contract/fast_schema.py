@@ -192,6 +192,10 @@ def _reading_dict(struct: type[msgspec.Struct], kind: str, metrics: tuple[str, .
     return _compiled("build", [*lines, "    return out"])
 
 
+KINDS: Final[dict[type, str]] = {}
+"""The device kind of every reading struct (its union tag), by its type."""
+
+
 def _readings(generic: type[BaseModel], channel: str) -> tuple[Any, dict[type, Builder]]:
     """The tagged union of ``channel``'s reading structs, one per kind, and their builders."""
     members: list[type[msgspec.Struct]] = []
@@ -209,6 +213,7 @@ def _readings(generic: type[BaseModel], channel: str) -> tuple[Any, dict[type, B
         )
         members.append(reading)
         builders[reading] = _reading_dict(reading, kind.value, metrics.__struct_fields__)
+        KINDS[reading] = kind.value
     if list(generic.model_fields)[:2] != ["v", "kind"]:
         raise UnmappedConstraint(f"{generic.__name__}: fields must begin with v, kind")
     return Union[tuple(members)], builders  # noqa: UP007

@@ -17,8 +17,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+import msgspec
+
 from alerting.evaluation import Reading
-from contract.codec import DecodeError, decode, decode_batch_readings, decode_reading
+from contract import fast_schema
+from contract.codec import (
+    DecodeError,
+    decode,
+    decode_batch_readings,
+    decode_batch_structs,
+    decode_reading,
+)
 from contract.edge import ALERT_CHANNEL, EdgeAlert, decode_alert
 from contract.topics import Channel, Topic, TopicError
 
@@ -89,6 +98,69 @@ def observed(centre: str, records: Iterable[tuple[str, dict[str, Any], int | Non
     return out
 
 
+def envelope_items(centre: str, payload: bytes) -> tuple[list[Item], int]:
+    """A gateway envelope's items and how many of its records were refused.
+
+    Straight from the msgspec structs to the evaluator's tuples when the envelope
+    passed the one-pass validation and holds nothing the models refuse (no dicts
+    between: a backlog's envelopes are many readings each); else the models' way
+    (:func:`envelope_items_by_dicts`), which gives the same items.
+    """
+    typed = decode_batch_structs(payload)
+    items = None if typed is None else _struct_items(centre, typed.records)
+    if items is None:
+        return envelope_items_by_dicts(centre, payload)
+    return items, 0
+
+
+def envelope_items_by_dicts(centre: str, payload: bytes) -> tuple[list[Item], int]:
+    """The same through :func:`contract.codec.decode_batch_readings` (every record judged
+    by the models when one is refused)."""
+    batch = decode_batch_readings(payload)
+    rx: Sequence[int | None] = batch.rx or [None] * len(batch.readings)
+    records = zip(batch.readings, rx, strict=True)
+    items = observed(centre, ((dev, body, at) for (_ch, dev, body), at in records))
+    return items, len(batch.refused)
+
+
+def _struct_items(centre: str, records: Sequence[Any]) -> list[Item] | None:
+    """What :func:`observed` makes of the records, from their structs; None when one holds
+    what the models refuse (a metrics set without a metric, ``"cs": false``)."""
+    out: list[Item] = []
+    kinds, unset, as_dict = fast_schema.KINDS, msgspec.UNSET, msgspec.to_builtins
+    for r in records:
+        p = r.p
+        m = p.metrics
+        if m is unset or m is None:
+            metrics: dict[str, Any] = {}
+        else:
+            metrics = as_dict(m)  # the metrics sent (null ones too), in the model's order
+            maybe_empty = not metrics or None in metrics.values()
+            if maybe_empty and all(value is None for value in metrics.values()):
+                return None  # no metric at all: refused (``Metrics._not_empty``)
+            metrics.pop("patient_id", None)  # never goes further
+        cs = r.cs
+        if cs is False:
+            return None  # refused (``BatchRecord.cs`` is true or absent)
+        ref = metrics.get("patient_ref")
+        ts, device_ts = (r.rx, p.ts) if cs is True else (p.ts, None)
+        reading = _TUPLE(
+            Reading,
+            (
+                centre,
+                r.dev,
+                kinds[type(p)],
+                ts,
+                p.seq,
+                metrics,
+                ref if isinstance(ref, str) else None,
+                device_ts,  # a clock-suspect record: ts is the receive time
+            ),
+        )
+        out.append(_TUPLE(Observed, (reading, r.rx)))
+    return out
+
+
 @functools.lru_cache(maxsize=65_536)  # a centre's few topics come back every message
 def _topic(text: str) -> Topic:
     return Topic.parse(text)
@@ -104,11 +176,7 @@ def decode_message(topic_text: str, payload: bytes) -> tuple[list[Item], int]:
         raise BadMessage("bad_topic", str(exc)) from None
     try:
         if topic.channel is Channel.GATEWAY_BATCH:
-            batch = decode_batch_readings(payload)
-            rx: Sequence[int | None] = batch.rx or [None] * len(batch.readings)
-            records = zip(batch.readings, rx, strict=True)
-            items = observed(topic.centre, ((dev, body, at) for (_ch, dev, body), at in records))
-            return items, len(batch.refused)
+            return envelope_items(topic.centre, payload)
         if topic.channel in (Channel.TELEMETRY, Channel.EVENT):
             body = decode_reading(topic.channel, payload)
             if body.get("metrics") is None:
