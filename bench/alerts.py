@@ -16,7 +16,12 @@ In one run:
     and drain (forecast alerts fire and fold repeats). Next to it, **one ingest
     worker** (``gramlink ingest`` as a process, on a Mosquitto and an InfluxDB of
     its own, timed as :mod:`bench.ingest` times it) on the *same* envelopes, and
-    on :mod:`bench.ingest`'s own envelope case (500 readings each).
+    on :mod:`bench.ingest`'s own envelope case (500 readings each). The
+    ``backlog`` run does the same with envelopes of ``--backlog-records``
+    (500, as a gateway sends its backlog: one envelope per centre of
+    ``--backlog-minutes`` device minutes), the engine and ingest on the same
+    envelopes again (ingest's ``max_future_s`` widened to the envelopes' span,
+    whose device times run into the future from now, so none is quarantined).
 (b) **Detection latency**: from a clinical reading's publish to the central
     broker to the *webhook request* at a real local HTTP receiver. The engine as
     it runs in the API (:class:`api.alerts.service.AlertService`, its own
@@ -184,17 +189,19 @@ def rounds(messages: list[Message], round_max: int) -> list[list[Message]]:
     return out
 
 
-def engine_throughput(args: argparse.Namespace, tmp: Path) -> tuple[Throughput, str]:
-    db_url = f"sqlite:///{tmp / 'throughput.sqlite'}"
+def engine_throughput(
+    args: argparse.Namespace, tmp: Path, records: int, minutes: int
+) -> tuple[Throughput, str]:
+    db_url = f"sqlite:///{tmp / f'throughput-{records}.sqlite'}"
     setup(db_url, args.centres)
     settings = AlertsSettings(db_url=db_url, influx_url="", round_max=args.round)
     db = make_engine(db_url)
     engine = Engine(settings, session_factory(db), EngineMetrics(CollectorRegistry()))
     engine.load()
     settle(GC_THRESHOLDS)  # as `gramlink alerts` and the API do once the engine is loaded
-    raw = envelopes(args.centres, args.records, args.minutes, time.time_ns() // 1_000_000)
+    raw = envelopes(args.centres, records, minutes, time.time_ns() // 1_000_000)
     messages = [Message(t, p, 0, 0, 0, time.monotonic()) for t, p in raw]
-    readings = args.centres * args.minutes * 2
+    readings = args.centres * minutes * 2
     started = time.perf_counter()
     cpu = time.process_time()
     parts = rounds(messages, min(args.round, settings.receive_maximum // 2))
@@ -224,7 +231,7 @@ def engine_throughput(args: argparse.Namespace, tmp: Path) -> tuple[Throughput, 
         f"{checkpoints} checkpoints in {len(parts)} rounds, "
         f"peak RSS {rss_mb:.0f} MB"
     )
-    name = f"engine, default pack, {args.centres:,} centres, envelopes of {args.records}"
+    name = f"engine, default pack, {args.centres:,} centres, envelopes of {records}"
     return Throughput(name, readings, elapsed, cpu), held
 
 
@@ -235,15 +242,18 @@ def ingest_throughput(
     messages: list[tuple[str, bytes]],
     readings: int,
     name: str,
+    minutes: int,
 ) -> Throughput:
     """One ``gramlink ingest`` worker draining ``messages`` from its session, timed as
-    :mod:`bench.ingest` times it (first message to last point written)."""
+    :mod:`bench.ingest` times it (first message to last point written); ``minutes``: how
+    far the envelopes' device times run ahead of now (none may be quarantined)."""
     client_id = f"bench-alerts-ingest-{uuid.uuid4().hex[:6]}"
     log = tmp / "ingest.log"
+    settings = {"GRAMLINK_INGEST_MAX_FUTURE_S": str(minutes * 60 + 3600)}
     # makes its session (stopped before it subscribed, the preload would go nowhere)
-    ingest.WorkerProcess(broker, influx, log, client_id).wait_subscribed().stop()
+    ingest.WorkerProcess(broker, influx, log, client_id, settings=settings).wait_subscribed().stop()
     ingest.preload(broker, messages)
-    worker = ingest.WorkerProcess(broker, influx, log, client_id)
+    worker = ingest.WorkerProcess(broker, influx, log, client_id, settings=settings)
     try:
         metrics = lambda: worker.metrics() or {}  # noqa: E731
         deadline = time.monotonic() + 60
@@ -473,52 +483,74 @@ def main() -> int:
         "half its Receive Maximum; 0: a checkpoint every round, as before checkpoints)",
     )
     parser.add_argument("--ingest-readings", type=int, default=300_000, help="bench.ingest's case")
+    parser.add_argument(
+        "--backlog-records", type=int, default=500, help="readings per envelope, backlog run"
+    )
+    parser.add_argument(
+        "--backlog-minutes", type=int, default=250, help="device minutes per centre, backlog run"
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="s per latency run, (b)")
     parser.add_argument("--every", type=float, default=0.2, help="s between clinical readings")
     parser.add_argument(
         "--full-fractions", default="0.5,0.8", help="full rate(s), of (a)'s engine readings/s"
     )
-    parser.add_argument("--runs", default="engine,ingest,demo,full", help="a subset of these")
+    parser.add_argument(
+        "--runs", default="engine,ingest,backlog,demo,full", help="a subset of these"
+    )
     args = parser.parse_args()
     runs = set(args.runs.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
     broker = MosquittoService(tmp / "mosquitto", free_port(), secrets.token_urlsafe(16))
     influx = InfluxService(tmp / "influxdb", free_port(), secrets.token_urlsafe(16))
     rates: list[Throughput] = []
+    pairs: list[tuple[Throughput, Throughput]] = []  # (engine, ingest) to compare
     latencies: list[Latency] = []
-    held = ""
+    held = []
     try:
         engine_rate = 15_000.0
-        if "engine" in runs:
-            print("(a) engine throughput ...", flush=True)
-            result, held = engine_throughput(args, tmp)
-            rates.append(result)
-            engine_rate = result.rate
+        cases = [("engine", args.records, args.minutes, "ingest")]
+        cases.append(("backlog", args.backlog_records, args.backlog_minutes, "backlog"))
+        engines: dict[str, Throughput] = {}
+        for key, records, minutes, _ in cases:
+            if key in runs:
+                print(f"(a) engine throughput, envelopes of {records} ...", flush=True)
+                result, state = engine_throughput(args, tmp, records, minutes)
+                rates.append(result)
+                held.append(state)
+                engines[key] = result
+        if "engine" in engines:
+            engine_rate = engines["engine"].rate
         broker.start()
-        if "ingest" in runs:
-            influx.start()
-            print("(a) one ingest worker on the same envelopes ...", flush=True)
-            same = envelopes(args.centres, args.records, args.minutes, time.time_ns() // 1_000_000)
-            rates.append(
-                ingest_throughput(
-                    broker,
-                    influx,
-                    tmp,
-                    same,
-                    args.centres * args.minutes * 2,
-                    f"one ingest worker, the same envelopes (of {args.records})",
-                )
+        for key, records, minutes, ingest_key in cases:
+            if ingest_key not in runs:
+                continue
+            if not influx.running():
+                influx.start()
+            print(f"(a) one ingest worker on the same envelopes (of {records}) ...", flush=True)
+            same = envelopes(args.centres, records, minutes, time.time_ns() // 1_000_000)
+            result = ingest_throughput(
+                broker,
+                influx,
+                tmp,
+                same,
+                args.centres * minutes * 2,
+                f"one ingest worker, the same envelopes (of {records})",
+                minutes,
             )
+            rates.append(result)
+            if key in engines:
+                pairs.append((engines[key], result))
+        if "ingest" in runs:
             print("(a) one ingest worker, bench.ingest's envelope case ...", flush=True)
             own = ingest.ingest_run(broker, influx, tmp, args.ingest_readings, True)
-            rates.append(
-                Throughput(
-                    "one ingest worker, bench.ingest's envelopes (of 500)",
-                    own.readings,
-                    own.seconds,
-                    own.cpu_s,
-                )
+            result = Throughput(
+                "one ingest worker, bench.ingest's envelopes (of 500)",
+                own.readings,
+                own.seconds,
+                own.cpu_s,
             )
+            rates.append(result)
+            pairs += [(engine, result) for engine in engines.values()]
         demo = Load(
             "demo's load (3 centres x 7 devices at 720x)",
             DEMO_CENTRES,
@@ -550,12 +582,17 @@ def main() -> int:
         if broker.running():
             broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    report(rates, held, latencies)
+    report(rates, held, pairs, latencies)
     missing = [lat for lat in latencies if lat.missing or not lat.latencies]
     return 1 if missing else 0
 
 
-def report(rates: list[Throughput], held: str, latencies: list[Latency]) -> None:
+def report(
+    rates: list[Throughput],
+    held: list[str],
+    pairs: list[tuple[Throughput, Throughput]],
+    latencies: list[Latency],
+) -> None:
     print()
     print(
         f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
@@ -567,12 +604,10 @@ def report(rates: list[Throughput], held: str, latencies: list[Latency]) -> None
         print("|---|---:|---:|---:|")
         for r in rates:
             print(f"| {r.name} | {r.readings:,} | {r.rate:,.0f} | {r.cpu_us:.1f} |")
-        if held:
-            print(f"engine: {held}")
-        engine = next((r for r in rates if r.name.startswith("engine")), None)
-        for r in rates:
-            if engine is not None and r is not engine:
-                print(f"engine / {r.name}: {engine.rate / r.rate:.0%} of its readings/s")
+        for state in held:
+            print(f"engine: {state}")
+        for engine, other in pairs:
+            print(f"{engine.name} / {other.name}: {engine.rate / other.rate:.0%} of its readings/s")
     if latencies:
         print()
         print(

@@ -259,6 +259,7 @@ class WorkerProcess:
         client_id: str,
         share_group: str | None = None,
         tls: Tls | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         env = dict(os.environ)
@@ -282,6 +283,7 @@ class WorkerProcess:
                 "GRAMLINK_INGEST_METRICS_PORT": str(self.port),
                 "GRAMLINK_INGEST_PIPELINE_INTERVAL_S": "0",
                 "GRAMLINK_INGEST_LOG_LEVEL": "warning",
+                **(settings or {}),
             }
         )
         self.log = log
