@@ -38,8 +38,11 @@ Quarantines are logged rate-limited per reason (``runtime.logs.Throttle``).
 
 Speed (``bench/convert.py``; docs/performance.md): readings are validated into
 plain dicts (``contract.codec.decode_reading``, ``decode_batch_readings``), not
-models; a topic is parsed once; per (centre, device) the escaped tag prefix per
-kind, and per (kind, metric names) a compiled f-string writing the whole line
+models, and an envelope that passed the one-pass validation is read from its
+msgspec structs, a dict made only for a reading that goes the long way
+(:meth:`PointBuilder._envelope_structs`); a topic is parsed once; per (centre,
+device) the escaped tag prefix per kind, and per (kind, metric names) a
+compiled f-string writing the whole line
 (:func:`compile_line`), are cached. A birth that changes a device's model or
 kind makes ingest forget that device's entries (``ModelCache.changes_since``).
 A reading whose line is cached and that none of the checks above refuses goes
@@ -63,8 +66,17 @@ import typing
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
+
+from contract import fast_schema
 from contract.admission import Refusal, internal_error_detail, mismatch_detail
-from contract.codec import DecodeError, decode_batch_readings, decode_reading
+from contract.codec import (
+    DecodeError,
+    at_receive_time,
+    decode_batch_readings,
+    decode_batch_structs,
+    decode_reading,
+)
 from contract.messages import BatchRecord
 from contract.metrics import METRICS_BY_KIND, Metrics, measurement_for
 from contract.storage import SEQ_SLOTS
@@ -408,6 +420,107 @@ class PointBuilder:
         out: list[str],
         notes: list[Note],
     ) -> int:
+        """An envelope's lines: from its msgspec structs when it passed the one-pass
+        validation (:meth:`_envelope_structs`), else the models' way (dicts)."""
+        try:
+            typed = decode_batch_structs(payload)
+        except DecodeError as exc:
+            self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
+            return 0
+        if typed is not None:
+            count = self._envelope_structs(where.centre, topic, typed.records, now_ms, out, notes)
+            if count is not None:
+                if self._on_envelope is not None:
+                    self._on_envelope(where.centre, typed.gw, typed.seq)
+                return count
+        return self._envelope_dicts(where, topic, payload, now_ms, out, notes)
+
+    def _envelope_structs(
+        self,
+        centre: str,
+        topic: str,
+        records: list[Any],
+        now_ms: int,
+        out: list[str],
+        notes: list[Note],
+    ) -> int | None:
+        """The lines of an envelope's records, from their structs: a reading like one
+        already stored gets its line without a dict (:meth:`_fast`, inlined); any other
+        goes :meth:`_reading` with the dict the models' way would give it. None (and
+        nothing written) when a record holds what the models refuse (a metrics set
+        without a metric, ``"cs": false``): the caller goes the models' way."""
+        mark, noted = len(out), len(notes)
+        reading, lines, append, note = self._reading, self._lines, out.append, notes.append
+        kinds, channels = fast_schema.KINDS, fast_schema.RECORD_CHANNELS
+        build, unset, as_dict = fast_schema.BUILDERS, msgspec.UNSET, msgspec.to_builtins
+        known: dict[str, dict[tuple[str, str | None, tuple[str, ...]], _Line]] = {}
+        oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
+        for r in records:
+            p, cs = r.p, r.cs
+            m = p.metrics
+            metrics: dict[str, Any] | None = None
+            if m is not unset and m is not None:
+                metrics = as_dict(m)
+                empty = not metrics or None in metrics.values()
+                if empty and all(value is None for value in metrics.values()):
+                    break  # no metric at all: refused by the models
+            if cs is False:
+                break  # refused by the models (``cs`` is true or absent)
+            model = None if r.m is unset else r.m
+            device = r.dev
+            try:
+                ts = p.ts
+                if (
+                    metrics is not None
+                    and cs is not True  # clock suspect: the long way
+                    and oldest <= ts <= newest
+                    and channels[type(r)] == "telemetry"
+                    and None not in metrics.values()
+                ):
+                    by_names = known.get(device)  # the device's lines, found once
+                    if by_names is None:
+                        by_names = lines.get((centre, device))
+                        if by_names is None:
+                            by_names = _NO_LINES  # not kept: _reading may make some
+                        else:
+                            known[device] = by_names
+                    line = by_names.get((kinds[type(p)], model, tuple(metrics)))
+                    if line is not None:
+                        seq = p.seq
+                        text = line.make(
+                            line.prefix, metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS
+                        )
+                        append(text)
+                        note((text, line.key, seq, ts))
+                        continue
+                values = build[type(p)](p)
+                if cs is True:
+                    values = at_receive_time(values, r.rx)
+                reading(centre, device, values, topic, values, now_ms, out, notes, model)
+            except Exception as exc:  # one poison record: set it aside, go on with the next
+                where = Topic(centre, device, Channel.TELEMETRY)
+                values = build[type(p)](p)
+                if cs is True:
+                    values = at_receive_time(values, r.rx)
+                self._internal_error(out, exc, topic, where, _json_or_repr(values))
+        else:
+            return len(records)
+        del out[mark:]
+        del notes[noted:]
+        return None
+
+    def _envelope_dicts(
+        self,
+        where: Topic,
+        topic: str,
+        payload: bytes,
+        now_ms: int,
+        out: list[str],
+        notes: list[Note],
+    ) -> int:
+        """An envelope the models judge record by record (one holds what they refuse):
+        its refused records quarantined, every other the long way (:meth:`_reading`,
+        the same lines as the short way; such envelopes are few)."""
         try:
             batch = decode_batch_readings(payload)
         except DecodeError as exc:
@@ -416,46 +529,13 @@ class PointBuilder:
         centre = where.centre
         for record, error in batch.refused:
             self._refuse_record(out, error.reason.value, error.detail, topic, centre, record)
-        reading, lines, append, note = self._reading, self._lines, out.append, notes.append
-        known: dict[str, dict[tuple[str, str | None, tuple[str, ...]], _Line]] = {}
-        oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
         models = batch.models or [None] * len(batch.readings)
-        records = iter(zip(batch.readings, models, strict=True))
-        while True:  # no try per record: the loop resumes after a poison record
+        for (_, device, values), model in zip(batch.readings, models, strict=True):
             try:
-                for (_, device, values), model in records:
-                    # :meth:`_fast`, inlined (a call per reading costs)
-                    metrics = values.get("metrics")
-                    ts = values["ts"]
-                    if (
-                        metrics is not None
-                        and oldest <= ts <= newest
-                        and "name" not in values
-                        and "device_ts" not in values  # clock suspect: the long way
-                        and None not in metrics.values()
-                    ):
-                        by_names = known.get(device)  # the device's lines, found once
-                        if by_names is None:
-                            by_names = lines.get((centre, device))
-                            if by_names is None:
-                                by_names = _NO_LINES  # not kept: _reading may make some
-                            else:
-                                known[device] = by_names
-                        line = by_names.get((values["kind"], model, tuple(metrics)))
-                        if line is not None:
-                            seq = values["seq"]
-                            text = line.make(
-                                line.prefix, metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS
-                            )
-                            append(text)
-                            note((text, line.key, seq, ts))
-                            continue
-                    reading(centre, device, values, topic, values, now_ms, out, notes, model)
+                self._reading(centre, device, values, topic, values, now_ms, out, notes, model)
             except Exception as exc:  # one poison record: set it aside, go on with the next
                 where = Topic(centre, device, Channel.TELEMETRY)
                 self._internal_error(out, exc, topic, where, _json_or_repr(values))
-                continue
-            break
         if self._on_envelope is not None:
             self._on_envelope(centre, batch.gw, batch.seq)
         return len(batch.readings) + len(batch.refused)
