@@ -37,6 +37,7 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -457,6 +458,67 @@ def ingest_run(
     )
 
 
+def services() -> tuple[Path, Tls, MosquittoService, InfluxService]:
+    """A directory, the TLS files, and a Mosquitto (with a TLS listener) and an InfluxDB
+    of the benchmark's own (not started)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    tls = Tls.make(tmp / "pki")
+    broker = MosquittoService(
+        tmp / "mosquitto",
+        free_port(),
+        secrets.token_urlsafe(16),
+        tls=TlsListener(free_port(), tls.cert, tls.key),
+    )
+    influx = InfluxService(tmp / "influxdb", free_port(), secrets.token_urlsafe(16))
+    return tmp, tls, broker, influx
+
+
+def machine() -> str:
+    return (
+        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}; load average {os.getloadavg()[0]:.2f}"
+    )
+
+
+def paired(args: argparse.Namespace, with_tls: bool) -> int:
+    """``--pairs``: the broker's ceiling and ingest with one reading per message, in turn."""
+    tmp, tls, broker, influx = services()
+    ratios: dict[bool, list[float]] = {False: [], True: []}
+    rows = []
+    lost = 0
+    try:
+        broker.start()
+        influx.start()
+        for i in range(args.pairs):
+            for secure in (None, tls) if with_tls else (None,):
+                print(f"pair {i + 1}/{args.pairs}{', TLS' if secure else ''} ...", flush=True)
+                a = broker_ceiling(broker, args.broker_messages, secure)
+                c = ingest_run(broker, influx, tmp, args.single_readings, False, tls=secure)
+                ratios[secure is not None].append(c.rate / a.rate)
+                lost += c.lost or 0
+                rows.append((i + 1, secure is not None, a, c))
+    finally:
+        influx.stop()
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(machine())
+    print("| pair | TLS | (a) messages/s | (c) readings/s | (c) / (a) | ingest µs | lost |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for i, secure, a, c in rows:
+        print(
+            f"| {i} | {'yes' if secure else 'no'} | {a.rate:,.0f} | {c.rate:,.0f} "
+            f"| {c.rate / a.rate:.0%} | {c.cpu_us:.1f} | {fmt(c.lost, 'd')} |"
+        )
+    for secure, values in ratios.items():
+        if values:
+            print(
+                f"median (c) / (a){', TLS' if secure else ''}: {statistics.median(values):.0%} "
+                f"(of {len(values)}: {min(values):.0%}-{max(values):.0%})"
+            )
+    return 1 if lost else 0
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -474,18 +536,20 @@ def main() -> int:
         "envelopes2,single2,single2-tls (the last three: two worker processes sharing the "
         "load through the shared subscription, as a deployment scales out)",
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="instead of the runs: this many (a) + (c) one-per-message pairs, in turn "
+        "(plain, and TLS too if single-tls is among --runs), each pair's ratio and their "
+        "median: one run's ratio moves by a third on a shared machine",
+    )
     args = parser.parse_args()
     runs = set(args.runs.split(","))
+    if args.pairs:
+        return paired(args, "single-tls" in runs)
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    tls = Tls.make(tmp / "pki")
-    broker = MosquittoService(
-        tmp / "mosquitto",
-        free_port(),
-        secrets.token_urlsafe(16),
-        tls=TlsListener(free_port(), tls.cert, tls.key),
-    )
-    influx = InfluxService(tmp / "influxdb", free_port(), secrets.token_urlsafe(16))
+    tmp, tls, broker, influx = services()
     results: list[Result] = []
     try:
         print(f"starting mosquitto and influxdb under {tmp} ...", flush=True)
@@ -530,10 +594,7 @@ def main() -> int:
     influx_rate = next((r.rate for r in results if r.name.startswith("(b)")), None)
     broker_rate = {r.tls: r.rate for r in results if r.name.startswith("(a)")}
     print()
-    print(
-        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')}; load average {os.getloadavg()[0]:.2f}"
-    )
+    print(machine())
     header = (
         "| run | readings | readings/s | CPU µs / reading | peak RSS MB "
         "| write p50 ms | write p99 ms | ratio to (a) | ratio to (b) | lost |"
