@@ -269,12 +269,21 @@ class BatchReadings(NamedTuple):
     rx: list[int] | None = None
 
 
-def _metrics_empty(reading: dict[str, Any]) -> bool:
-    """True if ``reading`` has a metrics set without a metric (``Metrics._not_empty``)."""
-    metrics = reading.get("metrics")
+def refused_by_models(metrics: dict[str, Any] | None, cs: object = None) -> bool:
+    """What the one-pass validation lets through and the models refuse: a metrics set
+    without a metric (``Metrics._not_empty``), or a record's ``"cs": false``."""
+    if cs is False:
+        return True
     if metrics is None or (metrics and None not in metrics.values()):
         return False  # the common case, without a Python-level loop
     return all(value is None for value in metrics.values())
+
+
+def record_reading(record: Any) -> dict[str, Any]:
+    """The reading of an envelope record struct (``fast_schema.BATCH``) as a plain dict, as
+    :func:`decode_batch_readings` gives it (clock suspect: :func:`at_receive_time`)."""
+    reading = fast_schema.BUILDERS[type(record.p)](record.p)
+    return at_receive_time(reading, record.rx) if record.cs else reading
 
 
 def decode_reading(channel: Channel, payload: bytes) -> dict[str, Any]:
@@ -294,9 +303,7 @@ def decode_reading(channel: Channel, payload: bytes) -> dict[str, Any]:
     except (msgspec.DecodeError, RecursionError):
         return _reading_dict(decode(channel, payload))  # the models' verdict and error
     reading = fast_schema.BUILDERS[type(struct)](struct)
-    metrics = reading.get("metrics")
-    maybe_empty = metrics is not None and (not metrics or None in metrics.values())
-    if maybe_empty and _metrics_empty(reading):
+    if refused_by_models(reading.get("metrics")):
         return _reading_dict(decode(channel, payload))
     return reading
 
@@ -341,14 +348,12 @@ def decode_batch_readings(payload: bytes) -> BatchReadings:
         readings = []
         models: list[str | None] = []
         rx: list[int] = []
-        build, channels, unset = fast_schema.BUILDERS, fast_schema.RECORD_CHANNELS, msgspec.UNSET
+        channels, unset = fast_schema.RECORD_CHANNELS, msgspec.UNSET
         for r in typed.records:
-            p = build[type(r.p)](r.p)
-            metrics = p.get("metrics")
-            maybe_empty = metrics is not None and (not metrics or None in metrics.values())
-            if (maybe_empty and _metrics_empty(p)) or r.cs is False:
+            p = record_reading(r)
+            if refused_by_models(p.get("metrics"), r.cs):
                 break  # refused by the models: the slow way below gives their error
-            readings.append((channels[type(r)], r.dev, at_receive_time(p, r.rx) if r.cs else p))
+            readings.append((channels[type(r)], r.dev, p))
             models.append(None if r.m is unset else r.m)
             rx.append(r.rx)
         else:

@@ -72,10 +72,11 @@ from contract import fast_schema
 from contract.admission import Refusal, internal_error_detail, mismatch_detail
 from contract.codec import (
     DecodeError,
-    at_receive_time,
     decode_batch_readings,
     decode_batch_structs,
     decode_reading,
+    record_reading,
+    refused_by_models,
 )
 from contract.messages import BatchRecord
 from contract.metrics import METRICS_BY_KIND, Metrics, measurement_for
@@ -452,20 +453,15 @@ class PointBuilder:
         mark, noted = len(out), len(notes)
         reading, lines, append, note = self._reading, self._lines, out.append, notes.append
         kinds, channels = fast_schema.KINDS, fast_schema.RECORD_CHANNELS
-        build, unset, as_dict = fast_schema.BUILDERS, msgspec.UNSET, msgspec.to_builtins
+        unset, as_dict = msgspec.UNSET, msgspec.to_builtins
         known: dict[str, dict[tuple[str, str | None, tuple[str, ...]], _Line]] = {}
         oldest, newest = now_ms - self._max_age_ms, now_ms + self._max_future_ms
         for r in records:
             p, cs = r.p, r.cs
             m = p.metrics
-            metrics: dict[str, Any] | None = None
-            if m is not unset and m is not None:
-                metrics = as_dict(m)
-                empty = not metrics or None in metrics.values()
-                if empty and all(value is None for value in metrics.values()):
-                    break  # no metric at all: refused by the models
-            if cs is False:
-                break  # refused by the models (``cs`` is true or absent)
+            metrics = None if m is unset or m is None else as_dict(m)
+            if refused_by_models(metrics, cs):
+                break
             model = None if r.m is unset else r.m
             device = r.dev
             try:
@@ -493,16 +489,11 @@ class PointBuilder:
                         append(text)
                         note((text, line.key, seq, ts))
                         continue
-                values = build[type(p)](p)
-                if cs is True:
-                    values = at_receive_time(values, r.rx)
+                values = record_reading(r)
                 reading(centre, device, values, topic, values, now_ms, out, notes, model)
             except Exception as exc:  # one poison record: set it aside, go on with the next
                 where = Topic(centre, device, Channel.TELEMETRY)
-                values = build[type(p)](p)
-                if cs is True:
-                    values = at_receive_time(values, r.rx)
-                self._internal_error(out, exc, topic, where, _json_or_repr(values))
+                self._internal_error(out, exc, topic, where, _json_or_repr(record_reading(r)))
         else:
             return len(records)
         del out[mark:]

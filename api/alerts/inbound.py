@@ -27,6 +27,7 @@ from contract.codec import (
     decode_batch_readings,
     decode_batch_structs,
     decode_reading,
+    refused_by_models,
 )
 from contract.edge import ALERT_CHANNEL, EdgeAlert, decode_alert
 from contract.topics import Channel, Topic, TopicError
@@ -130,18 +131,13 @@ def _struct_items(centre: str, records: Sequence[Any]) -> list[Item] | None:
     kinds, unset, as_dict = fast_schema.KINDS, msgspec.UNSET, msgspec.to_builtins
     for r in records:
         p = r.p
-        m = p.metrics
-        if m is unset or m is None:
-            metrics: dict[str, Any] = {}
-        else:
-            metrics = as_dict(m)  # the metrics sent (null ones too), in the model's order
-            maybe_empty = not metrics or None in metrics.values()
-            if maybe_empty and all(value is None for value in metrics.values()):
-                return None  # no metric at all: refused (``Metrics._not_empty``)
-            metrics.pop("patient_id", None)  # never goes further
-        cs = r.cs
-        if cs is False:
-            return None  # refused (``BatchRecord.cs`` is true or absent)
+        m, cs = p.metrics, r.cs
+        # the metrics sent (null ones too), in the model's order
+        sent = None if m is unset or m is None else as_dict(m)
+        if refused_by_models(sent, cs):
+            return None
+        metrics: dict[str, Any] = {} if sent is None else sent
+        metrics.pop("patient_id", None)  # never goes further
         ref = metrics.get("patient_ref")
         ts, device_ts = (r.rx, p.ts) if cs is True else (p.ts, None)
         reading = _TUPLE(
