@@ -505,11 +505,14 @@ def main() -> int:
     rates: list[Throughput] = []
     pairs: list[tuple[Throughput, Throughput]] = []  # (engine, ingest) to compare
     latencies: list[Latency] = []
-    held = []
+    held: list[str] = []  # what each engine run held
     try:
         engine_rate = 15_000.0
-        cases = [("engine", args.records, args.minutes, "ingest")]
-        cases.append(("backlog", args.backlog_records, args.backlog_minutes, "backlog"))
+        # (engine run, envelope size, device minutes, the ingest run on the same envelopes)
+        cases = [
+            ("engine", args.records, args.minutes, "ingest"),
+            ("backlog", args.backlog_records, args.backlog_minutes, "backlog"),
+        ]
         engines: dict[str, Throughput] = {}
         for key, records, minutes, _ in cases:
             if key in runs:
