@@ -83,6 +83,7 @@ CLOCKS = "_clock"  # the saved centre clocks, among the states (no rule id start
 CLOCK_SAVE_S = 10.0
 RETIRED = {"reason": "rule deleted or disabled"}
 ENGINE = "engine"  # the actor of the history the engine writes
+FOLDS_INTO = ("firing", "repeat")  # the changes after which repeats are only counted
 
 
 class Plan(NamedTuple):
@@ -304,14 +305,28 @@ class Engine:
             state = first = conditions.get(rule_id, subject)
             at = 0
             recorded = False
+            # repeats of the alert just recorded, with its backlog flag: recorded in one go
+            folding: tuple[str, bool] | None = None
+            repeats: list[Change] = []
             while at < count:
                 state, changes, at = evaluator.on_readings(state, readings, at, sky)
-                if changes:
-                    recorded = True
-                    if not self._recorded(
-                        life, loaded, plan.place, changes, self._late(observed[at - 1], now_ms)
-                    ):
-                        state = None  # resolved by hand meanwhile: forget the condition
+                if not changes:
+                    continue
+                recorded = True
+                late = self._late(observed[at - 1], now_ms)
+                last = changes[-1]
+                if len(changes) == 1 and last.what == "repeat" and folding == (last.alert_id, late):
+                    repeats.append(last)
+                    continue
+                if repeats:
+                    life.fold(repeats)
+                    repeats = []
+                folding = (last.alert_id, late) if last.what in FOLDS_INTO else None
+                if not self._recorded(life, loaded, plan.place, changes, late):
+                    state = None  # resolved by hand meanwhile: forget the condition
+                    folding = None
+            if repeats:
+                life.fold(repeats)
             if state is not first:
                 # a state whose change recorded nothing (a window, a timer moved) may
                 # wait for the checkpoint; one that changed an alert is written with it

@@ -21,7 +21,7 @@ Who hears of it (:func:`api.alerts.channels.enqueue`, in the same transaction):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from alerting.evaluation import Change
-from alerting.rules import Place
+from alerting.rules import Place, Value
 from api.alerts.channels import enqueue
 from api.alerts.rulebook import Loaded
 from api.db.models import Alert, AlertEvent, Silence
@@ -122,7 +122,7 @@ class Lifecycle:
     def _fire(self, alert: Alert, change: Change, *, backlog: bool, inhibited: bool) -> None:
         alert.state = "firing"
         alert.fired_ms = change.at_ms
-        self._seen(alert, change)
+        self._seen(alert, change.at_ms, change.value, change.detail)
         self.tally.fired += 1
         if inhibited:
             alert.inhibited = True
@@ -138,7 +138,7 @@ class Lifecycle:
 
     def _repeat(self, alert: Alert, change: Change, *, backlog: bool) -> None:
         alert.count += 1
-        self._seen(alert, change)
+        self._seen(alert, change.at_ms, change.value, change.detail)
         if alert.state == "pending":
             alert.state = "firing"
         held_back = alert.notified is None and alert.during_outage
@@ -150,7 +150,7 @@ class Lifecycle:
         was_open = alert.state in OPEN
         alert.state = "resolved"
         alert.resolved_ms = change.at_ms
-        self._seen(alert, change)
+        self._seen(alert, change.at_ms, change.value, change.detail)
         self.tally.resolved += 1
         if was_open and alert.notified is not None:
             self._notify(alert, "resolved")
@@ -224,12 +224,28 @@ class Lifecycle:
         self._alerts[alert.id] = alert
         return alert
 
-    def _seen(self, alert: Alert, change: Change) -> None:
-        alert.last_seen_ms = max(alert.last_seen_ms or 0, change.at_ms)
-        if change.value is not None:
-            alert.value = _number(change.value)
-        if change.detail:
-            alert.detail = {**(alert.detail or {}), **dict(change.detail)}
+    def fold(self, repeats: list[Change]) -> None:
+        """More repeats of one alert whose repeat this round was just recorded by
+        :meth:`apply`, with the same backlog flag: the rows one :meth:`apply` each
+        would leave (a repeat after the first only counts and moves what was seen),
+        their attributes set once instead of once per reading."""
+        alert = self.get(repeats[0].alert_id)
+        assert alert is not None
+        alert.count += len(repeats)
+        value = next((c.value for c in reversed(repeats) if c.value is not None), None)
+        detail: dict[str, Any] = {}
+        for change in repeats:
+            detail.update(change.detail)
+        self._seen(alert, max(c.at_ms for c in repeats), value, detail)
+
+    def _seen(
+        self, alert: Alert, at_ms: int, value: Value | None, detail: Mapping[str, Any]
+    ) -> None:
+        alert.last_seen_ms = max(alert.last_seen_ms or 0, at_ms)
+        if value is not None:
+            alert.value = _number(value)
+        if detail:
+            alert.detail = {**(alert.detail or {}), **dict(detail)}
         alert.updated_at = self.now
 
     def _event(self, alert: Alert, event: str, change: Change, *, backlog: bool) -> None:

@@ -283,6 +283,34 @@ def test_a_backlog_alert_still_open_is_notified_when_the_readings_are_live_again
     assert registry.events(centre) == [(battery, "firing")]
 
 
+def test_backlog_and_live_repeats_in_one_envelope_notify_once_and_count_every_reading(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre = registry.centre()
+    gateway = registry.device(centre, "gateway", "gw")
+    power = registry.device(centre, "power")
+    battery = registry.rule("battery-low", centre)
+    registry.channel()
+    start_engine()
+    start, live = now_ms() - 3_600_000, now_ms()
+    records = [
+        publisher.record(power, "power", start + i * MINUTE, start + i * MINUTE, battery_soc_pct=15)
+        for i in range(12)  # low for 11 minutes an hour ago: fired while the centre was away
+    ] + [
+        publisher.record(power, "power", live + i * 1000, live, battery_soc_pct=14)
+        for i in range(3)  # still low, received now
+    ]
+    publisher.batch(centre, gateway, records)
+
+    # pending, firing, one more repeat from the backlog, three live ones
+    def counted() -> int:
+        alert = registry.alert(centre, battery)
+        return 0 if alert is None else alert.count
+
+    wait_for(lambda: counted() == 5, 5, "every reading counted")
+    assert registry.events(centre) == [(battery, "firing")]  # notified once, when live
+
+
 def test_a_second_engine_with_the_same_client_id_takes_over_and_the_first_stops(
     registry: Registry, start_engine: EngineFactory
 ) -> None:
