@@ -48,6 +48,7 @@ the reset, a condition still present starts a new alert).
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -55,7 +56,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from alerting.evaluation import Change, ChangeKind, State, device_subject
+from alerting.evaluation import Change, ChangeKind, Reading, State, device_subject
 from alerting.rules import Absence, Offline, Place
 from api.alerts.annotations import AlertAnnotations
 from api.alerts.clock import CentreClocks, wall_ms
@@ -83,6 +84,7 @@ CLOCKS = "_clock"  # the saved centre clocks, among the states (no rule id start
 CLOCK_SAVE_S = 10.0
 RETIRED = {"reason": "rule deleted or disabled"}
 ENGINE = "engine"  # the actor of the history the engine writes
+DEVICE_TIME = operator.itemgetter(Reading._fields.index("ts_ms"))
 FOLDS_INTO = ("firing", "repeat")  # the changes after which repeats are only counted
 
 
@@ -252,35 +254,41 @@ class Engine:
 
     def _open_alerts(self, items: list[Item]) -> set[str]:
         """The alerts the round's readings may fold into (read in one query, not one each)."""
-        subjects = {
-            device_subject(i.reading.centre, i.reading.device)
-            for i in items
-            if isinstance(i, Observed)
-        }
+        subjects = {device_subject(i.centre, i.device) for i in items if isinstance(i, Observed)}
         ids: set[str] = set()
         for subject in subjects:
             ids.update(self.conditions.open_alerts(subject))
         return ids
 
-    def _readings(self, life: Lifecycle, readings: list[Observed], now_ms: int) -> None:
+    def _readings(self, life: Lifecycle, runs: list[Observed], now_ms: int) -> None:
         """Readings between two presence messages, device by device (each device's in
         order: what a rule's state for a subject sees is the same as one by one)."""
         by_device: dict[tuple[str, str, str], list[Observed]] = {}
-        for one in readings:
-            r = one.reading
-            by_device.setdefault((r.centre, r.device, r.kind), []).append(one)
-        for (centre, device, kind), observed in by_device.items():
+        for run in runs:
+            by_device.setdefault((run.centre, run.device, run.kind), []).append(run)
+        for (centre, device, kind), group in by_device.items():
             self._heard[(centre, device)] = time.monotonic()
-            self._device(life, self._plan(centre, device, kind), observed, now_ms)
+            if len(group) == 1:
+                readings, rx_ms = group[0].readings, group[0].rx_ms
+            else:
+                readings = [r for run in group for r in run.readings]
+                rx_ms = [at for run in group for at in run.rx_ms]
+            self._device(life, self._plan(centre, device, kind), readings, rx_ms, now_ms)
 
-    def _device(self, life: Lifecycle, plan: Plan, observed: list[Observed], now_ms: int) -> None:
+    def _device(
+        self,
+        life: Lifecycle,
+        plan: Plan,
+        readings: list[Reading],
+        rx_ms: list[int | None],
+        now_ms: int,
+    ) -> None:
         """One device's readings of a round, in device-time order, by each of its rules."""
         centre = plan.place.centre
-        readings = [o.reading for o in observed]
         # the newest is all a centre's clock keeps (same monotonic time for the lot)
-        self.clocks.see(centre, max(r.ts_ms for r in readings), time.monotonic())
-        self.evaluated += len(observed)
+        self.clocks.see(centre, max(map(DEVICE_TIME, readings)), time.monotonic())
         count = len(readings)
+        self.evaluated += count
         conditions = self.conditions
         for loaded in plan.steps:
             evaluator = loaded.evaluator
@@ -291,14 +299,14 @@ class Engine:
                 if sky is None:
                     continue  # no expectation (no coordinates or rated power): nothing to judge
             if loaded.per_patient:  # a subject per patient: one by one
-                for o in observed:
-                    subject = evaluator.subject(o.reading)
+                for reading, rx in zip(readings, rx_ms, strict=True):
+                    subject = evaluator.subject(reading)
                     state = conditions.get(rule_id, subject)
-                    new, changes = evaluator.on_reading(state, o.reading, sky)
+                    new, changes = evaluator.on_reading(state, reading, sky)
                     if new is not state:
                         conditions.put(rule_id, subject, new)
                     if changes:
-                        late = self._late(o, now_ms)
+                        late = self._late(rx, reading, now_ms)
                         self._record(life, loaded, plan.place, subject, changes, backlog=late)
                 continue
             subject = plan.subject
@@ -313,7 +321,7 @@ class Engine:
                 if not changes:
                     continue
                 recorded = True
-                late = self._late(observed[at - 1], now_ms)
+                late = self._late(rx_ms[at - 1], readings[at - 1], now_ms)
                 last = changes[-1]
                 if len(changes) == 1 and last.what == "repeat" and folding == (last.alert_id, late):
                     repeats.append(last)
@@ -332,10 +340,10 @@ class Engine:
                 # wait for the checkpoint; one that changed an alert is written with it
                 conditions.put(rule_id, subject, state, deferred=not recorded)
 
-    def _late(self, o: Observed, now_ms: int) -> bool:
-        """A backlog reading: its gateway received it over ``lag_s`` ago (sent straight
-        to the central broker: its device time is that old)."""
-        return now_ms - (o.rx_ms if o.rx_ms is not None else o.reading.ts_ms) > self._lag_ms
+    def _late(self, rx_ms: int | None, reading: Reading, now_ms: int) -> bool:
+        """A backlog reading: its gateway received it (``rx_ms``) over ``lag_s`` ago (sent
+        straight to the central broker: its device time is that old)."""
+        return now_ms - (rx_ms if rx_ms is not None else reading.ts_ms) > self._lag_ms
 
     def _recorded(
         self, life: Lifecycle, loaded: Loaded, place: Place, changes: list[Change], backlog: bool

@@ -3,9 +3,10 @@
 A message is a gateway envelope (``_gateway/batch``: many readings, each with
 the gateway's receive time ``rx``), one reading published straight to the
 central broker (``telemetry``, ``event``) or a ``state`` (birth or Last Will).
-:func:`decode_message` turns it into :class:`Item` s in order (a batch's
-records are in order per device) and raises :class:`BadMessage` (with the
-contract's reason) for one that does not follow the contract. A refused record
+:func:`decode_message` turns it into :class:`Item` s in order (a message's
+readings as one :class:`Observed` per device, in the order sent) and raises
+:class:`BadMessage` (with the contract's reason) for one that does not follow the
+contract. A refused record
 inside a good envelope is counted and skipped. The patient's raw local id
 (``patient_id``) is never carried on: only the pseudonym ``patient_ref``.
 """
@@ -42,10 +43,16 @@ class BadMessage(ValueError):
 
 
 class Observed(NamedTuple):
-    """A reading and when the centre's gateway received it (``rx_ms``; None: sent direct)."""
+    """One device's readings of one message, in the order sent, and when the centre's
+    gateway received each (``rx_ms``, by index; None: sent straight to the central
+    broker). Per device rather than per reading: the engine evaluates a device's
+    readings together, and an envelope carries hundreds of a few devices."""
 
-    reading: Reading
-    rx_ms: int | None
+    centre: str
+    device: str
+    kind: str
+    readings: list[Reading]
+    rx_ms: list[int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,20 +81,21 @@ _TUPLE: Final = tuple.__new__  # a named tuple's own ``__new__`` is a Python cal
 
 def observed(centre: str, records: Iterable[tuple[str, dict[str, Any], int | None]]) -> list[Item]:
     """``(device, body, rx_ms)`` of decoded readings (dicts of their own) as the evaluator
-    takes them: one loop without a call per reading (an envelope's readings are many)."""
-    out: list[Item] = []
+    takes them, one :class:`Observed` per device and kind, in order of first appearance."""
+    runs: dict[tuple[str, str], Observed] = {}
     for device, body, rx_ms in records:
         # the contract validated the body (strict: ``ts``, ``seq`` ints, ``kind`` a str)
         metrics: dict[str, Any] = body.get("metrics") or {}
         if "patient_id" in metrics:  # never goes further
             metrics = {k: v for k, v in metrics.items() if k != "patient_id"}
         ref = metrics.get("patient_ref")
+        kind = body["kind"]
         reading = _TUPLE(
             Reading,
             (
                 centre,
                 device,
-                body["kind"],
+                kind,
                 body["ts"],
                 body["seq"],
                 metrics,
@@ -95,8 +103,12 @@ def observed(centre: str, records: Iterable[tuple[str, dict[str, Any], int | Non
                 body.get("device_ts"),  # a clock-suspect record: ts is the receive time
             ),
         )
-        out.append(_TUPLE(Observed, (reading, rx_ms)))
-    return out
+        run = runs.get((device, kind))
+        if run is None:
+            run = runs[device, kind] = Observed(centre, device, kind, [], [])
+        run.readings.append(reading)
+        run.rx_ms.append(rx_ms)
+    return list(runs.values())
 
 
 def envelope_items(centre: str, payload: bytes) -> tuple[list[Item], int]:
@@ -127,7 +139,7 @@ def envelope_items_by_dicts(centre: str, payload: bytes) -> tuple[list[Item], in
 def _struct_items(centre: str, records: Sequence[Any]) -> list[Item] | None:
     """What :func:`observed` makes of the records, from their structs; None when one holds
     what the models refuse (a metrics set without a metric, ``"cs": false``)."""
-    out: list[Item] = []
+    runs: dict[tuple[str, str], Observed] = {}
     kinds, unset, as_dict = fast_schema.KINDS, msgspec.UNSET, msgspec.to_builtins
     for r in records:
         p = r.p
@@ -140,12 +152,13 @@ def _struct_items(centre: str, records: Sequence[Any]) -> list[Item] | None:
         metrics.pop("patient_id", None)  # never goes further
         ref = metrics.get("patient_ref")
         ts, device_ts = (r.rx, p.ts) if cs is True else (p.ts, None)
+        dev, kind = r.dev, kinds[type(p)]
         reading = _TUPLE(
             Reading,
             (
                 centre,
-                r.dev,
-                kinds[type(p)],
+                dev,
+                kind,
                 ts,
                 p.seq,
                 metrics,
@@ -153,8 +166,12 @@ def _struct_items(centre: str, records: Sequence[Any]) -> list[Item] | None:
                 device_ts,  # a clock-suspect record: ts is the receive time
             ),
         )
-        out.append(_TUPLE(Observed, (reading, r.rx)))
-    return out
+        run = runs.get((dev, kind))
+        if run is None:
+            run = runs[dev, kind] = Observed(centre, dev, kind, [], [])
+        run.readings.append(reading)
+        run.rx_ms.append(r.rx)
+    return list(runs.values())
 
 
 @functools.lru_cache(maxsize=65_536)  # a centre's few topics come back every message

@@ -58,8 +58,17 @@ def _outcome(read: Any, centre: str, payload: bytes) -> Any:
         items, refused = read(centre, payload)
     except DecodeError as exc:
         return ("error", exc.reason)
-    # metrics compared with their order: the evaluator's view of a reading
-    return [(item, list(item.reading.metrics.items())) for item in items], refused
+    # per device, each reading with its receive time and its metrics in their order
+    return [
+        (
+            (item.centre, item.device, item.kind),
+            [
+                (reading, rx_ms, list(reading.metrics.items()))
+                for reading, rx_ms in zip(item.readings, item.rx_ms, strict=True)
+            ],
+        )
+        for item in items
+    ], refused
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -72,15 +81,26 @@ def test_an_envelope_reads_the_same_from_structs_as_through_the_models(case: str
 
 def test_what_the_struct_way_reads() -> None:
     items, refused = envelope_items("c1", _envelope(CASES["clock suspect"]))
-    reading = items[0].reading
+    (reading,) = items[0].readings
     assert refused == 0
     assert (reading.kind, reading.ts_ms, reading.device_ts_ms) == ("power", NOW + 500, NOW + 3)
-    assert items[0].rx_ms == NOW + 500
+    assert items[0].rx_ms == [NOW + 500]
     items, _ = envelope_items("c1", _envelope(CASES["raw patient id"]))
-    assert items[0].reading.metrics == {"patient_ref": REF, "spo2_pct": 85.0}
-    assert items[0].reading.patient_ref == REF
+    assert items[0].readings[0].metrics == {"patient_ref": REF, "spo2_pct": 85.0}
+    assert items[0].readings[0].patient_ref == REF
     items, refused = envelope_items("c1", _envelope(CASES["no metric at all (refused)"]))
-    assert ([i.reading.seq for i in items], refused) == ([8], 1)
+    assert ([r.seq for i in items for r in i.readings], refused) == ([8], 1)
+
+
+def test_an_envelopes_readings_come_per_device_in_the_order_sent() -> None:
+    records = [
+        {**_record(_power(seq, battery_soc_pct=50.0 - seq)), "dev": dev}
+        for seq, dev in enumerate(["pw-1", "pw-2", "pw-1", "pw-2", "pw-1"])
+    ]
+    for read in (envelope_items, envelope_items_by_dicts):
+        items, _ = read("c1", _envelope(records))
+        runs = [(i.device, [r.seq for r in i.readings]) for i in items]
+        assert runs == [("pw-1", [0, 2, 4]), ("pw-2", [1, 3])], read.__name__
 
 
 def test_every_envelope_of_the_conversion_corpus_reads_the_same_both_ways() -> None:
