@@ -8,6 +8,7 @@ webhook worker delivers what is queued; ``Notification.id`` is the delivery id.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -56,10 +57,25 @@ def alert_body(alert: Alert, event: str) -> dict[str, Any]:
     }
 
 
-def enqueue(session: Session, alert: Alert, event: str, place: Place) -> list[str]:
-    """Queue ``event`` of ``alert`` for every channel that hears it; the delivery ids."""
+def all_channels(session: Session) -> Sequence[NotificationChannel]:
+    return session.scalars(select(NotificationChannel)).all()
+
+
+def enqueue(
+    session: Session,
+    alert: Alert,
+    event: str,
+    place: Place,
+    channels: Sequence[NotificationChannel] | None = None,
+) -> list[str]:
+    """Queue ``event`` of ``alert`` for every channel that hears it; the delivery ids.
+
+    ``channels``: every channel, read in this transaction (:func:`all_channels`; read
+    here when not given): the engine reads them once per round, not once per event.
+    """
     assert event in EVENTS, event
-    channels = session.scalars(select(NotificationChannel)).all()
+    if channels is None:
+        channels = all_channels(session)
     ids = []
     body = alert_body(alert, event)
     for channel in channels:

@@ -21,7 +21,7 @@ Who hears of it (:func:`api.alerts.channels.enqueue`, in the same transaction):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,9 +31,9 @@ from sqlalchemy.orm import Session
 
 from alerting.evaluation import Change
 from alerting.rules import Place, Value
-from api.alerts.channels import enqueue
+from api.alerts.channels import all_channels, enqueue
 from api.alerts.rulebook import Loaded
-from api.db.models import Alert, AlertEvent, Silence
+from api.db.models import Alert, AlertEvent, NotificationChannel, Silence
 
 OPEN = ("pending", "firing", "acknowledged")
 
@@ -85,6 +85,7 @@ class Lifecycle:
         self.tally = Tally()
         self._place_of = place_of
         self._silences: list[Silence] | None = None
+        self._channels: Sequence[NotificationChannel] | None = None  # read at the first event
         self._alerts: dict[str, Alert | None] = {}  # this round's rows (the session may not flush)
 
     # -- the changes ------------------------------------------------------------------
@@ -264,7 +265,9 @@ class Lifecycle:
         )
 
     def _notify(self, alert: Alert, event: str) -> None:
-        ids = enqueue(self.session, alert, event, self._place_of(alert))
+        if self._channels is None:
+            self._channels = all_channels(self.session)
+        ids = enqueue(self.session, alert, event, self._place_of(alert), self._channels)
         self.tally.notifications += len(ids)
         alert.notified = event
 
