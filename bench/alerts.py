@@ -36,6 +36,11 @@ In one run:
     the centres; by default 50 % and 80 %). Targets: p99 < 2 s at the demo's
     load, < 5 s at full rate.
 
+``--pairs N`` runs instead the engine and the ingest worker on the same envelopes in
+turn, N times (the ``engine`` and ``backlog`` cases among ``--runs``), and prints
+each pair's ratio and their median: on a shared machine one run's ratio moves by a
+third, so the verdict comes from the median.
+
 Prints the machine, the date and the load average with the tables.
 """
 
@@ -467,6 +472,62 @@ def detection_latency(
 # -- the run ----------------------------------------------------------------------------------
 
 
+def paired(args: argparse.Namespace, runs: set[str]) -> int:
+    """``--pairs``: the engine and one ingest worker on the same envelopes, in turn."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
+    broker = MosquittoService(tmp / "mosquitto", free_port(), secrets.token_urlsafe(16))
+    influx = InfluxService(tmp / "influxdb", free_port(), secrets.token_urlsafe(16))
+    cases = [
+        (key, records, minutes)
+        for key, records, minutes in (
+            ("engine", args.records, args.minutes),
+            ("backlog", args.backlog_records, args.backlog_minutes),
+        )
+        if key in runs
+    ]
+    rows: list[tuple[int, int, Throughput, Throughput]] = []
+    try:
+        broker.start()
+        influx.start()
+        for i in range(args.pairs):
+            for key, records, minutes in cases:
+                print(f"pair {i + 1}/{args.pairs}, envelopes of {records} ...", flush=True)
+                own = tmp / f"pair-{i}-{key}"
+                own.mkdir()
+                engine, _ = engine_throughput(args, own, records, minutes)
+                same = envelopes(args.centres, records, minutes, time.time_ns() // 1_000_000)
+                readings = args.centres * minutes * 2
+                worker = ingest_throughput(
+                    broker, influx, own, same, readings, "one ingest worker", minutes
+                )
+                rows.append((i + 1, records, engine, worker))
+    finally:
+        influx.stop()
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(ingest.machine())
+    print(
+        "| pair | envelopes of | engine readings/s | engine µs | ingest readings/s | ingest µs "
+        "| engine / ingest |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for i, records, engine, worker in rows:
+        print(
+            f"| {i} | {records} | {engine.rate:,.0f} | {engine.cpu_us:.1f} | {worker.rate:,.0f} "
+            f"| {worker.cpu_us:.1f} | {engine.rate / worker.rate:.0%} |"
+        )
+    for _key, records, _minutes in cases:
+        ratios = [e.rate / w.rate for _i, r, e, w in rows if r == records]
+        cpu = [w.cpu_us / e.cpu_us for _i, r, e, w in rows if r == records]
+        print(
+            f"envelopes of {records}: median engine / ingest {statistics.median(ratios):.0%} "
+            f"(of {len(ratios)}: {min(ratios):.0%}-{max(ratios):.0%}); by CPU per reading "
+            f"{statistics.median(cpu):.0%}"
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--centres", type=int, default=1000)
@@ -497,8 +558,18 @@ def main() -> int:
     parser.add_argument(
         "--runs", default="engine,ingest,backlog,demo,full", help="a subset of these"
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="instead of the runs: this many pairs of the engine and one ingest worker on "
+        "the same envelopes, in turn, for the engine and backlog cases among --runs; each "
+        "pair's ratio and their median (one run's ratio moves by a third on a shared machine)",
+    )
     args = parser.parse_args()
     runs = set(args.runs.split(","))
+    if args.pairs:
+        return paired(args, runs)
     tmp = Path(tempfile.mkdtemp(prefix="bench-alerts-"))
     broker = MosquittoService(tmp / "mosquitto", free_port(), secrets.token_urlsafe(16))
     influx = InfluxService(tmp / "influxdb", free_port(), secrets.token_urlsafe(16))
