@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -85,6 +86,9 @@ CLOCK_SAVE_S = 10.0
 RETIRED = {"reason": "rule deleted or disabled"}
 ENGINE = "engine"  # the actor of the history the engine writes
 DEVICE_TIME = operator.itemgetter(Reading._fields.index("ts_ms"))
+# readings per transaction of a round evaluated in parts: a quarter of a second of work or
+# less, what an alert raised at a centre waits for the part in progress
+PART_READINGS = 4_000
 FOLDS_INTO = ("firing", "repeat")  # the changes after which repeats are only counted
 
 
@@ -94,6 +98,38 @@ class Plan(NamedTuple):
     place: Place
     steps: tuple[Loaded, ...]
     subject: str  # the device's (rules per patient make their own)
+
+
+def _parts(items: list[Item], most: int) -> list[list[Item]]:
+    """``items`` cut into parts of about ``most`` readings, in order, never cutting a
+    device's readings between two non-readings (``state`` messages, alerts raised at
+    the centres: each stays where it was among the readings)."""
+    parts: list[list[Item]] = []
+    part: list[Item] = []
+    size = 0
+    devices: dict[tuple[str, str, str], list[Observed]] = {}
+
+    def place_devices() -> None:
+        nonlocal part, size
+        for runs in devices.values():
+            count = sum(len(run.readings) for run in runs)
+            if part and size + count > most:
+                parts.append(part)
+                part, size = [], 0
+            part += runs
+            size += count
+        devices.clear()
+
+    for item in items:
+        if isinstance(item, Observed):
+            devices.setdefault((item.centre, item.device, item.kind), []).append(item)
+            continue
+        place_devices()
+        part.append(item)
+    place_devices()
+    if part or not parts:
+        parts.append(part)
+    return parts
 
 
 class Engine:
@@ -141,21 +177,49 @@ class Engine:
 
     # -- one round ----------------------------------------------------------------------
 
-    def round(self, messages: list[Message], *, tick: bool, checkpoint: bool = True) -> Tally:
+    def round(
+        self,
+        messages: list[Message],
+        *,
+        tick: bool,
+        checkpoint: bool = True,
+        between: Callable[[Tally], None] | None = None,
+    ) -> Tally:
         """Evaluate ``messages`` (and the timers if ``tick``), then commit (or raise).
 
         ``checkpoint``: write every state still unsaved (else the states that only a
         reading moved wait: :mod:`api.alerts.conditions`). A rule retired and a round
         with anything but readings always checkpoint. The caller may acknowledge the
         messages of every round so far once :attr:`saved`.
+
+        ``between``: evaluate in parts of about :data:`PART_READINGS` readings, each a
+        transaction of its own, and call ``between`` with each part's tally before the
+        next (the service runs the alerts raised at the centres there, and wakes the
+        notify worker). A device's readings of the round stay in one part, so a large
+        round still evaluates each device's readings together. Killed between parts, the
+        engine replays the whole round (nothing is acknowledged before the last part):
+        the parts committed change nothing then, as for any replayed reading.
         """
         if self.rules.due():
             self._retiring += self.rules.refresh()
         items = self._decode(messages)
+        parts = [items] if between is None else _parts(items, PART_READINGS)
+        total = Tally()
+        for n, part in enumerate(parts):
+            last = n == len(parts) - 1
+            tally = self._part(part, tick=tick and last, checkpoint=checkpoint and last, last=last)
+            total.add(tally)
+            if not last and between is not None:
+                between(tally)
+        self.metrics.messages.inc(len(messages))
+        self.metrics.rounds.inc()
+        return total
+
+    def _part(self, items: list[Item], *, tick: bool, checkpoint: bool, last: bool) -> Tally:
+        """One transaction of a round; the last part retires the rules gone."""
+        retiring = self._retiring if last else []
         everything = (
-            checkpoint
-            or bool(self._retiring)
-            or any(not isinstance(item, Observed) for item in items)
+            checkpoint or bool(retiring) or any(not isinstance(item, Observed) for item in items)
         )
         self.places.tick()
         evaluated = self.evaluated
@@ -181,20 +245,19 @@ class Engine:
                     self._follow_people(session)
                     self._timers(life)
                     self._save_clocks()
-                for loaded in self._retiring:
+                for loaded in retiring:
                     self._retire(life, loaded)
                 self.conditions.flush(session, everything=everything)
         except BaseException:
             self.conditions.discard()
             raise
         self.conditions.commit(everything=everything)
-        self._retiring = []
+        if last:
+            self._retiring = []
         self._last_event = self._events_read
         tally = life.tally
         self.metrics.readings.inc(self.evaluated - evaluated)
-        self.metrics.messages.inc(len(messages))
         self.metrics.notifications.inc(tally.notifications)
-        self.metrics.rounds.inc()
         self.metrics.states.set(len(self.conditions))
         if self.annotations is not None and tally.annotations:
             self.annotations.write(tally.annotations)

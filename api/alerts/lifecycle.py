@@ -61,6 +61,12 @@ class Tally:
     resolved: int = 0
     annotations: list[Annotation] = field(default_factory=list)
 
+    def add(self, other: Tally) -> None:
+        self.notifications += other.notifications
+        self.fired += other.fired
+        self.resolved += other.resolved
+        self.annotations += other.annotations
+
 
 def _number(value: Any) -> float | None:
     if value is None:
