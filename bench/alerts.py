@@ -357,6 +357,8 @@ def publish(
     minute = [0] * load.centres
     next_clinical = started + every
     k = readings = clinical = 0
+    pending: list[mqtt.MQTTMessageInfo] = []  # the clinical readings' publishes
+    last: mqtt.MQTTMessageInfo | None = None
     while time.monotonic() - started < duration:
         now = time.monotonic()
         wall = time.time_ns() // 1_000_000
@@ -368,7 +370,8 @@ def publish(
             record = [("event", f"{centre}-pul", spo2_json(ts, clinical + 1, ref), wall)]
             sent[ref] = time.time()
             topic = f"gl/v1/{centre}/{gw}/_gateway/batch"
-            client.publish(topic, encode_batch_parts(gw, 1_000_000 + clinical, record), qos=1)
+            payload = encode_batch_parts(gw, 1_000_000 + clinical, record)
+            pending.append(client.publish(topic, payload, qos=1))
             clinical += 1
             next_clinical += every
         if now >= started + k * interval:
@@ -381,11 +384,16 @@ def publish(
                 parts.append(("telemetry", f"{centre}-rou", router_json(ts, m, 120.0), wall))
                 parts.append(("telemetry", f"{centre}-pow", power_json(ts, m, 70.0, True), wall))
             topic = f"gl/v1/{centre}/{gw}/_gateway/batch"
-            client.publish(topic, encode_batch_parts(gw, k, parts), qos=1)
+            last = client.publish(topic, encode_batch_parts(gw, k, parts), qos=1)
             readings += len(parts)
             k += 1
         wake = min(next_clinical, started + k * interval)
         time.sleep(max(0.0, wake - time.monotonic()))
+    # a publisher behind its rate still has messages queued in paho: every one must reach
+    # the broker (disconnecting drops them), and the rate is what it delivered
+    for info in [*pending, last]:
+        if info is not None:
+            info.wait_for_publish(60)
     elapsed = time.monotonic() - started
     client.disconnect()
     client.loop_stop()
