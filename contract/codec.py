@@ -269,13 +269,21 @@ class BatchReadings(NamedTuple):
     rx: list[int] | None = None
 
 
-def refused_by_models(metrics: dict[str, Any] | None, cs: object = None) -> bool:
+def refused_by_models(
+    metrics: dict[str, Any] | None, cs: object = None, nulls: bool = True
+) -> bool:
     """What the one-pass validation lets through and the models refuse: a metrics set
-    without a metric (``Metrics._not_empty``), or a record's ``"cs": false``."""
+    without a metric (``Metrics._not_empty``), or a record's ``"cs": false``.
+
+    ``nulls=False``: the message holds no JSON null at all (:class:`TypedBatch`), so
+    no metric is None and the values need no look.
+    """
     if cs is False:
         return True
-    if metrics is None or (metrics and None not in metrics.values()):
-        return False  # the common case, without a Python-level loop
+    if metrics is None:
+        return False
+    if not nulls or (metrics and None not in metrics.values()):
+        return not metrics  # the common case, without a Python-level loop
     return all(value is None for value in metrics.values())
 
 
@@ -315,19 +323,30 @@ def _reading_dict(reading: Telemetry[Any, Any] | Event[Any, Any]) -> dict[str, A
     return out
 
 
-def decode_batch_structs(payload: bytes) -> Any | None:
-    """An envelope as msgspec structs (``contract.fast_schema.BATCH``), or None when the
-    one-pass validation refused it: then :func:`decode_batch_readings` (the models) must
-    judge it, record by record. A struct may still hold what the models refuse: a metrics
-    set without a metric, ``"cs": false`` (see :func:`decode_batch_readings`).
+class TypedBatch(NamedTuple):
+    """An envelope as msgspec structs (``contract.fast_schema.BATCH``: ``gw``, ``seq``,
+    ``records``), and whether its JSON holds a ``null`` anywhere (``nulls``; False:
+    no metric of any record is None, which spares a look at every record's values)."""
+
+    batch: Any
+    nulls: bool
+
+
+def decode_batch_structs(payload: bytes) -> TypedBatch | None:
+    """An envelope as msgspec structs, or None when the one-pass validation refused it:
+    then :func:`decode_batch_readings` (the models) must judge it, record by record. A
+    struct may still hold what the models refuse: a metrics set without a metric,
+    ``"cs": false`` (:func:`refused_by_models`, see :func:`decode_batch_readings`).
 
     Raises :class:`DecodeError` for an envelope too large or not zlib, as the others do.
     """
     raw = _inflate(payload)
     try:
-        return fast_schema.BATCH.decode(raw)
+        batch = fast_schema.BATCH.decode(raw)
     except (msgspec.DecodeError, RecursionError):
         return None
+    # "null" inside a string makes this True too: only the cheap check is skipped
+    return TypedBatch(batch, b"null" in raw)
 
 
 def decode_batch_readings(payload: bytes) -> BatchReadings:

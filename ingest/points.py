@@ -429,10 +429,13 @@ class PointBuilder:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
         if typed is not None:
-            count = self._envelope_structs(where.centre, topic, typed.records, now_ms, out, notes)
+            batch = typed.batch
+            count = self._envelope_structs(
+                where.centre, topic, batch.records, now_ms, out, notes, typed.nulls
+            )
             if count is not None:
                 if self._on_envelope is not None:
-                    self._on_envelope(where.centre, typed.gw, typed.seq)
+                    self._on_envelope(where.centre, batch.gw, batch.seq)
                 return count
         return self._envelope_dicts(where, topic, payload, now_ms, out, notes)
 
@@ -444,12 +447,14 @@ class PointBuilder:
         now_ms: int,
         out: list[str],
         notes: list[Note],
+        nulls: bool = True,
     ) -> int | None:
         """The lines of an envelope's records, from their structs: a reading like one
         already stored gets its line without a dict (:meth:`_fast`, inlined); any other
         goes :meth:`_reading` with the dict the models' way would give it. None (and
         nothing written) when a record holds what the models refuse (a metrics set
-        without a metric, ``"cs": false``): the caller goes the models' way."""
+        without a metric, ``"cs": false``): the caller goes the models' way. ``nulls``:
+        the envelope's JSON may hold a null (else no metric is None)."""
         mark, noted = len(out), len(notes)
         reading, lines, append, note = self._reading, self._lines, out.append, notes.append
         kinds, channels = fast_schema.KINDS, fast_schema.RECORD_CHANNELS
@@ -460,7 +465,7 @@ class PointBuilder:
             p, cs = r.p, r.cs
             m = p.metrics
             metrics = None if m is unset or m is None else as_dict(m)
-            if refused_by_models(metrics, cs):
+            if refused_by_models(metrics, cs, nulls):
                 break
             model = None if r.m is unset else r.m
             device = r.dev
@@ -471,7 +476,7 @@ class PointBuilder:
                     and cs is not True  # clock suspect: the long way
                     and oldest <= ts <= newest
                     and channels[type(r)] == "telemetry"
-                    and None not in metrics.values()
+                    and (not nulls or None not in metrics.values())
                 ):
                     by_names = known.get(device)  # the device's lines, found once
                     if by_names is None:

@@ -120,7 +120,7 @@ def envelope_items(centre: str, payload: bytes) -> tuple[list[Item], int]:
     (:func:`envelope_items_by_dicts`), which gives the same items.
     """
     typed = decode_batch_structs(payload)
-    items = None if typed is None else _struct_items(centre, typed.records)
+    items = None if typed is None else _struct_items(centre, typed.batch.records, typed.nulls)
     if items is None:
         return envelope_items_by_dicts(centre, payload)
     return items, 0
@@ -136,9 +136,10 @@ def envelope_items_by_dicts(centre: str, payload: bytes) -> tuple[list[Item], in
     return items, len(batch.refused)
 
 
-def _struct_items(centre: str, records: Sequence[Any]) -> list[Item] | None:
+def _struct_items(centre: str, records: Sequence[Any], nulls: bool = True) -> list[Item] | None:
     """What :func:`observed` makes of the records, from their structs; None when one holds
-    what the models refuse (a metrics set without a metric, ``"cs": false``)."""
+    what the models refuse (a metrics set without a metric, ``"cs": false``). ``nulls``:
+    the envelope's JSON may hold a null (else no metric is None)."""
     runs: dict[tuple[str, str], Observed] = {}
     kinds, unset, as_dict = fast_schema.KINDS, msgspec.UNSET, msgspec.to_builtins
     for r in records:
@@ -146,7 +147,7 @@ def _struct_items(centre: str, records: Sequence[Any]) -> list[Item] | None:
         m, cs = p.metrics, r.cs
         # the metrics sent (null ones too), in the model's order
         sent = None if m is unset or m is None else as_dict(m)
-        if refused_by_models(sent, cs):
+        if refused_by_models(sent, cs, nulls):
             return None
         metrics: dict[str, Any] = {} if sent is None else sent
         metrics.pop("patient_id", None)  # never goes further
