@@ -243,20 +243,35 @@ def test_a_centre_offline_is_one_alert_its_silent_devices_are_inhibited_and_its_
     assert states == {dead: "firing", **dict.fromkeys(routers, "resolved")}
 
 
-def test_a_backlog_alert_still_open_is_notified_when_the_readings_are_live_again(
-    registry: Registry, publisher: Publisher, start_engine: EngineFactory
-) -> None:
+def _centre_with_battery_rule(
+    registry: Registry, start_engine: EngineFactory
+) -> tuple[str, str, str, str]:
+    """A centre with a gateway and a power unit, the battery-low rule, a channel, the
+    engine started: (centre, gateway, power unit, rule)."""
     centre = registry.centre()
     gateway = registry.device(centre, "gateway", "gw")
     power = registry.device(centre, "power")
     battery = registry.rule("battery-low", centre)
     registry.channel()
     start_engine()
-    start = now_ms() - 3_600_000
-    old = [
-        publisher.record(power, "power", start + i * MINUTE, start + i * MINUTE, battery_soc_pct=s)
-        for i, s in enumerate([15] * 12)  # low for 11 minutes, an hour ago
+    return centre, gateway, power, battery
+
+
+def _low_an_hour_ago(publisher: Publisher, power: str, start: int) -> list[tuple]:
+    """Twelve records of a battery at 15 % from ``start``, received then: low for 11
+    minutes while the centre was away (the rule fires in the backlog)."""
+    return [
+        publisher.record(power, "power", start + i * MINUTE, start + i * MINUTE, battery_soc_pct=15)
+        for i in range(12)
     ]
+
+
+def test_a_backlog_alert_still_open_is_notified_when_the_readings_are_live_again(
+    registry: Registry, publisher: Publisher, start_engine: EngineFactory
+) -> None:
+    centre, gateway, power, battery = _centre_with_battery_rule(registry, start_engine)
+    start = now_ms() - 3_600_000
+    old = _low_an_hour_ago(publisher, power, start)
     publisher.batch(centre, gateway, old)
     wait_for(lambda: registry.alert(centre, battery, "firing") is not None, 5, "fired in backlog")
     alert = registry.alert(centre, battery)
@@ -286,17 +301,9 @@ def test_a_backlog_alert_still_open_is_notified_when_the_readings_are_live_again
 def test_backlog_and_live_repeats_in_one_envelope_notify_once_and_count_every_reading(
     registry: Registry, publisher: Publisher, start_engine: EngineFactory
 ) -> None:
-    centre = registry.centre()
-    gateway = registry.device(centre, "gateway", "gw")
-    power = registry.device(centre, "power")
-    battery = registry.rule("battery-low", centre)
-    registry.channel()
-    start_engine()
+    centre, gateway, power, battery = _centre_with_battery_rule(registry, start_engine)
     start, live = now_ms() - 3_600_000, now_ms()
-    records = [
-        publisher.record(power, "power", start + i * MINUTE, start + i * MINUTE, battery_soc_pct=15)
-        for i in range(12)  # low for 11 minutes an hour ago: fired while the centre was away
-    ] + [
+    records = _low_an_hour_ago(publisher, power, start) + [
         publisher.record(power, "power", live + i * 1000, live, battery_soc_pct=14)
         for i in range(3)  # still low, received now
     ]

@@ -77,15 +77,20 @@ def _rounds(messages: list[Message], size: int) -> list[list[Message]]:
     return [messages[i : i + size] for i in range(0, len(messages), size)]
 
 
+def _one_transaction_a_round(tmp_path: Path, messages: list[Message], *, tick: bool) -> Any:
+    """What rounds of 12 envelopes, each one transaction, leave in a registry."""
+    url, whole = registry(tmp_path / "whole.sqlite")
+    reference = engine(url, whole)
+    for part in _rounds(messages, 12):
+        reference.round(part, tick=tick)
+    return _seen(whole)
+
+
 def test_a_round_in_parts_ends_where_one_transaction_a_round_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     messages = stream()
-    url_a, whole = registry(tmp_path / "whole.sqlite")
-    reference = engine(url_a, whole)
-    for part in _rounds(messages, 12):
-        reference.round(part, tick=True)
-    expected = _seen(whole)
+    expected = _one_transaction_a_round(tmp_path, messages, tick=True)
 
     monkeypatch.setattr(engine_module, "PART_READINGS", 5)
     url_b, parted = registry(tmp_path / "parted.sqlite")
@@ -103,11 +108,7 @@ def test_killed_between_two_parts_it_replays_the_round_to_the_same_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     messages = stream()
-    url_a, whole = registry(tmp_path / "whole.sqlite")
-    reference = engine(url_a, whole)
-    for part in _rounds(messages, 12):
-        reference.round(part, tick=False)
-    expected = outcome(whole)
+    expected = _one_transaction_a_round(tmp_path, messages, tick=False)
 
     monkeypatch.setattr(engine_module, "PART_READINGS", 5)
     url_b, killed = registry(tmp_path / "killed.sqlite")
@@ -123,4 +124,4 @@ def test_killed_between_two_parts_it_replays_the_round_to_the_same_end(
                 running.round(part, tick=False, between=die)  # the first part committed
             running = engine(url_b, killed)  # what was in memory is gone; nothing was acked
         running.round(part, tick=False, between=lambda _: None)
-    assert outcome(killed) == expected
+    assert _seen(killed) == expected
