@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from alerting.evaluation import Reading
 from api.alerts import engine as engine_module
 from api.alerts.consumer import Message
-from api.alerts.engine import _parts
+from api.alerts.engine import Engine, _parts
 from api.alerts.inbound import Item, Observed, Presence
 from api.alerts.lifecycle import Tally
 from tests.alerts.test_checkpoints import engine, outcome, registry, stream
@@ -86,15 +86,22 @@ def _one_transaction_a_round(tmp_path: Path, messages: list[Message], *, tick: b
     return _seen(whole)
 
 
+def _parted_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, sessionmaker[Session], Engine]:
+    """A registry of its own and an engine on it whose rounds go in parts of 5 readings."""
+    monkeypatch.setattr(engine_module, "PART_READINGS", 5)
+    url, sessions = registry(tmp_path / "parted.sqlite")
+    return url, sessions, engine(url, sessions)
+
+
 def test_a_round_in_parts_ends_where_one_transaction_a_round_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     messages = stream()
     expected = _one_transaction_a_round(tmp_path, messages, tick=True)
 
-    monkeypatch.setattr(engine_module, "PART_READINGS", 5)
-    url_b, parted = registry(tmp_path / "parted.sqlite")
-    running = engine(url_b, parted)
+    _url, parted, running = _parted_engine(tmp_path, monkeypatch)
     calls: list[Tally] = []
     for part in _rounds(messages, 12):
         running.round(part, tick=True, between=calls.append)
@@ -110,9 +117,7 @@ def test_killed_between_two_parts_it_replays_the_round_to_the_same_end(
     messages = stream()
     expected = _one_transaction_a_round(tmp_path, messages, tick=False)
 
-    monkeypatch.setattr(engine_module, "PART_READINGS", 5)
-    url_b, killed = registry(tmp_path / "killed.sqlite")
-    running = engine(url_b, killed)
+    url, killed, running = _parted_engine(tmp_path, monkeypatch)
     rounds = _rounds(messages, 12)
 
     def die(_: Tally) -> None:
@@ -122,6 +127,6 @@ def test_killed_between_two_parts_it_replays_the_round_to_the_same_end(
         if n == 2:
             with pytest.raises(SystemExit):
                 running.round(part, tick=False, between=die)  # the first part committed
-            running = engine(url_b, killed)  # what was in memory is gone; nothing was acked
+            running = engine(url, killed)  # what was in memory is gone; nothing was acked
         running.round(part, tick=False, between=lambda _: None)
     assert _seen(killed) == expected
