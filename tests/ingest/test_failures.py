@@ -92,7 +92,12 @@ def test_worker_sigkilled_and_restarted_loses_nothing(mosquitto, influx, start_p
 def test_influx_down_30s_then_back_loses_nothing(mosquitto, influx_factory, start_worker) -> None:
     own = influx_factory()
     centre = unique_id("c")
-    settings = worker_settings(mosquitto, own, receive_maximum=500)
+    # Batches of at most 100 lines: the two writers stuck on theirs hold at most 200 of the 500
+    # messages in flight, so a third batch always waits for a writer. With the default 5,000
+    # the two stuck batches could hold all 500, and on a slow machine nothing was left to wait.
+    settings = worker_settings(
+        mosquitto, own, receive_maximum=500, batch_size=100, write_concurrency=2
+    )
     w = start_worker(settings)
     stream = Stream(mosquitto, centre, per_device=500)
     wait_for(lambda: count(own, "power", centre) >= 500, 60, "worker writing")
