@@ -4,10 +4,13 @@ transaction per round ends, and an engine killed between two parts must too."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from alerting.evaluation import Reading
@@ -16,7 +19,23 @@ from api.alerts.consumer import Message
 from api.alerts.engine import Engine, _parts
 from api.alerts.inbound import Item, Observed, Presence
 from api.alerts.lifecycle import Tally
-from tests.alerts.test_checkpoints import engine, outcome, registry, stream
+from api.alerts.metrics import EngineMetrics
+from api.alerts.settings import AlertsSettings
+from api.db.models import Alert
+from contract.codec import encode_batch_parts
+from contract.topics import Channel, topic
+from tests.alerts.test_checkpoints import (
+    CENTRE,
+    GATEWAY,
+    MINUTE,
+    POWER,
+    ROUTER,
+    engine,
+    outcome,
+    record,
+    registry,
+    stream,
+)
 
 
 def _run(device: str, *seqs: int) -> Observed:
@@ -130,3 +149,47 @@ def test_killed_between_two_parts_it_replays_the_round_to_the_same_end(
             running = engine(url, killed)  # what was in memory is gone; nothing was acked
         running.round(part, tick=False, between=lambda _: None)
     assert _seen(killed) == expected
+
+
+def test_the_timers_run_after_the_last_part_so_a_device_in_a_later_part_is_not_silent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round whose first part moves the centre's clock half an hour on (the router's
+    reading) and whose second part holds the power unit's reading of the same minute: the
+    power unit was never silent, and no timer may judge it between the two parts."""
+    monkeypatch.setattr(engine_module, "PART_READINGS", 1)  # a part per device
+    url, sessions = registry(tmp_path / "timers.sqlite")
+    # no floor of real time without a reading: only the parts' order keeps it quiet
+    settings = AlertsSettings(db_url=url, influx_url="", absence_min_wall_s=0)
+    running = Engine(settings, sessions, EngineMetrics(CollectorRegistry()))
+    running.load()
+    t0 = int(time.time() * 1000) - 60 * MINUTE
+    where = topic(CENTRE, GATEWAY, Channel.GATEWAY_BATCH)
+
+    def envelope(seq: int, records: list[tuple]) -> Message:
+        payload = encode_batch_parts(GATEWAY, seq, records)
+        return Message(where, payload, seq + 1, 1, 1, time.monotonic())
+
+    def power(m: int) -> tuple:
+        return record(POWER, "power", t0 + m * MINUTE, m + 1, battery_soc_pct=80.0)
+
+    def router(m: int) -> tuple:
+        return record(ROUTER, "router", t0 + m * MINUTE, m + 1, wan_up=True)
+
+    # a reporting interval of a minute learnt: silent after three
+    first = envelope(0, [r for m in range(5) for r in (router(m), power(m))])
+    running.round([first], tick=True, between=lambda _: None)
+    calls: list[Tally] = []
+    later = envelope(1, [router(35), power(35)])
+    running.round([later], tick=True, between=calls.append)
+    assert len(calls) == 1  # two parts: the router's, then the power unit's
+
+    with sessions() as s:
+        silent = s.scalars(select(Alert).where(Alert.rule_id == "device-silent")).all()
+        assert [(a.subject, a.state) for a in silent] == []
+    # the same timers once the clock passes the power unit's limit do fire
+    running.clocks.see(CENTRE, t0 + 45 * MINUTE)
+    running.round([], tick=True, between=lambda _: None)
+    with sessions() as s:
+        silent = s.scalars(select(Alert).where(Alert.rule_id == "device-silent")).all()
+        assert {a.subject for a in silent} == {f"{CENTRE}/{POWER}", f"{CENTRE}/{ROUTER}"}
