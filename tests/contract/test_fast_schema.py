@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from bench.convert import corpus
 from contract import fast_schema
@@ -25,6 +25,7 @@ from contract.codec import (
     decode_record,
     refused_by_models,
 )
+from contract.messages import Batch, BatchRecord
 from contract.metrics import METRICS_BY_KIND
 from contract.topics import Channel
 
@@ -197,6 +198,39 @@ def test_an_id_or_a_name_with_a_final_newline_is_refused() -> None:
     envelope = json.dumps({"v": 1, "gw": "gw-1", "seq": 1, "records": [record]}).encode()
     with pytest.raises(msgspec.ValidationError):
         fast_schema.BATCH.decode(envelope)
+
+
+ID_TEXT = st.text(max_size=40) | st.from_regex(r"[a-z0-9][a-z0-9-]{0,33}", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(ID_TEXT, st.sampled_from(["dev", "gw"])), min_size=1, max_size=4))
+def test_envelope_ids_are_refused_exactly_as_the_models_refuse_them(
+    ids: list[tuple[str, str]],
+) -> None:
+    """The pattern of ``gw`` and of each record's ``dev`` is checked after msgspec's pass,
+    once per id (remembered, up to a bound that is passed here): an envelope passes only
+    when the models take its ids, whatever ids came before it."""
+    decoder = fast_schema.BatchDecoder(limit=3)
+    p = {"v": 1, "kind": "router", "ts": 1, "seq": 1, "metrics": {"wan_up": True}}
+    for value, where in [*ids, *ids]:  # each again, once remembered
+        devs = ("r-1", value) if where == "dev" else ("r-1",)
+        records = [{"ch": "telemetry", "dev": d, "rx": 5, "p": p} for d in devs]
+        gw = value if where == "gw" else "gw-1"
+        envelope = {"v": 1, "gw": gw, "seq": 1, "records": records}
+        try:
+            decoder.decode(json.dumps(envelope).encode())
+            fast_took = True
+        except msgspec.ValidationError:
+            fast_took = False
+        try:
+            Batch.model_validate(envelope)
+            for record in records:
+                BatchRecord.model_validate(record)
+            models_took = True
+        except ValidationError:
+            models_took = False
+        assert fast_took == models_took, (value, where)
 
 
 def test_a_clock_suspect_flag_of_false_is_left_to_the_models() -> None:
