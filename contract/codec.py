@@ -304,16 +304,31 @@ def decode_reading(channel: Channel, payload: bytes) -> dict[str, Any]:
     message is validated in one msgspec pass (``contract.fast_schema``) and no
     model objects are built.
     """
+    return reading_of_struct(channel, decode_reading_struct(channel, payload), payload)
+
+
+def decode_reading_struct(channel: Channel, payload: bytes) -> Any | None:
+    """The first pass of :func:`decode_reading` alone: the reading's msgspec struct, or
+    None when the pass refused it (the models then judge it: :func:`reading_of_struct`).
+    The struct may still hold what the models refuse (:func:`refused_by_models`).
+
+    Raises :class:`DecodeError` for a message too large, as :func:`decode` does.
+    """
     if len(payload) > MAX_MESSAGE_BYTES:
         raise DecodeError(DecodeReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        struct = fast_schema.READINGS[channel].decode(payload)
+        return fast_schema.READINGS[channel].decode(payload)
     except (msgspec.DecodeError, RecursionError):
-        return _reading_dict(decode(channel, payload))  # the models' verdict and error
-    reading = fast_schema.BUILDERS[type(struct)](struct)
-    if refused_by_models(reading.get("metrics")):
-        return _reading_dict(decode(channel, payload))
-    return reading
+        return None
+
+
+def reading_of_struct(channel: Channel, struct: Any | None, payload: bytes) -> dict[str, Any]:
+    """What :func:`decode_reading` gives for ``payload`` once its first pass gave ``struct``."""
+    if struct is not None:
+        reading = fast_schema.BUILDERS[type(struct)](struct)
+        if not refused_by_models(reading.get("metrics")):
+            return reading
+    return _reading_dict(decode(channel, payload))  # the models' verdict and error
 
 
 def _reading_dict(reading: Telemetry[Any, Any] | Event[Any, Any]) -> dict[str, Any]:

@@ -38,15 +38,15 @@ Quarantines are logged rate-limited per reason (``runtime.logs.Throttle``).
 
 Speed (``bench/convert.py``; docs/performance.md): readings are validated into
 plain dicts (``contract.codec.decode_reading``, ``decode_batch_readings``), not
-models, and an envelope that passed the one-pass validation is read from its
+models, and a message that passed the one-pass validation is read from its
 msgspec structs, a dict made only for a reading that goes the long way
-(:meth:`PointBuilder._envelope_structs`); a topic is parsed once; per (centre,
-device) the escaped tag prefix per kind, and per (kind, metric names) a
-compiled f-string writing the whole line
-(:func:`compile_line`), are cached. A birth that changes a device's model or
-kind makes ingest forget that device's entries (``ModelCache.changes_since``).
-A reading whose line is cached and that none of the checks above refuses goes
-the short way (:meth:`PointBuilder._fast`); every other reading the long way
+(:meth:`PointBuilder._fast` for one reading, :meth:`PointBuilder._envelope_structs`
+for an envelope's); a topic is parsed once; per (centre, device) the escaped tag
+prefix per kind, and per (kind, metric names) a compiled f-string writing the
+whole line (:func:`compile_line`), are cached. A birth that changes a device's
+model or kind makes ingest forget that device's entries
+(``ModelCache.changes_since``). A reading whose line is cached and that none of
+the checks above refuses goes that short way; every other reading the long way
 (``_reading``), which fills the caches. The lines are byte-identical either
 way (``tests/ingest/test_convert_golden.py``). With every reading line goes a
 note for the sequence ledger (``ingest.sequences.Note``: device, seq, device
@@ -74,7 +74,8 @@ from contract.codec import (
     DecodeError,
     decode_batch_readings,
     decode_batch_structs,
-    decode_reading,
+    decode_reading_struct,
+    reading_of_struct,
     record_reading,
     refused_by_models,
 )
@@ -349,14 +350,22 @@ class PointBuilder:
             self._refuse(out, Reason.BAD_TOPIC, "not a reading channel", topic, payload, where)
             return 0
         try:
-            reading = decode_reading(where.channel, payload)
+            struct = decode_reading_struct(where.channel, payload)
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
             return 0
-        if not self._fast(where.centre, where.device, reading, now_ms, out, notes):
-            self._reading(
-                where.centre, where.device, reading, topic, payload, now_ms, out, notes, None
-            )
+        if (
+            where.channel is Channel.TELEMETRY
+            and struct is not None
+            and self._fast(where.centre, where.device, struct, payload, now_ms, out, notes)
+        ):
+            return 1
+        try:
+            reading = reading_of_struct(where.channel, struct, payload)
+        except DecodeError as exc:
+            self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
+            return 0
+        self._reading(where.centre, where.device, reading, topic, payload, now_ms, out, notes, None)
         return 1
 
     def _forget(self, generation: int) -> None:
@@ -375,38 +384,40 @@ class PointBuilder:
         self,
         centre: str,
         device: str,
-        values: dict[str, Any],
+        struct: Any,
+        payload: bytes,
         now_ms: int,
         out: list[str],
         notes: list[Note],
     ) -> bool:
-        """Write the line of a reading like one already stored, without a check failing.
+        """Write the line of a telemetry reading like one already stored, from its struct
+        (no dict of the reading), without a check failing. False (nothing written) for
+        any other reading.
 
-        False (nothing written) for any other reading.
-
-        A telemetry reading whose device, kind and metric names were seen in a
-        reading that passed :meth:`_reading` (so its kind is the device's),
-        with no null metric and a plausible ``ts``: the
-        same line :meth:`_reading` would write, and its note. (Inlined in
-        :meth:`_envelope`.)
+        A reading whose device, kind and metric names were seen in a reading that
+        passed :meth:`_reading` (so its kind is the device's), with no null metric and
+        a plausible ``ts``: the same line :meth:`_reading` would write, and its note.
+        (Inlined in :meth:`_envelope_structs`.)
         """
-        metrics = values.get("metrics")
-        ts = values["ts"]
+        m = struct.metrics
+        if m is None or m is msgspec.UNSET:
+            return False
+        metrics = msgspec.to_builtins(m)  # the metrics sent, in the model's order
+        ts = struct.ts
         if (
-            metrics is None
-            or "name" in values
-            or None in metrics.values()
+            not metrics  # the models refuse an empty set
+            or (b"null" in payload and None in metrics.values())
             or ts < now_ms - self._max_age_ms
             or ts > now_ms + self._max_future_ms
         ):
             return False
         # names with ``patient_id`` never have a line (compile_line): the long way refuses them
         line = self._lines.get((centre, device), _NO_LINES).get(
-            (values["kind"], None, tuple(metrics))
+            (fast_schema.KINDS[type(struct)], None, tuple(metrics))
         )
         if line is None:
             return False
-        seq = values["seq"]
+        seq = struct.seq
         text = line.make(line.prefix, metrics, seq, ts * SEQ_SLOTS + seq % SEQ_SLOTS)
         out.append(text)
         notes.append((text, line.key, seq, ts))
