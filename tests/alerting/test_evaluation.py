@@ -348,3 +348,37 @@ def test_a_jump_a_replay_or_the_grid_going_out_inside_a_batch_is_judged_as_one_b
                     got += changes
                 state, expected = after[end]
                 assert (got, jsonable(batch_state)) == (expected, jsonable(state)), (key, a, b)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.none() | st.integers(min_value=-3 * MIN, max_value=3 * MIN),  # last, from the first
+    st.none() | st.integers(min_value=1, max_value=3 * MIN),  # the interval learnt so far
+    st.none() | st.integers(min_value=-3 * MIN, max_value=3 * MIN),  # last resolution
+    st.lists(
+        # steadily a minute, jitter, a slower or faster patch, a replay, a jump
+        st.sampled_from([MIN] * 12 + [MIN - 7, MIN + 13, 2 * MIN, MIN // 3, 1, 0, -MIN, 9 * MIN]),
+        max_size=30,
+    ),
+    st.integers(min_value=0, max_value=3),
+)
+def test_an_absence_rule_learns_from_a_batch_what_it_learns_one_by_one(
+    last: int | None, gap: int | None, resolved: int | None, steps: list[int], start: int
+) -> None:
+    """A device's readings of a round move an absence rule's last time and interval as
+    one reading after another does: steady, jittered, slower, faster, replayed, from
+    any state a calm device can be in."""
+    state: State = {"phase": "ok"}
+    for key, value in (("last", last), ("resolved", resolved)):
+        if value is not None:
+            state[key] = T0 + value
+    if gap is not None:
+        state["gap"] = gap
+    times = list(itertools.accumulate(steps, initial=T0))[1:]
+    readings = [Reading("ctr-1", "pwr-1", "power", ts, seq, {}) for seq, ts in enumerate(times)]
+    start = min(start, len(readings))
+    silent = evaluator("device-silent")
+    expected, changes = feed(silent, readings[start:], dict(state))
+    got, batch_changes, at = silent.on_readings(dict(state), readings, start)
+    assert (batch_changes, changes, at) == ([], [], len(readings))
+    assert jsonable(got) == jsonable(expected)
