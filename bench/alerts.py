@@ -283,6 +283,7 @@ def ingest_throughput(
         cpu = ingest.cpu_seconds(worker.proc.pid) - cpu0
     finally:
         worker.stop()
+        ingest.forget_sessions(broker, [client_id])
     return Throughput(name, readings, elapsed, cpu)
 
 
