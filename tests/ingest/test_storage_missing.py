@@ -61,7 +61,8 @@ def test_database_dropped_under_a_running_worker_loses_nothing(
 
     assert init(influx, db).returncode == 0  # the operator recreates it
     wait_for(lambda: stored(influx, db, centre) == after, 60, "every reading stored")
-    assert w.worker.metrics.unacked._value.get() == 0
+    # stored before acknowledged: the writer acknowledges once InfluxDB has answered
+    wait_for(lambda: w.worker.metrics.unacked._value.get() == 0, 10, "everything acknowledged")
     assert any("event=influx_write_resumed" in r.getMessage() for r in caplog.records)
     pub.close()
     assert w.stop() == 0
