@@ -6,9 +6,10 @@ whole message into structs and the structs become the dicts those functions
 return, with the keys in the models' order (what ingest's line cache keys on).
 The structs are *derived* at import from the pydantic models in
 :mod:`contract.messages` and :mod:`contract.metrics` (same fields, same bounds,
-patterns and lengths, strict types, unknown fields forbidden); a constraint
-this module cannot express stops the import (:class:`UnmappedConstraint`)
-rather than being dropped.
+patterns and lengths, strict types, unknown fields forbidden; an envelope's
+ids are checked against their pattern just after the pass, once per id:
+:class:`BatchDecoder`); a constraint this module cannot express stops the
+import (:class:`UnmappedConstraint`) rather than being dropped.
 
 This pass may refuse more than the models (msgspec's JSON has no ``NaN`` and
 refuses numbers out of a float's range), never less: whatever it refuses, the
