@@ -351,16 +351,12 @@ class PointBuilder:
             return 0
         try:
             struct = decode_reading_struct(where.channel, payload)
-        except DecodeError as exc:
-            self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
-            return 0
-        if (
-            where.channel is Channel.TELEMETRY
-            and struct is not None
-            and self._fast(where.centre, where.device, struct, payload, now_ms, out, notes)
-        ):
-            return 1
-        try:
+            if (
+                where.channel is Channel.TELEMETRY
+                and struct is not None
+                and self._fast(where.centre, where.device, struct, payload, now_ms, out, notes)
+            ):
+                return 1
             reading = reading_of_struct(where.channel, struct, payload)
         except DecodeError as exc:
             self._refuse(out, exc.reason.value, exc.detail, topic, payload, where)
