@@ -56,6 +56,7 @@ from gramlink.services.mosquitto import TlsListener
 from gramlink.services.process import free_port
 
 TICKS = os.sysconf("SC_CLK_TCK")
+TARGET = 0.9  # issue #10: one reading per message at 90 % of the broker's ceiling
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,23 @@ class Result:
         return self.readings / self.seconds
 
     @property
+    def others_us(self) -> float:
+        """Mosquitto's and influxd's CPU per reading over the same window, µs."""
+        return ((self.broker_cpu_s or 0) + (self.influx_cpu_s or 0)) / self.readings * 1e6
+
+    @property
     def cpu_us(self) -> float:
         """CPU time of the consumer per reading, µs."""
         return self.cpu_s / self.readings * 1e6
+
+
+def ingest_budget_us(ceiling_rate: float, run: Result) -> float:
+    """The CPU per reading left for ingest at ``TARGET`` of the broker's ceiling: what
+    this machine's cores give per reading at that rate, less what Mosquitto and influxd
+    used per reading in ``run`` (µs; below ingest's own use, the target is out of reach
+    on this machine whatever ingest does, and below zero for any consumer at all)."""
+    cores = os.cpu_count() or 1
+    return cores / (TARGET * ceiling_rate) * 1e6 - run.others_us
 
 
 def cpu_seconds(pid: int) -> float:
@@ -528,12 +543,16 @@ def paired(args: argparse.Namespace, with_tls: bool) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(machine())
-    print("| pair | TLS | (a) messages/s | (c) readings/s | (c) / (a) | ingest µs | lost |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print(
+        "| pair | TLS | (a) messages/s | (c) readings/s | (c) / (a) | ingest µs "
+        "| Mosquitto + influxd µs | left for ingest at 90 %, µs | lost |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for i, secure, a, c in rows:
         print(
             f"| {i} | {'yes' if secure else 'no'} | {a.rate:,.0f} | {c.rate:,.0f} "
-            f"| {c.rate / a.rate:.0%} | {c.cpu_us:.1f} | {fmt(c.lost, 'd')} |"
+            f"| {c.rate / a.rate:.0%} | {c.cpu_us:.1f} | {c.others_us:.1f} "
+            f"| {ingest_budget_us(a.rate, c):.1f} | {fmt(c.lost, 'd')} |"
         )
     for secure, values in ratios.items():
         if values:
@@ -542,6 +561,34 @@ def paired(args: argparse.Namespace, with_tls: bool) -> int:
                 f"(of {len(values)}: {min(values):.0%}-{max(values):.0%})"
             )
     return 1 if lost else 0
+
+
+def budget(results: list[Result], broker_rate: dict[bool, float]) -> None:
+    """For each run of one reading per message: the CPU per reading this machine leaves
+    ingest at 90 % of the broker's ceiling over the same transport."""
+    rows = [
+        (r, broker_rate[r.tls])
+        for r in results
+        if r.name.startswith("(c)") and "one reading" in r.name and r.tls in broker_rate
+    ]
+    if not rows:
+        return
+    print()
+    print(
+        f"At {TARGET:.0%} of (a), {os.cpu_count()} cores give each reading "
+        f"cores / ({TARGET:.0%} x (a)) of CPU; less what Mosquitto and influxd used per "
+        "reading in the run, that is what is left for ingest, µs:"
+    )
+    print(
+        "| run | 90 % of (a), readings/s | cores give | Mosquitto + influxd | left | ingest used |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for r, ceiling in rows:
+        cores_give = (os.cpu_count() or 1) / (TARGET * ceiling) * 1e6
+        print(
+            f"| {r.name} | {TARGET * ceiling:,.0f} | {cores_give:.1f} | {r.others_us:.1f} "
+            f"| {ingest_budget_us(ceiling, r):.1f} | {r.cpu_us:.1f} |"
+        )
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -653,6 +700,7 @@ def main() -> int:
                 f"| {total / r.readings * 1e6:.1f} | {r.cores:.2f} "
                 f"| {fmt(r.wait_share, '.0%')} |"
             )
+    budget(results, broker_rate)
     lost = [r for r in results if r.lost]
     if lost:
         print("READINGS LOST in: " + ", ".join(r.name for r in lost))
