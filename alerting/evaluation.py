@@ -104,6 +104,41 @@ def breached(op: Op, value: Any, threshold: Value) -> bool:
     return OPS[op](value, threshold)
 
 
+_METRICS = operator.itemgetter(5)  # Reading.metrics
+_NANS = itertools.repeat(math.nan)  # endless and stateless: one for every call
+
+
+def _first_breach(
+    readings: Sequence[Reading], start: int, quiet: tuple[str, Callable[[Any, Any], bool], Value]
+) -> int:
+    """The index of the first of ``readings[start:]`` whose ``metric`` breaches the
+    threshold (``len(readings)``: none does); a reading without it does not.
+
+    The passes run in C: an absent metric reads as NaN, which no comparison but ``!=``
+    holds for. ``!=`` (true of NaN and of None), a null value under an ordering (a
+    TypeError) and metrics that are not dicts go one reading at a time.
+    """
+    metric, op, limit = quiet
+    n = len(readings)
+    if op is not operator.ne:
+        rest = readings[start:] if start else readings
+        values = map(dict.get, map(_METRICS, rest), itertools.repeat(metric), _NANS)
+        try:
+            return next(
+                itertools.compress(
+                    itertools.count(start), map(op, values, itertools.repeat(limit))
+                ),
+                n,
+            )
+        except TypeError:
+            pass
+    for i in range(start, n):
+        value = readings[i].metrics.get(metric)
+        if value is not None and op(value, limit):
+            return i
+    return n
+
+
 class Evaluator:
     """The evaluation of one rule; see the module docstring for the contract."""
 
@@ -171,13 +206,8 @@ class Evaluator:
         i = start
         while i < n:
             if quiet is not None and (state is None or state["phase"] == "ok"):
-                metric, op, limit = quiet
-                while i < n:  # skip the quiet readings without a call each
-                    value = readings[i].metrics.get(metric)
-                    if value is not None and op(value, limit):
-                        break
-                    i += 1
-                else:
+                i = _first_breach(readings, i, quiet)
+                if i == n:
                     break
             reading = readings[i]
             i += 1
@@ -205,7 +235,8 @@ class Evaluator:
                 continue  # not newer (a replay), or older than the last resolution
             if last is not None:
                 step = ts - last
-                gap = step if gap is None else min(gap * 2, max(step, gap // 2, 1))
+                if step != gap:  # a step equal to the interval leaves it where it is
+                    gap = step if gap is None else min(gap * 2, max(step, gap // 2, 1))
             last, moved = ts, True
         if not moved:
             return state, [], len(readings)

@@ -198,6 +198,11 @@ def _reading_dict(struct: type[msgspec.Struct], kind: str, metrics: tuple[str, .
 KINDS: Final[dict[type, str]] = {}
 """The device kind of every reading struct (its union tag), by its type."""
 
+PATIENT_FIELDS: Final = frozenset({"patient_id", "patient_ref"})
+WITH_PATIENT: Final[set[type]] = set()
+"""The reading structs whose metrics may name a patient (``PATIENT_FIELDS``): a struct
+keeps only its own fields, so no other reading's metrics hold one."""
+
 
 def _readings(generic: type[BaseModel], channel: str) -> tuple[Any, dict[type, Builder]]:
     """The tagged union of ``channel``'s reading structs, one per kind, and their builders."""
@@ -217,6 +222,8 @@ def _readings(generic: type[BaseModel], channel: str) -> tuple[Any, dict[type, B
         members.append(reading)
         builders[reading] = _reading_dict(reading, kind.value, metrics.__struct_fields__)
         KINDS[reading] = kind.value
+        if PATIENT_FIELDS & set(metrics.__struct_fields__):
+            WITH_PATIENT.add(reading)
     if list(generic.model_fields)[:2] != ["v", "kind"]:
         raise UnmappedConstraint(f"{generic.__name__}: fields must begin with v, kind")
     return Union[tuple(members)], builders  # noqa: UP007

@@ -138,39 +138,42 @@ def envelope_items_by_dicts(centre: str, payload: bytes) -> tuple[list[Item], in
 
 def _struct_items(centre: str, records: Sequence[Any], nulls: bool = True) -> list[Item] | None:
     """What :func:`observed` makes of the records, from their structs; None when one holds
-    what the models refuse (a metrics set without a metric, ``"cs": false``). ``nulls``:
+    what the models refuse (a metrics set without a metric, ``"cs": false``), or when a
+    device's records carry two kinds (:func:`observed` then sorts them out). ``nulls``:
     the envelope's JSON may hold a null (else no metric is None)."""
-    runs: dict[tuple[str, str], Observed] = {}
+    runs: dict[str, Observed] = {}  # by device: one kind each, checked
     kinds, unset, as_dict = fast_schema.KINDS, msgspec.UNSET, msgspec.to_builtins
+    with_patient = fast_schema.WITH_PATIENT
     for r in records:
         p = r.p
         m, cs = p.metrics, r.cs
-        # the metrics sent (null ones too), in the model's order
-        sent = None if m is unset or m is None else as_dict(m)
-        if refused_by_models(sent, cs, nulls):
+        if cs is False:
             return None
-        metrics: dict[str, Any] = {} if sent is None else sent
-        metrics.pop("patient_id", None)  # never goes further
-        ref = metrics.get("patient_ref")
+        if m is unset or m is None:
+            metrics: dict[str, Any] = {}
+        else:
+            # the metrics sent (null ones too), in the model's order
+            metrics = as_dict(m)
+            if not metrics or (nulls and refused_by_models(metrics, cs, nulls)):
+                return None
+        ref = None
+        struct = type(p)
+        if struct in with_patient:
+            metrics.pop("patient_id", None)  # never goes further
+            ref = metrics.get("patient_ref")
+            if not isinstance(ref, str):
+                ref = None
         ts, device_ts = (r.rx, p.ts) if cs is True else (p.ts, None)
-        dev, kind = r.dev, kinds[type(p)]
-        reading = _TUPLE(
-            Reading,
-            (
-                centre,
-                dev,
-                kind,
-                ts,
-                p.seq,
-                metrics,
-                ref if isinstance(ref, str) else None,
-                device_ts,  # a clock-suspect record: ts is the receive time
-            ),
-        )
-        run = runs.get((dev, kind))
+        dev, kind = r.dev, kinds[struct]
+        run = runs.get(dev)
         if run is None:
-            run = runs[dev, kind] = Observed(centre, dev, kind, [], [])
-        run.readings.append(reading)
+            run = runs[dev] = Observed(centre, dev, kind, [], [])
+        elif run.kind != kind:
+            return None
+        # device_ts: a clock-suspect record's own time (ts is then the receive time)
+        run.readings.append(
+            _TUPLE(Reading, (centre, dev, kind, ts, p.seq, metrics, ref, device_ts))
+        )
         run.rx_ms.append(r.rx)
     return list(runs.values())
 

@@ -50,6 +50,11 @@ CASES = {
     "no metric at all (refused)": [_record(_power(7)), _record(_power(8, battery_soc_pct=1.0))],
     "only null metrics (refused)": [_record(_power(9, battery_soc_pct=None))],
     "cs false (refused)": [_record(_power(10, battery_soc_pct=2.0), cs=False)],
+    "one device, two kinds": [
+        _record(_power(11, battery_soc_pct=3.0)),
+        _record({"v": 1, "kind": "router", "ts": NOW, "seq": 12, "metrics": {"wan_up": True}}),
+        _record(_power(13, battery_soc_pct=4.0)),
+    ],
 }
 
 
