@@ -104,41 +104,6 @@ def breached(op: Op, value: Any, threshold: Value) -> bool:
     return OPS[op](value, threshold)
 
 
-_METRICS = operator.itemgetter(5)  # Reading.metrics
-_NANS = itertools.repeat(math.nan)  # endless and stateless: one for every call
-
-
-def _first_breach(
-    readings: Sequence[Reading], start: int, quiet: tuple[str, Callable[[Any, Any], bool], Value]
-) -> int:
-    """The index of the first of ``readings[start:]`` whose ``metric`` breaches the
-    threshold (``len(readings)``: none does); a reading without it does not.
-
-    The passes run in C: an absent metric reads as NaN, which no comparison but ``!=``
-    holds for. ``!=`` (true of NaN and of None), a null value under an ordering (a
-    TypeError) and metrics that are not dicts go one reading at a time.
-    """
-    metric, op, limit = quiet
-    n = len(readings)
-    if op is not operator.ne:
-        rest = readings[start:] if start else readings
-        values = map(dict.get, map(_METRICS, rest), itertools.repeat(metric), _NANS)
-        try:
-            return next(
-                itertools.compress(
-                    itertools.count(start), map(op, values, itertools.repeat(limit))
-                ),
-                n,
-            )
-        except TypeError:
-            pass
-    for i in range(start, n):
-        value = readings[i].metrics.get(metric)
-        if value is not None and op(value, limit):
-            return i
-    return n
-
-
 class Evaluator:
     """The evaluation of one rule; see the module docstring for the contract."""
 
@@ -206,8 +171,13 @@ class Evaluator:
         i = start
         while i < n:
             if quiet is not None and (state is None or state["phase"] == "ok"):
-                i = _first_breach(readings, i, quiet)
-                if i == n:
+                metric, op, limit = quiet
+                while i < n:  # skip the quiet readings without a call each
+                    value = readings[i].metrics.get(metric)
+                    if value is not None and op(value, limit):
+                        break
+                    i += 1
+                else:
                     break
             reading = readings[i]
             i += 1

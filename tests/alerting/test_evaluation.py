@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from types import MappingProxyType as MappingProxy
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerting.defaults import DEFAULT_PACK
-from alerting.evaluation import OPS, Change, Evaluator, Reading, State, _first_breach, jsonable
+from alerting.evaluation import Change, Evaluator, Reading, State, jsonable
 from alerting.rules import Rule
 
 MIN = 60_000
@@ -383,44 +382,3 @@ def test_an_absence_rule_learns_from_a_batch_what_it_learns_one_by_one(
     got, batch_changes, at = silent.on_readings(dict(state), readings, start)
     assert (batch_changes, changes, at) == ([], [], len(readings))
     assert jsonable(got) == jsonable(expected)
-
-
-ABSENT = object()
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.sampled_from([ABSENT, None, 10.0, 19.5, 20.0, 20.5, 35, True, False, "text"]),
-        max_size=12,
-    ),
-    st.sampled_from(sorted(OPS)),
-    st.sampled_from([20.0, 20, True, False]),
-    st.integers(min_value=0, max_value=12),
-    st.booleans(),
-)
-def test_the_first_breach_of_a_threshold_is_found_as_one_reading_after_another_finds_it(
-    values: list[Any], op: str, limit: Any, start: int, plain_dicts: bool
-) -> None:
-    """A threshold skips its quiet readings in C passes: a missing metric, a null, a
-    ``!=`` (true of NaN), a value an ordering cannot compare, and metrics that are not
-    plain dicts all give the index the reading-by-reading loop gives."""
-    readings = []
-    for seq, value in enumerate(values):
-        metrics = {} if value is ABSENT else {"battery_soc_pct": value}
-        readings.append(power(seq, seq, **metrics))
-        if not plain_dicts:
-            readings[-1] = readings[-1]._replace(metrics=MappingProxy(metrics))
-    start = min(start, len(readings))
-    compare = OPS[op]
-    expected = len(readings)
-    for i in range(start, len(readings)):
-        value = readings[i].metrics.get("battery_soc_pct")
-        try:
-            breached = value is not None and compare(value, limit)
-        except TypeError:
-            return  # the rules refuse a threshold its metric's values cannot be compared to
-        if breached:
-            expected = i
-            break
-    assert _first_breach(readings, start, ("battery_soc_pct", compare, limit)) == expected
