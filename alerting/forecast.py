@@ -11,6 +11,14 @@ database between restarts (:meth:`SocWindow.to_state` / :meth:`SocWindow.from_st
 Readings are kept in device-time order whatever order they come in; a reading repeated by a
 replay (same device time) is ignored, the first one kept. Pure Python: a fit over at most a
 few hundred points needs no numpy.
+
+The fit's sums are made from the points when a fit first needs them and kept from then
+on as the window moves a reading at a time (a reading adds its terms, a reading trimmed
+takes them away), so a fit per reading costs the same whatever the window holds; a window
+moved a batch at a time (grid present: no fit needed) keeps none. They are exact
+integers (device times in ms; charges in units of 2**-32 %, a multiplication by a power of
+two and one rounding), so they are the same whatever order the readings came and went in,
+and a window read back from its state fits exactly as the one that was saved.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ DEFAULT_MAX_SPAN_MS = 60 * 60_000
 DEFAULT_MAX_POINTS = 120
 MIN_POINTS = 3
 MIN_SPAN_MS = 5 * 60_000
+SOC_UNITS = 2.0**32  # exact charges: one unit is 2**-32 % (about 2.3e-10)
 
 
 class SocWindow:
@@ -42,6 +51,31 @@ class SocWindow:
         self.max_points = max_points
         self._ts: list[int] = []
         self._soc: list[float] = []
+        # the fit's sums over the points: t, t*t, q, t*q (q: the charge in SOC_UNITS);
+        # None: not kept (made from the points when a fit needs them)
+        self._sums: list[int] | None = None
+
+    def _count(self, t: int, soc: float, sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) one point's terms, when the sums are kept."""
+        sums = self._sums
+        if sums is not None:
+            q = round(soc * SOC_UNITS)
+            sums[0] += sign * t
+            sums[1] += sign * t * t
+            sums[2] += sign * q
+            sums[3] += sign * t * q
+
+    def _made_sums(self) -> list[int]:
+        """The sums from the points (passes in C); kept from then on."""
+        ts = self._ts
+        q = list(map(round, map(operator.mul, self._soc, itertools.repeat(SOC_UNITS))))
+        self._sums = [
+            sum(ts),
+            sum(map(operator.mul, ts, ts)),
+            sum(q),
+            sum(map(operator.mul, ts, q)),
+        ]
+        return self._sums
 
     def __len__(self) -> int:
         return len(self._ts)
@@ -60,8 +94,10 @@ class SocWindow:
         at = bisect.bisect_left(ts, ts_ms)
         if at < len(ts) and ts[at] == ts_ms:
             return False
+        soc = float(soc_pct)
         ts.insert(at, ts_ms)
-        self._soc.insert(at, float(soc_pct))
+        self._soc.insert(at, soc)
+        self._count(ts_ms, soc, 1)
         return at >= self._trim()
 
     def extend(self, ts_ms: Sequence[int], soc_pct: Sequence[float]) -> None:
@@ -75,6 +111,7 @@ class SocWindow:
             return
         ts.extend(ts_ms)
         self._soc.extend(map(float, soc_pct))
+        self._sums = None  # a batch: made again if a fit needs them
         if ts:
             self._trim()
 
@@ -84,6 +121,10 @@ class SocWindow:
         drop = bisect.bisect_left(ts, ts[-1] - self.max_span_ms)
         drop = max(drop, len(ts) - self.max_points)
         if drop > 0:
+            if drop == 1:
+                self._count(ts[0], self._soc[0], -1)
+            else:
+                self._sums = None
             del ts[:drop]
             del self._soc[:drop]
         return drop
@@ -95,23 +136,21 @@ class SocWindow:
 
     def slope_per_hour(self) -> float | None:
         """Least-squares slope of SoC in %/h; None below 3 points or a 5-minute span."""
-        ts, soc = self._ts, self._soc
+        ts = self._ts
         n = len(ts)
         if n < MIN_POINTS or ts[-1] - ts[0] < MIN_SPAN_MS:
             return None
-        # offsets from the first point: the times' sums stay exact integers, and a flat
-        # charge gives a slope of exactly 0 (every offset 0.0); the passes run in C
-        dt = list(map(operator.sub, ts, itertools.repeat(ts[0], n)))
-        ds = list(map(operator.sub, soc, itertools.repeat(soc[0], n)))
-        sum_t = sum(dt)
-        spread = n * sum(map(operator.mul, dt, dt)) - sum_t * sum_t
-        covary = n * sum(map(operator.mul, dt, ds)) - sum_t * sum(ds)
-        return covary / spread * MS_PER_HOUR
+        st, stt, sq, stq = self._sums or self._made_sums()
+        spread = n * stt - st * st  # exact: n * n times the variance of the times
+        covary = n * stq - st * sq
+        # one correctly rounded division; a flat charge gives exactly 0 (covary is 0)
+        return covary * MS_PER_HOUR / (spread * SOC_UNITS)
 
     def copy(self) -> SocWindow:
         twin = SocWindow.__new__(SocWindow)
         twin.max_span_ms, twin.max_points = self.max_span_ms, self.max_points
         twin._ts, twin._soc = self._ts[:], self._soc[:]
+        twin._sums = None if self._sums is None else self._sums[:]
         return twin
 
     def to_state(self) -> dict[str, object]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerting.forecast import SocWindow, hours_to_floor
 
@@ -121,3 +124,75 @@ def test_a_window_saved_as_pairs_by_an_earlier_version_is_read_back() -> None:
 def test_a_malformed_state_is_refused_by_name(state: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=r"state|max_span_ms"):
         SocWindow.from_state(state)
+
+
+def exact_slope_per_hour(points: list[tuple[int, float]]) -> float:
+    """The least-squares slope of the points in exact arithmetic, %/h."""
+    n = len(points)
+    st_ = sum(Fraction(t) for t, _ in points)
+    ss = sum(Fraction(s) for _, s in points)
+    covary = n * sum(Fraction(t) * Fraction(s) for t, s in points) - st_ * ss
+    spread = n * sum(Fraction(t) ** 2 for t, _ in points) - st_ * st_
+    return float(covary / spread * 3_600_000)
+
+
+def fits_exactly(window: SocWindow) -> float | None:
+    """The window's slope, checked against the exact one of its points."""
+    slope = window.slope_per_hour()
+    points = window.points
+    if slope is None:
+        assert len(points) < 3 or points[-1][0] - points[0][0] < 5 * MINUTE
+        return None
+    # charges are counted in 2**-32 %: about 1e-8 %/h over 5 minutes
+    assert slope == pytest.approx(exact_slope_per_hour(points), rel=1e-9, abs=1e-8)
+    if len({soc for _, soc in points}) == 1:
+        assert slope == 0.0  # a flat charge
+    return slope
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            # minutes on from the last reading: late (back), replayed (0), a gap
+            st.sampled_from([1] * 8 + [-3, -1, 0, 2, 7, 40]),
+            st.floats(min_value=0, max_value=100, allow_nan=False),
+            st.booleans(),  # fitted after this reading (the sums are kept from then on)
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(min_value=3, max_value=40),  # most points kept
+    st.integers(min_value=0, max_value=60),  # a copy taken after this many readings
+)
+def test_the_kept_sums_fit_as_the_points_do_whatever_came_and_went(
+    steps: list[tuple[int, float, bool]], most: int, copied_at: int
+) -> None:
+    """The fit's sums move with every reading added and trimmed once a fit made them;
+    they give the exact least-squares slope of the points kept, the same slope in a
+    copy that moved on its own, in a window read back from its state and in one given
+    the same points in another order."""
+    window = SocWindow(max_span_ms=30 * MINUTE, max_points=most)
+    twin = window.copy()
+    minute = 0
+    for n, (step, soc, fitted) in enumerate(steps):
+        if n == copied_at:
+            twin = window.copy()
+        minute += step
+        window.add(T0 + minute * MINUTE, soc)
+        if fitted:
+            fits_exactly(window)
+    twin.add(T0 - 29 * MINUTE, 50.0)  # the copy moves apart from the window
+    fits_exactly(twin)
+    newest = window.points[-1][0] if len(window) else T0
+    window.extend([newest + MINUTE, newest + 2 * MINUTE], [20.0, 19.5])  # a calm batch
+    slope = fits_exactly(window)
+    points = window.points
+    read_back = SocWindow.from_state(json.loads(json.dumps(window.to_state())))
+    assert read_back.slope_per_hour() == slope
+    again = SocWindow(max_span_ms=30 * MINUTE, max_points=most)
+    again.extend([t for t, _ in points], [s for _, s in points])
+    for t, s in reversed(points):
+        again.add(t, s)  # replays: ignored
+    assert again.points == points
+    assert again.slope_per_hour() == slope
