@@ -535,10 +535,11 @@ def paired(args: argparse.Namespace, runs: set[str]) -> int:
     for _key, records, _minutes in cases:
         ratios = [e.rate / w.rate for _i, r, e, w in rows if r == records]
         cpu = [w.cpu_us / e.cpu_us for _i, r, e, w in rows if r == records]
+        ahead = sum(ratio >= 1 for ratio in ratios)
         print(
             f"envelopes of {records}: median engine / ingest {statistics.median(ratios):.0%} "
-            f"(of {len(ratios)}: {min(ratios):.0%}-{max(ratios):.0%}); by CPU per reading "
-            f"{statistics.median(cpu):.0%}"
+            f"(of {len(ratios)}: {min(ratios):.0%}-{max(ratios):.0%}); the engine kept up in "
+            f"{ahead} of {len(ratios)}; by CPU per reading {statistics.median(cpu):.0%}"
         )
     return 0
 
