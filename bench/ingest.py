@@ -347,10 +347,12 @@ class WorkerProcess:
             return True
         if self.proc.poll() is not None:
             raise RuntimeError(f"ingest worker exited; see {self.log}")
+        # from when the scrape was asked, not answered: a busy worker answers 30-90 ms
+        # late, and a start taken at the answer leaves that much of the run uncounted
+        asked, cpu = time.perf_counter(), cpu_seconds(self.proc.pid)
         if (self.metrics() or {}).get("gramlink_ingest_subscribed") != 1.0:
             return False
-        self.started = time.perf_counter()
-        self.cpu0 = cpu_seconds(self.proc.pid)
+        self.started, self.cpu0 = asked, cpu
         return True
 
     def metrics(self) -> dict[str, float] | None:
