@@ -200,8 +200,9 @@ KINDS: Final[dict[type, str]] = {}
 
 PATIENT_FIELDS: Final = frozenset({"patient_id", "patient_ref"})
 WITH_PATIENT: Final[set[type]] = set()
-"""The reading structs whose metrics may name a patient (``PATIENT_FIELDS``): a struct
-keeps only its own fields, so no other reading's metrics hold one."""
+"""The reading structs whose metrics may name a patient (``PATIENT_FIELDS``). No other
+reading's metrics can hold one: their structs have no such field, and the contract
+refuses a metric it does not know."""
 
 
 def _readings(generic: type[BaseModel], channel: str) -> tuple[Any, dict[type, Builder]]:
