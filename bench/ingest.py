@@ -129,13 +129,18 @@ class Result:
         return self.cpu_s / self.readings * 1e6
 
 
+def cores_give_us(ceiling_rate: float) -> float:
+    """The CPU this machine's cores give each reading at ``TARGET`` of the broker's
+    ceiling, µs."""
+    return (os.cpu_count() or 1) / (TARGET * ceiling_rate) * 1e6
+
+
 def ingest_budget_us(ceiling_rate: float, run: Result) -> float:
     """The CPU per reading left for ingest at ``TARGET`` of the broker's ceiling: what
-    this machine's cores give per reading at that rate, less what Mosquitto and influxd
-    used per reading in ``run`` (µs; below ingest's own use, the target is out of reach
-    on this machine whatever ingest does, and below zero for any consumer at all)."""
-    cores = os.cpu_count() or 1
-    return cores / (TARGET * ceiling_rate) * 1e6 - run.others_us
+    the cores give, less what Mosquitto and influxd used per reading in ``run`` (µs;
+    below ingest's own use, the target is out of reach on this machine whatever ingest
+    does, and below zero for any consumer at all)."""
+    return cores_give_us(ceiling_rate) - run.others_us
 
 
 def cpu_seconds(pid: int) -> float:
@@ -586,9 +591,9 @@ def budget(results: list[Result], broker_rate: dict[bool, float]) -> None:
     )
     print("|---|---:|---:|---:|---:|---:|")
     for r, ceiling in rows:
-        cores_give = (os.cpu_count() or 1) / (TARGET * ceiling) * 1e6
         print(
-            f"| {r.name} | {TARGET * ceiling:,.0f} | {cores_give:.1f} | {r.others_us:.1f} "
+            f"| {r.name} | {TARGET * ceiling:,.0f} | {cores_give_us(ceiling):.1f} "
+            f"| {r.others_us:.1f} "
             f"| {ingest_budget_us(ceiling, r):.1f} | {r.cpu_us:.1f} |"
         )
 
