@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import ApiSettings
 from gramlink.services import InfluxService, MosquittoService
-from gramlink.services.process import ServiceError, free_port, wait_until
+from gramlink.services.process import ServiceError, bound_socket, free_port, wait_until
 from tests.api import browser
 from tests.api.conftest import MASTER
 
@@ -175,13 +175,13 @@ def cdn_docs() -> Iterator[str]:
     def things() -> list[str]:
         return []
 
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = bound_socket()  # bound before the server runs: no port race
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 30, "CDN docs server")
-    yield f"http://127.0.0.1:{server.config.port}"
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
 

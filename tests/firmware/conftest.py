@@ -23,7 +23,7 @@ from api.services.tokens import create_token
 from api.settings import ApiSettings
 from firmware_sim.fleet import Fleet, FleetConfig
 from gramlink.services import InfluxService, MosquittoService
-from gramlink.services.process import free_port, wait_until
+from gramlink.services.process import bound_socket, wait_until
 from tests.api.conftest import MASTER
 from tests.factories import unique_id
 
@@ -113,7 +113,8 @@ def live_api_factory(
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def make(port: int | None = None, **extra: Any) -> LiveApi:
-        port = port or free_port()
+        sock = bound_socket(port=port or 0)  # bound before the server runs: no port race
+        port = int(sock.getsockname()[1])
         values: dict[str, Any] = {
             "broker_files_dir": mosquitto.home,
             "mqtt_url": mosquitto.url,
@@ -135,7 +136,9 @@ def live_api_factory(
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
         )
-        thread = threading.Thread(target=server.run, name="live-api", daemon=True)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="live-api", daemon=True
+        )
         thread.start()
         servers.append((server, thread))
         wait_until(lambda: server.started, 60, "the API")
