@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,11 +22,38 @@ class ServiceError(RuntimeError):
     """A service could not be started, reached or stopped."""
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PICKED = 20_000
+_ports = random.Random()  # its own state: a test framework may seed the module's
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody is bound to right now, below the kernel's ephemeral range
+    when it leaves room (else the kernel's choice).
+
+    The process that is given it binds it later. A port from the ephemeral range may be
+    taken in between as the local end of any outgoing connection (a fresh-clone test
+    run lost one of its servers that way); ports below it are only ever bound on
+    purpose.
+    """
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = _ports.randrange(LOWEST_PICKED, low) if low > LOWEST_PICKED + 1000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise ServiceError(f"no free TCP port on {host} between {LOWEST_PICKED} and {low}")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (32768 when unknown)."""
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def bound_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
