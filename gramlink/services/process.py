@@ -37,8 +37,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     purpose.
     """
     low = _ephemeral_low()
-    for _ in range(50):
-        port = _ports.randrange(LOWEST_PICKED, low) if low > LOWEST_PICKED + 1000 else 0
+    room = low > LOWEST_PICKED + 1000
+    for _ in range(50 if room else 1):
+        port = _ports.randrange(LOWEST_PICKED, low) if room else 0
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
